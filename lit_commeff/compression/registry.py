@@ -1,0 +1,47 @@
+"""Build compressors by name: ``build("randk", ratio=0.01)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lit_commeff.compression.base import Compressor
+
+_REGISTRY: dict[str, Callable[..., Compressor]] = {}
+_CANONICAL: list[str] = []
+_T = TypeVar("_T", bound=Callable[..., Compressor])
+
+
+def register(*names: str) -> Callable[[_T], _T]:
+    """Class decorator: make a compressor buildable under one or more names."""
+
+    def wrap(factory: _T) -> _T:
+        if names and names[0] not in _CANONICAL:
+            _CANONICAL.append(names[0])
+        for name in names:
+            if name in _REGISTRY and _REGISTRY[name] is not factory:
+                raise ValueError(f"compressor name {name!r} is already registered to {_REGISTRY[name]!r}.")
+            _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available(*, aliases: bool = True) -> list[str]:
+    """Registered compressor names, sorted; ``aliases=False`` keeps one name per compressor."""
+    return sorted(_REGISTRY) if aliases else sorted(_CANONICAL)
+
+
+def build(name: str, /, **kwargs: Any) -> Compressor:
+    """Instantiate the compressor registered as ``name`` with keyword options.
+
+    Raises:
+        ValueError: ``name`` is unknown (the message lists the known names), or an option is invalid.
+    """
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in _REGISTRY:
+        raise ValueError(f"compressor: unknown name {name!r}; known compressors: {', '.join(available())}.")
+    try:
+        return _REGISTRY[key](**kwargs)
+    except TypeError as err:  # unexpected keyword: name the compressor and the bad option
+        raise ValueError(f"compressor {name!r}: {err}") from err

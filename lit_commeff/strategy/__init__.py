@@ -1,0 +1,1 @@
+"""Lightning strategies (``Trainer(strategy="olga")``); planned in the "Lightning strategy" issue."""

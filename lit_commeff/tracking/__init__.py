@@ -1,0 +1,1 @@
+"""Experiment tracking (MLflow) of params, metrics and communication volume; planned in the configs issue."""
