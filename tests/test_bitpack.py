@@ -28,3 +28,10 @@ def test_one_bit_layout_is_little_endian():
 def test_bits_out_of_range(bits):
     with pytest.raises(ValueError, match=r"bits: bits=.* 1 <= bits <= 16"):
         pack_bits(torch.zeros(3, dtype=torch.int64), bits)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, 12, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+def test_unpack_to_other_dtypes(bits, dtype):
+    codes = torch.randint(0, 2**bits, (37,), generator=torch.Generator().manual_seed(bits))
+    assert torch.equal(unpack_bits(pack_bits(codes, bits), bits, 37, dtype=dtype), codes.to(dtype))

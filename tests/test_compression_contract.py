@@ -95,7 +95,8 @@ def test_randk_indices_follow_seed_schedule():
 
 def test_randk_index_sampler_is_uniform():
     # Every coordinate should be picked with probability k/d, in both sampling regimes.
-    for d, k in ((40, 4), (40, 30)):
+    # one case per sampling regime: sorted draws, presence mask, complement, small-d permutation
+    for d, k in ((1000, 10), (1000, 300), (1000, 700), (40, 30)):
         c = build("randk", k=k)
         counts = torch.zeros(d)
         draws = 4000
@@ -255,3 +256,14 @@ def test_hydra_target_instantiation():
     assert c.k_for(1000) == 10 and c.seed == 4
     c = instantiate({"_target_": "lit_commeff.compression.build", "_args_": ["topk"], "k": 5})
     assert c.k_for(1000) == 5
+
+
+@pytest.mark.parametrize(
+    ("d", "k"), [(1000, 10), (1000, 300), (1000, 500), (1000, 501), (1000, 999), (1000, 1000), (100, 50), (10**6, 1)]
+)
+def test_randk_indices_are_k_distinct_sorted(d, k):
+    idx = build("randk", k=k).indices(d, step=3, worker=2)
+    assert idx.numel() == k
+    assert idx.dtype == torch.int64
+    assert bool((idx[1:] > idx[:-1]).all())  # sorted and distinct
+    assert int(idx.min()) >= 0 and int(idx.max()) < d

@@ -72,26 +72,32 @@ class QSGD(Compressor):
         d = flat.numel()
         b = self._bucket(d)
         buckets = math.ceil(d / b)
-        padded = torch.zeros(buckets * b, dtype=flat.dtype, device=flat.device)
-        padded[:d] = flat
-        rows = padded.view(buckets, b)
+        if buckets * b == d:
+            rows = flat.view(buckets, b)
+        else:
+            rows = torch.zeros(buckets * b, dtype=flat.dtype, device=flat.device)
+            rows[:d] = flat
+            rows = rows.view(buckets, b)
         norms = torch.linalg.vector_norm(rows, dim=1)
-        safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-        scaled = rows.abs() / safe.unsqueeze(1) * self.s  # in [0, s]
+        inv = torch.where(norms > 0, self.s / norms, torch.zeros_like(norms))
         g = generator(self.seed, step, worker, key, device=flat.device)
-        noise = torch.rand(scaled.shape, generator=g, device=flat.device, dtype=flat.dtype)
-        levels = torch.floor(scaled + noise).clamp_(max=self.s)
-        codes = (torch.sign(rows) * levels).reshape(-1)[:d].to(torch.int64) + self.s
+        # level = floor(|x| s / norm + U[0, 1)): rounds up with probability equal to the fraction.
+        levels = torch.rand(rows.shape, generator=g, device=flat.device, dtype=flat.dtype)
+        levels.addcmul_(rows.abs(), inv.unsqueeze(1)).floor_().clamp_(max=self.s)
+        codes = levels.mul_(torch.sign(rows)).add_(self.s).reshape(-1)[:d]
+        codes = codes.to(torch.uint8 if self.bits <= 8 else torch.int32)
         return {"levels": pack_bits(codes, self.bits), "norms": norms.to(torch.float32)}
 
     def _decompress(self, payload: Payload) -> Tensor:
         d = payload.shape.numel()
         b = self._bucket(d)
-        norms = payload.tensors["norms"].to(compute_dtype(payload.dtype))
-        codes = unpack_bits(payload.tensors["levels"], self.bits, d)
-        levels = (codes - self.s).to(norms.dtype)
-        scale = torch.repeat_interleave(norms / self.s, b)[:d]
-        return levels * scale
+        work = compute_dtype(payload.dtype)
+        norms = payload.tensors["norms"].to(work)
+        levels = unpack_bits(payload.tensors["levels"], self.bits, d, dtype=work).sub_(self.s)
+        buckets = norms.numel()
+        if buckets * b != d:
+            levels = torch.cat([levels, levels.new_zeros(buckets * b - d)])
+        return levels.view(buckets, b).mul_((norms / self.s).unsqueeze(1)).reshape(-1)[:d]
 
     def _repr_args(self) -> dict[str, Any]:
         return {"s": self.s, "bucket_size": self.bucket_size, "seed": self.seed}

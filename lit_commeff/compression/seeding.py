@@ -7,6 +7,7 @@ identical whether a run uses CPU or CUDA tensors, the simulator or ``torch.distr
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import torch
@@ -42,19 +43,42 @@ def generator(
 
 
 def sample_indices(d: int, k: int, g: torch.Generator) -> Tensor:
-    """``k`` distinct indices drawn uniformly from ``range(d)``, sorted, as int64 on the CPU.
+    """Draw ``k`` distinct indices uniformly from ``range(d)``; sorted int64 on the CPU.
 
-    Cost is O(k log k) for ``k`` much smaller than ``d``: the first ``k`` distinct values of a stream
-    of uniform draws form a uniform ``k``-subset. Dense draws fall back to a permutation.
+    Never sorts or permutes all of ``range(d)`` for large ``d``: the distinct values of a stream of
+    uniform draws form an exchangeable random set, so a uniform ``k``-subset of them is a uniform
+    ``k``-subset of ``range(d)``; more than half of ``range(d)`` is drawn as the complement of a
+    uniform ``(d - k)``-subset.
     """
-    if 4 * k >= d:
+    if k >= d:
+        return torch.arange(d)
+    if d < 256:
         return torch.randperm(d, generator=g)[:k].sort().values
-    draws = torch.randint(d, (k + k // 4 + 16,), generator=g)
-    while True:
-        uniq, inverse = torch.unique(draws, sorted=True, return_inverse=True)
-        if uniq.numel() >= k:
-            position = torch.arange(draws.numel())
-            first = torch.full((uniq.numel(),), draws.numel(), dtype=torch.int64)
-            first = first.scatter_reduce(0, inverse, position, reduce="amin")
-            return uniq[first.argsort()[:k]].sort().values
-        draws = torch.cat([draws, torch.randint(d, (k - uniq.numel() + 16,), generator=g)])
+    if 2 * k > d:
+        return _complement(d, sample_indices(d, d - k, g))
+    # Enough draws that the expected number of distinct values exceeds k by a few standard deviations.
+    target = k + 4 * math.isqrt(k) + 16
+    draws = math.ceil(math.log1p(-target / d) / math.log1p(-1 / d))
+    uniq = _distinct(d, torch.randint(d, (draws,), generator=g))
+    while uniq.numel() < k:
+        more = torch.randint(d, (2 * (k - uniq.numel()) + 16,), generator=g)
+        uniq = _distinct(d, torch.cat([uniq, more]))
+    if uniq.numel() > k:  # drop a uniform subset of the (few) extra values
+        uniq = uniq[_complement(uniq.numel(), sample_indices(uniq.numel(), uniq.numel() - k, g))]
+    return uniq
+
+
+def _distinct(d: int, values: Tensor) -> Tensor:
+    """Sorted distinct values: a sort for few values, an O(d) presence mask for many."""
+    if values.numel() * 64 < d:
+        return torch.unique(values)
+    present = torch.zeros(d, dtype=torch.bool)
+    present[values] = True
+    return present.nonzero().squeeze(1)
+
+
+def _complement(d: int, drop: Tensor) -> Tensor:
+    """Sorted ``range(d)`` without ``drop``."""
+    keep = torch.ones(d, dtype=torch.bool)
+    keep[drop] = False
+    return keep.nonzero().squeeze(1)

@@ -36,10 +36,10 @@ class ScaledSign(Compressor):
     def _compress(self, x: Tensor, *, step: int, worker: int, key: str) -> dict[str, Tensor]:
         flat = x.detach().reshape(-1).to(compute_dtype(x.dtype))
         scale = (flat.abs().sum() / flat.numel()).to(torch.float32).reshape(1)
-        return {"signs": pack_bits((flat >= 0).to(torch.int64), 1), "scale": scale}
+        return {"signs": pack_bits((flat >= 0).to(torch.uint8), 1), "scale": scale}
 
     def _decompress(self, payload: Payload) -> Tensor:
         d = payload.shape.numel()
-        bits = unpack_bits(payload.tensors["signs"], 1, d)
+        positive = unpack_bits(payload.tensors["signs"], 1, d, dtype=torch.bool)
         scale = payload.tensors["scale"].to(compute_dtype(payload.dtype))
-        return (bits.to(scale.dtype) * 2 - 1) * scale
+        return torch.where(positive, scale, -scale)
