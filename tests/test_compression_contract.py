@@ -267,3 +267,44 @@ def test_randk_indices_are_k_distinct_sorted(d, k):
     assert idx.dtype == torch.int64
     assert bool((idx[1:] > idx[:-1]).all())  # sorted and distinct
     assert int(idx.min()) >= 0 and int(idx.max()) < d
+
+
+def test_vectorised_splitmix_matches_scalar_reference():
+    from lit_commeff.compression.seeding import _MASK64, _splitmix64, splitmix64
+
+    seeds = [0, 1, 12345, 2**62 + 17]
+    got = splitmix64(torch.tensor(seeds).reshape(-1, 1), torch.arange(5))
+    for r, seed in enumerate(seeds):
+        for j in range(5):
+            # scalar SplitMix64 of the j-th state: seed + (j + 1) * golden, before the golden increment
+            expected = _splitmix64((seed + j * 0x9E3779B97F4A7C15) & _MASK64)
+            assert int(got[r, j]) & _MASK64 == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("randk", {"k": 3}),
+        ("randk", {"ratio": 0.7}),
+        ("randk", {"k": 5, "shared_indices": True}),
+        ("topk", {"k": 4}),
+        ("identity", {}),
+        ("qsgd", {"s": 2}),
+        ("sign", {}),
+    ],
+)
+@pytest.mark.parametrize("d", [30, 300])
+def test_block_roundtrip_matches_each_worker_alone(name, options, d):
+    c = build(name, **options)
+    block = torch.randn(6, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+    workers = [1, 2, 3, 5, 8, 13]
+    out, sizes = c.roundtrip_block(block, step=4, workers=workers, key="g")
+    for r, w in enumerate(workers):
+        payload = c.compress(block[r], step=4, worker=w, key="g")
+        assert torch.allclose(out[r], c.decompress(payload), rtol=1e-12, atol=1e-14), (name, w)
+        assert sizes[r] == payload.nbytes
+
+
+def test_block_roundtrip_rejects_mismatched_workers():
+    with pytest.raises(ValueError, match=r"R = len\(workers\) = 2"):
+        build("randk", k=1).roundtrip_block(torch.zeros(3, 4), workers=[0, 1])

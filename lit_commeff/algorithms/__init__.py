@@ -1,5 +1,31 @@
-"""Optimisation algorithms (OLGA, EF-OLGA and baselines) as round-by-round state machines.
+"""Distributed optimisation methods as round-by-round state machines.
 
-Planned (issue "Optimization core"): each algorithm is written once over a block of workers and talks
-to them only through :mod:`lit_commeff.transport`, so the simulator and the cluster run the same code.
+Each method is written once over a block of workers and talks to them only through a
+:class:`~lit_commeff.transport.Transport`, so the simulator and a cluster run the same code.
 """
+
+from lit_commeff.algorithms.acc_extragradient import AccExtraGradient
+from lit_commeff.algorithms.base import Algorithm, LocalOracle, ProblemOracle
+from lit_commeff.algorithms.baselines import DIANA, EF21, GradientDescent
+from lit_commeff.algorithms.olga import EFOLGA, OLGA
+from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    cls.name: cls for cls in (OLGA, EFOLGA, AccExtraGradient, GradientDescent, DIANA, EF21)
+}
+
+__all__ = [
+    "ALGORITHMS",
+    "DIANA",
+    "EF21",
+    "EFOLGA",
+    "OLGA",
+    "PRESETS",
+    "AccExtraGradient",
+    "Algorithm",
+    "GradientDescent",
+    "LocalOracle",
+    "OlgaParams",
+    "ProblemOracle",
+    "olga_params",
+]

@@ -151,6 +151,45 @@ class Compressor(ABC):
         """``decompress(compress(x))``: what the receiver sees."""
         return self.decompress(self.compress(x, step=step, worker=worker, key=key))
 
+    def roundtrip_block(
+        self, x: Tensor, *, step: int = 0, workers: Sequence[int], key: str = ""
+    ) -> tuple[Tensor, list[int]]:
+        """What the receiver gets from each row of a block of workers, and each message's wire bytes.
+
+        Row r is compressed as worker ``workers[r]`` would compress it alone (same seed schedule,
+        same result as ``roundtrip(x[r], step=step, worker=workers[r], key=key)``), but RandK, TopK
+        and identity do the whole block in a few tensor operations; other compressors loop.
+
+        Args:
+            x: Block ``(R, ...)``: one message per row.
+            step: Communication round.
+            workers: Worker id of each row.
+            key: Name of the tensor.
+
+        Returns:
+            ``(decompressed block of x's shape and dtype, [wire bytes per row])``.
+        """
+        if x.dim() < 2 or x.shape[0] != len(workers):
+            raise ValueError(
+                f"x: a block needs shape (R, ...) with R = len(workers) = {len(workers)}; got {tuple(x.shape)}."
+            )
+        row_shape = x.shape[1:]
+        nbytes = [self.wire_nbytes(row_shape, x.dtype)] * len(workers)
+        self._validate_input(x)
+        if type(self)._roundtrip_block is not Compressor._roundtrip_block:
+            flat = self._roundtrip_block(x.detach().reshape(len(workers), -1), step=step, workers=workers, key=key)
+            return flat.to(x.dtype).reshape(x.shape), nbytes
+        rows = []
+        for r, w in enumerate(workers):
+            payload = self.compress(x[r], step=step, worker=int(w), key=key)
+            nbytes[r] = payload.nbytes
+            rows.append(self.decompress(payload))
+        return torch.stack(rows), nbytes
+
+    def _roundtrip_block(self, x: Tensor, *, step: int, workers: Sequence[int], key: str) -> Tensor:
+        """Vectorised round trip of a flat block ``(R, d)``; compressors override it when they can."""
+        raise NotImplementedError
+
     def payload_from_bytes(
         self,
         buffer: Tensor,

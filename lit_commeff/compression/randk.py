@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from lit_commeff.compression.base import (
     resolve_k,
 )
 from lit_commeff.compression.registry import register
-from lit_commeff.compression.seeding import SHARED_WORKER, generator, sample_indices
+from lit_commeff.compression.seeding import SHARED_WORKER, block_indices, derive_seed
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -75,9 +76,15 @@ class RandK(Compressor):
 
     def indices(self, d: int, *, step: int, worker: int, key: str = "", device: torch.device | str = "cpu") -> Tensor:
         """The sorted int64 index set used at ``(step, worker, key)`` for dimension ``d``."""
-        schedule_worker = SHARED_WORKER if self.shared_indices else worker
-        g = generator(self.seed, step, schedule_worker, key)
-        return sample_indices(d, self.k_for(d), g).to(device)
+        return self.block_indices(d, step=step, workers=[worker], key=key, device=device)[0]
+
+    def block_indices(
+        self, d: int, *, step: int, workers: Sequence[int], key: str = "", device: torch.device | str = "cpu"
+    ) -> Tensor:
+        """Index sets ``(R, K)`` of a block of workers at one step; row r equals ``indices(worker=workers[r])``."""
+        ids = [SHARED_WORKER if self.shared_indices else int(w) for w in workers]
+        seeds = torch.tensor([derive_seed(self.seed, step, w, key) for w in ids], dtype=torch.int64, device=device)
+        return block_indices(d, self.k_for(d), seeds)
 
     def _compress(self, x: Tensor, *, step: int, worker: int, key: str) -> dict[str, Tensor]:
         flat = x.detach().reshape(-1)
@@ -90,6 +97,14 @@ class RandK(Compressor):
         idx = self.indices(d, step=payload.step, worker=payload.worker, key=payload.key, device=values.device)
         out = torch.zeros(d, dtype=compute_dtype(payload.dtype), device=values.device)
         out[idx] = values.to(out.dtype) * (d / idx.numel())
+        return out
+
+    def _roundtrip_block(self, x: Tensor, *, step: int, workers: Sequence[int], key: str) -> Tensor:
+        d = x.shape[1]
+        idx = self.block_indices(d, step=step, workers=workers, key=key, device=x.device)
+        out = torch.zeros(x.shape, dtype=compute_dtype(x.dtype), device=x.device)
+        # values travel in the input dtype, then are scaled on arrival (as in decompress)
+        out.scatter_(1, idx, x.gather(1, idx).to(out.dtype) * (d / idx.shape[1]))
         return out
 
     def _repr_args(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Seed schedule: every random choice is a pure function of (seed, step, worker, key).
 
-Sender and receiver derive the same generator from the same ids, so random index sets never travel.
-Index sets are drawn on a CPU generator and then moved to the tensor's device, which makes them
-identical whether a run uses CPU or CUDA tensors, the simulator or ``torch.distributed``.
+Sender and receiver derive the same randomness from the same ids, so random index sets never travel.
+Index sets come from a counter-based generator (SplitMix64 evaluated with int64 tensor arithmetic):
+the same ids give the same indices on CPU and CUDA, for one worker or a whole block of workers at
+once, in the simulator and under ``torch.distributed``.
 """
 
 from __future__ import annotations
@@ -42,43 +43,78 @@ def generator(
     return g
 
 
-def sample_indices(d: int, k: int, g: torch.Generator) -> Tensor:
-    """Draw ``k`` distinct indices uniformly from ``range(d)``; sorted int64 on the CPU.
+def _to_int64(value: int) -> int:
+    """Reinterpret an unsigned 64-bit constant as the signed int64 torch stores."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
-    Never sorts or permutes all of ``range(d)`` for large ``d``: the distinct values of a stream of
-    uniform draws form an exchangeable random set, so a uniform ``k``-subset of them is a uniform
-    ``k``-subset of ``range(d)``; more than half of ``range(d)`` is drawn as the complement of a
-    uniform ``(d - k)``-subset.
+
+_GOLDEN = _to_int64(0x9E3779B97F4A7C15)
+_MUL1 = _to_int64(0xBF58476D1CE4E5B9)
+_MUL2 = _to_int64(0x94D049BB133111EB)
+_STREAM_KEYS = _to_int64(0xD1B54A32D192ED03)
+
+
+def _shift_right(z: Tensor, bits: int) -> Tensor:
+    """Logical (unsigned) right shift of int64 values."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix64(seeds: Tensor, counters: Tensor) -> Tensor:
+    """The ``counter``-th SplitMix64 output of the stream seeded with ``seed``, elementwise (int64 bits).
+
+    Same values as the scalar :func:`_splitmix64` on ``seed + counter * golden``, computed with
+    wrapping int64 arithmetic on any device.
     """
+    z = seeds + (counters + 1) * _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MUL1
+    z = (z ^ _shift_right(z, 27)) * _MUL2
+    return z ^ _shift_right(z, 31)
+
+
+def uniform_below(bits: Tensor, d: int) -> Tensor:
+    """Map 64 random bits to integers in ``[0, d)`` (top 53 bits modulo d; bias below d / 2^53)."""
+    return _shift_right(bits, 11) % d
+
+
+def block_indices(d: int, k: int, seeds: Tensor) -> Tensor:
+    """For each row seed, ``k`` distinct indices drawn uniformly from ``range(d)``, sorted.
+
+    Args:
+        d: Dimension.
+        k: Indices per row, ``1 <= k <= d``.
+        seeds: int64 tensor ``(R,)`` of per-row seeds (see :func:`derive_seed`), on the target device.
+
+    Returns:
+        int64 tensor ``(R, k)``, each row sorted. Row r depends on ``seeds[r]`` only, so a block of
+        workers and each worker alone get identical sets. Cost O(k log k) per row for ``k`` well below
+        ``d``: the distinct values of a stream of uniform draws form an exchangeable set, and the ``k``
+        of them with the smallest random keys are a uniform ``k``-subset of ``range(d)``. More than
+        half of ``range(d)`` is drawn as the complement of a uniform ``(d - k)``-subset.
+    """
+    rows = seeds.numel()
+    device = seeds.device
+    seeds = seeds.reshape(rows, 1)
     if k >= d:
-        return torch.arange(d)
-    if d < 256:
-        return torch.randperm(d, generator=g)[:k].sort().values
+        return torch.arange(d, device=device).expand(rows, d).clone()
     if 2 * k > d:
-        return _complement(d, sample_indices(d, d - k, g))
+        drop = block_indices(d, d - k, seeds.reshape(-1) ^ _STREAM_KEYS)
+        keep = torch.ones(rows, d, dtype=torch.bool, device=device)
+        keep.scatter_(1, drop, False)
+        return keep.nonzero()[:, 1].reshape(rows, k)
+    if d < 256:  # small d: random keys for every coordinate, k smallest
+        keys = splitmix64(seeds, torch.arange(d, device=device))
+        return keys.topk(k, dim=1, largest=False).indices.sort(dim=1).values
     # Enough draws that the expected number of distinct values exceeds k by a few standard deviations.
-    target = k + 4 * math.isqrt(k) + 16
+    target = min(k + 4 * math.isqrt(k) + 16, d - 1)
     draws = math.ceil(math.log1p(-target / d) / math.log1p(-1 / d))
-    uniq = _distinct(d, torch.randint(d, (draws,), generator=g))
-    while uniq.numel() < k:
-        more = torch.randint(d, (2 * (k - uniq.numel()) + 16,), generator=g)
-        uniq = _distinct(d, torch.cat([uniq, more]))
-    if uniq.numel() > k:  # drop a uniform subset of the (few) extra values
-        uniq = uniq[_complement(uniq.numel(), sample_indices(uniq.numel(), uniq.numel() - k, g))]
-    return uniq
-
-
-def _distinct(d: int, values: Tensor) -> Tensor:
-    """Sorted distinct values: a sort for few values, an O(d) presence mask for many."""
-    if values.numel() * 64 < d:
-        return torch.unique(values)
-    present = torch.zeros(d, dtype=torch.bool)
-    present[values] = True
-    return present.nonzero().squeeze(1)
-
-
-def _complement(d: int, drop: Tensor) -> Tensor:
-    """Sorted ``range(d)`` without ``drop``."""
-    keep = torch.ones(d, dtype=torch.bool)
-    keep[drop] = False
-    return keep.nonzero().squeeze(1)
+    while True:
+        values = uniform_below(splitmix64(seeds, torch.arange(draws, device=device)), d).sort(dim=1).values
+        duplicate = torch.zeros_like(values, dtype=torch.bool)
+        duplicate[:, 1:] = values[:, 1:] == values[:, :-1]
+        if int((~duplicate).sum(dim=1).min()) >= k:
+            break
+        draws *= 2  # rare: some row drew too few distinct values; a longer prefix of the same stream
+    keys = splitmix64(seeds ^ _STREAM_KEYS, values)
+    keys = keys.masked_fill(duplicate, torch.iinfo(torch.int64).max)
+    chosen = keys.topk(k, dim=1, largest=False).indices
+    return values.gather(1, chosen).sort(dim=1).values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -78,6 +79,12 @@ class TopK(Compressor):
         idx = payload.tensors["indices"].to(torch.int64)
         out = torch.zeros(payload.shape.numel(), dtype=compute_dtype(payload.dtype), device=values.device)
         out[idx] = values.to(out.dtype)
+        return out
+
+    def _roundtrip_block(self, x: Tensor, *, step: int, workers: Sequence[int], key: str) -> Tensor:
+        idx = torch.topk(x.abs(), self.k_for(x.shape[1]), dim=1, sorted=False).indices
+        out = torch.zeros(x.shape, dtype=compute_dtype(x.dtype), device=x.device)
+        out.scatter_(1, idx, x.gather(1, idx).to(out.dtype))
         return out
 
     def _repr_args(self) -> dict[str, Any]:

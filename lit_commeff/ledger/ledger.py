@@ -96,6 +96,7 @@ class CommLedger:
         self._messages = 0
         self._seconds = 0.0
         self._tags: dict[str, list[int]] = {}  # tag -> [messages, bytes] (uplink + all-reduce)
+        self._cc3_closed = 0.0  # running sum over closed rounds: reading CC-3 stays O(1)
 
     # ------------------------------------------------------------------------------- recording
     def begin_round(self) -> int:
@@ -202,6 +203,7 @@ class CommLedger:
         stats.max_worker_bytes = max(self._open.per_worker.values(), default=0)
         stats.cc3 = stats.max_worker_bytes / self.dense_bytes
         self._rounds.append(stats)
+        self._cc3_closed += stats.cc3
         self._open = None
 
     def _check_worker(self, w: int, field_name: str) -> None:
@@ -241,7 +243,8 @@ class CommLedger:
     @property
     def cc3(self) -> float:
         """Sum over rounds of the busiest worker's uplink bytes, in dense d-vector units."""
-        return sum(r.cc3 for r in self.rounds)
+        current = 0 if self._open is None else max(self._open.per_worker.values(), default=0)
+        return self._cc3_closed + current / self.dense_bytes
 
     @property
     def uplink_bytes(self) -> int:
@@ -341,6 +344,7 @@ class CommLedger:
                 )
         self._reset()
         self._rounds = [RoundStats(**r) for r in state["rounds"]]
+        self._cc3_closed = sum(r.cc3 for r in self._rounds)
         if state["open"] is not None:
             self._open = _Open(
                 RoundStats(**state["open"]["stats"]), {int(k): v for k, v in state["open"]["per_worker"].items()}

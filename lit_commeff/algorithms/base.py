@@ -1,0 +1,146 @@
+"""Round-by-round algorithm state machines and the oracle they query for local gradients."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from lit_commeff.compression import Compressor, Identity
+from lit_commeff.transport import Transport
+
+
+@runtime_checkable
+class LocalOracle(Protocol):
+    """What an algorithm may ask of the data its process holds.
+
+    ``grads`` evaluates this process's block of workers; ``hub_grad`` and ``prox`` are only called on
+    the hub's process.
+    """
+
+    def grads(self, x: Tensor) -> Tensor:
+        """Local gradients: ``(R, d)`` for a point ``(d,)`` shared by the block or per-row points ``(R, d)``."""
+        ...
+
+    def hub_grad(self, x: Tensor) -> Tensor:
+        """The hub's own gradient ∇f_1(x)."""
+        ...
+
+    def prox(self, x_k: Tensor, t: Tensor, theta: float) -> Tensor:
+        """``argmin_x <t, x - x_k> + ||x - x_k||^2 / (2 theta) + f_1(x)``."""
+        ...
+
+
+class ProblemOracle:
+    """Adapts a :class:`lit_commeff.problems.Problem` to :class:`LocalOracle` for a block of workers.
+
+    The prox is the problem's own solver (exact for ridge, Newton for logistic).
+    """
+
+    def __init__(self, problem: Any, workers: Tensor, hub: int = 0) -> None:
+        self.problem = problem
+        self.workers = workers.to(problem.device) if hasattr(problem, "device") else workers
+        self.hub = hub
+        self._hub_index = torch.tensor([hub], device=self.workers.device)
+
+    def grads(self, x: Tensor) -> Tensor:
+        return self.problem.worker_grads(x, self.workers)
+
+    def hub_grad(self, x: Tensor) -> Tensor:
+        return self.problem.worker_grads(x, self._hub_index)[0]
+
+    def prox(self, x_k: Tensor, t: Tensor, theta: float) -> Tensor:
+        return self.problem.hub_prox(x_k, t, theta, worker=self.hub)
+
+
+class Algorithm(ABC):
+    """A distributed method that advances one communication round per :meth:`step`.
+
+    Subclasses keep all their state in attributes named in ``_state`` (tensors, numbers, ``None``),
+    which :meth:`state_dict` saves and :meth:`load_state_dict` restores, so a run resumes exactly
+    mid-epoch. Hub-only state exists only on the hub's process.
+
+    Args:
+        transport: How messages travel (simulator or ``torch.distributed``).
+        oracle: Local gradients (and, on the hub, its prox solver).
+        x0: Starting point (every process passes the same one).
+        seed: Seed of the algorithm's own randomness (epoch lengths, compressor draws).
+    """
+
+    name: ClassVar[str] = "algorithm"
+    _state: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, transport: Transport, oracle: LocalOracle, x0: Tensor, seed: int = 0) -> None:
+        if transport.num_workers < 2:
+            raise ValueError(
+                f"workers: M={transport.num_workers} is too small; a hub and at least one worker are needed (M >= 2)."
+            )
+        self.transport = transport
+        self.oracle = oracle
+        self.seed = int(seed)
+        self.round = 0
+        self.dim = x0.numel()
+
+    def step(self) -> None:
+        """Run one communication round."""
+        self._step()
+        self.round += 1
+
+    @abstractmethod
+    def _step(self) -> None: ...
+
+    @abstractmethod
+    def output(self) -> Tensor:
+        """The method's output iterate (hub's process)."""
+
+    def hyperparameters(self) -> dict[str, float]:
+        """Resolved step sizes and probabilities, for logs."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Algorithm state (tensors and plain numbers) for checkpoints."""
+        state = {name: getattr(self, name) for name in ("round", *self._state)}
+        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        missing = {"round", *self._state} - set(state)
+        if missing:
+            raise ValueError(
+                f"{self.name}: checkpoint lacks state {sorted(missing)}; it was written by another method."
+            )
+        for name in ("round", *self._state):
+            value = state[name]
+            setattr(self, name, value.clone() if isinstance(value, Tensor) else value)
+
+
+def require_unbiased(compressor: Compressor, method: str, alternative: str) -> None:
+    """Reject a biased compressor for a method whose analysis needs unbiased compression."""
+    if not compressor.unbiased:
+        raise ValueError(
+            f"compressor: {method} needs an unbiased compressor (randk, qsgd, identity), got biased "
+            f"{compressor!r}; use {alternative} for biased compressors."
+        )
+
+
+def require_biased(compressor: Compressor, method: str, alternative: str) -> None:
+    """Reject an unbiased (non-contractive) compressor for an error-feedback method."""
+    if compressor.unbiased and not isinstance(compressor, Identity):
+        raise ValueError(
+            f"compressor: {method} needs a biased contractive compressor (topk, sign, fp16, bf16, powersgd), got "
+            f"unbiased {compressor!r}; use {alternative} for unbiased compressors."
+        )
+
+
+def check_positive(name: str, value: float, *, upper: float | None = None, closed_upper: bool = True) -> float:
+    """Validate a positive hyper-parameter (optionally bounded above)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        bound = f"(0, {upper}]" if upper is not None else "(0, inf)"
+        raise ValueError(f"{name}: {name}={value!r} is out of range; it must be in {bound}.")
+    if upper is not None and (value > upper or (not closed_upper and value == upper)):
+        raise ValueError(f"{name}: {name}={value!r} is out of range; it must be in (0, {upper}].")
+    return float(value)

@@ -1,0 +1,267 @@
+"""OLGA and EF-OLGA: accelerated, compressed, similarity-exploiting distributed optimisation."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from lit_commeff.algorithms.base import Algorithm, LocalOracle, require_biased, require_unbiased
+from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params, paper_omega
+from lit_commeff.compression import Compressor
+from lit_commeff.compression.seeding import SHARED_WORKER, generator
+from lit_commeff.transport import Transport
+
+
+class OLGA(Algorithm):
+    """OLGA: accelerated, compressed, similarity-exploiting distributed optimisation.
+
+    Bylinkin & Beznosikov, AAAI'25, "Accelerated Methods with Compressed Communications for
+    Distributed Optimization Problems under Data Similarity", arXiv 2412.16414, Algorithms 1 and 2).
+
+    Outer loop (Katyusha-X style acceleration): ``x = τ z + (1 − τ) y``, an inner epoch from ``x``,
+    a dense round at the epoch's output ``y``, then the z-step
+    ``z ← (z + αμ y − α G) / (1 + αμ)`` with ``G = p (∇(f_1 − f)(x) − ∇(f_1 − f)(y) + (x − y)/θ)``.
+    Inner epoch of ``N ~ Geom(p)`` compressed rounds (N on {1, 2, …}, the same on every process):
+    worker m sends ``Q(∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0))``, small under similarity, and
+    the hub solves ``x_{k+1} = argmin <t_k, x − x_k> + ||x − x_k||²/(2θ) + f_1(x)`` with
+    ``t_k = mean_m Q(·) − ∇f_1(x_0) + ∇f(x_0)``. Per outer iteration: 2 dense rounds + N compressed.
+
+    Rounds, as one :meth:`step` each (``phase`` says which comes next):
+    ``anchor`` (broadcast x and ∇f_1(x); dense gather of ∇f_m(x)), ``inner`` (broadcast x_k and
+    ∇f_1(x_k), except in the first, which reuses the anchor's; compressed gather), ``y`` (broadcast y;
+    dense gather of ∇f_m(y); outer update). Hub-only tensors are ``None`` on other processes.
+
+    Parameters follow :func:`~lit_commeff.algorithms.params.olga_params`: presets ``theory``
+    (Corollary 1), ``similarity`` (θ = 1/(2δ)) and ``auto`` (θ = 1/(2δ̂) with the running maximum of
+    ``δ̂_m = ||∇(f_m − f)(y) − ∇(f_m − f)(x)|| / ||y − x||`` measured from the dense rounds, starting
+    from ``delta0``). As in the paper's experiments the formulas take ω = d/K for RandK (our
+    ``omega(d) + 1``); pass ``omega=`` to override.
+
+    Args:
+        transport: Message transport (hub = worker 0).
+        oracle: Local gradients and the hub's prox solver.
+        x0: Starting point ``y_0 = z_0``.
+        compressor: Unbiased compressor Q for the inner rounds.
+        mu: Strong-convexity constant μ of f.
+        delta: Hessian similarity δ (required by ``theory`` and ``similarity`` unless θ is given).
+        preset: ``theory``, ``similarity`` or ``auto``.
+        delta0: ``auto`` only: δ used before the first estimate (e.g. the smoothness L, a safe
+            upper bound).
+        p, theta, tau, alpha: Explicit values override the preset.
+        omega: Compressor constant fed to the formulas (default: the paper's convention).
+        seed: Seed of the epoch lengths and compressor draws.
+    """
+
+    name: ClassVar[str] = "olga"
+    error_feedback: ClassVar[bool] = False
+    _state: ClassVar[tuple[str, ...]] = (
+        "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k",
+        "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        oracle: LocalOracle,
+        x0: Tensor,
+        compressor: Compressor,
+        mu: float,
+        delta: float | None = None,
+        preset: str = "similarity",
+        delta0: float | None = None,
+        p: float | None = None,
+        theta: float | None = None,
+        tau: float | None = None,
+        alpha: float | None = None,
+        omega: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        if self.error_feedback:
+            require_biased(compressor, "EF-OLGA", "OLGA (ef_olga -> olga)")
+        else:
+            require_unbiased(compressor, "OLGA", "EF-OLGA (olga -> ef_olga)")
+        if preset not in PRESETS:
+            raise ValueError(f"preset: preset={preset!r} is unknown; use one of {list(PRESETS)}.")
+        if preset == "auto":
+            if delta0 is None and theta is None:
+                raise ValueError("delta0: the auto preset needs a starting δ (delta0=L is safe) or an explicit theta.")
+        elif delta is None and theta is None:
+            raise ValueError(
+                f"delta: preset={preset!r} needs the similarity constant delta (or an explicit theta); "
+                "use preset='auto' when δ is unknown."
+            )
+        self.compressor = compressor
+        self.preset = preset
+        self._overrides = {"p": p, "theta": theta, "tau": tau, "alpha": alpha}
+        d = x0.numel()
+        constant = compressor.beta(d) if self.error_feedback else compressor.omega(d)
+        default = constant if self.error_feedback else paper_omega(constant)
+        self._omega = float(omega) if omega is not None else default
+        self._gamma = compressor.gamma(d, x0.dtype)
+        self._mu = float(mu)
+        self._delta = delta
+        self.delta_hat: float | None = None
+        self._resolve(delta0 if preset == "auto" else delta)
+        hub = transport.is_hub
+        x = x0.detach().clone()
+        self.y = x.clone() if hub else None
+        self.z = x.clone() if hub else None
+        self.x: Tensor | None = None
+        self.x0 = x.clone()
+        self.xk = x.clone()
+        self.g1_0 = torch.zeros_like(x)
+        self.g1k = torch.zeros_like(x)
+        self.G0: Tensor | None = None
+        self.gf0: Tensor | None = None
+        self.dx: Tensor | None = None
+        self.e: Tensor | None = None
+        self.ebar: Tensor | None = None
+        self.phase = "anchor"
+        self.outer = 0
+        self.inner_k = 0
+        self.inner_n = 0
+
+    # ------------------------------------------------------------------------------- parameters
+    def _resolve(self, delta: float | None) -> None:
+        params = olga_params(
+            preset="similarity" if self.preset == "auto" else self.preset,
+            mu=self._mu,
+            delta=delta if delta is not None else math.nan,
+            num_workers=self.transport.num_workers,
+            omega=self._omega,
+            gamma=self._gamma,
+            error_feedback=self.error_feedback,
+            **self._overrides,
+        )
+        self.p, self.theta, self.tau, self.alpha = params.p, params.theta, params.tau, params.alpha
+
+    @property
+    def params(self) -> OlgaParams:
+        """The hyper-parameters in force."""
+        return OlgaParams(p=self.p, theta=self.theta, tau=self.tau, alpha=self.alpha, mu=self._mu)
+
+    def hyperparameters(self) -> dict[str, float]:
+        out = self.params.as_dict()
+        out["omega_used"] = self._omega
+        if self.delta_hat is not None:
+            out["delta_hat"] = self.delta_hat
+        return out
+
+    def output(self) -> Tensor:
+        return self.y
+
+    # ------------------------------------------------------------------------------- rounds
+    def _step(self) -> None:
+        self.transport.begin_round()
+        {"anchor": self._round_anchor, "inner": self._round_inner, "error": self._round_error, "y": self._round_y}[
+            self.phase
+        ]()
+
+    def _hub_row(self, block: Tensor) -> Tensor:
+        t = self.transport
+        return block[t.hub_row] if t.is_hub else torch.zeros_like(block[0])
+
+    def _epoch_length(self) -> int:
+        if self.p >= 1.0:
+            return 1
+        g = generator(self.seed, self.outer, SHARED_WORKER, key=f"{self.name}/epoch")
+        return int(torch.empty(1, dtype=torch.float64).geometric_(self.p, generator=g).item())
+
+    def _round_anchor(self) -> None:
+        t = self.transport
+        if t.is_hub:
+            self.x = self.tau * self.z + (1 - self.tau) * self.y
+        (x,) = t.broadcast(self.x if t.is_hub else torch.zeros_like(self.x0), tag="point")
+        grads = self.oracle.grads(x)
+        gathered = t.gather(grads, tag="dense")
+        (g1,) = t.broadcast(self._hub_row(grads), tag="hub_grad")
+        self.x0, self.G0, self.g1_0 = x, grads, g1
+        self.xk, self.g1k = x, g1
+        if t.is_hub:
+            self.gf0 = gathered.mean(dim=0)
+            if self.preset == "auto":
+                self.dx = gathered - self.gf0  # ∇(f_m − f)(x) for δ̂
+        if self.error_feedback:
+            self.e = torch.zeros_like(grads)
+        self.inner_n = self._epoch_length()
+        self.inner_k = 0
+        self.phase = "inner"
+
+    def _round_inner(self) -> None:
+        t = self.transport
+        if self.inner_k > 0:
+            self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
+        grads = self.oracle.grads(self.xk)
+        ghat = grads - self.g1k - self.G0 + self.g1_0
+        if t.is_hub:
+            ghat[t.hub_row] = 0  # the hub's own difference is zero by definition
+        if self.error_feedback:
+            v = self.e + self.theta * ghat
+            own, received = t.gather_compressed(v, self.compressor, step=self.round, key=self.name)
+            self.e = v - own
+        else:
+            own, received = t.gather_compressed(ghat, self.compressor, step=self.round, key=self.name)
+        if t.is_hub:
+            g = received.mean(dim=0)
+            if self.error_feedback:
+                g = g / self.theta
+            t_k = g - self.g1_0 + self.gf0
+            self.xk = self.oracle.prox(self.xk, t_k, self.theta)
+            self.g1k = self.oracle.hub_grad(self.xk)
+        self.inner_k += 1
+        if self.inner_k >= self.inner_n:
+            self.phase = "error" if self.error_feedback else "y"
+
+    def _round_error(self) -> None:
+        gathered = self.transport.gather(self.e, tag="dense")
+        if self.transport.is_hub:
+            self.ebar = gathered.mean(dim=0)
+        self.phase = "y"
+
+    def _round_y(self) -> None:
+        t = self.transport
+        (y,) = t.broadcast(self.xk, tag="point")
+        grads = self.oracle.grads(y)
+        gathered = t.gather(grads, tag="dense")
+        if t.is_hub:
+            gfy = gathered.mean(dim=0)
+            g1y = gathered[t.hub]
+            t_k = (self.g1_0 - self.gf0) - (g1y - gfy)
+            y_tilde = y - self.ebar if self.error_feedback else y
+            big_g = self.p * (t_k + (self.x - y_tilde) / self.theta)
+            am = self.alpha * self._mu
+            self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
+            self.y = y
+            if self.preset == "auto":
+                self._update_delta_hat(y, gathered - gfy)
+        self.outer += 1
+        self.phase = "anchor"
+
+    def _update_delta_hat(self, y: Tensor, dy: Tensor) -> None:
+        step = float(torch.linalg.vector_norm(y - self.x))
+        if step == 0.0:
+            return
+        estimate = float(torch.linalg.vector_norm(dy - self.dx, dim=1).max()) / step
+        self.delta_hat = estimate if self.delta_hat is None else max(self.delta_hat, estimate)
+        if self._overrides["theta"] is None and self.delta_hat > 0:
+            self._resolve(self.delta_hat)
+
+
+class EFOLGA(OLGA):
+    """EF-OLGA: OLGA with a biased compressor and error feedback (same paper, Algorithms 3 and 4).
+
+    Inner rounds send ``C(e + θ ĝ)`` and keep ``e ← e + θ ĝ − C(e + θ ĝ)`` (e reset each epoch); the
+    hub uses ``t_k = mean C(·)/θ − ∇f_1(x_0) + ∇f(x_0)``. After the epoch one dense round gathers
+    ``ē = mean e`` and the outer step uses ``ỹ = y − ē`` in G. Per outer iteration: 3 dense rounds +
+    N compressed. ``theory`` is Theorem 2: p = 1/β, θ = p^{3/2}/(24δ) (Corollary 2 prints 12; 24 is
+    the safe bound), τ = min{√(μθ/p)/18, 1/18} (Corollary 2 prints it without √μ; this mirrors
+    Corollary 1), α = θ/(36pτ). The formulas take β of the compressor (d/K for TopK).
+    """
+
+    name: ClassVar[str] = "ef_olga"
+    error_feedback: ClassVar[bool] = True

@@ -1,0 +1,69 @@
+"""Single-process transport: M virtual workers as the leading dimension of one tensor."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lit_commeff.compression import Compressor
+from lit_commeff.ledger import CommLedger, Direction
+from lit_commeff.transport.base import Transport, as_block, dense_nbytes
+
+
+class SimulatorTransport(Transport):
+    """All M workers live in this process; messages are tensors passed by reference.
+
+    Nothing is copied for dense traffic, but every transfer is recorded in the ledger exactly as the
+    ``torch.distributed`` transport records it: dense rows at their dtype's size, compressed rows at
+    ``Payload.nbytes``, broadcasts charged to each of the ``M - 1`` non-hub workers. Compression runs
+    the real compressor per worker with the same ``(seed, step, worker, key)`` schedule a cluster
+    uses (a whole block at once where the compressor is vectorised), so random choices match across
+    transports.
+
+    Args:
+        num_workers: Number of workers M (hub included), at least 2.
+        dim: Dimension d of the optimisation variable (sets the ledger's dense unit).
+        dtype: Dtype of dense messages (float64 for the convex reproduction).
+        hub: Id of the hub worker.
+        ledger: Ledger to record into; a new one by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_workers: int,
+        dim: int,
+        dtype: torch.dtype = torch.float64,
+        hub: int = 0,
+        ledger: CommLedger | None = None,
+    ) -> None:
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 2:
+            raise ValueError(
+                f"workers: M={num_workers!r} is too small; a hub and at least one worker are needed (M >= 2)."
+            )
+        self.num_workers = num_workers
+        self.workers = torch.arange(num_workers)
+        self.hub = hub
+        self.ledger = ledger or CommLedger(dim=dim, num_workers=num_workers, dense_dtype=dtype, hub=hub)
+        self._senders = [w for w in range(num_workers) if w != hub]
+
+    def broadcast(self, *tensors: Tensor, tag: str = "") -> tuple[Tensor, ...]:
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        self.ledger.record(Direction.DOWNLINK, nbytes=nbytes, tag=tag)
+        return tensors
+
+    def gather(self, x: Tensor, *, tag: str = "dense") -> Tensor | None:
+        as_block(x, self.num_workers)
+        self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=dense_nbytes(x), tag=tag)
+        return x
+
+    def gather_compressed(
+        self, x: Tensor, compressor: Compressor, *, step: int, key: str = "", tag: str = "compressed"
+    ) -> tuple[Tensor, Tensor | None]:
+        as_block(x, self.num_workers)
+        out = x.clone()
+        out[self._senders], sizes = compressor.roundtrip_block(
+            x[self._senders], step=step, workers=self._senders, key=key
+        )
+        self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=sizes, tag=tag)
+        return out, out

@@ -1,0 +1,215 @@
+"""OLGA, EF-OLGA and the baselines on small synthetic ridge problems (simulator transport)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_commeff import sim
+from lit_commeff.algorithms import EFOLGA, OLGA, AccExtraGradient, ProblemOracle
+from lit_commeff.compression import build
+from lit_commeff.problems import synthetic_ridge
+from lit_commeff.transport import SimulatorTransport
+
+
+@pytest.fixture(scope="module")
+def problem():
+    # M = 8, d = 10, strongly convex, similar shards (delta well below L).
+    p = synthetic_ridge(workers=8, n=40, dim=10, similarity=0.3, lam=0.1, seed=3)
+    assert 0 < p.delta < p.L
+    return p
+
+
+CONVERGENCE = [
+    ("gd", {}, 3000),
+    ("acc_extragradient", {}, 400),
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "theory"}, 3000),
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity"}, 400),
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "auto"}, 400),
+    ("olga", {"compressor": ("qsgd", {"s": 2}), "preset": "similarity"}, 400),
+    ("ef_olga", {"compressor": ("topk", {"k": 2}), "preset": "similarity"}, 600),
+    ("ef_olga", {"compressor": ("topk", {"k": 5}), "preset": "theory"}, 6000),
+    ("diana", {"compressor": ("randk", {"k": 2})}, 3000),
+    ("ef21", {"compressor": ("topk", {"k": 2})}, 6000),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "budget"), CONVERGENCE, ids=lambda v: str(v))
+def test_converges_linearly_to_high_accuracy(problem, name, options, budget):
+    history = sim.run(problem, name, cc3_budget=budget, tol=1e-10, seed=1, **options)
+    assert history.final["rel_subopt"] <= 1e-10, (name, history.final, history.meta["hyperparameters"])
+    # Linear rate: the last three decades cost about what the three before them did (an O(1/k) method
+    # would pay 1000x more for them). Slack covers random epoch lengths.
+    c4, c7, c10 = (history.cc3_to(eps) for eps in (1e-4, 1e-7, 1e-10))
+    assert c10 - c7 <= 3 * (c7 - c4) + 10
+    assert history.final["grad_norm_sq"] < 1e-8
+
+
+def _olga(problem, compressor, cls=OLGA, **kw):
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    oracle = ProblemOracle(problem, transport.workers)
+    x0 = torch.zeros(problem.dim, dtype=torch.float64)
+    return cls(
+        transport=transport, oracle=oracle, x0=x0, compressor=compressor, mu=problem.mu, delta=problem.delta, **kw
+    )
+
+
+def test_olga_with_identity_is_full_participation_gradient_sliding(problem):
+    """Reduction: with Q = identity, mean ĝ − ∇f_1(x_0) + ∇f(x_0) = ∇(f − f_1)(x_k), so every inner step is
+    x_{k+1} = prox_θ(x_k, ∇(f − f_1)(x_k)) (AccSVRS's inner step without client sampling), and each outer
+    step is the Katyusha-X update with full gradients. We replay both from the problem and compare."""
+    alg = _olga(problem, build("identity"), p=0.3)
+    hub = 0
+    while alg.outer < 4:
+        phase, xk, y_prev, z_prev = alg.phase, alg.xk.clone(), alg.y.clone(), alg.z.clone()
+        alg.step()
+        if phase == "inner":
+            grad_diff = problem.grad(xk) - problem.worker_grads(xk, torch.tensor([hub]))[0]
+            expected = problem.hub_prox(xk, grad_diff, alg.theta)
+            assert torch.allclose(alg.xk, expected, atol=1e-12)
+        if phase == "y":
+            x, y = alg.x, alg.y
+
+            def d1f(v):
+                return problem.worker_grads(v, torch.tensor([hub]))[0] - problem.grad(v)
+
+            big_g = alg.p * (d1f(x) - d1f(y) + (x - y) / alg.theta)
+            am = alg.alpha * problem.mu
+            assert torch.allclose(alg.z, (z_prev + am * y - alg.alpha * big_g) / (1 + am), atol=1e-12)
+            assert not torch.equal(y, y_prev)
+
+
+@pytest.mark.parametrize("cls", [OLGA, EFOLGA])
+def test_ledger_counts_one_outer_iteration(problem, cls):
+    m, d = problem.num_workers, problem.dim
+    compressor = build("randk", k=3) if cls is OLGA else build("topk", k=3)
+    alg = _olga(problem, compressor, cls=cls, p=0.25, seed=5)
+    ledger = alg.transport.ledger
+    alg.step()  # anchor round: draws N
+    n = alg.inner_n
+    while alg.outer < 1:
+        alg.step()
+    dense_rounds = 3 if cls is EFOLGA else 2
+    assert ledger.cc1 == dense_rounds + n
+    assert ledger.cc2 == (dense_rounds + n) * (m - 1)
+    dense_bytes = d * 8
+    message = compressor.wire_nbytes(d, torch.float64)
+    assert ledger.uplink_bytes == (m - 1) * (dense_rounds * dense_bytes + n * message)
+    assert ledger.cc3 == pytest.approx(dense_rounds + n * message / dense_bytes)
+    # Downlink per worker: (x, ∇f_1(x)), then (x_k, ∇f_1(x_k)) for k = 1..N-1, then y.
+    assert ledger.downlink_bytes_per_worker()[1] == (2 + 2 * (n - 1) + 1) * dense_bytes
+    assert ledger.gamma("compressed") == pytest.approx(dense_bytes / message)
+
+
+def test_same_seed_same_run_different_seed_different_run(problem):
+    kw = {"compressor": ("randk", {"k": 2}), "preset": "similarity", "rounds": 60}
+    a = sim.run(problem, "olga", seed=7, **kw)
+    b = sim.run(problem, "olga", seed=7, **kw)
+    c = sim.run(problem, "olga", seed=8, **kw)
+    assert a.rows == b.rows
+    assert a.rows != c.rows
+
+
+def test_resume_from_state_dict_continues_identically(problem):
+    full = _olga(problem, build("randk", k=2), seed=4)
+    for _ in range(50):
+        full.step()
+    part = _olga(problem, build("randk", k=2), seed=4)
+    for _ in range(23):  # stop mid-epoch
+        part.step()
+    state, ledger_state = part.state_dict(), part.transport.ledger.state_dict()
+    resumed = _olga(problem, build("randk", k=2), seed=4)
+    resumed.load_state_dict(state)
+    resumed.transport.ledger.load_state_dict(ledger_state)
+    for _ in range(27):
+        resumed.step()
+    assert torch.equal(resumed.output(), full.output())
+    assert resumed.transport.ledger.summary() == full.transport.ledger.summary()
+
+
+def test_history_exports(problem, tmp_path):
+    h = sim.run(problem, "olga", compressor="identity", rounds=20)
+    frame = h.to_pandas()
+    assert list(frame.columns) == [
+        "round",
+        "cc1",
+        "cc2",
+        "cc3",
+        "uplink_bytes",
+        "downlink_bytes",
+        "rel_subopt",
+        "grad_norm_sq",
+    ]
+    assert len(frame) == 20 and frame["cc1"].tolist() == list(range(1, 21))
+    path = tmp_path / "h.json"
+    h.to_json(path)
+    assert '"algorithm": "olga"' in path.read_text()
+    assert math.isinf(h.cc3_to(1e-300))
+
+
+BAD = [
+    (dict(p=0.0), r"p: p=0\.0 is out of range; it must be in \(0, 1\.0\]"),
+    (dict(p=1.5), r"p: p=1\.5 is out of range"),
+    (dict(theta=-1.0), r"theta: theta=-1\.0 is out of range"),
+    (dict(theta=0), r"theta: theta=0 is out of range"),
+    (dict(preset="fast"), r"preset: preset='fast' is unknown; use one of \['theory', 'similarity', 'auto'\]"),
+]
+
+
+@pytest.mark.parametrize(("kw", "message"), BAD)
+def test_bad_olga_parameters(problem, kw, message):
+    with pytest.raises(ValueError, match=message):
+        _olga(problem, build("randk", k=2), **kw)
+
+
+def test_compressor_family_mismatch(problem):
+    with pytest.raises(ValueError, match=r"OLGA needs an unbiased compressor .* use EF-OLGA"):
+        _olga(problem, build("topk", k=2))
+    with pytest.raises(ValueError, match=r"EF-OLGA needs a biased contractive compressor .* use OLGA"):
+        _olga(problem, build("randk", k=2), cls=EFOLGA)
+    with pytest.raises(ValueError, match=r"DIANA needs an unbiased compressor"):
+        sim.run(problem, "diana", compressor=("topk", {"k": 1}), rounds=1)
+    with pytest.raises(ValueError, match=r"EF21 needs a biased contractive compressor"):
+        sim.run(problem, "ef21", compressor=("randk", {"k": 1}), rounds=1)
+
+
+def test_too_few_workers():
+    with pytest.raises(ValueError, match=r"workers: M=1 is too small"):
+        SimulatorTransport(num_workers=1, dim=3)
+
+
+def test_sim_run_errors(problem):
+    with pytest.raises(ValueError, match=r"unknown name 'olgaa'; known methods: .*olga"):
+        sim.run(problem, "olgaa", rounds=1)
+    with pytest.raises(ValueError, match=r"olga: unknown option\(s\) \['thetaa'\]"):
+        sim.run(problem, "olga", compressor="identity", rounds=1, thetaa=1.0)
+    with pytest.raises(ValueError, match=r"compressor: olga compresses its messages; pass compressor="):
+        sim.run(problem, "olga", rounds=1)
+    with pytest.raises(ValueError, match=r"give a stopping budget"):
+        sim.run(problem, "gd")
+    with pytest.raises(ValueError, match=r"delta: preset='similarity' needs the similarity constant"):
+        transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+        OLGA(
+            transport=transport,
+            oracle=ProblemOracle(problem, transport.workers),
+            x0=torch.zeros(problem.dim, dtype=torch.float64),
+            compressor=build("identity"),
+            mu=problem.mu,
+        )
+
+
+def test_acc_extragradient_two_dense_rounds_per_iteration(problem):
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    alg = AccExtraGradient(
+        transport=transport,
+        oracle=ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        mu=problem.mu,
+        delta=problem.delta,
+    )
+    for _ in range(10):
+        alg.step()
+    assert transport.ledger.cc3 == pytest.approx(10.0)
+    assert transport.ledger.cc2 == 10 * (problem.num_workers - 1)
