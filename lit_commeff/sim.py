@@ -165,7 +165,7 @@ def run(
     method = make_algorithm(
         problem, algorithm, transport, compressor=resolve_compressor(compressor), x0=start, seed=seed, params=params
     )
-    f0 = problem.loss(start) - problem.f_star
+    f0 = problem.suboptimality(start)
     scale = f0 if f0 > 0 else 1.0
     history = History(
         meta={
@@ -188,7 +188,7 @@ def run(
         method.step()
         out = method.output()
         if out is not last_out:  # only re-evaluate when the output iterate changed
-            rel = (problem.loss(out) - problem.f_star) / scale
+            rel = problem.suboptimality(out) / scale
             gnorm = float(problem.grad(out).square().sum())
             last_out = out
         history.rows.append(

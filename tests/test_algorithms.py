@@ -25,6 +25,7 @@ def problem():
 CONVERGENCE = [
     ("gd", {}, 3000),
     ("acc_extragradient", {}, 400),
+    ("accsvrs", {}, 3000),
     ("olga", {"compressor": ("randk", {"k": 2}), "preset": "theory"}, 3000),
     ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity"}, 400),
     ("olga", {"compressor": ("randk", {"k": 2}), "preset": "auto"}, 400),
@@ -213,3 +214,26 @@ def test_acc_extragradient_two_dense_rounds_per_iteration(problem):
         alg.step()
     assert transport.ledger.cc3 == pytest.approx(10.0)
     assert transport.ledger.cc2 == 10 * (problem.num_workers - 1)
+
+
+def test_accsvrs_sends_one_dense_message_per_inner_round(problem):
+    from lit_commeff.algorithms import AccSVRS
+
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    alg = AccSVRS(
+        transport=transport,
+        oracle=ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        mu=problem.mu,
+        delta=problem.delta,
+        seed=2,
+    )
+    alg.step()  # anchor
+    ledger = transport.ledger
+    while alg.phase == "inner":
+        before = ledger.cc2
+        hub_drawn = alg.sampled_worker(alg.round) == 0
+        alg.step()
+        assert ledger.cc2 - before == (0 if hub_drawn else 1)
+        assert ledger.rounds[-1].cc3 == (0.0 if hub_drawn else 1.0)
+    assert alg.p == pytest.approx(1 / problem.num_workers)

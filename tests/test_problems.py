@@ -357,3 +357,12 @@ def test_to_device(device: str) -> None:
         out = P.hub_prox(P.x_star, torch.ones(DIM, dtype=F64, device=device), 0.5)
         torch.testing.assert_close(out.cpu(), ref_prox, rtol=1e-10, atol=1e-12)
         assert "M=3" in repr(P)
+
+
+def test_ridge_closed_form_suboptimality_and_gradient_match_data_formulas():
+    from lit_commeff.problems import synthetic_ridge
+
+    p = synthetic_ridge(workers=4, n=30, dim=6, similarity=0.5, seed=2)
+    x = torch.randn(6, dtype=torch.float64)
+    assert p.suboptimality(x) == pytest.approx(p.loss(x) - p.f_star, rel=1e-9)
+    assert torch.allclose(p.grad(x), p.worker_grads(x).mean(0), atol=1e-12)

@@ -5,16 +5,20 @@ Each method is written once over a block of workers and talks to them only throu
 """
 
 from lit_commeff.algorithms.acc_extragradient import AccExtraGradient
+from lit_commeff.algorithms.accsvrs import AccSVRS
+from lit_commeff.algorithms.adiana import ADIANA
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, ProblemOracle
 from lit_commeff.algorithms.baselines import DIANA, EF21, GradientDescent
+from lit_commeff.algorithms.locodl import LoCoDL
 from lit_commeff.algorithms.olga import EFOLGA, OLGA
 from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (OLGA, EFOLGA, AccExtraGradient, GradientDescent, DIANA, EF21)
+    cls.name: cls for cls in (OLGA, EFOLGA, AccExtraGradient, AccSVRS, GradientDescent, DIANA, EF21, ADIANA, LoCoDL)
 }
 
 __all__ = [
+    "ADIANA",
     "ALGORITHMS",
     "DIANA",
     "EF21",
@@ -22,8 +26,10 @@ __all__ = [
     "OLGA",
     "PRESETS",
     "AccExtraGradient",
+    "AccSVRS",
     "Algorithm",
     "GradientDescent",
+    "LoCoDL",
     "LocalOracle",
     "OlgaParams",
     "ProblemOracle",

@@ -23,7 +23,7 @@ class LocalOracle(Protocol):
     """
 
     def grads(self, x: Tensor) -> Tensor:
-        """Local gradients: ``(R, d)`` for a point ``(d,)`` shared by the block or per-row points ``(R, d)``."""
+        """Local gradients ``(R, d)`` at a shared point ``(d,)`` or per-row points ``(R, d)``; a new tensor."""
         ...
 
     def hub_grad(self, x: Tensor) -> Tensor:

@@ -196,8 +196,8 @@ class OLGA(Algorithm):
         t = self.transport
         if self.inner_k > 0:
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
-        grads = self.oracle.grads(self.xk)
-        ghat = grads - self.g1k - self.G0 + self.g1_0
+        # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
+        ghat = self.oracle.grads(self.xk).sub_(self.G0).add_(self.g1_0 - self.g1k)
         if t.is_hub:
             ghat[t.hub_row] = 0  # the hub's own difference is zero by definition
         if self.error_feedback:

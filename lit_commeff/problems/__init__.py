@@ -9,6 +9,7 @@ from lit_commeff.problems.base import Problem, split_shards
 from lit_commeff.problems.libsvm import LibSVMFormatError, load_libsvm
 from lit_commeff.problems.logistic import Logistic
 from lit_commeff.problems.ridge import Ridge
+from lit_commeff.problems.separable import SeparableQuadratic
 from lit_commeff.problems.synthetic import synthetic_ridge
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Logistic",
     "Problem",
     "Ridge",
+    "SeparableQuadratic",
     "load_libsvm",
     "split_shards",
     "synthetic_ridge",

@@ -168,6 +168,10 @@ class Problem(ABC):
         """The full objective ``f(x) = (1/M) Σ_m f_m(x)``."""
         return float(self.worker_losses(x).mean())
 
+    def suboptimality(self, x: Tensor) -> float:
+        """``f(x) - f*`` (subclasses with a closed form avoid the cancellation of two losses)."""
+        return self.loss(x) - self.f_star
+
     def worker_grads(self, X: Tensor, workers: Tensor | Sequence[int] | None = None) -> Tensor:
         """Local gradients, vectorised over workers.
 

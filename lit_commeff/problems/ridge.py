@@ -131,6 +131,15 @@ class Ridge(Problem):
         """``f_m(x) = (1/n)||A_m x - b_m||^2 + lam ||x||^2`` for every worker, shape (M,)."""
         return _ridge_losses(self.A, self.b, self.lam, self._as_point(x, "x"))
 
+    def suboptimality(self, x: Tensor) -> float:
+        """``f(x) - f* = (x - x*)ᵀ H (x - x*) / 2`` exactly (f is quadratic): O(d²), no cancellation."""
+        e = self._as_point(x, "x") - self.x_star
+        return float(e @ (self.H @ e)) / 2
+
+    def grad(self, x: Tensor) -> Tensor:
+        """``∇f(x) = H x - mean_m c_m`` in O(d²)."""
+        return self.H @ self._as_point(x, "x") - self.c_m.mean(0)
+
     def _worker_grads(self, X: Tensor, idx: Tensor | None) -> Tensor:
         H_m = self.H_m if idx is None else self.H_m[idx]
         c_m = self.c_m if idx is None else self.c_m[idx]

@@ -12,6 +12,7 @@ so they are neither compressed nor counted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -56,8 +57,14 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    def gather(self, x: Tensor, *, tag: str = "dense") -> Tensor | None:
+    def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
         """Dense uplink: every worker sends its row of ``x`` (``(R, d)``); the hub gets ``(M, d)``.
+
+        Args:
+            x: This process's block of rows.
+            tag: Ledger tag.
+            senders: Only these workers send (client sampling); rows of the others are zero on the hub.
+                Default: every worker.
 
         Returns the gathered rows on the hub's process and ``None`` elsewhere.
         """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -52,18 +54,28 @@ class SimulatorTransport(Transport):
         self.ledger.record(Direction.DOWNLINK, nbytes=nbytes, tag=tag)
         return tensors
 
-    def gather(self, x: Tensor, *, tag: str = "dense") -> Tensor | None:
+    def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
         as_block(x, self.num_workers)
-        self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=dense_nbytes(x), tag=tag)
-        return x
+        if senders is None:
+            self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=dense_nbytes(x), tag=tag)
+            return x
+        chosen = sorted({int(w) for w in senders} | {self.hub})
+        travelling = [w for w in chosen if w != self.hub]
+        if travelling:
+            self.ledger.record(Direction.UPLINK, sender=travelling, nbytes=dense_nbytes(x), tag=tag)
+        out = torch.zeros_like(x)
+        out[chosen] = x[chosen]
+        return out
 
     def gather_compressed(
         self, x: Tensor, compressor: Compressor, *, step: int, key: str = "", tag: str = "compressed"
     ) -> tuple[Tensor, Tensor | None]:
         as_block(x, self.num_workers)
-        out = x.clone()
-        out[self._senders], sizes = compressor.roundtrip_block(
-            x[self._senders], step=step, workers=self._senders, key=key
-        )
+        # With the hub first, the senders are a contiguous slice: no copy of an (M - 1, d) block.
+        rows = slice(1, None) if self.hub == 0 else self._senders
+        decoded, sizes = compressor.roundtrip_block(x[rows], step=step, workers=self._senders, key=key)
+        out = torch.empty_like(x)
+        out[self.hub] = x[self.hub]
+        out[rows] = decoded
         self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=sizes, tag=tag)
         return out, out

@@ -1,0 +1,230 @@
+"""B1: the AAAI'25 paper's convex experiments in the simulator, every method side by side.
+
+For each (problem, dataset, M, K) of the paper: OLGA (presets theory / similarity / auto, RandK K),
+EF-OLGA (TopK K, presets similarity / theory), Accelerated ExtraGradient, DIANA (RandK K) and EF21
+(TopK K), all with theory parameters and no tuning (ω = d/K as in the paper). Reports CC-3 units to
+reach relative suboptimality 1e-6 and 1e-8 (inf if never within the budget), the ratio of OLGA's
+best preset to the best baseline, uplink/downlink bytes, and one convergence plot per configuration.
+
+    python benchmarks/b1_paper_reproduction.py --quick     # a9a ridge M=100 K=1, mushrooms ridge M=75 K=1
+    python benchmarks/b1_paper_reproduction.py             # every configuration of the paper (long)
+
+Datasets are read from ``../shared/datasets`` (override with ``--data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.table import Table
+
+from lit_commeff import sim
+from lit_commeff.problems import Logistic, Ridge
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets"
+
+# (problem, dataset): (workers, K values), as in ALGORITHMS.md "Reproduction setting".
+PAPER = {
+    ("ridge", "a9a"): ([20, 50, 100], [1, 12, 17, 30]),
+    ("logistic", "a9a"): ([20, 50, 70], [1, 12, 17, 30]),
+    ("ridge", "mushrooms"): ([25, 50, 75], [1, 10, 20]),
+    ("logistic", "mushrooms"): ([25, 50, 75], [1, 10, 20]),
+}
+QUICK = [("ridge", "a9a", 100, 1), ("ridge", "mushrooms", 75, 1)]
+
+OLGA_PRESETS = ("theory", "similarity", "auto")
+
+
+def methods(k: int) -> list[tuple[str, str, dict]]:
+    """(label, algorithm, options) for one K."""
+    randk, topk = ("randk", {"k": k}), ("topk", {"k": k})
+    out = [(f"OLGA {p}", "olga", {"compressor": randk, "preset": p}) for p in OLGA_PRESETS]
+    out += [
+        ("EF-OLGA similarity", "ef_olga", {"compressor": topk, "preset": "similarity"}),
+        ("EF-OLGA theory", "ef_olga", {"compressor": topk, "preset": "theory"}),
+        ("AccExtraGradient", "acc_extragradient", {}),
+        ("AccSVRS", "accsvrs", {}),
+        ("DIANA", "diana", {"compressor": randk}),
+        ("EF21", "ef21", {"compressor": topk}),
+    ]
+    return out
+
+
+# The paper's baselines that are implemented (see meta.not_implemented for the others).
+PAPER_BASELINES = ("AccExtraGradient", "AccSVRS")
+
+
+def configurations(quick: bool) -> list[tuple[str, str, int, int]]:
+    if quick:
+        return QUICK
+    return [(kind, data, m, k) for (kind, data), (ms, ks) in PAPER.items() for m in ms for k in ks]
+
+
+def build_problem(kind: str, dataset: str, workers: int, data_dir: Path):
+    cls = Ridge if kind == "ridge" else Logistic
+    return cls.from_libsvm(data_dir / dataset, workers=workers, seed=0)
+
+
+def run_config(problem, k: int, budget: float, seed: int) -> list[dict]:
+    rows = []
+    for label, name, options in methods(k):
+        start = time.perf_counter()
+        h = sim.run(problem, name, cc3_budget=budget, tol=1e-9, seed=seed, **options)
+        rows.append(
+            {
+                "method": label,
+                "cc3_1e6": h.cc3_to(1e-6),
+                "cc3_1e8": h.cc3_to(1e-8),
+                "uplink_bytes_1e6": h.uplink_bytes_to(1e-6),
+                "uplink_bytes": h.final["uplink_bytes"],
+                "downlink_bytes": h.final["downlink_bytes"],
+                "final_rel": h.final["rel_subopt"],
+                "rounds": h.final["round"],
+                "seconds": time.perf_counter() - start,
+                "hyperparameters": h.meta["hyperparameters"],
+                "curve": [(r["cc3"], r["rel_subopt"]) for r in h.rows[:: max(1, len(h.rows) // 400)]],
+            }
+        )
+        print(
+            f"    {label:>20}: CC-3 to 1e-6 {rows[-1]['cc3_1e6']:8.1f}  1e-8 {rows[-1]['cc3_1e8']:8.1f}"
+            f"  ({rows[-1]['seconds']:.1f}s)",
+            file=sys.stderr,
+        )
+    return rows
+
+
+def ratio(rows: list[dict], key: str, baselines: tuple[str, ...] = PAPER_BASELINES) -> float:
+    """OLGA's best preset over the best of ``baselines`` (nan when neither reached the target)."""
+    best_olga = min(r[key] for r in rows if r["method"].startswith("OLGA"))
+    best_base = min(r[key] for r in rows if r["method"] in baselines)
+    if math.isinf(best_olga) and math.isinf(best_base):
+        return math.nan
+    return best_olga / best_base
+
+
+def ratio_ef(rows: list[dict]) -> float:
+    """EF-OLGA's best preset over EF21 at 1e-6 (the biased-compression comparison)."""
+    ef = min(r["cc3_1e6"] for r in rows if r["method"].startswith("EF-OLGA"))
+    base = next(r["cc3_1e6"] for r in rows if r["method"] == "EF21")
+    return math.nan if math.isinf(ef) and math.isinf(base) else ef / base
+
+
+def plot(config: tuple, rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        xs, ys = zip(*[(c, max(v, 1e-16)) for c, v in r["curve"]], strict=True)
+        ax.semilogy(xs, ys, label=r["method"], lw=1.4)
+    kind, data, m, k = config
+    ax.set(
+        xlabel="CC-3 units (dense d-vector uplinks, busiest worker)",
+        ylabel="(f(y) − f*) / (f(y₀) − f*)",
+        title=f"{kind} {data}, M={m}, RandK/TopK K={k}",
+        ylim=(1e-10, 2),
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the two target configurations only")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with a9a and mushrooms")
+    parser.add_argument("--budget", type=float, default=None, help="CC-3 budget per run (default 300; quick 150)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1")
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
+    args = parser.parse_args(argv)
+    for name in ("a9a", "mushrooms"):
+        if not (args.data / name).is_file():
+            parser.error(f"--data: {args.data / name} not found; point --data at the folder holding a9a and mushrooms.")
+    budget = args.budget or (150.0 if args.quick else 300.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.plots.mkdir(parents=True, exist_ok=True)
+    results = []
+    problems: dict = {}
+    for config in configurations(args.quick):
+        kind, data, m, k = config
+        key = (kind, data, m)
+        if key not in problems:
+            problems = {key: build_problem(kind, data, m, args.data)}  # keep one problem in memory
+        problem = problems[key]
+        print(
+            f"{kind} {data} M={m} K={k}: d={problem.dim} L={problem.L:.4g} mu={problem.mu:.4g} "
+            f"delta={problem.delta:.4g}",
+            file=sys.stderr,
+        )
+        rows = run_config(problem, k, budget, args.seed)
+        png = args.plots / f"{kind}_{data}_M{m}_K{k}.png"
+        plot(config, rows, png)
+        results.append(
+            {
+                "problem": kind,
+                "dataset": data,
+                "workers": m,
+                "k": k,
+                "dim": problem.dim,
+                "L": problem.L,
+                "mu": problem.mu,
+                "delta": problem.delta,
+                "lam": problem.lam,
+                "ratio_1e6": ratio(rows, "cc3_1e6"),
+                "ratio_1e8": ratio(rows, "cc3_1e8"),
+                "plot": str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png),
+                "methods": rows,
+            }
+        )
+    table = Table(title=f"B1: CC-3 units to relative suboptimality 1e-6 / 1e-8 (budget {budget:g})")
+    labels = [label for label, _, _ in methods(1)]
+    table.add_column("config")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("OLGA/best base (1e-6)", justify="right")
+    md = [
+        "| config | " + " | ".join(labels) + " | OLGA best / best baseline (1e-6) |",
+        "|---|" + "---:|" * (len(labels) + 1),
+    ]
+    for res in results:
+        cells = []
+        for label in labels:
+            r = next(x for x in res["methods"] if x["method"] == label)
+            cells.append(f"{r['cc3_1e6']:.1f} / {r['cc3_1e8']:.1f}")
+        name = f"{res['problem']} {res['dataset']} M={res['workers']} K={res['k']}"
+        ratios = [f"{res[k]:.2f}" for k in ("ratio_1e6", "ratio_vs_diana_1e6", "ratio_efolga_vs_ef21_1e6")]
+        table.add_row(name, *cells, *ratios)
+        md.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
+    Console(width=220).print(table)
+    meta = {
+        "benchmark": "B1",
+        "quick": args.quick,
+        "budget": budget,
+        "seed": args.seed,
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "not_implemented": ["ADIANA", "LoCoDL"],
+    }
+    path = args.out / f"b1{'_quick' if args.quick else ''}.json"
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+    print(f"wrote {path}")
+    if args.markdown:
+        args.markdown.write_text("\n".join(md) + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""B6: simulator scale — time and memory per OLGA round for many virtual workers.
+
+For each (M, d): one process builds a :class:`~lit_commeff.problems.SeparableQuadratic` (float32) and
+runs OLGA (RandK 1 %, similarity preset) round by round; we report the mean wall time per round by
+round kind (dense anchor / compressed inner / dense y), the process's peak resident memory, and the
+projected wall time per round of a real deployment computed from the ledger's bytes on the network
+profiles of BENCHMARKS.md (uplink time of the busiest worker + downlink time + one RTT).
+
+    python benchmarks/b6_simulator_scale.py --quick      # M in {100, 1000}, d in {1e3, 1e5}
+    python benchmarks/b6_simulator_scale.py              # adds M = 10000 (d = 1e3 and 1e5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+# (uplink bit/s, downlink bit/s, RTT s) of the workers' links.
+PROFILES = {"edge": (10e6, 100e6, 0.020), "wan": (100e6, 100e6, 0.040), "lan": (1e9, 1e9, 0.0005)}
+
+
+def measure(workers: int, dim: int, rounds: int, device: str) -> dict:
+    """Run in a fresh process: build the problem, run ``rounds`` OLGA rounds, time each kind of round."""
+    from lit_commeff.algorithms import OLGA, ProblemOracle
+    from lit_commeff.compression import build
+    from lit_commeff.problems import SeparableQuadratic
+    from lit_commeff.transport import SimulatorTransport
+
+    t0 = time.perf_counter()
+    problem = SeparableQuadratic(workers=workers, dim=dim, device=device)
+    setup_s = time.perf_counter() - t0
+    transport = SimulatorTransport(num_workers=workers, dim=dim, dtype=torch.float32)
+    alg = OLGA(
+        transport=transport, oracle=ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(dim, device=device), compressor=build("randk", ratio=0.01), mu=problem.mu,
+        delta=problem.delta, preset="similarity", p=0.2, seed=0,
+    )  # fmt: skip
+    times: dict[str, list[float]] = {"anchor": [], "inner": [], "y": []}
+    for _ in range(rounds):
+        phase = alg.phase
+        start = time.perf_counter()
+        alg.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times[phase].append(time.perf_counter() - start)
+    ledger = transport.ledger
+    per_round = ledger.rounds
+    projected = {}
+    for name, (up, down, rtt) in PROFILES.items():
+        seconds = [
+            r.max_worker_bytes * 8 / up + (r.downlink_bytes / max(workers - 1, 1)) * 8 / down + rtt for r in per_round
+        ]
+        projected[name] = sum(seconds) / len(seconds)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "workers": workers, "dim": dim, "rounds": rounds, "setup_s": setup_s,
+        "round_s": {k: (sum(v) / len(v) if v else None) for k, v in times.items()},
+        "mean_round_s": sum(sum(v) for v in times.values()) / rounds,
+        "peak_rss_mib": peak_kib / 1024, "projected_round_s": projected,
+        "uplink_bytes_per_round": ledger.uplink_bytes / rounds, "cc3_per_round": ledger.cc3 / rounds,
+    }  # fmt: skip
+
+
+def _available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (0 where unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per configuration (default 20; quick 10)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)  # internal: one config
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (10 if args.quick else 20)
+    if args.worker:
+        print(json.dumps(measure(args.worker[0], args.worker[1], rounds, args.device)))
+        return 0
+    grid = [(m, d) for m in (100, 1000) for d in (1_000, 100_000)]
+    if not args.quick:
+        grid += [(10_000, 1_000), (10_000, 100_000)]
+    rows = []
+    available = _available_bytes()
+    for m, d in grid:
+        # OLGA holds about six (M, d) float32 blocks at once (anchor gradients, gradients, messages, ...).
+        need = 6 * m * d * 4
+        if available and need > 0.7 * available:
+            rows.append(
+                {"workers": m, "dim": d, "error": f"needs ~{need / 2**30:.0f} GiB, {available / 2**30:.0f} free"}
+            )
+            print(f"M={m} d={d}: skipped, {rows[-1]['error']}", file=sys.stderr)
+            continue
+        cmd = [sys.executable, __file__, "--worker", str(m), str(d), "--rounds", str(rounds), "--device", args.device]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["(no message)"]
+            rows.append({"workers": m, "dim": d, "error": tail[0]})
+            print(f"M={m} d={d}: failed: {tail[0]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(
+            f"M={m} d={d}: {rows[-1]['mean_round_s']:.3f} s/round, {rows[-1]['peak_rss_mib']:.0f} MiB", file=sys.stderr
+        )
+    table = Table(title=f"B6: OLGA round cost in the simulator ({args.device}, float32, RandK 1%)")
+    for col in ("M", "d", "s/round (mean)", "anchor s", "inner s", "y s", "peak RSS MiB", "edge s", "wan s", "lan s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        if "error" in r:
+            table.add_row(str(r["workers"]), str(r["dim"]), "failed: " + r["error"][:60], *[""] * 7)
+            continue
+        rs, pr = r["round_s"], r["projected_round_s"]
+        table.add_row(
+            f"{r['workers']:,}", f"{r['dim']:,}", f"{r['mean_round_s']:.4f}",
+            *[f"{rs[k]:.4f}" if rs[k] is not None else "-" for k in ("anchor", "inner", "y")],
+            f"{r['peak_rss_mib']:.0f}", f"{pr['edge']:.3f}", f"{pr['wan']:.3f}", f"{pr['lan']:.4f}",
+        )  # fmt: skip
+    Console(width=160).print(table)
+    print("edge/wan/lan: projected seconds per round of a real deployment with these bytes on the profile's links")
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "benchmark": "B6",
+        "device": args.device,
+        "quick": args.quick,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = args.out / f"b6_{args.device}{'_quick' if args.quick else ''}.json"
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
