@@ -1,0 +1,126 @@
+"""``torch.distributed`` transport: one worker per rank, the hub on rank 0 (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from lit_commeff.compression import Compressor
+from lit_commeff.ledger import CommLedger, Direction
+from lit_commeff.transport.base import Transport, as_block, dense_nbytes
+
+
+class DistributedTransport(Transport):
+    """Runs the star topology over an initialised process group: worker id = rank.
+
+    Uplink is ``dist.gather`` to the hub (compressed messages travel as one ``uint8`` buffer per
+    worker, sized from :meth:`Compressor.wire_spec`, so every rank knows every size in advance);
+    client-sampled uplinks use point-to-point ``send``/``recv``; downlink is ``dist.broadcast`` from the
+    hub. Every rank records every transfer, so all ranks hold the same ledger (the hub's own message
+    is not counted: it never leaves the process). Wall time inside each collective is measured after
+    the call returns (CUDA tensors are synchronised first).
+
+    Args:
+        dim: Dimension d of the optimisation variable.
+        dtype: Dtype of dense messages.
+        device: Device of the tensors handed to collectives (``cuda`` for NCCL).
+        hub: Rank of the hub.
+        group: Process group (default: the world).
+        ledger: Ledger to record into; a new one by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        hub: int = 0,
+        group: dist.ProcessGroup | None = None,
+        ledger: CommLedger | None = None,
+    ) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "DistributedTransport needs an initialised process group; call "
+                "torch.distributed.init_process_group(...) first (or use SimulatorTransport)."
+            )
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.num_workers = dist.get_world_size(group)
+        if self.num_workers < 2:
+            raise ValueError(f"workers: world size {self.num_workers} is too small; the star needs >= 2 ranks.")
+        if not 0 <= hub < self.num_workers:
+            raise ValueError(f"hub: hub={hub} is not a rank of a world of size {self.num_workers}.")
+        self.hub = hub
+        self.device = torch.device(device)
+        self.workers = torch.tensor([self.rank])
+        self.ledger = ledger or CommLedger(dim=dim, num_workers=self.num_workers, dense_dtype=dtype, hub=hub)
+        self._senders = [w for w in range(self.num_workers) if w != hub]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def broadcast(self, *tensors: Tensor, tag: str = "") -> tuple[Tensor, ...]:
+        flat = torch.cat([t.reshape(-1) for t in tensors]).to(self.device)
+        nbytes = flat.numel() * flat.element_size()
+        with self.ledger.measure(Direction.DOWNLINK, nbytes=nbytes, tag=tag):
+            dist.broadcast(flat, src=self.hub, group=self.group)
+            self._sync()
+        out, offset = [], 0
+        for t in tensors:
+            out.append(flat[offset : offset + t.numel()].reshape(t.shape).to(t.device))
+            offset += t.numel()
+        return tuple(out)
+
+    def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
+        row = as_block(x, 1)[0].contiguous().to(self.device)
+        is_hub = self.rank == self.hub
+        if senders is None:
+            buffers = [torch.empty_like(row) for _ in range(self.num_workers)] if is_hub else None
+            with self.ledger.measure(Direction.UPLINK, sender=self._senders, nbytes=dense_nbytes(x), tag=tag):
+                dist.gather(row, buffers, dst=self.hub, group=self.group)
+                self._sync()
+            return torch.stack(buffers).to(x.device) if is_hub else None
+        travelling = sorted({int(w) for w in senders} - {self.hub})
+        out = torch.zeros(self.num_workers, row.numel(), dtype=row.dtype, device=self.device) if is_hub else None
+        with self.ledger.measure(Direction.UPLINK, sender=travelling, nbytes=dense_nbytes(x), tag=tag):
+            if is_hub:
+                out[self.hub] = row
+                for w in travelling:
+                    dist.recv(out[w], src=w, group=self.group)
+            elif self.rank in travelling:
+                dist.send(row, dst=self.hub, group=self.group)
+            self._sync()
+        return out.to(x.device) if is_hub else None
+
+    def gather_compressed(
+        self, x: Tensor, compressor: Compressor, *, step: int, key: str = "", tag: str = "compressed"
+    ) -> tuple[Tensor, Tensor | None]:
+        row = as_block(x, 1)[0]
+        size = compressor.wire_nbytes(row.shape, row.dtype)
+        is_hub = self.rank == self.hub
+        if is_hub:
+            own = x.clone()
+            buffer = torch.zeros(size, dtype=torch.uint8, device=self.device)  # the hub sends nothing real
+        else:
+            payload = compressor.compress(row, step=step, worker=self.rank, key=key)
+            own = compressor.decompress(payload).unsqueeze(0)
+            buffer = payload.to_bytes().to(self.device)
+        buffers = [torch.empty(size, dtype=torch.uint8, device=self.device) for _ in range(self.num_workers)]
+        with self.ledger.measure(Direction.UPLINK, sender=self._senders, nbytes=[size] * len(self._senders), tag=tag):
+            dist.gather(buffer, buffers if is_hub else None, dst=self.hub, group=self.group)
+            self._sync()
+        if not is_hub:
+            return own, None
+        received = torch.empty(self.num_workers, row.numel(), dtype=row.dtype, device=row.device)
+        received[self.hub] = row.reshape(-1)
+        for w in self._senders:
+            payload = compressor.payload_from_bytes(
+                buffers[w].to(row.device), shape=row.shape, dtype=row.dtype, step=step, worker=w, key=key
+            )
+            received[w] = compressor.decompress(payload).reshape(-1)
+        return own, received

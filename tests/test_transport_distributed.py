@@ -1,0 +1,106 @@
+"""The same algorithm code over real gloo processes and in the simulator: same iterates, same ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lit_commeff.algorithms import ALGORITHMS, ProblemOracle
+from lit_commeff.compression import build
+from lit_commeff.problems import synthetic_ridge
+from lit_commeff.transport import DistributedTransport, SimulatorTransport
+
+WORLD = 3
+ROUNDS = 40
+CASES = {
+    "olga": {"compressor": ("randk", {"k": 3}), "preset": "similarity", "p": 0.3},
+    "ef_olga": {"compressor": ("topk", {"k": 3}), "preset": "similarity", "p": 0.3},
+    "accsvrs": {},
+    "acc_extragradient": {},
+    "diana": {"compressor": ("randk", {"k": 2})},
+    "ef21": {"compressor": ("topk", {"k": 2})},
+}
+
+
+def _problem():
+    return synthetic_ridge(workers=WORLD, n=30, dim=8, similarity=0.3, lam=0.1, seed=1)
+
+
+def _run(name: str, transport) -> torch.Tensor:
+    problem = _problem()
+    options = dict(CASES[name])
+    if "compressor" in options:
+        cname, copts = options["compressor"]
+        options["compressor"] = build(cname, **copts)
+    constants = {"mu": problem.mu, "delta": problem.delta, "L": problem.L}
+    accepted = ALGORITHMS[name].__init__.__code__.co_varnames
+    options.update({k: v for k, v in constants.items() if k in accepted})
+    alg = ALGORITHMS[name](
+        transport=transport,
+        oracle=ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        seed=3,
+        **options,
+    )
+    for _ in range(ROUNDS):
+        alg.step()
+    return alg.output()
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        report = {}
+        for name in CASES:
+            transport = DistributedTransport(dim=_problem().dim, dtype=torch.float64)
+            y = _run(name, transport)
+            summary = transport.ledger.summary()
+            summary.pop("comm_time_s")
+            report[name] = {
+                "y": y.tolist() if rank == 0 else None,
+                "ledger": summary,
+                "comm_time_s": transport.ledger.comm_time_s,
+            }
+        Path(f"{out}.{rank}").write_text(json.dumps(report))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def distributed_reports(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("dist") / "report")
+    mp.start_processes(_worker, args=(_free_port(), out), nprocs=WORLD, join=True, start_method="spawn")
+    return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_distributed_matches_simulator(distributed_reports, name):
+    transport = SimulatorTransport(num_workers=WORLD, dim=_problem().dim)
+    y_sim = _run(name, transport)
+    expected = transport.ledger.summary()
+    expected.pop("comm_time_s")
+    hub = distributed_reports[0][name]
+    assert torch.allclose(torch.tensor(hub["y"], dtype=torch.float64), y_sim, rtol=1e-9, atol=1e-12), name
+    for rank in range(WORLD):  # every rank holds the same ledger, equal to the simulator's
+        assert distributed_reports[rank][name]["ledger"] == expected, (name, rank)
+    assert hub["comm_time_s"] > 0
+
+
+def test_distributed_transport_needs_a_process_group():
+    with pytest.raises(RuntimeError, match=r"needs an initialised process group"):
+        DistributedTransport(dim=3)
