@@ -56,14 +56,16 @@ def methods(k: int) -> list[tuple[str, str, dict]]:
         ("EF-OLGA theory", "ef_olga", {"compressor": topk, "preset": "theory"}),
         ("AccExtraGradient", "acc_extragradient", {}),
         ("AccSVRS", "accsvrs", {}),
+        ("ADIANA", "adiana", {"compressor": randk}),
+        ("LoCoDL", "locodl", {"compressor": randk}),
         ("DIANA", "diana", {"compressor": randk}),
         ("EF21", "ef21", {"compressor": topk}),
     ]
     return out
 
 
-# The paper's baselines that are implemented (see meta.not_implemented for the others).
-PAPER_BASELINES = ("AccExtraGradient", "AccSVRS")
+# The paper's baselines (theory parameters, no tuning).
+PAPER_BASELINES = ("AccExtraGradient", "AccSVRS", "ADIANA", "LoCoDL")
 
 
 def configurations(quick: bool) -> list[tuple[str, str, int, int]]:
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the two target configurations only")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with a9a and mushrooms")
     parser.add_argument("--budget", type=float, default=None, help="CC-3 budget per run (default 300; quick 150)")
+    parser.add_argument("--only", nargs="*", help="only these problem/dataset pairs, e.g. ridge/a9a")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1")
@@ -156,48 +159,53 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget or (150.0 if args.quick else 300.0)
     args.out.mkdir(parents=True, exist_ok=True)
     args.plots.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict] = []
     problems: dict = {}
     for config in configurations(args.quick):
         kind, data, m, k = config
+        if args.only and f"{kind}/{data}" not in args.only:
+            continue
         key = (kind, data, m)
         if key not in problems:
             problems = {key: build_problem(kind, data, m, args.data)}  # keep one problem in memory
         problem = problems[key]
-        print(
-            f"{kind} {data} M={m} K={k}: d={problem.dim} L={problem.L:.4g} mu={problem.mu:.4g} "
-            f"delta={problem.delta:.4g}",
-            file=sys.stderr,
-        )
+        print(f"{kind} {data} M={m} K={k}: d={problem.dim} L={problem.L:.4g} mu={problem.mu:.4g} "
+              f"delta={problem.delta:.4g}", file=sys.stderr)  # fmt: skip
         rows = run_config(problem, k, budget, args.seed)
         png = args.plots / f"{kind}_{data}_M{m}_K{k}.png"
         plot(config, rows, png)
-        results.append(
-            {
-                "problem": kind,
-                "dataset": data,
-                "workers": m,
-                "k": k,
-                "dim": problem.dim,
-                "L": problem.L,
-                "mu": problem.mu,
-                "delta": problem.delta,
-                "lam": problem.lam,
-                "ratio_1e6": ratio(rows, "cc3_1e6"),
-                "ratio_1e8": ratio(rows, "cc3_1e8"),
-                "plot": str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png),
-                "methods": rows,
-            }
-        )
-    table = Table(title=f"B1: CC-3 units to relative suboptimality 1e-6 / 1e-8 (budget {budget:g})")
+        results.append({
+            "problem": kind, "dataset": data, "workers": m, "k": k, "dim": problem.dim, "L": problem.L,
+            "mu": problem.mu, "delta": problem.delta, "lam": problem.lam,
+            "ratio_1e6": ratio(rows, "cc3_1e6"), "ratio_1e8": ratio(rows, "cc3_1e8"),
+            "ratio_vs_diana_1e6": ratio(rows, "cc3_1e6", ("DIANA",)),
+            "ratio_efolga_vs_ef21_1e6": ratio_ef(rows),
+            "plot": str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png), "methods": rows,
+        })  # fmt: skip
+        write_outputs(args, results, budget)
+    write_outputs(args, results, budget, final=True)
+    return 0
+
+
+RATIOS = (
+    ("OLGA / best paper baseline", "ratio_1e6"),
+    ("OLGA / DIANA", "ratio_vs_diana_1e6"),
+    ("EF-OLGA / EF21", "ratio_efolga_vs_ef21_1e6"),
+)
+
+
+def write_outputs(args: argparse.Namespace, results: list[dict], budget: float, final: bool = False) -> None:
+    """Write JSON (and Markdown) after every configuration, so a long run keeps what it finished."""
     labels = [label for label, _, _ in methods(1)]
+    table = Table(title=f"B1: CC-3 units to relative suboptimality 1e-6 / 1e-8 (budget {budget:g})")
     table.add_column("config")
     for label in labels:
         table.add_column(label, justify="right")
-    table.add_column("OLGA/best base (1e-6)", justify="right")
+    for title, _ in RATIOS:
+        table.add_column(title + " (1e-6)", justify="right")
     md = [
-        "| config | " + " | ".join(labels) + " | OLGA best / best baseline (1e-6) |",
-        "|---|" + "---:|" * (len(labels) + 1),
+        "| config | " + " | ".join(labels) + " | " + " | ".join(t for t, _ in RATIOS) + " |",
+        "|---|" + "---:|" * (len(labels) + len(RATIOS)),
     ]
     for res in results:
         cells = []
@@ -205,25 +213,20 @@ def main(argv: list[str] | None = None) -> int:
             r = next(x for x in res["methods"] if x["method"] == label)
             cells.append(f"{r['cc3_1e6']:.1f} / {r['cc3_1e8']:.1f}")
         name = f"{res['problem']} {res['dataset']} M={res['workers']} K={res['k']}"
-        ratios = [f"{res[k]:.2f}" for k in ("ratio_1e6", "ratio_vs_diana_1e6", "ratio_efolga_vs_ef21_1e6")]
+        ratios = [f"{res[key]:.2f}" for _, key in RATIOS]
         table.add_row(name, *cells, *ratios)
         md.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
-    Console(width=220).print(table)
     meta = {
-        "benchmark": "B1",
-        "quick": args.quick,
-        "budget": budget,
-        "seed": args.seed,
+        "benchmark": "B1", "quick": args.quick, "budget": budget, "seed": args.seed, "complete": final,
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "not_implemented": ["ADIANA", "LoCoDL"],
-    }
+    }  # fmt: skip
     path = args.out / f"b1{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
-    print(f"wrote {path}")
     if args.markdown:
         args.markdown.write_text("\n".join(md) + "\n")
-        print(f"wrote {args.markdown}")
-    return 0
+    if final:
+        Console(width=300).print(table)
+        print(f"wrote {path}" + (f" and {args.markdown}" if args.markdown else ""))
 
 
 if __name__ == "__main__":
