@@ -12,6 +12,7 @@ from lit_commeff.algorithms.baselines import DIANA, EF21, GradientDescent
 from lit_commeff.algorithms.locodl import LoCoDL
 from lit_commeff.algorithms.olga import EFOLGA, OLGA
 from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params
+from lit_commeff.algorithms.prox import ExactProx, NewtonProx, OptimizerProx
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     cls.name: cls for cls in (OLGA, EFOLGA, AccExtraGradient, AccSVRS, GradientDescent, DIANA, EF21, ADIANA, LoCoDL)
@@ -28,10 +29,13 @@ __all__ = [
     "AccExtraGradient",
     "AccSVRS",
     "Algorithm",
+    "ExactProx",
     "GradientDescent",
     "LoCoDL",
     "LocalOracle",
+    "NewtonProx",
     "OlgaParams",
+    "OptimizerProx",
     "ProblemOracle",
     "olga_params",
 ]

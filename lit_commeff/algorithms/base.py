@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -38,14 +38,23 @@ class LocalOracle(Protocol):
 class ProblemOracle:
     """Adapts a :class:`lit_commeff.problems.Problem` to :class:`LocalOracle` for a block of workers.
 
-    The prox is the problem's own solver (exact for ridge, Newton for logistic).
+    Args:
+        problem: The problem (its shards are the workers' data).
+        workers: Global ids of this process's block.
+        hub: Id of the hub worker.
+        prox: Prox solver ``(x_k, t, theta) -> x``; default the problem's own (exact for ridge,
+            Newton for logistic). See :mod:`lit_commeff.algorithms.prox` for Newton-by-autograd and
+            optimizer-step solvers.
     """
 
-    def __init__(self, problem: Any, workers: Tensor, hub: int = 0) -> None:
+    def __init__(
+        self, problem: Any, workers: Tensor, hub: int = 0, prox: Callable[[Tensor, Tensor, float], Tensor] | None = None
+    ) -> None:
         self.problem = problem
         self.workers = workers.to(problem.device) if hasattr(problem, "device") else workers
         self.hub = hub
         self._hub_index = torch.tensor([hub], device=self.workers.device)
+        self._prox = prox
 
     def grads(self, x: Tensor) -> Tensor:
         return self.problem.worker_grads(x, self.workers)
@@ -54,6 +63,8 @@ class ProblemOracle:
         return self.problem.worker_grads(x, self._hub_index)[0]
 
     def prox(self, x_k: Tensor, t: Tensor, theta: float) -> Tensor:
+        if self._prox is not None:
+            return self._prox(x_k, t, theta)
         return self.problem.hub_prox(x_k, t, theta, worker=self.hub)
 
 
