@@ -194,6 +194,14 @@ RATIOS = (
 )
 
 
+def _fmt_ratio(value: float) -> str:
+    if value == 0:
+        return "0 (baseline never)"
+    if math.isinf(value):
+        return "inf (ours never)"
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
 def write_outputs(args: argparse.Namespace, results: list[dict], budget: float, final: bool = False) -> None:
     """Write JSON (and Markdown) after every configuration, so a long run keeps what it finished."""
     labels = [label for label, _, _ in methods(1)]
@@ -213,7 +221,7 @@ def write_outputs(args: argparse.Namespace, results: list[dict], budget: float, 
             r = next(x for x in res["methods"] if x["method"] == label)
             cells.append(f"{r['cc3_1e6']:.1f} / {r['cc3_1e8']:.1f}")
         name = f"{res['problem']} {res['dataset']} M={res['workers']} K={res['k']}"
-        ratios = [f"{res[key]:.2f}" for _, key in RATIOS]
+        ratios = [_fmt_ratio(res[key]) for _, key in RATIOS]
         table.add_row(name, *cells, *ratios)
         md.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
     meta = {
