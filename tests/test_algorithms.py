@@ -237,3 +237,17 @@ def test_accsvrs_sends_one_dense_message_per_inner_round(problem):
         assert ledger.cc2 - before == (0 if hub_drawn else 1)
         assert ledger.rounds[-1].cc3 == (0.0 if hub_drawn else 1.0)
     assert alg.p == pytest.approx(1 / problem.num_workers)
+
+
+def test_state_dict_carries_compressor_warm_start(problem):
+    alg = _olga(problem, build("powersgd", rank=1, reshape="square"), cls=EFOLGA, seed=1, p=0.2)
+    for _ in range(12):  # (the first inner round of an epoch sends zeros, which leave no warm start)
+        alg.step()
+    state = alg.state_dict()
+    assert state["compressor"]["warm_start"]  # PowerSGD's Q matrices per worker
+    fresh = _olga(problem, build("powersgd", rank=1, reshape="square"), cls=EFOLGA, seed=1, p=0.2)
+    fresh.load_state_dict(state)
+    for _ in range(10):
+        alg.step()
+        fresh.step()
+    assert torch.equal(alg.xk, fresh.xk)

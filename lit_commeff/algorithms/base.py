@@ -115,7 +115,11 @@ class Algorithm(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Algorithm state (tensors and plain numbers) for checkpoints."""
         state = {name: getattr(self, name) for name in ("round", *self._state)}
-        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+        state = {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+        compressor = getattr(self, "compressor", None)
+        if compressor is not None:  # e.g. PowerSGD's warm start
+            state["compressor"] = compressor.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
@@ -127,6 +131,9 @@ class Algorithm(ABC):
         for name in ("round", *self._state):
             value = state[name]
             setattr(self, name, value.clone() if isinstance(value, Tensor) else value)
+        compressor = getattr(self, "compressor", None)
+        if compressor is not None and "compressor" in state:
+            compressor.load_state_dict(state["compressor"])
 
 
 def require_unbiased(compressor: Compressor, method: str, alternative: str) -> None:
