@@ -124,10 +124,13 @@ def ratio_ef(rows: list[dict]) -> float:
 
 
 def plot(config: tuple, rows: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    colors = plt.cm.tab20.colors
+    for i, r in enumerate(rows):
         xs, ys = zip(*[(c, max(v, 1e-16)) for c, v in r["curve"]], strict=True)
-        ax.semilogy(xs, ys, label=r["method"], lw=1.4)
+        # ours solid, their compressed-only references dashed, the paper's baselines dotted
+        style = "-" if "OLGA" in r["method"] else "--" if r["method"] in ("DIANA", "EF21") else ":"
+        ax.semilogy(xs, ys, style, label=r["method"], lw=1.6, color=colors[(2 * i) % 20 + (i >= 10)])
     kind, data, m, k = config
     ax.set(
         xlabel="CC-3 units (dense d-vector uplinks, busiest worker)",
@@ -152,7 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
+    parser.add_argument("--replot", type=Path, help="redraw plots and tables from a results JSON; run nothing")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.quick = saved["meta"]["quick"]
+        for res in saved["results"]:
+            config = (res["problem"], res["dataset"], res["workers"], res["k"])
+            plot(config, res["methods"], ROOT / res["plot"])
+        write_outputs(args, saved["results"], saved["meta"]["budget"], final=True)
+        return 0
     for name in ("a9a", "mushrooms"):
         if not (args.data / name).is_file():
             parser.error(f"--data: {args.data / name} not found; point --data at the folder holding a9a and mushrooms.")
