@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with a9a and mushrooms")
     parser.add_argument("--budget", type=float, default=None, help="CC-3 budget per run (default 300; quick 150)")
     parser.add_argument("--only", nargs="*", help="only these problem/dataset pairs, e.g. ridge/a9a")
+    parser.add_argument("--ks", nargs="*", type=int, help="only these K values")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1")
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     problems: dict = {}
     for config in configurations(args.quick):
         kind, data, m, k = config
-        if args.only and f"{kind}/{data}" not in args.only:
+        if (args.only and f"{kind}/{data}" not in args.only) or (args.ks and k not in args.ks):
             continue
         key = (kind, data, m)
         if key not in problems:
