@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         need = 6 * m * d * 4
         if available and need > 0.7 * available:
             rows.append(
-                {"workers": m, "dim": d, "error": f"needs ~{need / 2**30:.0f} GiB, {available / 2**30:.0f} free"}
+                {
+                    "workers": m,
+                    "dim": d,
+                    "error": f"skipped: needs ~{need / 2**30:.0f} GiB, {available / 2**30:.0f} free",
+                }
             )
             print(f"M={m} d={d}: skipped, {rows[-1]['error']}", file=sys.stderr)
             continue
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or ["(no message)"]
-            rows.append({"workers": m, "dim": d, "error": tail[0]})
+            rows.append({"workers": m, "dim": d, "error": f"failed: {tail[0]}"})
             print(f"M={m} d={d}: failed: {tail[0]}", file=sys.stderr)
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="right")
     for r in rows:
         if "error" in r:
-            table.add_row(str(r["workers"]), str(r["dim"]), "failed: " + r["error"][:60], *[""] * 7)
+            table.add_row(f"{r['workers']:,}", f"{r['dim']:,}", r["error"][:60], *[""] * 7)
             continue
         rs, pr = r["round_s"], r["projected_round_s"]
         table.add_row(
