@@ -251,3 +251,23 @@ def test_state_dict_carries_compressor_warm_start(problem):
         alg.step()
         fresh.step()
     assert torch.equal(alg.xk, fresh.xk)
+
+
+def test_auto_preset_estimates_a_lower_bound_of_delta(problem):
+    alg = _olga(problem, build("randk", k=2), preset="auto", delta0=problem.L, seed=0)
+    while alg.outer < 3:
+        alg.step()
+    # δ̂ is measured along one direction per outer iteration: positive, and never above the true δ.
+    assert 0 < alg.delta_hat <= problem.delta * (1 + 1e-9)
+    assert alg.theta == pytest.approx(1 / (2 * alg.delta_hat))
+
+
+def test_olga_on_logistic_regression_converges():
+    from lit_commeff.problems import Logistic
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(240, 6, generator=g, dtype=torch.float64)
+    b = torch.where(a @ torch.randn(6, generator=g, dtype=torch.float64) > 0, 1.0, -1.0)
+    problem = Logistic.from_data(a, b, workers=4, seed=0)
+    h = sim.run(problem, "olga", compressor=("randk", {"k": 2}), preset="similarity", cc3_budget=400, tol=1e-9)
+    assert h.final["rel_subopt"] <= 1e-9
