@@ -116,5 +116,9 @@ def block_indices(d: int, k: int, seeds: Tensor) -> Tensor:
         draws *= 2  # rare: some row drew too few distinct values; a longer prefix of the same stream
     keys = splitmix64(seeds ^ _STREAM_KEYS, values)
     keys = keys.masked_fill(duplicate, torch.iinfo(torch.int64).max)
-    chosen = keys.topk(k, dim=1, largest=False).indices
-    return values.gather(1, chosen).sort(dim=1).values
+    # Keep the k smallest keys = drop the (draws - k) largest: duplicates (max key) first, then a few
+    # extra distinct values. The drop set is small, so this top-k is cheap.
+    dropped = keys.topk(draws - k, dim=1, largest=True, sorted=False).indices
+    keep = torch.ones_like(duplicate).scatter_(1, dropped, False)
+    # values are sorted along each row, so masking keeps them sorted: no re-sort
+    return values[keep].reshape(rows, k)
