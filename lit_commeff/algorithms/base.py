@@ -35,6 +35,16 @@ class LocalOracle(Protocol):
         ...
 
 
+def descend(oracle: LocalOracle, x: Tensor, g: Tensor, lr: float) -> Tensor:
+    """The hub's gradient step from ``x`` along the aggregated gradient ``g``.
+
+    ``x - lr * g`` unless the oracle defines ``descend(x, g, lr)`` (the Lightning strategy's oracle
+    applies the user's optimizer there, with its own learning rate, momentum and schedule).
+    """
+    custom = getattr(oracle, "descend", None)
+    return custom(x, g, lr) if custom is not None else x - lr * g
+
+
 class ProblemOracle:
     """Adapts a :class:`lit_commeff.problems.Problem` to :class:`LocalOracle` for a block of workers.
 

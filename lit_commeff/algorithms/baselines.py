@@ -8,7 +8,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, require_biased, require_unbiased
+from lit_commeff.algorithms.base import (
+    Algorithm,
+    LocalOracle,
+    check_positive,
+    descend,
+    require_biased,
+    require_unbiased,
+)
 from lit_commeff.algorithms.params import paper_omega
 from lit_commeff.compression import Compressor
 from lit_commeff.transport import Transport
@@ -52,12 +59,12 @@ class GradientDescent(Algorithm):
         return self.x
 
     def _step(self) -> None:
+        # The hub broadcasts each new iterate in the round that produced it, so every process holds x.
         t = self.transport
         t.begin_round()
-        (x,) = t.broadcast(self.x, tag="point")
-        gathered = t.gather(self.oracle.grads(x), tag="dense")
-        if t.is_hub:
-            self.x = x - self.lr * gathered.mean(dim=0)
+        gathered = t.gather(self.oracle.grads(self.x), tag="dense")
+        x = descend(self.oracle, self.x, gathered.mean(dim=0), self.lr) if t.is_hub else self.x
+        (self.x,) = t.broadcast(x, tag="point")
 
 
 class DIANA(Algorithm):
@@ -124,16 +131,17 @@ class DIANA(Algorithm):
     def _step(self) -> None:
         t = self.transport
         t.begin_round()
-        (x,) = t.broadcast(self.x, tag="point")
-        grads = self.oracle.grads(x)
+        grads = self.oracle.grads(self.x)
         if self.h is None:
             self.h = torch.zeros_like(grads)
         own, received = t.gather_compressed(grads - self.h, self.compressor, step=self.round, key=self.name)
         self.h = self.h + self.alpha * own
+        x = self.x
         if t.is_hub:
             mean = received.mean(dim=0)
-            self.x = x - self.gamma * (self.hbar + mean)
+            x = descend(self.oracle, x, self.hbar + mean, self.gamma)
             self.hbar = self.hbar + self.alpha * mean
+        (self.x,) = t.broadcast(x, tag="point")
 
 
 class EF21(Algorithm):
@@ -204,19 +212,18 @@ class EF21(Algorithm):
         t = self.transport
         t.begin_round()
         if not self.started:  # dense initialisation round
-            (x,) = t.broadcast(self.x, tag="point")
-            self.g_local = self.oracle.grads(x)
+            self.g_local = self.oracle.grads(self.x)
             gathered = t.gather(self.g_local, tag="dense")
             if t.is_hub:
                 self.g = gathered.mean(dim=0)
             self.started = True
-            return
-        if t.is_hub:
-            self.x = self.x - self.gamma * self.g
-        (x,) = t.broadcast(self.x, tag="point")
-        own, received = t.gather_compressed(
-            self.oracle.grads(x) - self.g_local, self.compressor, step=self.round, key=self.name
-        )
-        self.g_local = self.g_local + own
-        if t.is_hub:
-            self.g = self.g + received.mean(dim=0)
+        else:
+            own, received = t.gather_compressed(
+                self.oracle.grads(self.x) - self.g_local, self.compressor, step=self.round, key=self.name
+            )
+            self.g_local = self.g_local + own
+            if t.is_hub:
+                self.g = self.g + received.mean(dim=0)
+        # The hub steps and broadcasts the new iterate in the same round, so every process holds x.
+        x = descend(self.oracle, self.x, self.g, self.gamma) if t.is_hub else self.x
+        (self.x,) = t.broadcast(x, tag="point")

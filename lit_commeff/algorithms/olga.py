@@ -52,6 +52,8 @@ class OLGA(Algorithm):
             upper bound).
         p, theta, tau, alpha: Explicit values override the preset.
         omega: Compressor constant fed to the formulas (default: the paper's convention).
+        estimate_delta: Track δ̂ from the dense rounds (default: only under ``auto``, which needs it;
+            it costs one extra ``(M, d)`` block on the hub).
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -78,6 +80,7 @@ class OLGA(Algorithm):
         tau: float | None = None,
         alpha: float | None = None,
         omega: float | None = None,
+        estimate_delta: bool | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
@@ -97,6 +100,7 @@ class OLGA(Algorithm):
             )
         self.compressor = compressor
         self.preset = preset
+        self.estimate_delta = preset == "auto" if estimate_delta is None else bool(estimate_delta)
         self._overrides = {"p": p, "theta": theta, "tau": tau, "alpha": alpha}
         d = x0.numel()
         constant = compressor.beta(d) if self.error_feedback else compressor.omega(d)
@@ -109,7 +113,7 @@ class OLGA(Algorithm):
         self._resolve(delta0 if preset == "auto" else delta)
         hub = transport.is_hub
         x = x0.detach().clone()
-        self.y = x.clone() if hub else None
+        self.y = x.clone()  # every process: y is broadcast at each y round, so all ranks can hold it
         self.z = x.clone() if hub else None
         self.x: Tensor | None = None
         self.x0 = x.clone()
@@ -184,7 +188,7 @@ class OLGA(Algorithm):
         self.xk, self.g1k = x, g1
         if t.is_hub:
             self.gf0 = gathered.mean(dim=0)
-            if self.preset == "auto":
+            if self.estimate_delta:
                 self.dx = gathered - self.gf0  # ∇(f_m − f)(x) for δ̂
         if self.error_feedback:
             self.e = torch.zeros_like(grads)
@@ -237,8 +241,10 @@ class OLGA(Algorithm):
             am = self.alpha * self._mu
             self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
             self.y = y
-            if self.preset == "auto":
+            if self.estimate_delta:
                 self._update_delta_hat(y, gathered - gfy)
+        else:
+            self.y = y
         self.outer += 1
         self.phase = "anchor"
 
@@ -248,7 +254,7 @@ class OLGA(Algorithm):
             return
         estimate = float(torch.linalg.vector_norm(dy - self.dx, dim=1).max()) / step
         self.delta_hat = estimate if self.delta_hat is None else max(self.delta_hat, estimate)
-        if self._overrides["theta"] is None and self.delta_hat > 0:
+        if self.preset == "auto" and self._overrides["theta"] is None and self.delta_hat > 0:
             self._resolve(self.delta_hat)
 
 

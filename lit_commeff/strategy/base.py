@@ -1,0 +1,194 @@
+"""What every lit_commeff strategy shares: the process group, the ledger, ``comm/*`` metrics, per-rank state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.distributed as dist
+from lightning.fabric.plugins import CheckpointIO, ClusterEnvironment
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.accelerators import Accelerator
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import DDPStrategy
+from typing_extensions import override
+
+from lit_commeff.strategy import state as rank_state
+from lit_commeff.strategy.metering import CommMetering
+
+StartMethod = Literal["popen", "spawn", "fork", "forkserver"]
+
+
+class CommStrategy(DDPStrategy):
+    """Base of the lit_commeff strategies: DDP's process-group, launcher and cluster machinery.
+
+    Subclasses reuse :class:`~lightning.pytorch.strategies.DDPStrategy` for what it does well —
+    launching processes (``popen`` re-runs the script like ``torchrun``; ``spawn``/``fork`` for notebooks
+    and tests), cluster environments (torchrun, SLURM, …), ``init_process_group`` (gloo on CPU, NCCL on
+    GPU), ``barrier``/``reduce`` for ``self.log(sync_dist=True)`` — and decide themselves what the
+    training step communicates. Each owns a :class:`~lit_commeff.strategy.metering.CommMetering`
+    (``self.metering``, created in ``setup``) and may keep state on every rank, saved into the
+    Lightning checkpoint through :meth:`rank_state_dict` / :meth:`load_rank_state_dict`.
+
+    Args:
+        accelerator, parallel_devices, cluster_environment, checkpoint_io, precision_plugin: As for
+            :class:`~lightning.pytorch.strategies.DDPStrategy` (normally set by the ``Trainer``).
+        process_group_backend: ``"gloo"``, ``"nccl"``, … (default: NCCL on CUDA, gloo on CPU).
+        timeout: Collective timeout; a rank that dies makes the others fail after it.
+        start_method: How processes are started: ``"popen"`` (default, like ``torchrun``), ``"spawn"``,
+            ``"fork"`` or ``"forkserver"``.
+    """
+
+    strategy_name: ClassVar[str] = "comm"
+
+    def __init__(
+        self,
+        *,
+        accelerator: Accelerator | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision_plugin: Precision | None = None,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+        start_method: StartMethod = "popen",
+        **ddp_kwargs: Any,
+    ) -> None:
+        if start_method not in ("popen", "spawn", "fork", "forkserver"):
+            raise ValueError(
+                f"start_method: start_method={start_method!r} is unknown; use 'popen' (scripts, torchrun, SLURM), "
+                "'spawn', 'fork' or 'forkserver' (notebooks, tests)."
+            )
+        super().__init__(
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            start_method=start_method,
+            **ddp_kwargs,
+        )
+        self.metering: CommMetering | None = None
+        self._pending_rank_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------- subclass API
+    def rank_state_dict(self) -> dict[str, Any]:
+        """This rank's method state (tensors and plain types) for the checkpoint."""
+        return {}
+
+    def load_rank_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`rank_state_dict` (called at train start, after Lightning restored model and optimizers)."""
+
+    def comm_summary(self) -> dict[str, Any]:
+        """The run's communication totals (see :meth:`CommMetering.summary`); empty before ``fit``."""
+        return self.metering.summary() if self.metering is not None else {}
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def _full_rank_state(self) -> dict[str, Any]:
+        out = {"method": self.rank_state_dict(), "rng": rank_state.rng_state()}
+        if self.metering is not None:
+            out["metering"] = self.metering.state_dict()
+        return out
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None) -> None:
+        # Lightning calls this on every rank (rank 0 writes): the gather below is a collective.
+        if self.metering is not None:
+            states = rank_state.gather_states(self._full_rank_state(), device=self.root_device)
+            if states is not None:
+                checkpoint = {**checkpoint, rank_state.CHECKPOINT_KEY: rank_state.pack(self.strategy_name, states)}
+        super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+
+    @override
+    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
+        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        entry = checkpoint.get(rank_state.CHECKPOINT_KEY)
+        if entry is not None:
+            self._pending_rank_state = rank_state.unpack(
+                entry, strategy=self.strategy_name, rank=self.global_rank, world_size=self.world_size
+            )
+        return checkpoint
+
+    @override
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        pending, self._pending_rank_state = self._pending_rank_state, None
+        if pending is None:
+            return
+        if self.metering is not None and "metering" in pending:
+            self.metering.load_state_dict(pending["metering"])
+        self.load_rank_state_dict(pending["method"])
+        rank_state.set_rng_state(pending["rng"])
+
+    @override
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        if self.metering is not None:
+            self.metering.print_summary()
+
+    # ------------------------------------------------------------------------------- helpers
+    def _require_world(self, minimum: int) -> None:
+        if self.world_size < minimum:
+            raise ValueError(
+                f"devices: {type(self).__name__} needs at least {minimum} processes, got world size "
+                f"{self.world_size}; set Trainer(devices={minimum}) (or num_nodes) or use a single-device strategy."
+            )
+
+    def _check_same_model(self, params: list[torch.Tensor], names: list[str]) -> None:
+        """Fail on every rank if any rank's trainable parameters differ in name, shape or dtype."""
+        signature = "|".join(f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in zip(names, params, strict=True))
+        digest = torch.tensor([_fnv1a(signature)], dtype=torch.int64, device=self.root_device)
+        digests = [torch.zeros_like(digest) for _ in range(self.world_size)]
+        dist.all_gather(digests, digest)
+        values = [int(d) for d in digests]
+        odd = [r for r, v in enumerate(values) if v != values[0]]
+        if odd:
+            raise RuntimeError(
+                f"model: ranks {odd} hold trainable parameters whose names/shapes/dtypes differ from rank 0's "
+                f"({len(params)} tensors there); every rank must build the same model (same code, same config)."
+            )
+
+
+def _fnv1a(text: str) -> int:
+    """A stable 63-bit hash of a string (Python's ``hash`` is salted per process)."""
+    h = 0xCBF29CE484222325
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def trainable_parameters(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list, list[str]]:
+    """The optimizer's parameters in a fixed order, with their names in ``module``.
+
+    Raises:
+        ValueError: A parameter in the optimizer is not a parameter of the module, or is frozen.
+    """
+    names = {id(p): n for n, p in module.named_parameters()}
+    params, seen = [], set()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if id(p) not in names:
+                raise ValueError(
+                    "configure_optimizers: the optimizer holds a tensor that is not a parameter of the "
+                    "LightningModule; optimise the module's own parameters."
+                )
+            if not p.requires_grad:
+                raise ValueError(
+                    f"configure_optimizers: parameter {names[id(p)]!r} is frozen (requires_grad=False) but is in the "
+                    "optimizer; leave frozen parameters out of configure_optimizers."
+                )
+            params.append(p)
+    if not params:
+        raise ValueError("configure_optimizers: the optimizer has no parameters to train.")
+    return params, [names[id(p)] for p in params]
+
+
+__all__ = ["CommStrategy", "trainable_parameters"]
