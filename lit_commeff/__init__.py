@@ -12,4 +12,8 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from lit_commeff.strategy import register_strategies
+
+STRATEGIES = register_strategies()  # Trainer(strategy="olga") works after `import lit_commeff`
+
+__all__ = ["STRATEGIES", "__version__"]

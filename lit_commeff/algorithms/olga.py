@@ -52,8 +52,11 @@ class OLGA(Algorithm):
             upper bound).
         p, theta, tau, alpha: Explicit values override the preset.
         omega: Compressor constant fed to the formulas (default: the paper's convention).
-        estimate_delta: Track δ̂ from the dense rounds (default: only under ``auto``, which needs it;
-            it costs one extra ``(M, d)`` block on the hub).
+        estimate_delta: Track δ̂ from the dense rounds (default: under ``auto`` and with a gate, which
+            need it; it costs one extra ``(M, d)`` block on the hub).
+        gate: Similarity gate (our extension, off by default): after each inner round the hub ends the
+            epoch early when ``δ̂ · ||x_k − x_0|| ≥ gate · ||∇f(x_0)||`` (the drift makes the anchor stale)
+            and broadcasts the decision (one scalar, tag ``gate``); the geometric draw stays the cap.
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -81,6 +84,7 @@ class OLGA(Algorithm):
         alpha: float | None = None,
         omega: float | None = None,
         estimate_delta: bool | None = None,
+        gate: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
@@ -100,7 +104,12 @@ class OLGA(Algorithm):
             )
         self.compressor = compressor
         self.preset = preset
-        self.estimate_delta = preset == "auto" if estimate_delta is None else bool(estimate_delta)
+        if gate is not None and (not math.isfinite(gate) or gate <= 0):
+            raise ValueError(f"gate: gate={gate!r} is out of range; use a positive number, or None for no gate.")
+        self.gate = gate
+        self.estimate_delta = preset == "auto" or gate is not None if estimate_delta is None else bool(estimate_delta)
+        if gate is not None and not self.estimate_delta:
+            raise ValueError("estimate_delta: the similarity gate needs the δ̂ estimate; leave estimate_delta on.")
         self._overrides = {"p": p, "theta": theta, "tau": tau, "alpha": alpha}
         d = x0.numel()
         constant = compressor.beta(d) if self.error_feedback else compressor.omega(d)
@@ -218,8 +227,20 @@ class OLGA(Algorithm):
             self.xk = self.oracle.prox(self.xk, t_k, self.theta)
             self.g1k = self.oracle.hub_grad(self.xk)
         self.inner_k += 1
+        if self.gate is not None and self._gate_closes():
+            self.inner_n = self.inner_k
         if self.inner_k >= self.inner_n:
             self.phase = "error" if self.error_feedback else "y"
+
+    def _gate_closes(self) -> bool:
+        """Similarity gate: the hub decides whether the epoch ends now and tells every process (tag ``gate``)."""
+        t = self.transport
+        flag = torch.zeros(1, dtype=self.x0.dtype, device=self.x0.device)
+        if t.is_hub and self.delta_hat is not None:
+            drift = float(torch.linalg.vector_norm(self.xk - self.x0)) * self.delta_hat
+            flag.fill_(float(drift >= self.gate * float(torch.linalg.vector_norm(self.gf0))))
+        (flag,) = t.broadcast(flag, tag="gate")
+        return bool(flag.item() > 0)
 
     def _round_error(self) -> None:
         gathered = self.transport.gather(self.e, tag="dense")

@@ -1,1 +1,23 @@
-"""Lightning strategies (``Trainer(strategy="olga")``); planned in the "Lightning strategy" issue."""
+"""Lightning strategies: ``Trainer(strategy="olga")``, ``"ef_olga"``, ``"compressed"``, ``"powersgd"``, ``"diloco"``.
+
+Importing :mod:`lit_commeff` registers the names in Lightning's strategy registry.
+"""
+
+from lit_commeff.strategy.base import CommStrategy
+from lit_commeff.strategy.compressed import CompressedStrategy
+from lit_commeff.strategy.hub import HubAlgorithmStrategy
+from lit_commeff.strategy.metering import COMM_METRICS, CommMetering
+from lit_commeff.strategy.olga import EFOLGAStrategy, OLGAStrategy
+from lit_commeff.strategy.registry import register_strategies, strategy_classes
+
+__all__ = [
+    "COMM_METRICS",
+    "CommMetering",
+    "CommStrategy",
+    "CompressedStrategy",
+    "EFOLGAStrategy",
+    "HubAlgorithmStrategy",
+    "OLGAStrategy",
+    "register_strategies",
+    "strategy_classes",
+]

@@ -132,11 +132,21 @@ class CommStrategy(DDPStrategy):
             self.metering.print_summary()
 
     # ------------------------------------------------------------------------------- helpers
-    def _require_world(self, minimum: int) -> None:
-        if self.world_size < minimum:
+    #: Fewest processes the method works with (checked before any process is started).
+    min_world_size: ClassVar[int] = 2
+
+    @override
+    def _configure_launcher(self) -> None:
+        # Runs in the launching process, before any worker process exists.
+        self._require_world(self.num_nodes * self.num_processes)
+        super()._configure_launcher()
+
+    def _require_world(self, world_size: int) -> None:
+        if world_size < self.min_world_size:
             raise ValueError(
-                f"devices: {type(self).__name__} needs at least {minimum} processes, got world size "
-                f"{self.world_size}; set Trainer(devices={minimum}) (or num_nodes) or use a single-device strategy."
+                f"devices: {type(self).__name__} needs at least {self.min_world_size} processes, got world size "
+                f"{world_size}; set Trainer(devices={self.min_world_size}) (or num_nodes) or use a single-device "
+                "strategy."
             )
 
     def _check_same_model(self, params: list[torch.Tensor], names: list[str]) -> None:

@@ -1,0 +1,151 @@
+"""``Trainer(strategy="olga")`` and ``"ef_olga"``: OLGA / EF-OLGA as Lightning strategies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from torch import Tensor
+from typing_extensions import override
+
+from lit_commeff.algorithms.base import require_biased, require_unbiased
+from lit_commeff.algorithms.olga import EFOLGA, OLGA
+from lit_commeff.algorithms.params import PRESETS
+from lit_commeff.strategy.hub import CompressorSpec, HubAlgorithmStrategy, optional_positive, positive_int
+from lit_commeff.strategy.oracle import LightningOracle
+from lit_commeff.transport import DistributedTransport
+
+
+class OLGAStrategy(HubAlgorithmStrategy):
+    """OLGA (unbiased compression + data similarity + acceleration) as a Lightning strategy.
+
+    Bylinkin & Beznosikov, AAAI'25, "Accelerated Methods with Compressed Communications for
+    Distributed Optimization Problems under Data Similarity", arXiv 2412.16414, Algorithms 1–2; the
+    neural-network adaptation is ours (``docs/algorithms.md``).
+
+    Rank 0 is the hub. Per outer iteration: a dense round at the anchor ``x`` (every rank sends its
+    minibatch gradient), ``N ~ Geom(p)`` compressed rounds in which rank m sends
+    ``Q(∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0))`` and the hub takes ``inner_steps`` (S) steps of
+    the ``configure_optimizers`` optimizer on ``<t_k, x − x_k> + ||x − x_k||²/(2θ) + f_1(x)`` over its
+    batch, then a dense round at the epoch's output ``y`` and the momentum (z) step. Every training step
+    is one of these rounds. The model holds the output iterate ``y`` after every step.
+
+    Hyper-parameters: ``theta`` (θ, the prox step), ``p`` (end-of-epoch probability; default 1/γ of
+    the compressor), ``inner_steps`` (S), ``mu`` (μ ≥ 0, the strong-convexity weight of the momentum
+    step; 0 for neural networks); τ and α follow from them by the paper's formulas unless given.
+    Presets instead of an explicit θ: ``"theory"`` (Corollary 1, needs ``delta``), ``"similarity"``
+    (θ = 1/(2δ), needs ``delta``) and ``"auto"`` (θ = 1/(2δ̂) from the online similarity estimate of the
+    dense rounds, starting from ``delta0``). ``gate`` ends an inner epoch early once
+    ``δ̂ · ||x_k − x_0|| ≥ gate · ||∇f(x_0)||`` (the geometric draw stays the upper bound).
+    The defaults are provisional: the neural-network defaults are measured in a later release.
+
+    Args:
+        compressor: Unbiased compressor (``"randk"``, ``"qsgd"``, ``"identity"`` or an instance).
+        compressor_options: Options of a named compressor (default for RandK: ``{"ratio": 0.1}``).
+        theta: θ > 0; ``None`` to take it from ``preset``.
+        p: Probability in (0, 1] that an inner epoch ends after a compressed round (default 1/γ).
+        inner_steps: S ≥ 1, optimizer steps of the hub per prox solve.
+        mu: μ ≥ 0.
+        preset: ``"theory"``, ``"similarity"`` or ``"auto"``, used when ``theta`` is ``None``.
+        delta: Hessian similarity δ for ``theory``/``similarity``.
+        delta0: Starting δ for ``auto``.
+        tau, alpha: Explicit momentum weight τ ∈ (0, 1] and z step α > 0.
+        gate: Similarity gate on the epoch length (``None``: geometric only).
+        seed: Seed of the epoch lengths and compressor draws (same on every rank).
+        **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
+    """
+
+    strategy_name: ClassVar[str] = "olga"
+    algorithm_cls: ClassVar[type[OLGA]] = OLGA
+    default_compressor: ClassVar[tuple[str, dict[str, Any]]] = ("randk", {"ratio": 0.1})
+
+    def __init__(
+        self,
+        *,
+        compressor: CompressorSpec | None = None,
+        compressor_options: Mapping[str, Any] | None = None,
+        theta: float | None = 1.0,
+        p: float | None = None,
+        inner_steps: int = 1,
+        mu: float = 0.0,
+        preset: str = "similarity",
+        delta: float | None = None,
+        delta0: float | None = None,
+        tau: float | None = None,
+        alpha: float | None = None,
+        gate: float | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if compressor is None:
+            compressor, defaults = self.default_compressor
+            compressor_options = {**defaults, **dict(compressor_options or {})}
+        super().__init__(compressor=compressor, compressor_options=compressor_options, seed=seed, **kwargs)
+        method = "EF-OLGA" if self.algorithm_cls.error_feedback else "OLGA"
+        if self.algorithm_cls.error_feedback:
+            require_biased(self.compressor, method, "strategy='olga'")
+        else:
+            require_unbiased(self.compressor, method, "strategy='ef_olga'")
+        if preset not in PRESETS:
+            raise ValueError(f"preset: preset={preset!r} is unknown; use one of {list(PRESETS)}.")
+        self.theta = optional_positive("theta", theta)
+        self.p = optional_positive("p", p, upper=1.0)
+        self.inner_steps = positive_int("inner_steps", inner_steps)
+        if isinstance(mu, bool) or not isinstance(mu, int | float) or not math.isfinite(mu) or mu < 0:
+            raise ValueError(f"mu: mu={mu!r} is out of range; use a finite value >= 0 (0 for neural networks).")
+        self.mu = float(mu)
+        self.preset = preset
+        self.delta = optional_positive("delta", delta)
+        self.delta0 = optional_positive("delta0", delta0)
+        self.tau = optional_positive("tau", tau, upper=1.0)
+        self.alpha = optional_positive("alpha", alpha)
+        self.gate = optional_positive("gate", gate)
+        if self.theta is None:
+            if preset == "auto" and self.delta0 is None:
+                raise ValueError(
+                    "delta0: preset='auto' without theta needs a starting similarity delta0 (a safe upper bound such "
+                    "as the smoothness L), or pass theta."
+                )
+            if preset != "auto" and self.delta is None:
+                raise ValueError(
+                    f"delta: preset={preset!r} without theta needs the similarity constant delta; pass delta, "
+                    "pass theta, or use preset='auto' with delta0."
+                )
+
+    @override
+    def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> OLGA:
+        return self.algorithm_cls(
+            transport=transport,
+            oracle=oracle,
+            x0=x0,
+            compressor=self.compressor,
+            mu=self.mu,
+            delta=self.delta,
+            preset=self.preset,
+            delta0=self.delta0,
+            p=self.p,
+            theta=self.theta,
+            tau=self.tau,
+            alpha=self.alpha,
+            gate=self.gate,
+            estimate_delta=True,
+            seed=self.seed,
+        )
+
+    @override
+    def delta_hat(self) -> float | None:
+        return getattr(self.algorithm, "delta_hat", None)
+
+
+class EFOLGAStrategy(OLGAStrategy):
+    """EF-OLGA (biased compression with error feedback) as a Lightning strategy.
+
+    Same paper, Algorithms 3–4. As :class:`OLGAStrategy`, but ranks send ``C(e + θ ĝ)`` with a biased
+    compressor (default TopK 1%) and keep the error ``e``; after each inner epoch one dense round
+    gathers the errors and the momentum step uses ``y − mean e``.
+    """
+
+    strategy_name: ClassVar[str] = "ef_olga"
+    algorithm_cls: ClassVar[type[OLGA]] = EFOLGA
+    default_compressor: ClassVar[tuple[str, dict[str, Any]]] = ("topk", {"ratio": 0.01})

@@ -1,0 +1,117 @@
+"""The Lightning oracle: gradients of the current minibatch at any point, and the hub's optimizer steps.
+
+The algorithms in :mod:`lit_commeff.algorithms` ask a :class:`~lit_commeff.algorithms.LocalOracle` for
+gradients at points of their choosing. In a Lightning step the gradient comes from the loop's closure
+(``training_step`` + backward on this rank's batch, under the precision plugin's autocast). This oracle
+loads the requested point into the model, runs the closure and reads the flat gradient. The first
+evaluation of a step is the loop's own (its loss is what Lightning reports); further evaluations on
+the same batch — the hub's prox steps and its gradient at the new point — run the same closure with
+``self.log`` silenced, so logged training metrics are those of the first evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lit_commeff.strategy.flat import FlatParams
+
+
+def _no_log(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class LightningOracle:
+    """Local gradients from Lightning's closure; the hub's prox and descent through the user's optimizer.
+
+    Args:
+        module: The LightningModule.
+        flat: Its trainable parameters as a flat vector.
+        optimizer: The optimizer from ``configure_optimizers`` (its raw torch optimizer). The hub uses it
+            for the prox subproblem (``inner_steps`` steps) and for gradient steps of the compressed
+            family; its learning rate, momentum and LR schedule apply there.
+        inner_steps: S, optimizer steps per prox solve.
+    """
+
+    def __init__(self, *, module: pl.LightningModule, flat: FlatParams, optimizer: Optimizer, inner_steps: int) -> None:
+        self.module = module
+        self.flat = flat
+        self.optimizer = optimizer
+        self.inner_steps = inner_steps
+        self._closure: Callable[[], Any] | None = None
+        self._first: Callable[[], Any] | None = None
+        self._clip: Callable[[], None] | None = None
+        self.evaluations = 0
+        self.first_loss: Any = None
+
+    def bind(self, closure: Callable[[], Any], first: Callable[[], Any], clip: Callable[[], None]) -> None:
+        """Use this step's closure.
+
+        Args:
+            closure: Lightning's closure (training_step, zero_grad, backward).
+            first: The closure as the precision plugin wraps it for the step's first evaluation (runs
+                the ``on_before_optimizer_step`` hooks and gradient clipping after it).
+            clip: Applies the Trainer's gradient clipping (after later evaluations).
+        """
+        self._closure, self._first, self._clip = closure, first, clip
+        self.evaluations = 0
+        self.first_loss = None
+
+    def release(self) -> None:
+        """Forget the step's closure."""
+        self._closure = self._first = self._clip = None
+
+    def _evaluate_here(self) -> None:
+        if self._closure is None:
+            raise RuntimeError(
+                "LightningOracle: no closure bound; gradients are only available inside a training step."
+            )
+        if self.evaluations == 0:
+            self.first_loss = self._first()  # the loop's own evaluation (logging, hooks, reported loss)
+        else:
+            saved = getattr(self._closure, "_result", None)
+            self.module.log, self.module.log_dict = _no_log, _no_log  # type: ignore[method-assign]
+            try:
+                self._closure()
+            finally:
+                del self.module.log, self.module.log_dict
+                if saved is not None:
+                    self._closure._result = saved  # type: ignore[attr-defined]
+            self._clip()
+        self.evaluations += 1
+
+    def gradient(self, x: Tensor) -> Tensor:
+        """∇f(x) on this rank's current batch (a new flat tensor)."""
+        self.flat.set(x)
+        self._evaluate_here()
+        return self.flat.grad()
+
+    # ------------------------------------------------------------------------------- LocalOracle
+    def grads(self, x: Tensor) -> Tensor:
+        """``(1, d)``: this rank's gradient at ``x`` (``(d,)`` or ``(1, d)``)."""
+        return self.gradient(x.reshape(-1)).unsqueeze(0)
+
+    def hub_grad(self, x: Tensor) -> Tensor:
+        """The hub's own gradient at ``x`` on its current batch."""
+        return self.gradient(x)
+
+    def prox(self, x_k: Tensor, t: Tensor, theta: float) -> Tensor:
+        """S optimizer steps on ``<t, x − x_k> + ||x − x_k||²/(2θ) + f_1(x)`` from ``x_k`` (hub's batch)."""
+        self.flat.set(x_k)
+        for _ in range(self.inner_steps):
+            self._evaluate_here()
+            x = self.flat.get()
+            self.flat.set_grad(self.flat.grad().add_(t).add_((x - x_k) / theta))
+            self.optimizer.step()
+        return self.flat.get()
+
+    def descend(self, x: Tensor, g: Tensor, lr: float) -> Tensor:
+        """One step of the user's optimizer from ``x`` along ``g`` (``lr`` is the optimizer's, not this one)."""
+        self.flat.set(x)
+        self.flat.set_grad(g)
+        self.optimizer.step()
+        return self.flat.get()

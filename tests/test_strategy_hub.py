@@ -1,0 +1,167 @@
+"""OLGA / EF-OLGA / compressed strategies in real multi-process Lightning runs (gloo, forked CPU ranks)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from _strategy_utils import Recorder, TinyRegressor, read_ranks, regression_data, trainer
+from lightning.pytorch.strategies import StrategyRegistry
+from torch.utils.data import DataLoader
+
+from lit_commeff.compression import build
+from lit_commeff.strategy import COMM_METRICS, CompressedStrategy, EFOLGAStrategy, OLGAStrategy
+
+STRATEGIES = {"olga": OLGAStrategy, "ef_olga": EFOLGAStrategy, "compressed": CompressedStrategy}
+
+
+def _fit(strategy, tmp_path, *, model=None, devices=2, max_steps=40, batch_size=32, **kw):
+    pl.seed_everything(0)
+    rec = Recorder(tmp_path)
+    t = trainer(strategy, devices=devices, max_steps=max_steps, callbacks=[rec], **kw)
+    t.fit(model or TinyRegressor(), DataLoader(regression_data(), batch_size=batch_size, shuffle=True))
+    return t, read_ranks(tmp_path, devices)
+
+
+@pytest.mark.parametrize("name", ["olga", "ef_olga", "compressed"])
+def test_registered_name_trains_and_loss_falls(name, tmp_path):
+    assert type(StrategyRegistry.get(name)) is STRATEGIES[name]
+    t, ranks = _fit(f"{name}_fork", tmp_path, max_steps=60)
+    assert type(t.strategy) is STRATEGIES[name]
+    losses = ranks[0]["losses"]
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:5]) / 5, losses
+    # every rank holds the same model (the output iterate) after training
+    assert ranks[0]["params"] == ranks[1]["params"]
+    for metric in COMM_METRICS:
+        assert metric in t.callback_metrics, metric
+
+
+@pytest.mark.parametrize("name", ["olga", "ef_olga"])
+def test_uplink_bytes_are_the_payload_sizes(name, tmp_path):
+    """Logged bytes = ledger bytes = dense rounds × d·4 + compressed rounds × the compressor's wire size."""
+    strategy = STRATEGIES[name](start_method="fork", p=0.2)
+    t, ranks = _fit(strategy, tmp_path, max_steps=30)
+    summary = ranks[0]["summary"]
+    d = summary["dim"]
+    compressor = strategy.compressor
+    phases = ranks[0]["phases"]
+    dense = sum(ph in ("anchor", "y", "error") for ph in phases)
+    compressed = sum(ph == "inner" for ph in phases)
+    assert dense + compressed == 30 and compressed > 0 and dense > 0
+    expected = dense * d * 4 + compressed * compressor.wire_nbytes((d,), torch.float32)
+    assert summary["worker_uplink_bytes"] == expected
+    assert t.callback_metrics["comm/uplink_bytes"].item() == pytest.approx(expected)
+    # the hub sends nothing: the ledger's total is one worker's bytes
+    assert summary["uplink_bytes"] == expected
+    assert summary["uplink_bytes_per_worker"][0] == 0
+
+
+def test_compressed_family_follows_the_compressor(tmp_path):
+    assert CompressedStrategy(compressor="randk", compressor_options={"ratio": 0.1}).method == "diana"
+    assert CompressedStrategy().method == "ef21"
+    strategy = CompressedStrategy(start_method="fork", compressor="randk", compressor_options={"ratio": 0.25})
+    t, ranks = _fit(strategy, tmp_path, max_steps=20)
+    d = ranks[0]["summary"]["dim"]
+    assert ranks[0]["summary"]["worker_uplink_bytes"] == 20 * build("randk", ratio=0.25).wire_nbytes(
+        (d,), torch.float32
+    )
+
+
+def test_lightning_features_work_together(tmp_path):
+    """Clipping, bf16 autocast, two param groups, a frozen layer, a scheduler, validation with sync_dist, BatchNorm."""
+    model = TinyRegressor(batchnorm=True, freeze_first=True, two_groups=True, scheduler=True, validate=True)
+    frozen_before = model.net[0].weight.detach().clone()
+    pl.seed_everything(0)
+    rec = Recorder(tmp_path)
+    t = trainer(
+        OLGAStrategy(start_method="fork", p=0.25),
+        max_steps=40,
+        callbacks=[rec],
+        gradient_clip_val=0.5,
+        precision="bf16-mixed",
+        val_check_interval=5,
+        limit_val_batches=2,
+    )
+    data = DataLoader(regression_data(), batch_size=32, shuffle=True)
+    t.fit(model, data, DataLoader(regression_data(seed=1), batch_size=64))
+    ranks = read_ranks(tmp_path, 2)
+    assert ranks[0]["params"] == ranks[1]["params"]
+    assert ranks[0]["buffers"] == ranks[1]["buffers"]  # BatchNorm statistics broadcast with the output iterate
+    assert torch.equal(t.lightning_module.net[0].weight.detach(), frozen_before)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert ranks[0]["summary"]["dim"] == n_trainable
+    assert "val_loss" in t.callback_metrics
+    assert ranks[0]["losses"][-1] < ranks[0]["losses"][0]
+
+
+# ----------------------------------------------------------------------------------- setup-time checks
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"compressor": "topk", "compressor_options": {"ratio": 0.1}}, "compressor: OLGA needs an unbiased"),
+        ({"compressor": "topk"}, "topk: give exactly one of k"),
+        ({"theta": -1.0}, "theta"),
+        ({"p": 1.5}, "p"),
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"mu": -0.1}, "mu"),
+        ({"preset": "fast"}, "preset"),
+        ({"theta": None}, "delta"),
+        ({"theta": None, "preset": "auto"}, "delta0"),
+        ({"gate": 0.0}, "gate"),
+        ({"seed": -3}, "seed"),
+        ({"compressor": "randk", "compressor_options": {"ratio": 2.0}}, "ratio"),
+        ({"start_method": "thread"}, "start_method"),
+    ],
+)
+def test_olga_options_are_checked_before_any_process_starts(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        OLGAStrategy(**kwargs)
+
+
+def test_ef_olga_rejects_unbiased_and_compressed_rejects_alpha_with_biased():
+    with pytest.raises(ValueError, match="compressor: EF-OLGA needs a biased"):
+        EFOLGAStrategy(compressor="randk", compressor_options={"ratio": 0.1})
+    with pytest.raises(ValueError, match="alpha"):
+        CompressedStrategy(compressor="topk", compressor_options={"ratio": 0.1}, alpha=0.5)
+
+
+def test_single_process_is_rejected(tmp_path):
+    # raised while the Trainer is built, before any process starts
+    with pytest.raises(ValueError, match=r"devices: OLGAStrategy needs at least 2 processes"):
+        trainer(OLGAStrategy(start_method="fork"), devices=1, max_steps=2)
+
+
+def test_gradient_accumulation_is_rejected_up_front(tmp_path):
+    t = trainer(OLGAStrategy(start_method="fork"), max_steps=2, accumulate_grad_batches=2)
+    with pytest.raises(Exception, match="accumulate_grad_batches"):
+        t.fit(TinyRegressor(), DataLoader(regression_data(), batch_size=32))
+
+
+class _RankDependentModel(TinyRegressor):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.global_rank == 1:  # a rank that built a different model
+            self.net[-1] = torch.nn.Linear(16, 2)
+
+
+def test_different_models_across_ranks_are_caught(tmp_path):
+    t = trainer(OLGAStrategy(start_method="fork"), max_steps=2)
+    with pytest.raises(Exception, match="ranks \\[1\\] hold trainable parameters"):
+        t.fit(_RankDependentModel(), DataLoader(regression_data(), batch_size=32))
+
+
+class _Manual(TinyRegressor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+
+def test_manual_optimization_is_rejected(tmp_path):
+    t = trainer(CompressedStrategy(start_method="fork"), max_steps=2)
+    with pytest.raises(Exception, match="automatic_optimization"):
+        t.fit(_Manual(), DataLoader(regression_data(), batch_size=32))
