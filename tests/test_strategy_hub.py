@@ -60,7 +60,7 @@ def test_compressed_family_follows_the_compressor(tmp_path):
     assert CompressedStrategy(compressor="randk", compressor_options={"ratio": 0.1}).method == "diana"
     assert CompressedStrategy().method == "ef21"
     strategy = CompressedStrategy(start_method="fork", compressor="randk", compressor_options={"ratio": 0.25})
-    t, ranks = _fit(strategy, tmp_path, max_steps=20)
+    _, ranks = _fit(strategy, tmp_path, max_steps=20)
     d = ranks[0]["summary"]["dim"]
     assert ranks[0]["summary"]["worker_uplink_bytes"] == 20 * build("randk", ratio=0.25).wire_nbytes(
         (d,), torch.float32

@@ -1,0 +1,274 @@
+"""DiLoCo / local SGD: H local optimizer steps per rank, then one all-reduce of the parameter change."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+from torch.optim import Optimizer
+from typing_extensions import override
+
+from lit_commeff.ledger import CommLedger, Direction
+from lit_commeff.strategy.base import CommStrategy, trainable_parameters
+from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
+
+#: CommStrategy options DiLoCo uses; anything else would go to DistributedDataParallel, which DiLoCo does not use.
+_ACCEPTED = (
+    "accelerator",
+    "parallel_devices",
+    "cluster_environment",
+    "checkpoint_io",
+    "precision_plugin",
+    "process_group_backend",
+    "timeout",
+    "start_method",
+)
+
+
+class DiLoCoStrategy(CommStrategy):
+    """DiLoCo: local training with a Nesterov outer step on the averaged parameter change.
+
+    DiLoCo (Douillard et al., "DiLoCo: Distributed Low-Communication Training of Language Models",
+    2023, arXiv:2311.08455) — local SGD with an outer optimizer. The model is not wrapped in
+    ``DistributedDataParallel``: at setup every rank takes rank 0's parameters and buffers (one
+    broadcast, counted as downlink, tag ``"setup"``) and keeps them as the global parameters ``θ``. Each
+    rank then takes ``inner_steps`` (H) steps of the optimizer from ``configure_optimizers`` on its own
+    batches (Lightning's closure: autocast, gradient clipping, LR schedulers apply). Every H-th step all
+    ranks all-reduce the outer gradient ``Δ = θ − θ_local`` as one flat tensor and average it, take one
+    step of ``SGD(lr=outer_lr, momentum=outer_momentum, nesterov=True)`` on ``θ`` with gradient ``Δ``
+    (plain SGD if ``outer_momentum == 0``) and load the new ``θ`` into the model on every rank. Floating
+    point buffers (e.g. BatchNorm running statistics) are averaged at the same time. The paper's defaults:
+    ``outer_lr=0.7``, ``outer_momentum=0.9``; with ``inner_steps=1``, ``outer_lr=1``, ``outer_momentum=0``
+    and an SGD inner optimizer it is synchronous data-parallel SGD.
+
+    What is counted: one ledger round per optimizer step; a sync step records the all-reduce of Δ
+    (tag ``"delta"``, its ``numel * element_size``, in the parameters' dtype) and of the buffers (tag
+    ``"buffers"``); other steps record nothing. The setup broadcast is a round of its own.
+
+    Between syncs each rank's model holds its local parameters (validation and ``self.log`` see those;
+    rank 0's go into the checkpoint's weights). The checkpoint also stores, per rank: θ, the outer
+    optimizer's state, the local step counter, this rank's local parameters and buffers, and this rank's
+    inner optimizer state (Lightning would restore rank 0's on every rank), so stopping and resuming, also
+    between syncs, repeats the uninterrupted run exactly on CPU.
+
+    Constraints, rejected at setup with what to do instead: manual optimization, more than one
+    optimizer, ``accumulate_grad_batches > 1`` (raise the batch size or ``inner_steps``), fp16 mixed
+    precision with a gradient scaler (use ``"bf16-mixed"`` or ``"32-true"``). The trainable parameters
+    must share one dtype.
+
+    Args:
+        inner_steps: Local optimizer steps H between two syncs (the paper uses 500; default 50).
+        outer_lr: Learning rate of the outer SGD step.
+        outer_momentum: Nesterov momentum of the outer SGD step, in ``[0, 1)``.
+        **kwargs: Process and launcher options of :class:`~lit_commeff.strategy.base.CommStrategy`
+            (``start_method``, ``process_group_backend``, ``timeout``, …). ``DistributedDataParallel``
+            options are rejected: the model is not wrapped.
+    """
+
+    strategy_name: ClassVar[str] = "diloco"
+
+    def __init__(
+        self,
+        *,
+        inner_steps: int = 50,
+        outer_lr: float = 0.7,
+        outer_momentum: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
+            raise ValueError(
+                f"inner_steps: inner_steps={inner_steps!r} is invalid; use an integer >= 1 (local optimizer steps "
+                "between two syncs, e.g. 50)."
+            )
+        if not _is_real(outer_lr) or not math.isfinite(outer_lr) or outer_lr <= 0:
+            raise ValueError(
+                f"outer_lr: outer_lr={outer_lr!r} is invalid; use a finite number > 0 (the paper uses 0.7; 1.0 with "
+                "outer_momentum=0 is plain parameter averaging)."
+            )
+        if not _is_real(outer_momentum) or not 0 <= outer_momentum < 1:
+            raise ValueError(
+                f"outer_momentum: outer_momentum={outer_momentum!r} is invalid; use a number in [0, 1) (the paper "
+                "uses 0.9; 0 disables momentum)."
+            )
+        unused = sorted(set(kwargs) - set(_ACCEPTED))
+        if unused:
+            raise ValueError(
+                f"{unused[0]}: DiLoCoStrategy does not wrap the model in DistributedDataParallel, so {unused} would "
+                "have no effect; remove them (DiLoCo's own options are inner_steps, outer_lr and outer_momentum)."
+            )
+        super().__init__(**kwargs)
+        self.inner_steps = inner_steps
+        self.outer_lr = float(outer_lr)
+        self.outer_momentum = float(outer_momentum)
+        self.local_steps = 0
+        self._params: list[Tensor] = []
+        self._buffers: list[Tensor] = []
+        self._global: Tensor | None = None
+        self._outer: torch.optim.SGD | None = None
+        self._setup_broadcast: tuple[int, float] | None = None
+
+    # ------------------------------------------------------------------------------- setup
+    @override
+    def configure_ddp(self) -> None:
+        # No DDP wrapper: start every rank from rank 0's parameters and buffers.
+        module = self.lightning_module
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self._check_same_model([p for _, p in named], [n for n, _ in named])
+        tensors = [*module.parameters(), *module.buffers()]
+        start = time.perf_counter()
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+        self._setup_broadcast = (sum(t.numel() * t.element_size() for t in tensors), time.perf_counter() - start)
+
+    def _check_trainer(self, trainer: pl.Trainer) -> None:
+        name = type(self).__name__
+        if not self.lightning_module.automatic_optimization:
+            raise ValueError(
+                f"automatic_optimization: {name} runs the inner optimizer steps itself and needs automatic "
+                "optimization; remove `self.automatic_optimization = False` from the LightningModule."
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                f"accumulate_grad_batches: {name} counts optimizer steps towards inner_steps, so "
+                f"accumulate_grad_batches={trainer.accumulate_grad_batches} is not supported; raise the batch size or "
+                "inner_steps instead (Trainer(accumulate_grad_batches=1))."
+            )
+        if isinstance(self.precision_plugin, MixedPrecision) and self.precision_plugin.scaler is not None:
+            raise ValueError(
+                f"precision: {name} does not support fp16 mixed precision with a gradient scaler (skipped inner steps "
+                "would desynchronise the ranks' step counts); use Trainer(precision='bf16-mixed') or '32-true'."
+            )
+
+    @override
+    def setup(self, trainer: pl.Trainer) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting:
+            self._check_trainer(trainer)
+        super().setup(trainer)
+        if not fitting:
+            return
+        if len(self.optimizers) != 1:
+            raise ValueError(
+                f"configure_optimizers: {type(self).__name__} needs exactly one (inner) optimizer, got "
+                f"{len(self.optimizers)}; put every parameter group into one optimizer."
+            )
+        module = self.lightning_module
+        params, _ = trainable_parameters(module, self.optimizers[0])
+        ledger = CommLedger(
+            dim=sum(p.numel() for p in params), num_workers=self.world_size, dense_dtype=dense_dtype_of(params)
+        )
+        self.metering = CommMetering(ledger, method=self.strategy_name)
+        if self._setup_broadcast is not None:
+            nbytes, seconds = self._setup_broadcast
+            ledger.begin_round()
+            ledger.record(Direction.DOWNLINK, nbytes=nbytes, seconds=seconds, tag="setup")
+        self._params = params
+        self._buffers = [b for b in module.buffers() if b.is_floating_point()]
+        self._global = self._flat_params().clone()
+        self._outer = torch.optim.SGD(
+            [self._global], lr=self.outer_lr, momentum=self.outer_momentum, nesterov=self.outer_momentum > 0
+        )
+        self.local_steps = 0
+
+    # ------------------------------------------------------------------------------- training
+    def _flat_params(self) -> Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self._params])
+
+    @override
+    def optimizer_step(
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        model: pl.LightningModule | torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        self.metering.ledger.begin_round()
+        output = super().optimizer_step(optimizer, closure, model, **kwargs)
+        self.local_steps += 1
+        if self.local_steps % self.inner_steps == 0:
+            self._sync()
+        self.metering.log_comm_metrics(self.lightning_module)
+        return output
+
+    @torch.no_grad()
+    def _sync(self) -> None:
+        """All-reduce Δ = θ − θ_local, take the outer step on θ, load θ; average the floating-point buffers."""
+        ledger = self.metering.ledger
+        senders = list(range(self.world_size))
+        delta = self._global - self._flat_params()
+        with ledger.measure(
+            Direction.ALLREDUCE, nbytes=delta.numel() * delta.element_size(), sender=senders, tag="delta"
+        ):
+            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+        delta.div_(self.world_size)
+        self._global.grad = delta
+        self._outer.step()
+        self._global.grad = None
+        offset = 0
+        for p in self._params:
+            p.copy_(self._global[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        for dtype in dict.fromkeys(b.dtype for b in self._buffers):
+            group = [b for b in self._buffers if b.dtype == dtype]
+            flat = torch.cat([b.reshape(-1) for b in group])
+            with ledger.measure(
+                Direction.ALLREDUCE, nbytes=flat.numel() * flat.element_size(), sender=senders, tag="buffers"
+            ):
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat.div_(self.world_size)
+            offset = 0
+            for b in group:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+
+    # ------------------------------------------------------------------------------- state
+    @override
+    def rank_state_dict(self) -> dict[str, Any]:
+        if self._global is None:
+            return {}
+        return {
+            "global": self._global.detach().clone(),
+            "outer_optimizer": self._outer.state_dict(),
+            "local_steps": self.local_steps,
+            "local_params": self._flat_params().clone(),
+            "buffers": [b.detach().clone() for b in self.lightning_module.buffers()],
+            "inner_optimizer": self.optimizers[0].state_dict(),
+        }
+
+    @override
+    def load_rank_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self._global is None or not state:
+            return
+        if state["global"].shape != self._global.shape:
+            raise ValueError(
+                f"model: the checkpoint's DiLoCo state has {state['global'].numel()} parameters but this model has "
+                f"{self._global.numel()}; resume with the same model."
+            )
+        with torch.no_grad():
+            self._global.copy_(state["global"])
+            local = state["local_params"].to(self._global.device)
+            offset = 0
+            for p in self._params:
+                p.copy_(local[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+            for b, saved in zip(self.lightning_module.buffers(), state["buffers"], strict=True):
+                b.copy_(saved)
+        self._outer.load_state_dict(state["outer_optimizer"])
+        self.optimizers[0].load_state_dict(state["inner_optimizer"])
+        self.local_steps = int(state["local_steps"])
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+__all__ = ["DiLoCoStrategy"]
