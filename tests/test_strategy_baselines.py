@@ -62,15 +62,20 @@ class Recorder(pl.Callback):
         self.out = out
         self.losses: list[float] = []
         self.step_params: list[torch.Tensor] = []
+        self.batches: list[float] = []
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.losses.append(float(outputs["loss"]))
+        self.batches.append(float(batch[1].sum()))
         self.step_params.append(flat(pl_module))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         strategy = trainer.strategy
         record: dict[str, Any] = {
             "losses": self.losses,
+            "batches": self.batches,
             "step_params": self.step_params,
             "params": flat(pl_module),
             "buffers": [b.detach().clone() for b in pl_module.buffers()],

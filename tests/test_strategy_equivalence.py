@@ -102,7 +102,9 @@ def test_other_strategies_reproduce_the_simulator(cls, strategy_cls, compressor,
         strategy = strategy_cls(start_method="fork", compressor=build(name, **options), seed=3)
     else:
         sim_kwargs = _olga_kwargs(problem)
-        strategy = strategy_cls(start_method="fork", compressor=build(name, **options), inner_steps=STEPS_S, **sim_kwargs)
+        strategy = strategy_cls(
+            start_method="fork", compressor=build(name, **options), inner_steps=STEPS_S, **sim_kwargs
+        )
     expected = _simulate(problem, cls, build(name, **options), ROUNDS, **sim_kwargs)
     ranks = _lightning(problem, strategy, tmp_path, ROUNDS)
     got = torch.tensor(ranks[0]["step_params"], dtype=torch.float64)
