@@ -1,4 +1,4 @@
-"""The Lightning strategies run the simulator's algorithm: same iterates on a full-batch convex problem; exact resume."""
+"""Lightning strategies run the simulator's algorithms: same iterates on a full-batch convex problem; exact resume."""
 
 from __future__ import annotations
 

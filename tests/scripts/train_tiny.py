@@ -36,6 +36,11 @@ if __name__ == "__main__":
     )  # fmt: skip
     trainer.fit(Tiny(), DataLoader(data, batch_size=16, shuffle=True))
     summary = trainer.strategy.comm_summary()
-    record = {"rank": trainer.global_rank, "world": trainer.world_size, "env": type(trainer.strategy.cluster_environment).__name__,
-              "uplink": summary["worker_uplink_bytes"], "steps": summary["steps"]}  # fmt: skip
+    record = {
+        "rank": trainer.global_rank,
+        "world": trainer.world_size,
+        "env": type(trainer.strategy.cluster_environment).__name__,
+        "uplink": summary["worker_uplink_bytes"],
+        "steps": summary["steps"],
+    }
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
