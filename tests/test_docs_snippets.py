@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = [ROOT / "README.md", ROOT / "docs" / "compression.md"]
+FILES = [ROOT / "README.md", ROOT / "docs" / "compression.md", ROOT / "docs" / "strategies.md"]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
