@@ -198,3 +198,25 @@ def test_minibatch_resume_is_bitwise(save_at, tmp_path):
     assert len(resumed[0]["losses"]) == 28 - save_at
     assert resumed[0]["losses"] == full[0]["losses"][save_at:]
     assert resumed[0]["params"] == full[0]["params"]
+
+
+def test_registration_is_idempotent_and_leaves_foreign_names_alone():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from lit_commeff.strategy import register_strategies
+
+    first = register_strategies()
+    assert register_strategies() == first  # twice: no error, same names
+    assert {"olga", "olga_spawn", "olga_fork", "ef_olga", "compressed"} <= set(first)
+    assert StrategyRegistry["olga_fork"]["init_params"] == {"start_method": "fork"}
+    registry = type(StrategyRegistry)()
+    registry.register("olga", DDPStrategy, description="someone else's")
+    names = register_strategies(registry)
+    assert "olga" not in names and registry["olga"]["strategy"] is DDPStrategy
+    assert registry["ef_olga"]["strategy"] is EFOLGAStrategy
+
+
+def test_delta_hat_is_logged_after_an_outer_iteration(tmp_path):
+    t, _ = _fit(OLGAStrategy(start_method="fork", p=0.5), tmp_path, max_steps=12)
+    value = float(t.callback_metrics["comm/delta_hat"])
+    assert value == value and value > 0  # finite and positive once a y round has run
