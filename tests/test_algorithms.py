@@ -279,8 +279,6 @@ def test_similarity_gate_shortens_epochs_and_still_converges():
     plain = sim.run(problem, "olga", **kw)
     gated = sim.run(problem, "olga", gate=1e-3, **kw)
     assert gated.final["cc1"] == plain.final["cc1"] == 400
-    # the gate's flag is one scalar broadcast per inner round
-    assert gated.final["downlink_bytes"] > plain.final["downlink_bytes"]
     # a tight gate ends epochs sooner: more dense rounds for the same number of rounds
     assert gated.final["cc3"] > plain.final["cc3"]
     assert gated.final["rel_subopt"] < 1e-3
