@@ -169,6 +169,7 @@ class DiLoCoStrategy(CommStrategy):
         self.metering = CommMetering(ledger, method=self.strategy_name)
         if self._setup_broadcast is not None:
             nbytes, seconds = self._setup_broadcast
+            self._setup_broadcast = None
             ledger.begin_round()
             ledger.record(Direction.DOWNLINK, nbytes=nbytes, seconds=seconds, tag="setup")
         self._params = params
