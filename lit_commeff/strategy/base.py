@@ -12,7 +12,7 @@ import torch.distributed as dist
 from lightning.pytorch.accelerators import Accelerator
 from lightning.pytorch.plugins.environments import ClusterEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy
 from torch.distributed.constants import default_pg_timeout
 from typing_extensions import override
@@ -152,6 +152,30 @@ class CommStrategy(DDPStrategy):
                 f"devices: {type(self).__name__} needs at least {self.min_world_size} processes, got world size "
                 f"{world_size}; set Trainer(devices={self.min_world_size}) (or num_nodes) or use a single-device "
                 "strategy."
+            )
+
+    def _check_training_setup(self, trainer: Any, *, accumulate_fix: str) -> None:
+        """Reject Lightning settings a strategy that drives the optimizer itself cannot honour.
+
+        Args:
+            trainer: The Trainer being set up.
+            accumulate_fix: What to do instead of gradient accumulation, for the message.
+        """
+        name = type(self).__name__
+        if not self.lightning_module.automatic_optimization:
+            raise ValueError(
+                f"automatic_optimization: {name} drives the optimizer itself and needs automatic optimization; "
+                "remove `self.automatic_optimization = False` from the LightningModule."
+            )
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                f"accumulate_grad_batches: {name} does not support accumulate_grad_batches="
+                f"{trainer.accumulate_grad_batches}; {accumulate_fix} (Trainer(accumulate_grad_batches=1))."
+            )
+        if isinstance(self.precision_plugin, MixedPrecision) and self.precision_plugin.scaler is not None:
+            raise ValueError(
+                f"precision: {name} does not support fp16 mixed precision with a gradient scaler; use "
+                "Trainer(precision='bf16-mixed') or '32-true'."
             )
 
     def _check_same_model(self, params: list[torch.Tensor], names: list[str]) -> None:

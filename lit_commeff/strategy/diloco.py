@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim import Optimizer
@@ -129,30 +128,14 @@ class DiLoCoStrategy(CommStrategy):
                 dist.broadcast(t.data, src=0)
         self._setup_broadcast = (sum(t.numel() * t.element_size() for t in tensors), time.perf_counter() - start)
 
-    def _check_trainer(self, trainer: pl.Trainer) -> None:
-        name = type(self).__name__
-        if not self.lightning_module.automatic_optimization:
-            raise ValueError(
-                f"automatic_optimization: {name} runs the inner optimizer steps itself and needs automatic "
-                "optimization; remove `self.automatic_optimization = False` from the LightningModule."
-            )
-        if trainer.accumulate_grad_batches != 1:
-            raise ValueError(
-                f"accumulate_grad_batches: {name} counts optimizer steps towards inner_steps, so "
-                f"accumulate_grad_batches={trainer.accumulate_grad_batches} is not supported; raise the batch size or "
-                "inner_steps instead (Trainer(accumulate_grad_batches=1))."
-            )
-        if isinstance(self.precision_plugin, MixedPrecision) and self.precision_plugin.scaler is not None:
-            raise ValueError(
-                f"precision: {name} does not support fp16 mixed precision with a gradient scaler (skipped inner steps "
-                "would desynchronise the ranks' step counts); use Trainer(precision='bf16-mixed') or '32-true'."
-            )
-
     @override
     def setup(self, trainer: pl.Trainer) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         if fitting:
-            self._check_trainer(trainer)
+            self._check_training_setup(
+                trainer,
+                accumulate_fix="optimizer steps count towards inner_steps, so raise the batch size or inner_steps",
+            )
         super().setup(trainer)
         if not fitting:
             return

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
@@ -111,33 +110,15 @@ class HubAlgorithmStrategy(CommStrategy):
         # No DDP wrapper: this strategy communicates itself, in optimizer_step.
         pass
 
-    def _check_trainer(self, trainer: pl.Trainer) -> None:
-        name = type(self).__name__
-        module = self.lightning_module
-        if not module.automatic_optimization:
-            raise ValueError(
-                f"automatic_optimization: {name} drives the optimizer itself and needs automatic optimization; "
-                "remove `self.automatic_optimization = False` from the LightningModule."
-            )
-        if trainer.accumulate_grad_batches != 1:
-            raise ValueError(
-                f"accumulate_grad_batches: {name} makes one training step one communication round, so "
-                f"accumulate_grad_batches={trainer.accumulate_grad_batches} is not supported; raise the batch size "
-                "instead (Trainer(accumulate_grad_batches=1))."
-            )
-        if isinstance(self.precision_plugin, MixedPrecision) and self.precision_plugin.scaler is not None:
-            raise ValueError(
-                f"precision: {name} does not support fp16 mixed precision with a gradient scaler; use "
-                "Trainer(precision='bf16-mixed') or '32-true'."
-            )
-
     @override
     def setup(self, trainer: pl.Trainer) -> None:
         super().setup(trainer)
         if trainer.state.fn != "fit":
             return
         self._require_world(self.world_size)
-        self._check_trainer(trainer)
+        self._check_training_setup(
+            trainer, accumulate_fix="one training step is one communication round, so raise the batch size instead"
+        )
         if len(self.optimizers) != 1:
             raise ValueError(
                 f"configure_optimizers: {type(self).__name__} needs exactly one optimizer, got {len(self.optimizers)}; "
