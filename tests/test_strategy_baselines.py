@@ -374,3 +374,23 @@ class _TwoOptimizers(MLP):
 def test_diloco_rejects_unsupported_training_setups(tmp_path, model, trainer_kw, message):
     with pytest.raises(Exception, match=message):
         fit(DiLoCoStrategy(start_method="fork"), tmp_path, model=model, max_steps=2, **trainer_kw)
+
+
+class _Big(MLP):
+    """About 2 MiB of gradients: more than DDP's default first bucket (1 MiB)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(IN, 720), torch.nn.Tanh(), torch.nn.Linear(720, 720),
+                                       torch.nn.Tanh(), torch.nn.Linear(720, 1))  # fmt: skip
+
+
+def test_powersgd_on_gloo_does_not_deadlock_with_a_model_above_one_bucket(tmp_path):
+    from datetime import timedelta
+
+    strategy = PowerSGDStrategy(start_method="fork", rank=2, timeout=timedelta(seconds=60))
+    _, ranks = fit(strategy, tmp_path, model=_Big, max_steps=6)
+    assert ranks[0]["powersgd_iter"] == 6
+    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
+    with pytest.raises(Exception, match="bucket_cap_mb: bucket_cap_mb=1 splits"):  # raised in the ranks
+        fit(PowerSGDStrategy(start_method="fork", bucket_cap_mb=1), tmp_path / "bad", model=_Big, max_steps=2)

@@ -99,6 +99,10 @@ class PowerSGDStrategy(MeteredDDPStrategy):
     initial bucket layout and rebuilds it after one step, and the state follows the parameters
     through both changes, so a resumed run repeats the uninterrupted one exactly on CPU.
 
+    On gloo (CPU) every gradient goes into one DDP bucket (``bucket_cap_mb`` is set from the model's
+    size unless given): torch's hook blocks inside future callbacks, which deadlocks gloo's worker
+    threads when two buckets are in flight. On NCCL DDP's default bucketing is kept.
+
     Constraints: ``start_iter >= 2`` (torch: error feedback and warm start need DDP's bucket rebuild after
     the first step to have happened); every parameter gradient must have at least one dimension;
     Lightning's ``ddp_comm_*`` options are rejected (the hook is this strategy's).
@@ -156,6 +160,26 @@ class PowerSGDStrategy(MeteredDDPStrategy):
         self._layouts: dict[int, tuple[tuple[str, ...], tuple[torch.Size, ...]]] = {}
         self._touched: set[int] = set()  # buckets already handled in the current backward pass
         self._pool: dict[str, dict[str, Any]] = {}  # per-parameter state waiting for its bucket
+
+    # ------------------------------------------------------------------------------- DDP wrapper
+    @override
+    def _setup_model(self, model: torch.nn.Module) -> Any:
+        # torch's powerSGD_hook waits on all-reduce futures inside future callbacks. On gloo those run on
+        # gloo's worker threads, so two buckets in flight deadlock (measured: hidden-512 MLP, 2 and 4
+        # ranks). One bucket holding every gradient avoids it; on NCCL DDP's default buckets are kept.
+        if self._get_process_group_backend() == "gloo":
+            nbytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+            one_bucket_mb = max(1, math.ceil(nbytes / 2**20) + 1)
+            given = self._ddp_kwargs.get("bucket_cap_mb")
+            if given is None:
+                self._ddp_kwargs["bucket_cap_mb"] = one_bucket_mb
+            elif given * 2**20 < nbytes:
+                raise ValueError(
+                    f"bucket_cap_mb: bucket_cap_mb={given} splits this model's {nbytes / 2**20:.1f} MiB of gradients "
+                    "into several buckets, and torch's PowerSGD hook deadlocks gloo with more than one bucket in "
+                    f"flight; leave bucket_cap_mb unset or use bucket_cap_mb >= {one_bucket_mb} on gloo."
+                )
+        return super()._setup_model(model)
 
     # ------------------------------------------------------------------------------- hook
     @override
