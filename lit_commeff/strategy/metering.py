@@ -42,6 +42,7 @@ class CommMetering:
         self.steps = 0
         self.sending_steps = 0
         self._last_up = 0
+        self._step_bytes = (0, 0)  # (uplink, downlink) of the last counted step
         self._last_down = 0
 
     def worker_uplink_bytes(self) -> int:
@@ -53,23 +54,19 @@ class CommMetering:
         return max(self.ledger.downlink_bytes_per_worker(), default=0)
 
     def metrics(self, *, delta_hat: float | None = None) -> dict[str, float]:
-        """The ``comm/*`` values now (advances the per-step baselines)."""
+        """The ``comm/*`` values after the last counted step."""
         up, down = self.worker_uplink_bytes(), self.worker_downlink_bytes()
-        if up > self._last_up:
-            self.sending_steps += 1
-        out = {
+        return {
             "comm/uplink_bytes": float(up),
-            "comm/uplink_bytes_step": float(up - self._last_up),
+            "comm/uplink_bytes_step": float(self._step_bytes[0]),
             "comm/downlink_bytes": float(down),
-            "comm/downlink_bytes_step": float(down - self._last_down),
+            "comm/downlink_bytes_step": float(self._step_bytes[1]),
             "comm/cc1": float(self.ledger.cc1),
             "comm/cc3": float(self.ledger.cc3),
             "comm/gamma": self.gamma(up),
             "comm/delta_hat": float("nan") if delta_hat is None else float(delta_hat),
             "comm/comm_time_s": float(self.ledger.comm_time_s),
         }
-        self._last_up, self._last_down = up, down
-        return out
 
     def gamma(self, uplink: int | None = None) -> float:
         """Dense bytes per sending step over the busiest worker's uplink bytes (NaN before any send)."""
@@ -77,14 +74,26 @@ class CommMetering:
         return self.sending_steps * self.ledger.dense_bytes / up if up else float("nan")
 
     def log_comm_metrics(self, module: Any, *, delta_hat: float | None = None) -> None:
-        """Log ``comm/*`` through ``module.log`` (call from every rank: values agree, rank 0 writes)."""
+        """Count the step and log ``comm/*`` through ``module.log`` when Lightning writes logs.
+
+        Call it once per training step on every rank (the values agree; rank 0 writes). ``self.log``
+        costs about 0.4 ms per metric on CPU, so the metrics are logged on the steps Lightning hands
+        to its loggers (``log_every_n_steps``), at the last batch of an epoch and at ``max_steps``;
+        the byte counters are cumulative, so nothing is lost between logged steps.
+        """
         self.steps += 1
+        up, down = self.worker_uplink_bytes(), self.worker_downlink_bytes()
+        self._step_bytes = (up - self._last_up, down - self._last_down)
+        if self._step_bytes[0] > 0:
+            self.sending_steps += 1
+        self._last_up, self._last_down = up, down
+        trainer = getattr(module, "_trainer", None)
+        if trainer is not None and not _logs_now(trainer, self.steps):
+            return
         values = self.metrics(delta_hat=delta_hat)
         for name, value in values.items():
             module.log(name, value, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
-        module.log(
-            "up_MB", values["comm/uplink_bytes"] / 1e6, prog_bar=True, logger=False, rank_zero_only=True, batch_size=1
-        )
+        module.log("up_MB", up / 1e6, prog_bar=True, logger=False, rank_zero_only=True, batch_size=1)
 
     def summary(self) -> dict[str, Any]:
         """Totals for the run: the ledger's summary plus per-worker bytes and the dense-DDP comparison.
@@ -142,6 +151,17 @@ class CommMetering:
         table.add_row("measured gamma (per sending step)", f"{s['gamma_per_step']:.2f}", "1.00")
         table.add_row("time in collectives", f"{s['comm_time_s']:.2f} s", "")
         Console().print(table)
+
+
+def _logs_now(trainer: Any, steps: int) -> bool:
+    """Whether this step's metrics reach the loggers (Lightning's cadence) or end an epoch or the run."""
+    every = max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
+    max_steps = getattr(trainer, "max_steps", -1)
+    return (
+        steps % every == 0
+        or bool(getattr(trainer, "is_last_batch", False))
+        or (max_steps is not None and max_steps > 0 and steps >= max_steps)
+    )
 
 
 def dense_dtype_of(params: list[torch.Tensor]) -> torch.dtype:
