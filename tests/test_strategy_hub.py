@@ -225,6 +225,7 @@ def test_delta_hat_is_logged_after_an_outer_iteration(tmp_path):
 @pytest.mark.parametrize("every", [1, 5])
 def test_comm_metrics_reach_the_logger_at_lightnings_cadence(every, tmp_path):
     import csv
+    import itertools
 
     from lightning.pytorch.loggers import CSVLogger
 
@@ -232,11 +233,12 @@ def test_comm_metrics_reach_the_logger_at_lightnings_cadence(every, tmp_path):
     t, ranks = _fit(
         CompressedStrategy(start_method="fork"), tmp_path, max_steps=12, logger=logger, log_every_n_steps=every
     )
-    rows = list(csv.DictReader(open(tmp_path / "logs" / "run" / "version_0" / "metrics.csv")))
+    with open(tmp_path / "logs" / "run" / "version_0" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
     logged = [(int(r["step"]), float(r["comm/uplink_bytes"])) for r in rows if r.get("comm/uplink_bytes")]
     steps = [s for s, _ in logged]
     assert steps == (list(range(12)) if every == 1 else [4, 9])  # Lightning writes on steps 5 and 10 of 12
     if every == 1:
         assert logged[-1][1] == ranks[0]["summary"]["worker_uplink_bytes"]  # cumulative: the last is the total
     assert t.callback_metrics["comm/uplink_bytes"] == ranks[0]["summary"]["worker_uplink_bytes"]
-    assert all(b > a for (_, a), (_, b) in zip(logged, logged[1:]))
+    assert all(b > a for (_, a), (_, b) in itertools.pairwise(logged))
