@@ -394,3 +394,42 @@ def test_powersgd_on_gloo_does_not_deadlock_with_a_model_above_one_bucket(tmp_pa
     assert torch.equal(ranks[0]["params"], ranks[1]["params"])
     with pytest.raises(Exception, match="bucket_cap_mb: bucket_cap_mb=1 splits"):  # raised in the ranks
         fit(PowerSGDStrategy(start_method="fork", bucket_cap_mb=1), tmp_path / "bad", model=_Big, max_steps=2)
+
+
+class _ValRecorder(pl.Callback):
+    """Records, on every rank, the parameters the model holds while it validates."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.seen = out, []
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        if not trainer.sanity_checking:
+            self.seen.append(flat(pl_module))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # after the strategy's on_train_end, which loads θ
+        torch.save({"seen": self.seen, "final": flat(pl_module)}, self.out / f"val{trainer.global_rank}.pt")
+
+
+class _Validating(MLP):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y), sync_dist=True)
+
+
+def test_diloco_validates_and_returns_the_global_model(tmp_path):
+    """Off the sync grid the ranks' replicas differ, but validation, checkpoints and the fitted model are θ."""
+    pl.seed_everything(0, verbose=False)
+    rec = _ValRecorder(tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=WORLD, strategy=DiLoCoStrategy(start_method="fork", inner_steps=3), max_steps=8,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[rec], val_check_interval=4, limit_val_batches=1, num_sanity_val_steps=0,
+    )  # fmt: skip
+    data = DataLoader(dataset(256), batch_size=16)
+    trainer.fit(_Validating(), data, DataLoader(dataset(64), batch_size=16))
+    runs = [torch.load(tmp_path / f"val{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert len(runs[0]["seen"]) == 2  # after steps 4 and 8; step 4 is not a sync step (H = 3)
+    for a, b in zip(runs[0]["seen"], runs[1]["seen"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(runs[0]["final"], runs[1]["final"])

@@ -52,8 +52,9 @@ class DiLoCoStrategy(CommStrategy):
     (tag ``"delta"``, its ``numel * element_size``, in the parameters' dtype) and of the buffers (tag
     ``"buffers"``); other steps record nothing. The setup broadcast is a round of its own.
 
-    Between syncs each rank's model holds its local parameters (validation and ``self.log`` see those;
-    rank 0's go into the checkpoint's weights). The checkpoint also stores, per rank: θ, the outer
+    Between syncs each rank's model holds its local parameters; validation, the checkpoint's weights
+    and the model after ``fit`` are θ (with the buffers of the last sync), the same on every rank. The
+    checkpoint also stores, per rank: θ, the outer
     optimizer's state, the local step counter, this rank's local parameters and buffers, and this rank's
     inner optimizer state (Lightning would restore rank 0's on every rank), so stopping and resuming, also
     between syncs, repeats the uninterrupted run exactly on CPU.
@@ -111,6 +112,8 @@ class DiLoCoStrategy(CommStrategy):
         self._params: list[Tensor] = []
         self._buffers: list[Tensor] = []
         self._global: Tensor | None = None
+        self._global_buffers: list[Tensor] = []
+        self._stashed: tuple[Tensor, list[Tensor]] | None = None
         self._outer: torch.optim.SGD | None = None
         self._setup_broadcast: tuple[int, float] | None = None
 
@@ -158,6 +161,7 @@ class DiLoCoStrategy(CommStrategy):
         self._params = params
         self._buffers = [b for b in module.buffers() if b.is_floating_point()]
         self._global = self._flat_params().clone()
+        self._global_buffers = [b.detach().clone() for b in self._buffers]
         self._outer = torch.optim.SGD(
             [self._global], lr=self.outer_lr, momentum=self.outer_momentum, nesterov=self.outer_momentum > 0
         )
@@ -166,6 +170,54 @@ class DiLoCoStrategy(CommStrategy):
     # ------------------------------------------------------------------------------- training
     def _flat_params(self) -> Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self._params])
+
+    @torch.no_grad()
+    def _load(self, flat: Tensor, buffers: list[Tensor]) -> None:
+        offset = 0
+        for p in self._params:
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        for b, value in zip(self._buffers, buffers, strict=True):
+            b.copy_(value)
+
+    def _show_global(self) -> None:
+        """Put θ (and the buffers of the last sync) into the model, keeping this rank's local state aside."""
+        if self._global is None or self._stashed is not None:
+            return
+        self._stashed = (self._flat_params().clone(), [b.detach().clone() for b in self._buffers])
+        self._load(self._global, self._global_buffers)
+
+    def _restore_local(self) -> None:
+        if self._stashed is not None:
+            self._load(*self._stashed)
+            self._stashed = None
+
+    @override
+    def on_validation_start(self) -> None:
+        # Validate the model DiLoCo produces (θ, the same on every rank), not each rank's local replica.
+        super().on_validation_start()
+        self._show_global()
+
+    @override
+    def on_validation_end(self) -> None:
+        self._restore_local()
+        super().on_validation_end()
+
+    @override
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        # The checkpoint's weights are θ; each rank's local replica travels in its per-rank state.
+        self._show_global()
+        try:
+            return {k: v.detach().clone() for k, v in super().lightning_module_state_dict().items()}
+        finally:
+            self._restore_local()
+
+    @override
+    def on_train_end(self) -> None:
+        # The trained model is θ: local steps since the last sync are not part of it (as in the paper).
+        if self._global is not None:
+            self._load(self._global, self._global_buffers)
+        super().on_train_end()
 
     @override
     def optimizer_step(
@@ -197,10 +249,7 @@ class DiLoCoStrategy(CommStrategy):
         self._global.grad = delta
         self._outer.step()
         self._global.grad = None
-        offset = 0
-        for p in self._params:
-            p.copy_(self._global[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        self._load(self._global, [b.detach() for b in self._buffers])
         for dtype in dict.fromkeys(b.dtype for b in self._buffers):
             group = [b for b in self._buffers if b.dtype == dtype]
             flat = torch.cat([b.reshape(-1) for b in group])
@@ -213,6 +262,7 @@ class DiLoCoStrategy(CommStrategy):
             for b in group:
                 b.copy_(flat[offset : offset + b.numel()].view_as(b))
                 offset += b.numel()
+        self._global_buffers = [b.detach().clone() for b in self._buffers]
 
     # ------------------------------------------------------------------------------- state
     @override
@@ -225,6 +275,7 @@ class DiLoCoStrategy(CommStrategy):
             "local_steps": self.local_steps,
             "local_params": self._flat_params().clone(),
             "buffers": [b.detach().clone() for b in self.lightning_module.buffers()],
+            "global_buffers": [b.clone() for b in self._global_buffers],
             "inner_optimizer": self.optimizers[0].state_dict(),
         }
 
@@ -246,6 +297,7 @@ class DiLoCoStrategy(CommStrategy):
                 offset += p.numel()
             for b, saved in zip(self.lightning_module.buffers(), state["buffers"], strict=True):
                 b.copy_(saved)
+            self._global_buffers = [b.clone() for b in state["global_buffers"]]
         self._outer.load_state_dict(state["outer_optimizer"])
         self.optimizers[0].load_state_dict(state["inner_optimizer"])
         self.local_steps = int(state["local_steps"])
