@@ -1,0 +1,1 @@
+"""Hydra configuration tree of lit-commeff (``conf/`` at the repository root links here)."""
