@@ -1,6 +1,6 @@
-"""``python -m lit_commeff``: the main job (for now the compression demo)."""
+"""``python -m lit_commeff``: the main job, the same as the ``lit-commeff`` command (a Hydra application)."""
 
-from lit_commeff.cli.demo import main
+from lit_commeff.cli.main import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

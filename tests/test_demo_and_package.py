@@ -34,9 +34,9 @@ def test_demo_rejects_bad_arguments(capsys):
     assert "workers: workers=1 is too small" in capsys.readouterr().err
 
 
-def test_python_m_entry_point_prints_table():
+def test_demo_entry_point_prints_table():
     out = subprocess.run(
-        [sys.executable, "-m", "lit_commeff", "--dim", "500", "--rounds", "2", "--workers", "3"],
+        [sys.executable, "-m", "lit_commeff.cli.demo", "--dim", "500", "--rounds", "2", "--workers", "3"],
         capture_output=True,
         text=True,
         check=True,
@@ -49,3 +49,11 @@ def test_python_m_entry_point_prints_table():
 def test_package_ships_type_marker_and_version():
     assert resources.files("lit_commeff").joinpath("py.typed").is_file()
     assert isinstance(lit_commeff.__version__, str)
+
+
+def test_python_m_lit_commeff_is_the_hydra_main_job():
+    out = subprocess.run(
+        [sys.executable, "-m", "lit_commeff", "--help"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert "strategy: compressed, ddp, diloco, ef_olga, olga, powersgd" in out
+    assert "recipe: finance_credit, telecom_churn, telecom_throughput" in out

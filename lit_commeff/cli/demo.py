@@ -156,3 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=150)
     console.print(render(rows, workers=args.workers, dim=args.dim, rounds=args.rounds, delta=args.delta))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

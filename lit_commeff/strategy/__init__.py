@@ -5,9 +5,12 @@ Importing :mod:`lit_commeff` registers the names in Lightning's strategy registr
 
 from lit_commeff.strategy.base import CommStrategy
 from lit_commeff.strategy.compressed import CompressedStrategy
+from lit_commeff.strategy.ddp_metered import MeteredDDPStrategy
+from lit_commeff.strategy.diloco import DiLoCoStrategy
 from lit_commeff.strategy.hub import HubAlgorithmStrategy
 from lit_commeff.strategy.metering import COMM_METRICS, CommMetering
 from lit_commeff.strategy.olga import EFOLGAStrategy, OLGAStrategy
+from lit_commeff.strategy.powersgd import PowerSGDStrategy
 from lit_commeff.strategy.registry import register_strategies, strategy_classes
 
 __all__ = [
@@ -15,9 +18,12 @@ __all__ = [
     "CommMetering",
     "CommStrategy",
     "CompressedStrategy",
+    "DiLoCoStrategy",
     "EFOLGAStrategy",
     "HubAlgorithmStrategy",
+    "MeteredDDPStrategy",
     "OLGAStrategy",
+    "PowerSGDStrategy",
     "register_strategies",
     "strategy_classes",
 ]

@@ -27,12 +27,10 @@ def strategy_classes() -> dict[str, type[CommStrategy]]:
         "ef_olga": EFOLGAStrategy,
         "compressed": CompressedStrategy,
     }
-    try:  # baselines live in their own modules
-        from lit_commeff.strategy.ddp_metered import MeteredDDPStrategy
-        from lit_commeff.strategy.diloco import DiLoCoStrategy
-        from lit_commeff.strategy.powersgd import PowerSGDStrategy
-    except ImportError:  # pragma: no cover - only while a module is being written
-        return classes
+    from lit_commeff.strategy.ddp_metered import MeteredDDPStrategy
+    from lit_commeff.strategy.diloco import DiLoCoStrategy
+    from lit_commeff.strategy.powersgd import PowerSGDStrategy
+
     classes.update({"powersgd": PowerSGDStrategy, "diloco": DiLoCoStrategy, "ddp_metered": MeteredDDPStrategy})
     return classes
 

@@ -1,1 +1,1 @@
-"""Experiment tracking (MLflow) of params, metrics and communication volume; planned in the configs issue."""
+"""Experiment tracking: MLflow runs (created by the launcher, filled by rank 0) and metric-vs-bytes history."""

@@ -1,0 +1,145 @@
+"""``lit-commeff``: train a recipe with a strategy, tracked in MLflow. A Hydra application (``-m`` sweeps).
+
+    lit-commeff                                             # finance_credit, OLGA, 2 CPU processes, local MLflow
+    lit-commeff strategy=ef_olga compressor=topk compressor.ratio=0.05 trainer=cpu4
+    lit-commeff -m strategy=ddp,powersgd,diloco,olga,ef_olga      # a sweep: one MLflow run per job
+    torchrun --nnodes 2 --nproc-per-node 4 ... -m lit_commeff trainer=multinode trainer.devices=4
+
+For each job: the config is composed and checked (objects built once, data checked) before any
+training process starts; an MLflow run is created with the flattened config as params; the ranks are
+started (or, under torchrun/SLURM, this process is one of them); at the end the run gets the resolved
+config, the ledger summary and a metric-vs-bytes plot as artifacts, and the command to open the
+MLflow UI is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from lit_commeff.cli import schema
+from lit_commeff.cli.launch import LaunchError, external_rank, launch_local, launched_externally
+from lit_commeff.cli.validate import ConfigError, validate
+from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, train
+from lit_commeff.tracking.history import HISTORY_FILE, SUMMARY_FILE, plot_metric_vs_bytes, read_history
+from lit_commeff.tracking.mlflow_run import finish_run, flatten, git_commit, start_run, ui_command
+
+schema.register()
+PLOT_FILE = "metric_vs_uplink.png"
+
+
+def _tags(cfg: DictConfig, choices: dict[str, Any], world: int) -> dict[str, str]:
+    accelerator = str(cfg.trainer.accelerator)
+    tags = {
+        "lit_commeff.algorithm": str(choices.get("strategy")),
+        "lit_commeff.compressor": str(choices.get("compressor") or "default"),
+        "lit_commeff.recipe": str(cfg.recipe.get("name", choices.get("recipe"))),
+        "lit_commeff.world_size": str(world),
+        "lit_commeff.backend": "nccl" if accelerator in ("gpu", "cuda") else "gloo",
+    }
+    commit = git_commit(Path(hydra.utils.get_original_cwd()))
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _artifact_location(tracking_uri: str, cwd: Path) -> str | None:
+    return (cwd / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite:") else None
+
+
+def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[Path]:
+    """Plot the metric against uplink bytes, print a summary; return the artifact paths."""
+    history = read_history(run_dir / HISTORY_FILE)
+    summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    label = f"{cfg.recipe.get('name')} / {HydraConfig.get().runtime.choices.get('strategy')}"
+    plot = plot_metric_vs_bytes(
+        {label: [(r["uplink_bytes"], r["value"]) for r in history]}, metric=monitor, out=run_dir / PLOT_FILE
+    )
+    table = Table(title=f"lit-commeff run {run_id}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    if history:
+        table.add_row(f"final {monitor}", f"{history[-1]['value']:.4f}" if history[-1]["value"] is not None else "-")
+    for key, label_, scale in (
+        ("worker_uplink_bytes", "uplink per worker (MB)", 1e6),
+        ("worker_downlink_bytes", "downlink per worker (MB)", 1e6),
+        ("ddp_equivalent_bytes", "dense DDP, same steps (MB)", 1e6),
+        ("uplink_reduction", "uplink reduction vs DDP", 1),
+        ("steps", "steps", 1),
+    ):
+        if key in summary:
+            table.add_row(label_, f"{summary[key] / scale:,.3f}")
+    Console().print(table)
+    return [run_dir / CONFIG_FILE, summary_path, plot, run_dir / HISTORY_FILE]
+
+
+@hydra.main(version_base=None, config_path="pkg://lit_commeff.conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``lit-commeff`` (one job)."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    cwd = Path(hydra.utils.get_original_cwd())
+    choices = dict(hc.runtime.choices)
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    external = launched_externally()
+    is_rank0 = not external or external_rank() == 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            plan = validate(resolved, strategy_choice=str(choices.get("strategy")))
+    except ConfigError as err:
+        print(f"lit-commeff: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(resolved, run_dir / CONFIG_FILE)
+    tracking_uri = str(resolved.logger.tracking_uri)
+    run_id = None
+    if is_rank0:
+        run_name = resolved.logger.run_name or (
+            f"{resolved.recipe.get('name')}-{choices.get('strategy')}-{choices.get('compressor') or 'default'}"
+            f"-s{resolved.seed}"
+        )
+        run_id = start_run(
+            tracking_uri=tracking_uri,
+            experiment=str(resolved.logger.experiment),
+            run_name=run_name,
+            params=flatten(OmegaConf.to_container(resolved)),
+            tags=_tags(resolved, choices, plan.world_size),
+            artifact_location=_artifact_location(tracking_uri, cwd),
+        )
+        (run_dir / RUN_ID_FILE).write_text(run_id)
+    status = "FAILED"
+    try:
+        if external:
+            train(resolved, run_dir, run_id)
+        else:
+            launch_local(run_dir, plan.world_size)
+        status = "FINISHED"
+    except LaunchError as err:
+        print(f"lit-commeff: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if is_rank0 and run_id is not None:
+            artifacts = [run_dir / CONFIG_FILE]
+            summary = None
+            if status == "FINISHED":
+                monitor = getattr(plan.datamodule, "monitor", "val/loss")
+                artifacts = _report(resolved, run_dir, monitor, run_id)
+                path = run_dir / SUMMARY_FILE
+                summary = json.loads(path.read_text()) if path.exists() else None
+            finish_run(tracking_uri=tracking_uri, run_id=run_id, artifacts=artifacts, status=status, summary=summary)
+            print(f"MLflow run {run_id} ({status}) in {tracking_uri}; review it with:\n  {ui_command(tracking_uri)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Validation metric against communication volume: recorded by rank 0, plotted for runs and comparisons."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+HISTORY_FILE = "history.jsonl"
+SUMMARY_FILE = "ledger_summary.json"
+
+
+class CommHistory(pl.Callback):
+    """After each validation (rank 0), appends ``{step, monitor value, uplink/downlink bytes, seconds}`` to a file.
+
+    Bytes are the strategy's exact per-worker totals (``trainer.strategy.comm_summary()``) at that
+    moment; at the end of training the full summary is written to ``ledger_summary.json``.
+
+    Args:
+        out_dir: Directory of ``history.jsonl`` and ``ledger_summary.json``.
+        monitor: Validation metric to record (e.g. ``"val/auroc"``).
+    """
+
+    def __init__(self, out_dir: str | Path, monitor: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.monitor = monitor
+        self._start = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        summary = _summary(trainer)
+        record = {
+            "step": int(trainer.global_step),
+            "epoch": int(trainer.current_epoch),
+            "value": None if value is None else float(value),
+            "uplink_bytes": summary.get("worker_uplink_bytes"),
+            "downlink_bytes": summary.get("worker_downlink_bytes"),
+            "seconds": time.perf_counter() - self._start,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / HISTORY_FILE, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(_summary(trainer), indent=2, default=str))
+
+
+def _summary(trainer: pl.Trainer) -> dict[str, Any]:
+    fn = getattr(trainer.strategy, "comm_summary", None)
+    return dict(fn()) if fn is not None else {}
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``history.jsonl`` (empty if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_metric_vs_bytes(
+    curves: Mapping[str, Sequence[tuple[float, float]]], *, metric: str, out: str | Path, title: str = ""
+) -> Path:
+    """One line per run: validation metric against uplink MB per worker (log x when it helps)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive = False
+    for label, points in curves.items():
+        pts = [(b / 1e6, v) for b, v in points if b is not None and v is not None and math.isfinite(v)]
+        if not pts:
+            continue
+        positive = positive or all(b > 0 for b, _ in pts)
+        ax.plot([b for b, _ in pts], [v for _, v in pts], marker="o", markersize=3, label=label)
+    if positive:
+        ax.set_xscale("log")
+    ax.set_xlabel("uplink MB per worker (exact bytes handed to collectives)")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} vs uplink bytes")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
