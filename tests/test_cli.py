@@ -228,3 +228,18 @@ def test_mlflow_server_logger_and_rest_api(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_torchrun_starts_the_ranks_the_multinode_path(tmp_path):
+    """Under torchrun every process runs lit-commeff itself; rank 0 creates and fills the MLflow run."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv_backend=c10d",
+        "--rdzv_endpoint=127.0.0.1:0", "-m", "lit_commeff", *TINY["finance_credit"], *FAST,
+        "logger.experiment=torchrun", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("torchrun").experiment_id])
+    assert run.info.status == "FINISHED" and "comm/uplink_bytes" in run.data.metrics
+    assert not list((tmp_path / "run").glob("rank*.log"))  # nothing launched by lit-commeff itself

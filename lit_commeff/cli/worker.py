@@ -8,6 +8,7 @@ the CLI). Distributed settings come from the environment (``MASTER_ADDR``, ``MAS
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -49,9 +50,13 @@ def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
     strategy = build_strategy(cfg)
     monitor = getattr(datamodule, "monitor", "val/loss")
     mode = getattr(datamodule, "mode", "min")
-    logger = MLFlowLogger(
-        experiment_name=cfg.logger.experiment, tracking_uri=cfg.logger.tracking_uri, run_id=run_id, log_model=False
-    )
+    # Only global rank 0 talks to MLflow: opening a SQLite store from several processes at once races on
+    # its schema migration, and Lightning logs from rank 0 anyway.
+    logger: MLFlowLogger | bool = False
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+        logger = MLFlowLogger(
+            experiment_name=cfg.logger.experiment, tracking_uri=cfg.logger.tracking_uri, run_id=run_id, log_model=False
+        )
     callbacks: list[pl.Callback] = [
         CommHistory(run_dir, monitor),
         ModelCheckpoint(
