@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "up MB to target",
         "wall s",
     ):
-        table.add_column(column, justify="left" if column in ("run", "algorithm") else "right")
+        table.add_column(column, justify="left" if column in ("run", "algorithm") else "right", no_wrap=column == "run")
 
     def fmt(value: float | None, digits: int = 3) -> str:
         return "never" if value is None else f"{value:,.{digits}f}"
