@@ -242,3 +242,14 @@ def test_comm_metrics_reach_the_logger_at_lightnings_cadence(every, tmp_path):
         assert logged[-1][1] == ranks[0]["summary"]["worker_uplink_bytes"]  # cumulative: the last is the total
     assert t.callback_metrics["comm/uplink_bytes"] == ranks[0]["summary"]["worker_uplink_bytes"]
     assert all(b > a for (_, a), (_, b) in itertools.pairwise(logged))
+
+
+def test_diagnostics_are_logged(tmp_path):
+    strategy = OLGAStrategy(start_method="fork", p=0.3, diagnostics=True)
+    t, _ = _fit(strategy, tmp_path, max_steps=16, log_every_n_steps=1)
+    for name in ("ghat_norm", "compression_error", "correction_norm", "anchor_grad_norm", "prox_step", "drift",
+                 "outer_G_norm", "outer_step", "z_minus_y"):  # fmt: skip
+        value = float(t.callback_metrics[f"olga/{name}"])
+        assert value == value and value >= 0, name
+    # RandK 10% of an unbiased compressor: relative error about sqrt(d/K - 1) = 3
+    assert 1.0 < float(t.callback_metrics["olga/compression_error"]) < 10.0

@@ -57,6 +57,7 @@ class OLGA(Algorithm):
         gate: Similarity gate (our extension, off by default): after each inner round the hub ends the
             epoch early when ``δ̂ · ||x_k − x_0|| ≥ gate · ||∇f(x_0)||`` (the drift makes the anchor stale)
             and broadcasts the decision (one scalar, tag ``gate``); the geometric draw stays the cap.
+        diagnostics: Record per-round norms in :attr:`diagnostics` (a few vector norms per round).
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -85,9 +86,13 @@ class OLGA(Algorithm):
         omega: float | None = None,
         estimate_delta: bool | None = None,
         gate: float | None = None,
+        diagnostics: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        #: Norms of the last inner round (``None`` unless ``diagnostics``): ghat_norm, compression_error
+        #: (relative, this process's workers), and on the hub correction_norm, anchor_grad_norm, prox_step, drift.
+        self.diagnostics: dict[str, float] | None = {} if diagnostics else None
         if self.error_feedback:
             require_biased(compressor, "EF-OLGA", "OLGA (ef_olga -> olga)")
         else:
@@ -218,14 +223,29 @@ class OLGA(Algorithm):
             own, received = t.gather_compressed(v, self.compressor, step=self.round, key=self.name)
             self.e = v - own
         else:
+            v = ghat
             own, received = t.gather_compressed(ghat, self.compressor, step=self.round, key=self.name)
+        if self.diagnostics is not None:  # this process's workers (the hub's own row is zero)
+            self.diagnostics.update(
+                ghat_norm=float(torch.linalg.vector_norm(ghat, dim=-1).max()),
+                compression_error=float((torch.linalg.vector_norm(own - v, dim=-1)
+                                         / torch.linalg.vector_norm(v, dim=-1).clamp_min(1e-30)).max()),
+            )  # fmt: skip
         if t.is_hub:
             g = received.mean(dim=0)
             if self.error_feedback:
                 g = g / self.theta
             t_k = g - self.g1_0 + self.gf0
+            x_prev = self.xk
             self.xk = self.oracle.prox(self.xk, t_k, self.theta)
             self.g1k = self.oracle.hub_grad(self.xk)
+            if self.diagnostics is not None:
+                self.diagnostics.update(
+                    correction_norm=float(torch.linalg.vector_norm(g)),
+                    anchor_grad_norm=float(torch.linalg.vector_norm(self.gf0)),
+                    prox_step=float(torch.linalg.vector_norm(self.xk - x_prev)),
+                    drift=float(torch.linalg.vector_norm(self.xk - self.x0)),
+                )
         self.inner_k += 1
         if self.gate is not None and self._gate_closes():
             self.inner_n = self.inner_k
@@ -261,6 +281,12 @@ class OLGA(Algorithm):
             big_g = self.p * (t_k + (self.x - y_tilde) / self.theta)
             am = self.alpha * self._mu
             self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
+            if self.diagnostics is not None:
+                self.diagnostics.update(
+                    outer_G_norm=float(torch.linalg.vector_norm(big_g)),
+                    outer_step=float(torch.linalg.vector_norm(y - self.y)),
+                    z_minus_y=float(torch.linalg.vector_norm(self.z - y)),
+                )
             self.y = y
             if self.estimate_delta:
                 self._update_delta_hat(y, gathered - gfy)

@@ -104,6 +104,9 @@ class HubAlgorithmStrategy(CommStrategy):
         """The method's current similarity estimate, if it keeps one."""
         return None
 
+    def log_diagnostics(self, module: Any) -> None:
+        """Log the method's per-round diagnostics (called on the steps whose metrics are logged)."""
+
     # ------------------------------------------------------------------------------- setup
     @override
     def configure_ddp(self) -> None:
@@ -190,7 +193,8 @@ class HubAlgorithmStrategy(CommStrategy):
         finally:
             oracle.release()
         optimizer._opt_called = True  # type: ignore[attr-defined]  # the LR scheduler's "step before optimizer" check
-        self.metering.log_comm_metrics(self.lightning_module, delta_hat=self.delta_hat())
+        if self.metering.log_comm_metrics(self.lightning_module, delta_hat=self.delta_hat()):
+            self.log_diagnostics(self.lightning_module)
         return oracle.first_loss
 
     # ------------------------------------------------------------------------------- state

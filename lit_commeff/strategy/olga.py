@@ -16,6 +16,8 @@ from lit_commeff.strategy.hub import CompressorSpec, HubAlgorithmStrategy, optio
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
 
+_WORKER_SIDE = ("ghat_norm", "compression_error")
+
 
 class OLGAStrategy(HubAlgorithmStrategy):
     """OLGA (unbiased compression + data similarity + acceleration) as a Lightning strategy.
@@ -52,6 +54,9 @@ class OLGAStrategy(HubAlgorithmStrategy):
         delta0: Starting δ for ``auto``.
         tau, alpha: Explicit momentum weight τ ∈ (0, 1] and z step α > 0.
         gate: Similarity gate on the epoch length (``None``: geometric only).
+        diagnostics: Log ``olga/*`` norms of each round (``ghat_norm`` and ``compression_error``:
+            the largest over ranks, synced; on the hub: ``correction_norm``, ``anchor_grad_norm``,
+            ``prox_step``, ``drift``, ``outer_G_norm``, ``outer_step``, ``z_minus_y``), at the logging cadence.
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -75,6 +80,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         tau: float | None = None,
         alpha: float | None = None,
         gate: float | None = None,
+        diagnostics: bool = False,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -101,6 +107,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         self.tau = optional_positive("tau", tau, upper=1.0)
         self.alpha = optional_positive("alpha", alpha)
         self.gate = optional_positive("gate", gate)
+        self.diagnostics = bool(diagnostics)
         if self.theta is None:
             if preset == "auto" and self.delta0 is None:
                 raise ValueError(
@@ -129,9 +136,21 @@ class OLGAStrategy(HubAlgorithmStrategy):
             tau=self.tau,
             alpha=self.alpha,
             gate=self.gate,
+            diagnostics=self.diagnostics,
             estimate_delta=True,
             seed=self.seed,
         )
+
+    @override
+    def log_diagnostics(self, module: Any) -> None:
+        stats = getattr(self.algorithm, "diagnostics", None)
+        if not stats:
+            return
+        for name, value in stats.items():
+            if name in _WORKER_SIDE:  # every rank has them: the largest over ranks
+                module.log(f"olga/{name}", value, sync_dist=True, reduce_fx="max", batch_size=1)
+            else:  # the hub's own
+                module.log(f"olga/{name}", value, rank_zero_only=True, batch_size=1)
 
     @override
     def delta_hat(self) -> float | None:
