@@ -282,3 +282,13 @@ def test_similarity_gate_shortens_epochs_and_still_converges():
     # a tight gate ends epochs sooner: more dense rounds for the same number of rounds
     assert gated.final["cc3"] > plain.final["cc3"]
     assert gated.final["rel_subopt"] < 1e-3
+
+
+@pytest.mark.parametrize("cls, compressor", [(OLGA, ("randk", {"k": 2})), (EFOLGA, ("topk", {"k": 2}))])
+def test_same_batch_differences_leave_full_batch_iterates_unchanged(cls, compressor):
+    problem = synthetic_ridge(workers=4, n=30, dim=8, similarity=0.3, seed=3)
+    kw = {"compressor": compressor, "preset": "similarity", "p": 0.2, "rounds": 60, "seed": 2}
+    plain = sim.run(problem, cls, **kw)
+    same = sim.run(problem, cls, same_batch=True, **kw)
+    assert same.final["rel_subopt"] == pytest.approx(plain.final["rel_subopt"], rel=1e-6, abs=1e-14)
+    assert same.final["uplink_bytes"] == plain.final["uplink_bytes"]

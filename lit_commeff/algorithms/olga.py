@@ -58,6 +58,11 @@ class OLGA(Algorithm):
             epoch early when ``δ̂ · ||x_k − x_0|| ≥ gate · ||∇f(x_0)||`` (the drift makes the anchor stale)
             and broadcasts the decision (one scalar, tag ``gate``); the geometric draw stays the cap.
         diagnostics: Record per-round norms in :attr:`diagnostics` (a few vector norms per round).
+        same_batch: SVRG-style differences for minibatch oracles (our extension): each process evaluates
+            ``∇f_m(x_k) − ∇f_m(x_0)`` on one batch and the hub broadcasts its own same-batch difference in
+            place of ``∇f_1(x_k)``. Full-batch iterates are unchanged; with minibatches the batch noise
+            cancels inside each difference. Costs one more gradient per process per inner round (two on
+            the hub).
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -87,9 +92,11 @@ class OLGA(Algorithm):
         estimate_delta: bool | None = None,
         gate: float | None = None,
         diagnostics: bool = False,
+        same_batch: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        self.same_batch = bool(same_batch)
         #: Norms of the last inner round (``None`` unless ``diagnostics``): ghat_norm, compression_error
         #: (relative, this process's workers), and on the hub correction_norm, anchor_grad_norm, prox_step, drift.
         self.diagnostics: dict[str, float] | None = {} if diagnostics else None
@@ -199,7 +206,7 @@ class OLGA(Algorithm):
         gathered = t.gather(grads, tag="dense")
         (g1,) = t.broadcast(self._hub_row(grads), tag="hub_grad")
         self.x0, self.G0, self.g1_0 = x, grads, g1
-        self.xk, self.g1k = x, g1
+        self.xk, self.g1k = x, (torch.zeros_like(g1) if self.same_batch else g1)
         if t.is_hub:
             self.gf0 = gathered.mean(dim=0)
             if self.estimate_delta:
@@ -214,8 +221,13 @@ class OLGA(Algorithm):
         t = self.transport
         if self.inner_k > 0:
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
-        # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
-        ghat = self.oracle.grads(self.xk).sub_(self.G0).add_(self.g1_0 - self.g1k)
+        if self.same_batch:
+            # ĝ = [∇f_m(x_k) − ∇f_m(x_0)] on this round's batch − the hub's same-batch difference (g1k holds
+            # it here): batch noise cancels inside each bracket, so ĝ ≈ (∇²f_m − ∇²f_1)(x_k − x_0).
+            ghat = self.oracle.grads(self.xk).sub_(self.oracle.grads(self.x0)).sub_(self.g1k)
+        else:
+            # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
+            ghat = self.oracle.grads(self.xk).sub_(self.G0).add_(self.g1_0 - self.g1k)
         if t.is_hub:
             ghat[t.hub_row] = 0  # the hub's own difference is zero by definition
         if self.error_feedback:
@@ -238,7 +250,10 @@ class OLGA(Algorithm):
             t_k = g - self.g1_0 + self.gf0
             x_prev = self.xk
             self.xk = self.oracle.prox(self.xk, t_k, self.theta)
-            self.g1k = self.oracle.hub_grad(self.xk)
+            if self.same_batch:  # the hub's difference ∇f_1(x_{k+1}) − ∇f_1(x_0) on one batch
+                self.g1k = self.oracle.hub_grad(self.xk) - self.oracle.hub_grad(self.x0)
+            else:
+                self.g1k = self.oracle.hub_grad(self.xk)
             if self.diagnostics is not None:
                 self.diagnostics.update(
                     correction_norm=float(torch.linalg.vector_norm(g)),

@@ -57,6 +57,9 @@ class OLGAStrategy(HubAlgorithmStrategy):
         diagnostics: Log ``olga/*`` norms of each round (``ghat_norm`` and ``compression_error``:
             the largest over ranks, synced; on the hub: ``correction_norm``, ``anchor_grad_norm``,
             ``prox_step``, ``drift``, ``outer_G_norm``, ``outer_step``, ``z_minus_y``), at the logging cadence.
+        same_batch: SVRG-style inner differences: each rank computes ``∇f_m(x_k) − ∇f_m(x_0)`` on its
+            current batch (one more forward/backward per inner round; two more on the hub), so minibatch
+            noise cancels inside the compressed difference (see ``docs/neural-adaptation.md``).
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -81,6 +84,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         alpha: float | None = None,
         gate: float | None = None,
         diagnostics: bool = False,
+        same_batch: bool = False,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -108,6 +112,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         self.alpha = optional_positive("alpha", alpha)
         self.gate = optional_positive("gate", gate)
         self.diagnostics = bool(diagnostics)
+        self.same_batch = bool(same_batch)
         if self.theta is None:
             if preset == "auto" and self.delta0 is None:
                 raise ValueError(
@@ -137,6 +142,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             alpha=self.alpha,
             gate=self.gate,
             diagnostics=self.diagnostics,
+            same_batch=self.same_batch,
             estimate_delta=True,
             seed=self.seed,
         )
