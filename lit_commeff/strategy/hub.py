@@ -92,7 +92,6 @@ class HubAlgorithmStrategy(CommStrategy):
         self.transport: DistributedTransport | None = None
         self._flat: FlatParams | None = None
         self._oracle: LightningOracle | None = None
-        self._last_output: Tensor | None = None
         self._buffers: list[Tensor] = []
 
     # ------------------------------------------------------------------------------- subclass API
@@ -145,11 +144,10 @@ class HubAlgorithmStrategy(CommStrategy):
             module=module, flat=self._flat, optimizer=optimizer, inner_steps=getattr(self, "inner_steps", 1)
         )
         self.algorithm = self.make_algorithm(transport=self.transport, oracle=self._oracle, x0=self._flat.get())
-        self._last_output = self.algorithm.output()
 
     def _sync_initial_state(self, module: torch.nn.Module, ledger: CommLedger) -> None:
         """Start every rank from rank 0's parameters and buffers, as DDP does (counted, tag ``setup``)."""
-        tensors = [t for t in (*module.parameters(), *module.buffers())]
+        tensors = [*module.parameters(), *module.buffers()]
         ledger.begin_round()
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
         with ledger.measure(Direction.DOWNLINK, nbytes=nbytes, tag="setup"), torch.no_grad():
@@ -181,7 +179,7 @@ class HubAlgorithmStrategy(CommStrategy):
         try:
             self.algorithm.step()
             if oracle.evaluations == 0:  # a round without local gradients (EF-OLGA's error round)
-                oracle._evaluate_here()
+                oracle.evaluate()
             output = self.algorithm.output()
             self._flat.set(output)  # the oracle moved the parameters; the model holds the output iterate
             if self._buffers:  # as DDP does (broadcast_buffers=True): every rank holds the hub's buffers
@@ -189,7 +187,6 @@ class HubAlgorithmStrategy(CommStrategy):
                 with torch.no_grad():
                     for buffer, value in zip(self._buffers, synced, strict=True):
                         buffer.copy_(value)
-            self._last_output = output
         finally:
             oracle.release()
         optimizer._opt_called = True  # type: ignore[attr-defined]  # the LR scheduler's "step before optimizer" check
@@ -207,8 +204,7 @@ class HubAlgorithmStrategy(CommStrategy):
         if self.algorithm is None or "algorithm" not in state:
             return
         self.algorithm.load_state_dict(state["algorithm"])
-        self._last_output = self.algorithm.output()
-        self._flat.set(self._last_output)
+        self._flat.set(self.algorithm.output())
 
     def hyperparameters(self) -> dict[str, float]:
         """The algorithm's resolved hyper-parameters (after setup)."""

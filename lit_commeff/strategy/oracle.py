@@ -65,7 +65,8 @@ class LightningOracle:
         """Forget the step's closure."""
         self._closure = self._first = self._clip = None
 
-    def _evaluate_here(self) -> None:
+    def evaluate(self) -> None:
+        """Run the step's closure at the parameters the model holds now (gradients land in ``.grad``)."""
         if self._closure is None:
             raise RuntimeError(
                 "LightningOracle: no closure bound; gradients are only available inside a training step."
@@ -87,7 +88,7 @@ class LightningOracle:
     def gradient(self, x: Tensor) -> Tensor:
         """∇f(x) on this rank's current batch (a new flat tensor)."""
         self.flat.set(x)
-        self._evaluate_here()
+        self.evaluate()
         return self.flat.grad()
 
     # ------------------------------------------------------------------------------- LocalOracle
@@ -103,7 +104,7 @@ class LightningOracle:
         """S optimizer steps on ``<t, x − x_k> + ||x − x_k||²/(2θ) + f_1(x)`` from ``x_k`` (hub's batch)."""
         self.flat.set(x_k)
         for _ in range(self.inner_steps):
-            self._evaluate_here()
+            self.evaluate()
             x = self.flat.get()
             self.flat.set_grad(self.flat.grad().add_(t).add_((x - x_k) / theta))
             self.optimizer.step()
