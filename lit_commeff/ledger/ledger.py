@@ -94,6 +94,7 @@ class CommLedger:
         self._downlink = [0] * self.num_workers
         self._allreduce = [0] * self.num_workers
         self._messages = 0
+        self._control = 0  # control-traffic bytes (up and down), inside the byte totals
         self._seconds = 0.0
         self._tags: dict[str, list[int]] = {}  # tag -> [messages, bytes] (uplink + all-reduce)
         self._cc3_closed = 0.0  # running sum over closed rounds: reading CC-3 stays O(1)
@@ -114,6 +115,7 @@ class CommLedger:
         receivers: Sequence[int] | None = None,
         seconds: float = 0.0,
         tag: str = "",
+        control: bool = False,
     ) -> None:
         """Record one collective's transfers in the open round.
 
@@ -126,6 +128,9 @@ class CommLedger:
                 Each receiver is charged ``nbytes``.
             seconds: Wall time spent inside this collective (charged once, not per sender).
             tag: Free label (e.g. ``"dense"``, ``"compressed"``) for per-kind γ via :meth:`gamma`.
+            control: Control traffic of the runtime (e.g. the non-finite guard's flag), not a message of
+                the method: its bytes count in the byte totals (and :attr:`control_bytes`) but not in
+                CC-2, CC-3 or γ's message count.
 
         Raises:
             RuntimeError: No round is open (call :meth:`begin_round` first).
@@ -148,6 +153,8 @@ class CommLedger:
             for w in targets:
                 self._downlink[w] += nbytes
             stats.downlink_bytes += nbytes * len(targets)
+            if control:
+                self._control += nbytes * len(targets)
         else:
             if sender is None:
                 raise ValueError(f"ledger.record: a {direction.value} transfer needs sender=<worker id(s)>.")
@@ -161,6 +168,15 @@ class CommLedger:
                 self._check_worker(w, "sender")
                 self._check_bytes(n)
             tag_totals = self._tags.setdefault(tag, [0, 0])
+            if control:
+                for w, n in zip(senders, sizes, strict=True):
+                    self._uplink[w] += n
+                stats.uplink_bytes += sum(sizes)
+                tag_totals[1] += sum(sizes)
+                self._control += sum(sizes)
+                stats.seconds += seconds
+                self._seconds += seconds
+                return
             for w, n in zip(senders, sizes, strict=True):
                 self._uplink[w] += n
                 self._open.per_worker[w] = self._open.per_worker.get(w, 0) + n
@@ -184,6 +200,7 @@ class CommLedger:
         sender: int | Sequence[int] | None = None,
         receivers: Sequence[int] | None = None,
         tag: str = "",
+        control: bool = False,
     ) -> Iterator[None]:
         """Time the enclosed collective and record it on success.
 
@@ -193,7 +210,13 @@ class CommLedger:
         start = time.perf_counter()
         yield
         self.record(
-            direction, nbytes=nbytes, sender=sender, receivers=receivers, seconds=time.perf_counter() - start, tag=tag
+            direction,
+            nbytes=nbytes,
+            sender=sender,
+            receivers=receivers,
+            seconds=time.perf_counter() - start,
+            tag=tag,
+            control=control,
         )
 
     def _close(self) -> None:
@@ -262,6 +285,11 @@ class CommLedger:
         return sum(self._allreduce)
 
     @property
+    def control_bytes(self) -> int:
+        """Bytes of runtime control traffic (up and down, all workers), already inside the byte totals."""
+        return self._control
+
+    @property
     def comm_time_s(self) -> float:
         """Wall time spent inside collectives, as reported by the transport."""
         return self._seconds
@@ -301,6 +329,7 @@ class CommLedger:
             "uplink_bytes": self.uplink_bytes,
             "downlink_bytes": self.downlink_bytes,
             "allreduce_bytes": self.allreduce_bytes,
+            "control_bytes": self.control_bytes,
             "uplink_bytes_per_worker": self.uplink_bytes_per_worker(),
             "downlink_bytes_per_worker": self.downlink_bytes_per_worker(),
             "gamma": self.gamma(),
@@ -325,6 +354,7 @@ class CommLedger:
             "downlink": list(self._downlink),
             "allreduce": list(self._allreduce),
             "messages": self._messages,
+            "control": self._control,
             "seconds": self._seconds,
             "tags": {k: list(v) for k, v in self._tags.items()},
         }
@@ -353,5 +383,6 @@ class CommLedger:
         self._downlink = list(state["downlink"])
         self._allreduce = list(state["allreduce"])
         self._messages = int(state["messages"])
+        self._control = int(state.get("control", 0))  # absent in checkpoints from before the guard
         self._seconds = float(state["seconds"])
         self._tags = {k: list(v) for k, v in state["tags"].items()}

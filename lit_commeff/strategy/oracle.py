@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lit_commeff.strategy.flat import FlatParams
+from lit_commeff.strategy.numeric import NonFiniteGuard
 
 
 def _no_log(*args: Any, **kwargs: Any) -> None:
@@ -35,10 +36,20 @@ class LightningOracle:
             for the prox subproblem (``inner_steps`` steps) and for gradient steps of the compressed
             family; its learning rate, momentum and LR schedule apply there.
         inner_steps: S, optimizer steps per prox solve.
+        guard: Where a non-finite gradient is reported (``None``: no checks).
     """
 
-    def __init__(self, *, module: pl.LightningModule, flat: FlatParams, optimizer: Optimizer, inner_steps: int) -> None:
+    def __init__(
+        self,
+        *,
+        module: pl.LightningModule,
+        flat: FlatParams,
+        optimizer: Optimizer,
+        inner_steps: int,
+        guard: NonFiniteGuard | None = None,
+    ) -> None:
         self.module = module
+        self.guard = guard
         self.flat = flat
         self.optimizer = optimizer
         self.inner_steps = inner_steps
@@ -89,7 +100,10 @@ class LightningOracle:
         """∇f(x) on this rank's current batch (a new flat tensor)."""
         self.flat.set(x)
         self.evaluate()
-        return self.flat.grad()
+        g = self.flat.grad()
+        if self.guard is not None:
+            self.guard.check(g, "gradient")
+        return g
 
     # ------------------------------------------------------------------------------- LocalOracle
     def grads(self, x: Tensor) -> Tensor:
@@ -106,7 +120,10 @@ class LightningOracle:
         for _ in range(self.inner_steps):
             self.evaluate()
             x = self.flat.get()
-            self.flat.set_grad(self.flat.grad().add_(t).add_((x - x_k) / theta))
+            g = self.flat.grad()
+            if self.guard is not None:
+                self.guard.check(g, "gradient (hub prox step)")
+            self.flat.set_grad(g.add_(t).add_((x - x_k) / theta))
             self.optimizer.step()
         return self.flat.get()
 

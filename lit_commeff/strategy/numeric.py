@@ -1,0 +1,200 @@
+"""The non-finite guard: a NaN or Inf never reaches the model, the hub's broadcast or the checkpoint.
+
+Every hub-algorithm step is checked where values are born or arrive: each gradient the oracle computes,
+each message before it is sent, each message the hub receives (after decoding) and everything the hub
+is about to broadcast. A rank that finds a non-finite value remembers the first one (where, which
+parameter, which element); the hub then broadcasts zeros instead of the poisoned tensor, so nothing
+non-finite ever leaves it. At the end of the step all ranks agree in one small all-reduce (one int32
+per rank, counted as control traffic, tag ``guard``) on whether any rank saw a fault. If one did, every
+rank restores the state it had before the step (algorithm state, optimizer state, parameters, buffers)
+and then, by policy, raises :class:`NonFiniteError` (``"raise"``, the default) or drops the round and
+goes on (``"skip"``, counted in ``comm/skipped_rounds``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from lit_commeff.compression import Compressor
+from lit_commeff.ledger import Direction
+from lit_commeff.transport import DistributedTransport
+
+NonFinitePolicy = Literal["raise", "skip", "off"]
+POLICIES: tuple[str, ...] = ("raise", "skip", "off")
+
+FIX = (
+    "lower the learning rate, set trainer.gradient_clip_val, check the data for NaN/Inf, or pass "
+    "nonfinite='skip' to drop such rounds and go on"
+)
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf reached a gradient, a message or an iterate; the round was not applied on any rank."""
+
+
+def check_policy(policy: Any) -> str:
+    """Validate the ``nonfinite`` option."""
+    if policy not in POLICIES:
+        raise ValueError(
+            f"nonfinite: nonfinite={policy!r} is unknown; use 'raise' (stop with the step, rank and tensor), "
+            "'skip' (drop the round everywhere and go on) or 'off' (no checks, no extra round)."
+        )
+    return policy
+
+
+@dataclass
+class Fault:
+    """The first non-finite value a rank saw in a step."""
+
+    step: int
+    rank: int
+    where: str
+
+    def __str__(self) -> str:
+        return f"step {self.step}, rank {self.rank}: {self.where}"
+
+
+class NonFiniteGuard:
+    """Remembers the first non-finite value of a step on this rank and agrees on faults with the others.
+
+    Args:
+        names: Names of the flat vector's parameters, in layout order (to name the tensor at fault).
+        numels: Their sizes.
+        rank: This process's global rank.
+        world_size: Number of ranks.
+    """
+
+    def __init__(self, *, names: Sequence[str], numels: Sequence[int], rank: int, world_size: int) -> None:
+        self.names = list(names)
+        self.offsets = torch.tensor([0, *numels]).cumsum(0)
+        self.dim = int(self.offsets[-1])
+        self.rank = rank
+        self.world_size = world_size
+        self.step = 0
+        self.fault: Fault | None = None
+
+    def begin(self, step: int) -> None:
+        """Start checking a new step."""
+        self.step = step
+        self.fault = None
+
+    def locate(self, index: int, numel: int) -> str:
+        """Name the parameter element at ``index`` of a flat vector of ``numel`` entries."""
+        if numel != self.dim:
+            return f"element {index}"
+        p = int(torch.searchsorted(self.offsets, torch.tensor(index), right=True)) - 1
+        return f"parameter {self.names[p]!r} (element {index - int(self.offsets[p])})"
+
+    def check(self, t: Tensor, what: str) -> bool:
+        """Whether ``t`` is all finite; the first failure of the step is remembered with its location."""
+        flat = t.reshape(-1)
+        finite = torch.isfinite(flat)
+        if bool(finite.all()):
+            return True
+        if self.fault is None:
+            index = int((~finite).nonzero()[0, 0])
+            value = float(flat[index])
+            where = self.locate(index, flat.numel())
+            self.fault = Fault(self.step, self.rank, f"non-finite {what} in {where} = {value}")
+        return False
+
+    def agree(self, transport: DistributedTransport) -> list[int]:
+        """All ranks learn which ranks saw a fault this step (one int32 per rank; control traffic)."""
+        flags = torch.zeros(self.world_size, dtype=torch.int32, device=transport.device)
+        flags[self.rank] = int(self.fault is not None)
+        nbytes = flags.numel() * flags.element_size()
+        senders = [w for w in range(self.world_size) if w != transport.hub]
+        with transport.ledger.measure(Direction.ALLREDUCE, nbytes=nbytes, sender=senders, tag="guard", control=True):
+            dist.all_reduce(flags, group=transport.group)
+            transport._sync()
+        return [r for r, f in enumerate(flags.tolist()) if f]
+
+    def error(self, faulty: list[int]) -> NonFiniteError:
+        """The error every rank raises under policy ``"raise"``."""
+        if self.fault is not None:
+            head = str(self.fault)
+        else:
+            head = f"step {self.step}, rank {self.rank}: ranks {faulty} reported a non-finite value (see their errors)"
+        others = [r for r in faulty if r != self.rank]
+        tail = f"; ranks {others} reported one too" if others and self.fault is not None else ""
+        return NonFiniteError(f"{head}{tail}. The round was not applied on any rank; {FIX}.")
+
+
+class GuardedTransport(DistributedTransport):
+    """:class:`DistributedTransport` that checks what is sent and received; the hub never broadcasts NaN/Inf.
+
+    Args:
+        guard: Where faults are remembered.
+        **kwargs: As for :class:`DistributedTransport`.
+    """
+
+    def __init__(self, *, guard: NonFiniteGuard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    def _check_received(self, rows: Tensor | None, senders: Sequence[int], tag: str) -> None:
+        if rows is None:
+            return
+        for w in senders:
+            if w != self.hub:
+                self.guard.check(rows[w], f"message from rank {w} ({tag})")
+
+    def broadcast(self, *tensors: Tensor, tag: str = "") -> tuple[Tensor, ...]:
+        if self.rank == self.hub:
+            for t in tensors:
+                self.guard.check(t, f"broadcast ({tag or 'downlink'})")
+            if self.guard.fault is not None:  # the round is void; send something finite the ranks will discard
+                tensors = tuple(torch.zeros_like(t) for t in tensors)
+        return super().broadcast(*tensors, tag=tag)
+
+    def _outgoing(self, x: Tensor, what: str) -> Tensor:
+        # A void round still has to complete its collectives: send zeros (finite) instead of a poisoned message.
+        if self.rank != self.hub and not self.guard.check(x, what):
+            return torch.zeros_like(x)
+        return x
+
+    def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
+        x = self._outgoing(x, f"message ({tag})")
+        out = super().gather(x, tag=tag, senders=senders)
+        self._check_received(out, range(self.num_workers) if senders is None else senders, tag)
+        return out
+
+    def gather_compressed(
+        self, x: Tensor, compressor: Compressor, *, step: int, key: str = "", tag: str = "compressed"
+    ) -> tuple[Tensor, Tensor | None]:
+        x = self._outgoing(x, f"message ({tag}, before compression)")
+        own, received = super().gather_compressed(x, compressor, step=step, key=key, tag=tag)
+        self._check_received(received, range(self.num_workers), tag)
+        return own, received
+
+
+@dataclass
+class Snapshot:
+    """What a rank restores when a round is void."""
+
+    algorithm: dict[str, Any]
+    optimizer: dict[str, Any]
+    buffers: list[Tensor]
+
+    @classmethod
+    def take(cls, algorithm: Any, optimizer: torch.optim.Optimizer, buffers: Sequence[Tensor]) -> Snapshot:
+        """Copy the state a step may change (algorithm state is cloned by its ``state_dict``)."""
+        return cls(algorithm.state_dict(), copy.deepcopy(optimizer.state_dict()), [b.detach().clone() for b in buffers])
+
+    def restore(self, algorithm: Any, optimizer: torch.optim.Optimizer, buffers: Sequence[Tensor]) -> None:
+        """Put the state back as it was before the step."""
+        algorithm.load_state_dict(self.algorithm)
+        optimizer.load_state_dict(self.optimizer)
+        with torch.no_grad():
+            for b, saved in zip(buffers, self.buffers, strict=True):
+                b.copy_(saved)
+
+
+__all__ = ["Fault", "GuardedTransport", "NonFiniteError", "NonFiniteGuard", "NonFinitePolicy", "Snapshot"]
