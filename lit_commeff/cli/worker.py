@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 import lit_commeff  # noqa: F401  (registers the strategies)
+from lit_commeff.cli import faults
 from lit_commeff.tracking.history import CommHistory
 
 CONFIG_FILE = "config.yaml"
@@ -67,6 +68,7 @@ def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
             save_top_k=1,
             every_n_train_steps=cfg.get("checkpoint_every_n_steps"),
         ),
+        *faults.from_env(),
     ]
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = pl.Trainer(

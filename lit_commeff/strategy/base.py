@@ -18,6 +18,7 @@ from torch.distributed.constants import default_pg_timeout
 from typing_extensions import override
 
 from lit_commeff.strategy import state as rank_state
+from lit_commeff.strategy.checkpoint_io import AtomicCheckpointIO
 from lit_commeff.strategy.metering import CommMetering
 
 StartMethod = Literal["popen", "spawn", "fork", "forkserver"]
@@ -36,7 +37,8 @@ class CommStrategy(DDPStrategy):
 
     Args:
         accelerator, parallel_devices, cluster_environment, checkpoint_io, precision_plugin: As for
-            :class:`~lightning.pytorch.strategies.DDPStrategy` (normally set by the ``Trainer``).
+            :class:`~lightning.pytorch.strategies.DDPStrategy` (normally set by the ``Trainer``); the
+            default checkpoint writer is :class:`~lit_commeff.strategy.checkpoint_io.AtomicCheckpointIO`.
         process_group_backend: ``"gloo"``, ``"nccl"``, … (default: NCCL on CUDA, gloo on CPU).
         timeout: Collective timeout; a rank that dies makes the others fail after it.
         start_method: How processes are started: ``"popen"`` (default, like ``torchrun``), ``"spawn"``,
@@ -67,7 +69,7 @@ class CommStrategy(DDPStrategy):
             accelerator=accelerator,
             parallel_devices=parallel_devices,
             cluster_environment=cluster_environment,
-            checkpoint_io=checkpoint_io,
+            checkpoint_io=checkpoint_io if checkpoint_io is not None else AtomicCheckpointIO(),
             precision_plugin=precision_plugin,
             process_group_backend=process_group_backend,
             timeout=timeout,
@@ -179,18 +181,76 @@ class CommStrategy(DDPStrategy):
             )
 
     def _check_same_model(self, params: list[torch.Tensor], names: list[str]) -> None:
-        """Fail on every rank if any rank's trainable parameters differ in name, shape or dtype."""
+        """Fail on every rank if a rank runs other code or holds other trainable parameters than rank 0.
+
+        Compared: the installed lit_commeff and torch versions, and the parameters' names, shapes and dtypes.
+        """
         signature = "|".join(f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in zip(names, params, strict=True))
-        digest = torch.tensor([_fnv1a(signature)], dtype=torch.int64, device=self.root_device)
-        digests = [torch.zeros_like(digest) for _ in range(self.world_size)]
-        dist.all_gather(digests, digest)
-        values = [int(d) for d in digests]
-        odd = [r for r, v in enumerate(values) if v != values[0]]
-        if odd:
-            raise RuntimeError(
-                f"model: ranks {odd} hold trainable parameters whose names/shapes/dtypes differ from rank 0's "
-                f"({len(params)} tensors there); every rank must build the same model (same code, same config)."
-            )
+        local = torch.tensor(_fingerprint(signature, code_versions()), dtype=torch.int64, device=self.root_device)
+        gathered = [torch.zeros_like(local) for _ in range(self.world_size)]
+        dist.all_gather(gathered, local)
+        problem = compare_fingerprints([g.tolist() for g in gathered], n_tensors=len(params))
+        if problem is not None:
+            raise RuntimeError(problem)
+
+
+#: Bytes of each version string in the fingerprint ranks compare at setup (longer strings are cut).
+_VERSION_BYTES = 48
+
+
+def code_versions() -> tuple[str, str]:
+    """The installed ``(lit_commeff, torch)`` versions of this process, as ranks compare them at setup."""
+    import lit_commeff  # the package imports this module: import it when called, not at import time
+
+    return str(lit_commeff.__version__), str(torch.__version__)
+
+
+def _fingerprint(signature: str, versions: tuple[str, str]) -> list[int]:
+    """``[hash of the model signature, *bytes of each version string]``: what every rank sends at setup."""
+    out = [_fnv1a(signature)]
+    for text in versions:
+        raw = text.encode()[:_VERSION_BYTES]
+        out += list(raw) + [0] * (_VERSION_BYTES - len(raw))
+    return out
+
+
+def _decode(values: list[int]) -> str:
+    return bytes(v for v in values if v).decode(errors="replace")
+
+
+def compare_fingerprints(rows: list[list[int]], *, n_tensors: int) -> str | None:
+    """Compare every rank's setup fingerprint with rank 0's; ``None`` if they agree, else the error message.
+
+    Args:
+        rows: Per rank, in rank order, the fingerprint (model hash, then the lit_commeff and torch version
+            strings as bytes) that rank sent.
+        n_tensors: Number of trainable tensors of this rank (for the message).
+
+    Returns:
+        The message naming the ranks that differ and what differs (code versions first: another version
+        usually builds another model too), or ``None``.
+    """
+    decoded = [
+        (row[0], *(_decode(row[1 + k * _VERSION_BYTES : 1 + (k + 1) * _VERSION_BYTES]) for k in range(2)))
+        for row in rows
+    ]
+    _, lib0, torch0 = decoded[0]
+    code = [r for r, (_, lib, tv) in enumerate(decoded) if (lib, tv) != (lib0, torch0)]
+    if code:
+        shown = "; ".join(f"rank {r}: lit_commeff {decoded[r][1]}, torch {decoded[r][2]}" for r in code[:4])
+        more = f"; and {len(code) - 4} more" if len(code) > 4 else ""
+        return (
+            f"code: ranks {code} run other versions than rank 0 (rank 0: lit_commeff {lib0}, torch {torch0}; "
+            f"{shown}{more}); install the same lit_commeff and torch on every node (e.g. pip install "
+            f"lit_commeff=={lib0} torch=={torch0}) and start every rank from the same environment."
+        )
+    model = [r for r, (digest, _, _) in enumerate(decoded) if digest != decoded[0][0]]
+    if model:
+        return (
+            f"model: ranks {model} hold trainable parameters whose names/shapes/dtypes differ from rank 0's "
+            f"({n_tensors} tensors there); every rank must build the same model (same code, same config)."
+        )
+    return None
 
 
 def _fnv1a(text: str) -> int:
