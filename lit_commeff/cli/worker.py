@@ -80,7 +80,8 @@ def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: a checkpoint is tensors and plain types only, so resuming never unpickles code.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     return trainer
 
 
