@@ -157,3 +157,12 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path):
     assert AtomicCheckpointIO().load_checkpoint(path, weights_only=True)["step"] == 3
     AtomicCheckpointIO().remove_checkpoint(path)  # removing a checkpoint also removes its stale temporaries
     assert not path.exists() and not list(tmp_path.glob(".last.ckpt.tmp-*"))
+
+
+def test_resume_with_another_world_size_or_strategy_is_rejected_with_the_fix():
+    entry = rank_state.pack("olga", [rank_state.to_bytes({"x": 1}) for _ in range(4)])
+    assert rank_state.unpack(entry, strategy="olga", rank=3, world_size=4) == {"x": 1}
+    with pytest.raises(ValueError, match=r"written by 4 ranks but this run has 2; .*same world size \(4"):
+        rank_state.unpack(entry, strategy="olga", rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"strategy 'olga' but this run uses 'ef_olga'; resume with strategy='olga'"):
+        rank_state.unpack(entry, strategy="ef_olga", rank=0, world_size=4)
