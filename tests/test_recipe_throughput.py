@@ -379,11 +379,11 @@ def test_single_process_fit_lowers_the_loss_and_logs_val_mae(arch):
     dm = ThroughputDataModule(window=16, synthetic_traces=6, synthetic_length=150, batch_size=32)
     model = ThroughputForecaster(arch=arch, hidden=16)
     recorder = LossRecorder()
-    trainer = quiet_trainer(max_steps=30, callbacks=[recorder])
+    trainer = quiet_trainer(max_steps=45, callbacks=[recorder])
     trainer.fit(model, datamodule=dm)
     losses = recorder.losses
-    assert len(losses) == 30
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+    assert len(losses) == 45
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), losses
     metrics = trainer.callback_metrics
     for key in ("val/mae", "val/smape", "val/loss", "val/mae_persistence", "train/loss"):
         assert key in metrics and torch.isfinite(metrics[key]), key

@@ -1,24 +1,43 @@
 """Check a composed config before any training process starts: build every object once, check the data.
 
 Hydra and the structured schema (:mod:`lit_commeff.cli.schema`) already reject unknown groups
-(``strategy=olgaa`` lists the options), unknown keys and wrong types. Ranges and combinations are
-checked here by the objects' own constructors, which name the field, the value and the fix; the error
-is re-raised with the config key it came from (``strategy.theta``, ``compressor.ratio``, ...).
+(``strategy=olgaa`` lists the options), unknown keys of ``trainer``/``logger`` and wrong types. Here:
+
+* the top-level keys (``seed``, ``ckpt_path``, ``checkpoint_dir``, ``checkpoint_every_n_steps``,
+  ``timeout_s``), the ``trainer`` ranges Lightning would only reject once the ranks run, the
+  accelerator (``gpu`` without CUDA) and the ``logger`` (a malformed ``tracking_uri``);
+* unknown keys added to the object groups (``+recipe.data.foo=1``, ``+strategy.foo=1``), checked
+  against the constructor of the ``_target_``;
+* ranges and combinations of the objects' own options, checked by their constructors, which name the
+  field, the value and the fix; the error is re-raised with the config key it came from
+  (``strategy (olga): theta: ...``, ``compressor: randk.ratio: ...``, ``recipe.data: batch_size: ...``);
+* the data, loaded and checked for the run's world size (``recipe.data: path: ...``).
+
+Every message reads ``<config key>: <what is wrong, with the value>; <how to fix it>``.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
+import os
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from lit_commeff.cli.worker import build_recipe, build_strategy
+from lit_commeff.cli.schema import LoggerSchema
+from lit_commeff.cli.worker import build_strategy
 
 
 class ConfigError(ValueError):
@@ -34,6 +53,27 @@ class Plan:
     strategy: Any
 
 
+#: A constructor message about one option: ``name: name=value ...`` (or ``owner.name: name=value ...``).
+_OPTION = re.compile(r"(?:[\w-]+\.)?(\w+): \1=")
+#: Words with which a message says what to do.
+_HAS_FIX = re.compile(r"\b(use|set|pass|choose|pick|lower|raise|remove|give|install)\b")
+#: Largest seed :func:`lightning.pytorch.seed_everything` accepts (it silently picks a random one above).
+MAX_SEED = 2**32 - 1
+#: ``ckpt_path`` values Lightning resolves itself rather than as a file.
+CKPT_KEYWORDS = ("last", "hpc")
+#: Trainer arguments the CLI passes itself (a ``trainer.`` key for one would clash).
+TRAINER_RESERVED = (
+    "strategy",
+    "logger",
+    "callbacks",
+    "use_distributed_sampler",
+    "default_root_dir",
+    "enable_model_summary",
+)
+#: URI schemes an MLflow tracking store understands out of the box ("" is a local path).
+TRACKING_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "uc")
+
+
 def world_size(cfg: DictConfig) -> int:
     """Processes of the run: ``trainer.devices × trainer.num_nodes`` (devices must be a count here)."""
     devices = cfg.trainer.devices
@@ -46,24 +86,305 @@ def world_size(cfg: DictConfig) -> int:
         )
     nodes = int(cfg.trainer.num_nodes)
     if nodes < 1:
-        raise ConfigError(f"trainer.num_nodes: trainer.num_nodes={nodes} must be >= 1.")
+        raise ConfigError(
+            f"trainer.num_nodes: trainer.num_nodes={nodes} must be >= 1; set trainer.num_nodes=1 or more."
+        )
     return devices * nodes
 
 
-def _wrap(key: str, err: BaseException) -> ConfigError:
-    # Hydra wraps constructor errors ("Error in call to target ..."): report the constructor's own message.
+def _wrap(key: str, err: BaseException, node: str | None = None) -> ConfigError:
+    """``key: <the constructor's message>``; if that names an option but no fix, the option to set is added.
+
+    Args:
+        key: What the message starts with (``strategy (olga)``, ``recipe.data``, ...).
+        err: The error (Hydra's wrapper around a constructor error is unwrapped).
+        node: The config node the object was built from (``strategy``), for the full key of the option.
+    """
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    return ConfigError(f"{key}: {err}")
+    text = str(err)
+    option = _OPTION.match(text)
+    if node is not None and option is not None and not _HAS_FIX.search(text):
+        text = f"{text.rstrip('.')}; set {node}.{option.group(1)} accordingly."
+    return ConfigError(f"{key}: {text}")
+
+
+def _wrap_trainer(options: dict[str, Any], err: BaseException) -> ConfigError:
+    """Lightning's own message, under the ``trainer.KEY`` it names (if it names one) and with the fix."""
+    text = str(err).rstrip(".")
+    for key in sorted(options, key=len, reverse=True):
+        if key in text.lower():
+            return ConfigError(
+                f"trainer.{key}: {text} (trainer.{key}={options[key]!r}); set trainer.{key} to a value Lightning "
+                "accepts."
+            )
+    return ConfigError(f"trainer: {text}; fix the trainer options (trainer.KEY=VALUE) accordingly.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------------- top-level keys
+def _check_run_keys(cfg: DictConfig) -> None:
+    """``seed``, ``timeout_s``, ``checkpoint_every_n_steps``, ``checkpoint_dir`` and ``ckpt_path``."""
+    seed = cfg.get("seed", 0)
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed: seed={seed!r} is out of range; use an integer in [0, {MAX_SEED}] (e.g. seed=0).")
+    timeout = cfg.get("timeout_s", 1800.0)
+    if not _is_number(timeout) or timeout <= 0:
+        raise ConfigError(
+            f"timeout_s: timeout_s={timeout!r} is invalid; set the collective timeout to a number of seconds > 0 "
+            "(e.g. timeout_s=1800)."
+        )
+    every = cfg.get("checkpoint_every_n_steps")
+    if every is not None and (not _is_int(every) or every < 1):
+        raise ConfigError(
+            f"checkpoint_every_n_steps: checkpoint_every_n_steps={every!r} is invalid; set it to a number of "
+            "training steps >= 1, or to null to save once per epoch."
+        )
+    directory = cfg.get("checkpoint_dir")
+    if directory:
+        _check_checkpoint_dir(Path(str(directory)).expanduser())
+    _check_ckpt_path(cfg.get("ckpt_path"), directory)
+
+
+def _check_checkpoint_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"checkpoint_dir: checkpoint_dir={str(path)!r} is a file, not a directory; set checkpoint_dir to a "
+            "directory (it is created if missing)."
+        )
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"checkpoint_dir: checkpoint_dir={str(path)!r} cannot be created: {str(existing)!r} is a file; set "
+            "checkpoint_dir to a path under a directory."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"checkpoint_dir: checkpoint_dir={str(path)!r} is not writable ({str(existing)!r} is read-only for this "
+            "user); set checkpoint_dir to a writable directory."
+        )
+
+
+def _check_ckpt_path(value: Any, directory: Any) -> None:
+    if value is None or value in CKPT_KEYWORDS:
+        return
+    text = str(value)
+    if "://" in text or text.startswith("registry:"):  # remote storage (fsspec) or a model registry: not checked here
+        return
+    example = f"{directory}/last.ckpt" if directory else "checkpoints/last.ckpt"
+    fix = (
+        f"pass the path of a saved checkpoint (e.g. ckpt_path={example}), ckpt_path=last to resume from the newest "
+        "last.ckpt in checkpoint_dir (nothing is loaded if there is none), or ckpt_path=null to start fresh"
+    )
+    if text == "best":
+        raise ConfigError(f"ckpt_path: ckpt_path='best' has no meaning before training; {fix}.")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path: ckpt_path={text!r} is a directory, not a checkpoint file; {fix}.")
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: checkpoint file {text!r} does not exist; {fix}.")
+
+
+# ----------------------------------------------------------------------------------- trainer
+def _check_accelerator(cfg: DictConfig) -> None:
+    accelerator = cfg.trainer.accelerator
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(
+            f"trainer.accelerator: trainer.accelerator={accelerator!r}, but no CUDA GPU is available here (torch "
+            f"{torch.__version__}, {build}); use trainer=cpu2 (or trainer.accelerator=cpu), or run on a machine "
+            "with CUDA GPUs."
+        )
+
+
+def _check_trainer_keys(trainer: DictConfig) -> None:
+    """Keys added with ``+trainer.KEY=...`` must be ``Trainer`` arguments the CLI does not set itself."""
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for name in trainer:
+        if name in TRAINER_RESERVED:
+            raise ConfigError(
+                f"trainer.{name}: lit-commeff sets Trainer({name}=...) itself; remove trainer.{name} (choose the "
+                "strategy with strategy=..., the logger with logger=...)."
+            )
+        if name not in accepted:
+            close = difflib.get_close_matches(str(name), sorted(accepted), n=1)
+            hint = f"did you mean trainer.{close[0]}? " if close else ""
+            raise ConfigError(
+                f"trainer.{name}: {name!r} is not an argument of lightning.pytorch.Trainer; {hint}remove it."
+            )
+
+
+def _check_trainer_ranges(trainer: DictConfig) -> None:
+    """The ranges Lightning accepts at ``Trainer(...)`` but fails on (or ignores) once the ranks train."""
+
+    def bad(key: str, value: Any, fix: str) -> ConfigError:
+        return ConfigError(f"trainer.{key}: trainer.{key}={value!r} is invalid; {fix}.")
+
+    for key in ("max_epochs", "max_steps"):
+        value = trainer.get(key)
+        if value is not None and (not _is_int(value) or value < -1):
+            raise bad(key, value, f"set trainer.{key} to an integer >= 0, or -1 for no limit")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (not _is_number(clip) or clip < 0):
+        raise bad("gradient_clip_val", clip, "set a finite norm >= 0, or null for no clipping")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, bool) or (
+        isinstance(interval, int | float) and not (_is_number(interval) and interval > 0)
+    ):
+        raise bad(
+            "val_check_interval",
+            interval,
+            "use a share of the epoch in (0, 1], a number of training batches >= 1, or null",
+        )
+    every = trainer.get("check_val_every_n_epoch")
+    if every is not None and (not _is_int(every) or every < 1):
+        raise bad("check_val_every_n_epoch", every, "set it to a number of epochs >= 1, or null")
+    steps = trainer.get("log_every_n_steps")
+    if steps is not None and (not _is_int(steps) or steps < 1):
+        raise bad("log_every_n_steps", steps, "set it to a number of steps >= 1")
+    sanity = trainer.get("num_sanity_val_steps")
+    if sanity is not None and (not _is_int(sanity) or sanity < -1):
+        raise bad("num_sanity_val_steps", sanity, "set it to a number of batches >= 0, or -1 for all")
+
+
+def _check_world(strategy: Any, world: int, strategy_choice: str) -> None:
+    need = int(getattr(strategy, "min_world_size", 1))
+    if world < need:
+        raise ConfigError(
+            f"trainer.devices: strategy={strategy_choice} ({type(strategy).__name__}) needs at least {need} processes, "
+            f"but trainer.devices × trainer.num_nodes = {world}; set trainer.devices={need} or more (trainer=cpu2)."
+        )
+
+
+# ----------------------------------------------------------------------------------- logger
+def _check_logger(logger: DictConfig) -> None:
+    known = [f.name for f in fields(LoggerSchema)]
+    for name in logger:
+        if name not in known:
+            raise ConfigError(f"logger.{name}: {name!r} is not a logger option; remove it or use one of {known}.")
+    uri = logger.get("tracking_uri")
+    fix = (
+        "set logger.tracking_uri to sqlite:///ABSOLUTE/PATH/mlflow.db (logger=mlflow_local), "
+        "http://HOST:PORT of an MLflow server (logger=mlflow_server), or a local directory"
+    )
+    if not isinstance(uri, str) or not uri.strip():
+        raise ConfigError(f"logger.tracking_uri: logger.tracking_uri={uri!r} is empty; {fix}.")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower().split("+")[0]  # postgresql+psycopg2 -> postgresql
+    if len(scheme) == 1:  # a Windows drive letter: a local path
+        scheme = ""
+    if scheme not in TRACKING_SCHEMES and not scheme.startswith("databricks"):
+        raise ConfigError(
+            f"logger.tracking_uri: logger.tracking_uri={uri!r} has the unknown scheme {parts.scheme!r} (known: "
+            f"{[s for s in TRACKING_SCHEMES if s]}); {fix}."
+        )
+    if scheme in ("http", "https") and not parts.hostname:
+        raise ConfigError(f"logger.tracking_uri: logger.tracking_uri={uri!r} names no host; {fix}.")
+    if scheme == "sqlite":
+        if not uri.lower().startswith("sqlite:///") or len(uri) <= len("sqlite:///"):
+            raise ConfigError(
+                f"logger.tracking_uri: logger.tracking_uri={uri!r} is not a SQLite URI (it needs three slashes and a "
+                f"file: sqlite:///relative.db or sqlite:////absolute/path.db); {fix}."
+            )
+        parent = Path(uri[len("sqlite:///") :]).expanduser().parent
+        if not parent.is_dir():
+            raise ConfigError(
+                f"logger.tracking_uri: the directory {str(parent)!r} of the SQLite store {uri!r} does not exist; "
+                f"create it, or {fix}."
+            )
+    experiment = logger.get("experiment")
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError(
+            f"logger.experiment: logger.experiment={experiment!r} is empty; set an MLflow experiment name "
+            "(e.g. logger.experiment=lit_commeff)."
+        )
+
+
+# ----------------------------------------------------------------------------------- object groups
+def _accepted_options(target: Any) -> set[str] | None:
+    """Keyword options ``target`` accepts, following ``**kwargs`` up the class hierarchy (``None``: any)."""
+    if inspect.isclass(target):
+        inits = [cls.__dict__["__init__"] for cls in target.__mro__ if "__init__" in cls.__dict__]
+        owners = [cls for cls in target.__mro__ if "__init__" in cls.__dict__]
+    else:
+        inits, owners = [target], [None]
+    names: set[str] = set()
+    for owner, init in zip(owners, inits, strict=True):
+        try:
+            params = list(inspect.signature(init).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+        if owner is DDPStrategy:  # its **kwargs go to DistributedDataParallel
+            ddp = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+            return names | {n for n in ddp if n not in ("self", "module")}
+    return None
+
+
+def _check_options(node: Any, key: str) -> None:
+    """Every key of a ``_target_`` node must be an option of the target (``+recipe.data.foo=1`` is a typo)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    try:
+        target = get_object(str(node._target_))
+    except Exception as err:  # any import failure: report it with the key
+        raise ConfigError(
+            f"{key}._target_: cannot import {node._target_!r} ({err}); set _target_ to an importable class, or pick "
+            f"a {key.split('.')[0]} from the config group."
+        ) from None
+    accepted = _accepted_options(target)
+    if accepted is None:
+        return
+    documented = sorted(k for k in node if not str(k).startswith("_") and k in accepted)
+    for name in node:
+        if str(name).startswith("_") or name in accepted:
+            continue
+        close = difflib.get_close_matches(str(name), sorted(accepted), n=1)
+        hint = f"did you mean {key}.{close[0]}? " if close else ""
+        raise ConfigError(
+            f"{key}.{name}: {name!r} is not an option of {getattr(target, '__name__', target)}; {hint}remove it "
+            f"or use one of its options {documented}."
+        )
+
+
+def _check_recipe_keys(recipe: Any) -> None:
+    if not isinstance(recipe, DictConfig):
+        raise ConfigError(f"recipe: recipe={recipe!r} is not a recipe; use recipe=finance_credit (or another recipe).")
+    for name in recipe:
+        if name not in ("name", "data", "model"):
+            raise ConfigError(
+                f"recipe.{name}: a recipe has the keys name, data and model, not {name!r}; remove it, or move it "
+                f"under recipe.data or recipe.model."
+            )
+    for part in ("data", "model"):
+        if "_target_" not in (recipe.get(part) or {}):
+            raise ConfigError(f"recipe.{part}: the recipe has no {part}._target_; use a recipe from the recipe group.")
+        _check_options(recipe[part], f"recipe.{part}")
 
 
 def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
-    """Build the strategy, compressor, data module and model once and check the data for ``world_size``.
+    """Check every key, build the strategy, compressor, data module and model once, and check the data.
 
     Raises:
-        ConfigError: The first problem found, naming the config key.
+        ConfigError: The first problem found, naming the config key, the value and the fix.
     """
+    _check_run_keys(cfg)
+    _check_accelerator(cfg)
     world = world_size(cfg)
+    _check_trainer_keys(cfg.trainer)
+    _check_trainer_ranges(cfg.trainer)
+    _check_logger(cfg.logger)
     if cfg.compressor is not None and "compressor" not in cfg.strategy:
         warnings.warn(
             f"compressor: strategy={strategy_choice} has no compressor of its own kind; compressor= is ignored "
@@ -71,24 +392,32 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
             stacklevel=2,
         )
     if cfg.compressor is not None:
+        _check_options(cfg.compressor, "compressor")
         try:
             instantiate(cfg.compressor)
         except Exception as err:  # the compressor's own message names its option
-            raise _wrap("compressor", err) from None
+            raise _wrap("compressor", err, "compressor") from None
+    _check_options(cfg.strategy, "strategy")
     try:
         strategy = build_strategy(cfg)
     except Exception as err:
-        raise _wrap(f"strategy ({strategy_choice})", err) from None
+        raise _wrap(f"strategy ({strategy_choice})", err, "strategy") from None
+    _check_world(strategy, world, strategy_choice)
+    _check_recipe_keys(cfg.recipe)
     try:
-        datamodule, _model = build_recipe(cfg)
+        datamodule = instantiate(cfg.recipe.data)
     except Exception as err:
-        raise _wrap(f"recipe ({cfg.recipe.get('name', '?')})", err) from None
+        raise _wrap("recipe.data", err, "recipe.data") from None
     check = getattr(datamodule, "check", None)
-    if check is not None:
+    if check is not None:  # before the model: its options may be interpolated from the data's (window)
         try:
             check(world)
         except (ValueError, FileNotFoundError, OSError) as err:
-            raise _wrap("recipe.data", err) from None
+            raise _wrap("recipe.data", err, "recipe.data") from None
+    try:
+        instantiate(cfg.recipe.model)
+    except Exception as err:
+        raise _wrap("recipe.model", err, "recipe.model") from None
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:  # Lightning's own checks (precision, accelerator, devices) and the strategy's world-size check
         pl.Trainer(
@@ -100,5 +429,5 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
             use_distributed_sampler=False,
         )
     except Exception as err:
-        raise _wrap("trainer", err) from None
+        raise _wrap_trainer(options, err) from None
     return Plan(world_size=world, datamodule=datamodule, strategy=strategy)

@@ -10,6 +10,7 @@ import errno
 import math
 import operator
 import os
+import re
 from array import array
 
 import torch
@@ -24,7 +25,12 @@ _BINARY_ENCODINGS: tuple[tuple[frozenset[float], float | None], ...] = (
 
 
 class LibSVMFormatError(ValueError):
-    """A LibSVM file is malformed; the message reads ``"{path}:{line_no}: {reason}"``."""
+    """A LibSVM file is malformed.
+
+    A malformed line reads ``"{path}:{line_no}: {reason} (at {path}:{line_no}:{column}); {fix}"``, where
+    ``column`` is the 1-based character offset of the bad token in the line; a file-level problem reads
+    ``"{path}: {reason}; {fix}"``.
+    """
 
 
 def _fmt_label(value: float) -> str:
@@ -38,47 +44,87 @@ def _parse_number(text: str) -> float:
     return float(text)
 
 
+_TOKEN = re.compile(r"\S+")
+
+
 class _LineError(Exception):
-    """The reason one line is malformed (wrapped into a LibSVMFormatError with path and line number)."""
+    """Why one line is malformed: the reason, the 1-based column of the bad token and how to fix it.
+
+    Wrapped into a :class:`LibSVMFormatError` with the path and line number.
+    """
+
+    def __init__(self, reason: str, column: int, fix: str) -> None:
+        super().__init__(reason)
+        self.reason, self.column, self.fix = reason, column, fix
 
 
-def _parse_line(tokens: list[str], n_features: int | None) -> tuple[float, list[int], list[float]]:
-    """Parse the tokens of one data line into (label, 1-based indices, values)."""
-    label_text = tokens[0]
+def _parse_line(content: str, n_features: int | None) -> tuple[float, list[int], list[float]]:
+    """Parse one data line (comment removed, at least one token) into (label, 1-based indices, values)."""
+    tokens = [(m.group(), m.start() + 1) for m in _TOKEN.finditer(content)]
+    label_text, label_col = tokens[0]
+    label_fix = "start every line with its label, a number such as +1, -1, 0, 1 or 2"
+    if ":" in label_text:
+        raise _LineError(
+            f"the line starts with {label_text!r}, an index:value token, not a label", label_col, label_fix
+        )
     try:
         label = _parse_number(label_text)
     except ValueError:
-        raise _LineError(f"bad label {label_text!r}: expected a number such as +1, -1, 0, 1 or 2") from None
+        raise _LineError(f"bad label {label_text!r}: not a number", label_col, label_fix) from None
     if not math.isfinite(label):
-        raise _LineError(f"bad label {label_text!r}: labels must be finite")
+        raise _LineError(f"bad label {label_text!r}: labels must be finite", label_col, label_fix)
     indices: list[int] = []
     values: list[float] = []
     prev = 0
-    for tok in tokens[1:]:
+    for tok, col in tokens[1:]:
         idx_text, sep, val_text = tok.partition(":")
         if not sep:
-            raise _LineError(f"token {tok!r} has no ':' (expected index:value)")
+            raise _LineError(
+                f"token {tok!r} has no ':' (expected index:value)", col, "write each feature as index:value, e.g. 3:0.5"
+            )
         try:
             if "_" in idx_text:
                 raise ValueError(idx_text)
             idx = int(idx_text)
         except ValueError:
-            raise _LineError(f"index {idx_text!r} in token {tok!r} is not an integer") from None
+            raise _LineError(
+                f"index {idx_text!r} in token {tok!r} is not an integer",
+                col,
+                "use a positive integer feature index (1, 2, ...) before the ':'",
+            ) from None
         if idx < 1:
-            raise _LineError(f"index {idx} in token {tok!r} is invalid: indices are 1-based")
+            raise _LineError(
+                f"index {idx} in token {tok!r} is invalid: indices are 1-based",
+                col,
+                "number the features from 1 (add 1 to every index of a 0-based file)",
+            )
         if idx <= prev:
             raise _LineError(
                 f"index {idx} in token {tok!r} does not increase (previous index {prev}): "
-                "indices must be strictly increasing"
+                "indices must be strictly increasing",
+                col,
+                "sort each line's features by index and list every index once",
             )
         if n_features is not None and idx > n_features:
-            raise _LineError(f"index {idx} in token {tok!r} exceeds n_features={n_features}")
+            raise _LineError(
+                f"index {idx} in token {tok!r} exceeds n_features={n_features}",
+                col,
+                f"pass n_features >= {idx} (or n_features=None to use the largest index in the file)",
+            )
         try:
             val = _parse_number(val_text)
         except ValueError:
-            raise _LineError(f"value {val_text!r} in token {tok!r} is not a number") from None
+            raise _LineError(
+                f"value {val_text!r} in token {tok!r} is not a number",
+                col,
+                "write the value as a decimal number, e.g. 3:0.5 or 3:1e-3",
+            ) from None
         if not math.isfinite(val):
-            raise _LineError(f"value {val_text!r} in token {tok!r} is not finite")
+            raise _LineError(
+                f"value {val_text!r} in token {tok!r} is not finite",
+                col,
+                "replace it with a finite number, or leave the feature out of the line (it is then 0)",
+            )
         prev = idx
         indices.append(idx)
         values.append(val)
@@ -127,7 +173,7 @@ def load_libsvm(
         raise ValueError(f"dtype must be a floating torch.dtype (e.g. torch.float64), got {dtype!r}")
     path_str = os.fspath(path)
     if not os.path.exists(path_str):
-        raise FileNotFoundError(errno.ENOENT, "LibSVM file not found", path_str)
+        raise FileNotFoundError(errno.ENOENT, "LibSVM file not found; pass the path of an existing file", path_str)
 
     labels = array("d")
     rows = array("q")
@@ -139,13 +185,15 @@ def load_libsvm(
         with open(path_str, encoding="utf-8") as fh:
             for line_no, raw in enumerate(fh, start=1):
                 hash_pos = raw.find("#")
-                tokens = (raw if hash_pos < 0 else raw[:hash_pos]).split()
-                if not tokens:
+                content = raw if hash_pos < 0 else raw[:hash_pos]
+                if not content.strip():
                     continue
                 try:
-                    label, indices, values = _parse_line(tokens, n_features)
+                    label, indices, values = _parse_line(content, n_features)
                 except _LineError as exc:
-                    raise LibSVMFormatError(f"{path_str}:{line_no}: {exc}") from None
+                    raise LibSVMFormatError(
+                        f"{path_str}:{line_no}: {exc.reason} (at {path_str}:{line_no}:{exc.column}); {exc.fix}."
+                    ) from None
                 if indices:
                     max_index = max(max_index, indices[-1])
                     rows.extend([len(labels)] * len(indices))
@@ -153,15 +201,18 @@ def load_libsvm(
                     vals.extend(values)
                 labels.append(label)
     except UnicodeDecodeError as exc:
-        raise LibSVMFormatError(
-            f"{path_str}: not UTF-8 / ASCII text (decoding failed after line {line_no}: {exc.reason})"
-        ) from None
+        raise LibSVMFormatError(_not_text(path_str, exc)) from None
     except IsADirectoryError:
-        raise FileNotFoundError(errno.EISDIR, "LibSVM path is a directory, not a file", path_str) from None
+        raise FileNotFoundError(
+            errno.EISDIR, "LibSVM path is a directory, not a file; pass the path of the data file inside it", path_str
+        ) from None
     n_rows = len(labels)
 
     if n_rows == 0:
-        raise LibSVMFormatError(f"{path_str}: no data rows (the file is empty or holds only blank/comment lines)")
+        raise LibSVMFormatError(
+            f"{path_str}: no data rows (the file is empty or holds only blank/comment lines); pass a file with "
+            "lines 'label index:value ...' (e.g. '+1 3:0.5 7:1')."
+        )
     d = n_features if n_features is not None else max_index
     if d == 0:
         raise LibSVMFormatError(f"{path_str}: no feature entries in any row; pass n_features to set the width")
@@ -176,6 +227,25 @@ def load_libsvm(
     return A, b
 
 
+def _not_text(path: str, exc: UnicodeDecodeError) -> str:
+    """The message for a file that is not UTF-8, with the line and column of the first bad byte."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        exc = err
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        where = f"{path}:{line}:{column}"
+    else:
+        where = path
+    return (
+        f"{where}: not UTF-8 / ASCII text ({exc.reason}: byte 0x{exc.object[exc.start]:02x}); pass a LibSVM text "
+        "file (decompress .bz2/.xz downloads first) or re-save it as UTF-8."
+    )
+
+
 def _map_binary_labels(b: Tensor, path: str) -> Tensor:
     distinct = sorted(set(b.unique().tolist()))
     shown = "{" + ", ".join(_fmt_label(v) for v in distinct) + "}"
@@ -187,6 +257,7 @@ def _map_binary_labels(b: Tensor, path: str) -> Tensor:
             return torch.where(b == negative, -1.0, 1.0).to(b.dtype)
     if len(distinct) > 2:
         raise LibSVMFormatError(
-            f"{path}: found {len(distinct)} distinct labels {shown}; a binary problem needs 2 labels ({supported})"
+            f"{path}: found {len(distinct)} distinct labels {shown}; a binary problem needs 2 labels ({supported}); "
+            "use a binary dataset or map the labels to one of these encodings"
         )
     raise LibSVMFormatError(f"{path}: labels {shown} are not a supported binary encoding; use {supported}")

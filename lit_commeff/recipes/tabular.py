@@ -22,7 +22,9 @@ How the data becomes each rank's tensors (:class:`TabularDataModule`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,11 +40,37 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
 
 from lit_commeff.recipes.partition import PARTITION_SCHEMES, check_scheme, interleaved_shard, partition_all
+from lit_commeff.recipes.resumable import ResumableDataLoader, trainer_progress
 
 #: Cell texts read as a missing value (compared after stripping, case-insensitively).
 MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
 ROW_NOTE = "1-based, header not counted"
+#: Delimiters a CSV file written with the wrong one most likely uses (checked when the header looks wrong).
+OTHER_DELIMITERS: dict[str, str] = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def record_lines(lines: Iterable[str]) -> list[int]:
+    """The 1-based line on which each record of a CSV text starts, the header first, blank lines skipped.
+
+    Records are split as :func:`pandas.read_csv` splits them (``,`` delimiter, ``"`` quoting, a quoted cell
+    may span lines, lines holding only whitespace are skipped), so that data row ``r`` (0-based, header not
+    counted) of the frame starts on line ``record_lines(...)[r + 1]``.
+
+    Args:
+        lines: The text, line by line with line endings (an open file, or ``text.splitlines(True)``).
+
+    Returns:
+        The start line of every record.
+    """
+    starts: list[int] = []
+    reader = csv.reader(lines)
+    previous = 0
+    for fields in reader:
+        if fields and not (len(fields) == 1 and not fields[0].strip()):
+            starts.append(previous + 1)
+        previous = reader.line_num
+    return starts
 
 
 def _names(value: Sequence[str] | None) -> list[str] | None:
@@ -209,6 +237,9 @@ class TabularDataModule(pl.LightningDataModule):
         self.shard_world_size = 1
         self._table_key: tuple[Any, ...] | None = None
         self._shards: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._file: str | None = None
+        self._record_lines: list[int] | None = None
+        self._table_columns: list[str] | None = None
 
     # ------------------------------------------------------------------------------- recipe hooks
     def synthetic_frame(self) -> pd.DataFrame:
@@ -345,6 +376,7 @@ class TabularDataModule(pl.LightningDataModule):
         )
 
     def _read(self) -> tuple[pd.DataFrame, str]:
+        self._file, self._record_lines = None, None
         if self.path is None:
             frame = self.synthetic_frame()
             source = f"the synthetic {self.layout_name} data ({len(frame)} rows, seed={self.seed})"
@@ -354,25 +386,118 @@ class TabularDataModule(pl.LightningDataModule):
             raise FileNotFoundError(f"path: data file {str(path)!r} does not exist; {self._hint()}.")
         if path.is_dir():
             raise ValueError(f"path: {str(path)!r} is a directory, not a CSV file; {self._hint()}.")
-        empty = f"path: data file {str(path)!r} is empty; expected a CSV file with a header row and data rows."
+        empty = (
+            f"path: data file {str(path)!r} is empty; expected a CSV file with a header row and data rows; "
+            f"{self._hint()}."
+        )
         if path.stat().st_size == 0:
             raise ValueError(empty)
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
         except pd.errors.EmptyDataError:
             raise ValueError(empty) from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as error:
-            raise ValueError(f"path: could not read {str(path)!r} as CSV: {error}") from None
+        except UnicodeDecodeError:
+            raise ValueError(self._not_utf8(path)) from None
+        except pd.errors.ParserError as error:
+            raise ValueError(self._parse_error(path, error)) from None
+        except OSError as error:
+            raise ValueError(
+                f"path: cannot read data file {str(path)!r} ({error.strerror or error}); check that the file is "
+                "readable (permissions) or point data.path at a readable copy."
+            ) from None
         frame.columns = [str(c).strip() for c in frame.columns]
         if len(frame) == 0:
             raise ValueError(
-                f"path: data file {str(path)!r} has a header ({len(frame.columns)} columns) but no data rows."
+                f"path: data file {str(path)!r} has a header ({len(frame.columns)} columns) but no data rows; "
+                "add the data rows below the header, or point data.path at the full file."
             )
+        self._file = str(path)
         return frame, repr(str(path))
+
+    @staticmethod
+    def _not_utf8(path: Path) -> str:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+            where, byte = f"{path}:{line}:{column}", f"0x{raw[error.start]:02x}"
+        else:  # pandas failed where Python did not: no position to report
+            where, byte = str(path), "?"
+        return (
+            f"path: {where}: the data file is not UTF-8 text (byte {byte} cannot be decoded); re-save it as UTF-8 "
+            "CSV (e.g. pandas.read_csv(path, encoding='latin-1').to_csv(path, index=False)), or decompress it first "
+            "if it is a .zip/.gz download."
+        )
+
+    @staticmethod
+    def _parse_error(path: Path, error: Exception) -> str:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+        if found is None:
+            return (
+                f"path: could not read {str(path)!r} as CSV ({error}); fix the file, or re-save it as a "
+                "comma-separated CSV with a header row."
+            )
+        expected, line, saw = found.groups()
+        return (
+            f"path: {path}:{line}: the row has {saw} fields but the header has {expected}; quote cells that hold a "
+            'comma ("a,b"), or fix the row (a CSV needs the same number of cells on every line).'
+        )
+
+    def _line(self, row: int) -> int:
+        """The line of the data file on which data row ``row`` (0-based, header not counted) starts."""
+        assert self._file is not None
+        if self._record_lines is None:
+            with open(self._file, encoding="utf-8", newline="") as fh:
+                self._record_lines = record_lines(fh)
+        lines = self._record_lines
+        return lines[row + 1] if row + 1 < len(lines) else row + 2
+
+    def _at(self, row: int, column: str | None, source: str) -> str:
+        """Where data row ``row`` (0-based) is: ``at FILE:LINE:COLUMN`` for a file, ``of SOURCE`` otherwise."""
+        if self._file is None or self._table_columns is None:
+            return f"of {source}"
+        where = f"{self._file}:{self._line(row)}"
+        if column is not None and column in self._table_columns:
+            where += f":{self._table_columns.index(column) + 1}"
+        return f"at {where}"
+
+    def _check_delimiter(self, columns: list[str]) -> None:
+        """A header that holds another delimiter than ``,`` (``;``, tab, ``|``): say so before a column is missed."""
+        if self._file is None or self.target_column in columns:
+            return
+        header = ",".join(columns)
+        counts = {sep: header.count(sep) for sep in OTHER_DELIMITERS}
+        sep = max(counts, key=lambda k: counts[k])
+        if counts[sep] == 0:
+            return
+        expected = [
+            c
+            for c in dict.fromkeys(
+                [
+                    self.id_column,
+                    *(self.categorical_columns or ()),
+                    *(self.numeric_columns or ()),
+                    self.group_column,
+                    self.target_column,
+                ]
+            )
+            if c
+        ]
+        shown = header if len(header) <= 80 else header[:77] + "..."
+        raise ValueError(
+            f"path: {self._file}:1: the header is read as {len(columns)} column(s) ({shown!r}): the delimiter looks "
+            f"wrong, the file seems {OTHER_DELIMITERS[sep]}-separated ({sep!r}) but a comma-separated CSV is expected, "
+            f"with columns such as {expected}; re-save it with ',' as the delimiter (e.g. "
+            f"pandas.read_csv(path, sep={sep!r}).to_csv(path, index=False))."
+        )
 
     def _load(self) -> TabularData:
         frame, source = self._read()
         columns = list(frame.columns)
+        self._table_columns = columns
+        self._check_delimiter(columns)
 
         def need(field: str, column: str) -> None:
             if column not in columns:
@@ -406,9 +531,9 @@ class TabularDataModule(pl.LightningDataModule):
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"numeric column {column!r}: data row {row + 1} ({ROW_NOTE}) of {source} holds "
-                    f"{frame[column].iloc[row]!r}, which is not a number ({_rows(int(bad.sum()))} like this); fix "
-                    "the file (a blank cell is read as missing), or list the column in categorical_columns if it "
+                    f"numeric column {column!r}: data row {row + 1} ({ROW_NOTE}) {self._at(row, column, source)} "
+                    f"holds {frame[column].iloc[row]!r}, which is not a number ({_rows(int(bad.sum()))} like this); "
+                    "fix the file (a blank cell is read as missing), or list the column in categorical_columns if it "
                     "is categorical."
                 )
             parsed[column] = values
@@ -417,7 +542,10 @@ class TabularDataModule(pl.LightningDataModule):
         n = len(frame)
         n_val = min(max(1, round(n * self.val_fraction)), n - 1) if n > 1 else 0
         if n_val == 0:
-            raise ValueError(f"path: {source} holds a single data row; a train/validation split needs at least 2.")
+            raise ValueError(
+                f"path: {source} holds a single data row; a train/validation split needs at least 2, so add data "
+                "rows or point data.path at the full file."
+            )
         perm = np.random.default_rng(self.seed).permutation(n)
         val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         positives = int(y[train_idx].sum())
@@ -468,25 +596,33 @@ class TabularDataModule(pl.LightningDataModule):
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
             raise ValueError(
-                f"target_column {column!r}: data row {row + 1} ({ROW_NOTE}) of {source} has no label "
-                f"({_rows(int(missing.sum()))} like this); every row needs a label."
+                f"target_column {column!r}: data row {row + 1} ({ROW_NOTE}) {self._at(row, column, source)} has no "
+                f"label ({_rows(int(missing.sum()))} like this); every row needs a label: fill it in or remove the row."
             )
         distinct = sorted(set(text.tolist()))
         shown = distinct if len(distinct) <= 10 else [*distinct[:10], "…"]
         label = self.positive_label
         if label is None:
             values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            if not np.isin(values, (0.0, 1.0)).all():
+            outside = ~np.isin(values, (0.0, 1.0))
+            if outside.any():
+                row = int(np.flatnonzero(outside)[0])
                 raise ValueError(
                     f"target_column {column!r}: with positive_label unset the labels must be 0/1, but {source} holds "
-                    f"{shown}; set positive_label to the positive class (e.g. positive_label=Yes)."
+                    f"{shown} (first other value {text.iloc[row]!r} in data row {row + 1} "
+                    f"{self._at(row, column, source)}); set positive_label to the positive class (e.g. "
+                    "positive_label=Yes), or write the labels as 0/1."
                 )
             y = values == 1.0
         else:
             if len(distinct) > 2:
+                first_two = set(pd.unique(text)[:2].tolist())
+                row = int(np.flatnonzero(~text.isin(first_two).to_numpy())[0])
                 raise ValueError(
                     f"target_column {column!r}: a binary task needs two label values, but {source} holds "
-                    f"{len(distinct)}: {shown}."
+                    f"{len(distinct)}: {shown} (a third value {text.iloc[row]!r} first in data row {row + 1} "
+                    f"{self._at(row, column, source)}); map the labels to two values, or set target_column to a "
+                    "binary column."
                 )
             y = (text == str(label)).to_numpy()
             if isinstance(label, int | float) and not isinstance(label, bool):
@@ -494,10 +630,21 @@ class TabularDataModule(pl.LightningDataModule):
                 y = y | (numbers == float(label))
         if y.all() or not y.any():
             which = "positive" if y.all() else "negative"
+            if label is not None and not y.any() and len(distinct) == 2:
+                fix = (
+                    f"positive_label={label!r} matches none of these values: set positive_label to the positive "
+                    f"class, one of {shown}"
+                )
+            else:
+                fix = (
+                    f"use a file that holds both classes (this one has the single label value {distinct[0]!r}), "
+                    "or set target_column to the label column"
+                    if len(distinct) == 1
+                    else "use a file that holds both classes, or set target_column to the label column"
+                )
             raise ValueError(
                 f"target_column {column!r}: every one of the {len(y)} rows of {source} is {which} (values found: "
-                f"{shown}, positive_label={label!r}); a binary task needs both classes. Check the target column "
-                "and positive_label."
+                f"{shown}, positive_label={label!r}); a binary task needs both classes; {fix}."
             )
         return y
 
@@ -526,11 +673,16 @@ class TabularDataModule(pl.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader.")
 
     def train_dataloader(self) -> DataLoader:
-        """This rank's shard, shuffled with ``seed + rank``, incomplete last batch dropped."""
+        """This rank's shard, shuffled per epoch from ``(seed + rank, epoch)``, incomplete last batch dropped.
+
+        The loader resumes mid-epoch exactly from a Lightning checkpoint (see :mod:`lit_commeff.recipes.resumable`).
+        """
         self._require_setup()
-        generator = torch.Generator().manual_seed(self.seed + self.shard_rank)
-        return DataLoader(
-            self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator
+        return ResumableDataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            seed=self.seed + self.shard_rank,
+            progress=trainer_progress(self),
         )
 
     def val_dataloader(self) -> DataLoader:

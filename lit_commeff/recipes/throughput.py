@@ -44,6 +44,7 @@ import io
 import math
 import warnings
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanAbsoluteError, SymmetricMeanAbsolutePercentageError
 
 from lit_commeff.recipes.partition import PARTITION_SCHEMES, interleaved_shard, partition_all
+from lit_commeff.recipes.resumable import ResumableDataLoader, trainer_progress
+from lit_commeff.recipes.tabular import record_lines
 
 #: Default inputs: radio KPIs, speed and the past downlink throughput.
 DEFAULT_FEATURES: tuple[str, ...] = ("RSRP", "RSRQ", "SNR", "CQI", "RSSI", "Speed", "DL_bitrate")
@@ -189,8 +192,8 @@ def _parse_member(raw: bytes, member: str, columns: Sequence[str], path: str) ->
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(
-                f"features: zip member {member!r} of {path} lacks the KPI column(s) {missing}; its columns are "
-                f"{header}. Choose data.features / data.target among them."
+                f"features: zip member {member!r} of {path} lacks the KPI column(s) {missing} in its header (line 1); "
+                f"its columns are {header}. Choose data.features / data.target among them."
             )
         table = pd.read_csv(
             io.BytesIO(raw), dtype=str, keep_default_na=False, usecols=lambda c: str(c).strip() in wanted
@@ -199,6 +202,7 @@ def _parse_member(raw: bytes, member: str, columns: Sequence[str], path: str) ->
         raise ValueError(f"path: zip member {member!r} of {path} is not a readable CSV trace ({err}).") from err
     table.columns = [str(c).strip() for c in table.columns]
     out = {}
+    lines: list[int] | None = None
     for column in columns:
         text = table[column].str.strip()
         missing_cell = text.isin(MISSING_MARKERS).to_numpy()
@@ -206,10 +210,14 @@ def _parse_member(raw: bytes, member: str, columns: Sequence[str], path: str) ->
         bad = ~missing_cell & ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            if lines is None:
+                lines = record_lines(io.StringIO(raw.decode("utf-8", errors="replace"), newline=""))
+            line = lines[row + 1] if row + 1 < len(lines) else row + 2
             raise ValueError(
                 f"data: zip member {member!r} of {path} has the non-numeric value {text.iloc[row]!r} in column "
-                f"{column!r} at data row {row + 1} (line {row + 2} of the CSV, {int(bad.sum())} such cell(s) in "
-                "that column); fix the cell, or write '-' or leave it empty for a missing value."
+                f"{column!r} at data row {row + 1} (line {line}, column {header.index(column) + 1} of the CSV, "
+                f"{int(bad.sum())} such cell(s) in that column); fix the cell, or write '-' or leave it empty for a "
+                "missing value."
             )
         out[column] = values
     return pd.DataFrame(out)
@@ -225,6 +233,11 @@ def read_zip(path: str | Path, columns: Sequence[str]) -> list[Trace]:
         ValueError: Not a zip, no CSV members, a member without a used column, or a non-numeric value.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(
+            f"path: {p} is a directory; pass the 5G production dataset as its original zip "
+            "(data.path=/path/to/5G-production-dataset.zip), not the extracted folder."
+        )
     if not p.is_file():
         raise FileNotFoundError(
             f"path: {p} does not exist; point data.path at the 5G production dataset zip "
@@ -236,14 +249,29 @@ def read_zip(path: str | Path, columns: Sequence[str]) -> list[Trace]:
             f"path: {p} is not a zip archive; pass the 5G production dataset as its original zip "
             "(5G-production-dataset.zip, with CSV traces inside), not an extracted file."
         )
-    with zipfile.ZipFile(p) as archive:
-        members = [n for n in archive.namelist() if n.lower().endswith(".csv") and not _ignored_member(n)]
-        if not members:
-            raise ValueError(
-                f"path: the zip {p} holds no CSV traces (entries: {len(archive.namelist())}); expected members like "
-                "'5G-production-dataset/Download/Driving/B_2019.12.16_13.40.04.csv'."
-            )
-        return [Trace(m, mobility_of(m), _parse_member(archive.read(m), m, columns, str(p))) for m in sorted(members)]
+    try:
+        with zipfile.ZipFile(p) as archive:
+            members = [n for n in archive.namelist() if n.lower().endswith(".csv") and not _ignored_member(n)]
+            if not members:
+                raise ValueError(
+                    f"path: the zip {p} holds no CSV traces (entries: {len(archive.namelist())}); expected members "
+                    "like '5G-production-dataset/Download/Driving/B_2019.12.16_13.40.04.csv'."
+                )
+            traces = []
+            for m in sorted(members):
+                try:
+                    raw = archive.read(m)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+                    raise ValueError(
+                        f"path: zip member {m!r} of {p} cannot be read ({err}); the zip is corrupt or truncated: "
+                        "download it again (and compare its checksum)."
+                    ) from None
+                traces.append(Trace(m, mobility_of(m), _parse_member(raw, m, columns, str(p))))
+            return traces
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(
+            f"path: {p} is a damaged zip archive ({err}); download the 5G production dataset zip again."
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- windows
@@ -527,6 +555,18 @@ class ThroughputDataModule(pl.LightningDataModule):
                 f"ThroughputDataModule: left out {len(dropped)} of {len(traces)} traces of {source} ({shown}{more}).",
                 stacklevel=3,
             )
+        if not kept:
+            short = [k for k, v in dropped.items() if "usable rows" in v]
+            field, fix = (
+                ("window", f"use a shorter data.window or data.horizon (a trace needs window + horizon = {need} rows)")
+                if short
+                else ("features", "choose data.features / data.target among the columns the traces do hold")
+            )
+            shown = "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:3])
+            raise ValueError(
+                f"{field}: none of the {len(traces)} trace(s) of {source} is usable ({shown}"
+                f"{'; ...' if len(dropped) > 3 else ''}); {fix}, or use longer traces."
+            )
         # ---- split whole traces
         n = len(kept)
         n_val = max(1, round(self.val_fraction * n))
@@ -671,13 +711,11 @@ class ThroughputDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self._prepared()
         shard = self.shards(self._world)[self._rank]
-        generator = torch.Generator().manual_seed(self.seed + self._rank)
-        return DataLoader(
+        return ResumableDataLoader(
             self._dataset(data.train, data.train_starts[shard]),
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=generator,
-            drop_last=True,
+            seed=self.seed + self._rank,
+            progress=trainer_progress(self),
             num_workers=0,
         )
 
