@@ -292,3 +292,37 @@ def test_same_batch_differences_leave_full_batch_iterates_unchanged(cls, compres
     same = sim.run(problem, cls, same_batch=True, **kw)
     assert same.final["rel_subopt"] == pytest.approx(plain.final["rel_subopt"], rel=1e-6, abs=1e-14)
     assert same.final["uplink_bytes"] == plain.final["uplink_bytes"]
+
+
+@pytest.mark.parametrize("cls, compressor", [(OLGA, ("randk", {"k": 2})), (EFOLGA, ("topk", {"k": 2}))])
+def test_without_acceleration_one_dense_round_per_outer_iteration(problem, cls, compressor):
+    """accelerate=False: x = y, and the y round's dense gradients anchor the next epoch (no anchor/error round)."""
+    alg = _olga(problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5, accelerate=False)
+    ledger = alg.transport.ledger
+    alg.step()  # the first anchor round
+    lengths = [alg.inner_n]
+    for outer in range(1, 4):
+        while alg.outer < outer:
+            alg.step()
+        assert alg.phase == "inner" and torch.equal(alg.x0, alg.y)  # the y round started the next epoch
+        lengths.append(alg.inner_n)
+    dense = sum(
+        1 for r in ledger.rounds if r.uplink_messages and r.uplink_bytes == (problem.num_workers - 1) * problem.dim * 8
+    )
+    assert ledger.cc1 == 1 + sum(lengths[:3]) + 3  # first anchor + inner rounds + one y round per outer iteration
+    assert dense == 4
+
+
+def test_without_acceleration_olga_still_converges(problem):
+    for name, compressor in (("olga", ("randk", {"k": 2})), ("ef_olga", ("topk", {"k": 2}))):
+        history = sim.run(
+            problem,
+            name,
+            compressor=compressor,
+            preset="similarity",
+            accelerate=False,
+            cc3_budget=3000,
+            tol=1e-10,
+            seed=1,
+        )
+        assert history.final["rel_subopt"] <= 1e-10, (name, history.final)

@@ -63,6 +63,10 @@ class OLGA(Algorithm):
             place of ``∇f_1(x_k)``. Full-batch iterates are unchanged; with minibatches the batch noise
             cancels inside each difference. Costs one more gradient per process per inner round (two on
             the hub).
+        accelerate: Katyusha-X momentum (the paper's method). ``False`` (our extension for non-convex
+            training) takes x_{k+1} = y_{k+1}: then the y round's dense gradients are the next epoch's
+            anchor, so each outer iteration has one dense round instead of two (three for EF-OLGA, whose
+            error round only feeds the momentum step), and z, τ and α are unused.
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -93,10 +97,12 @@ class OLGA(Algorithm):
         gate: float | None = None,
         diagnostics: bool = False,
         same_batch: bool = False,
+        accelerate: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
         self.same_batch = bool(same_batch)
+        self.accelerate = bool(accelerate)
         #: Norms of the last inner round (``None`` unless ``diagnostics``): ghat_norm, compression_error
         #: (relative, this process's workers), and on the hub correction_norm, anchor_grad_norm, prox_step, drift.
         self.diagnostics: dict[str, float] | None = {} if diagnostics else None
@@ -200,10 +206,15 @@ class OLGA(Algorithm):
     def _round_anchor(self) -> None:
         t = self.transport
         if t.is_hub:
-            self.x = self.tau * self.z + (1 - self.tau) * self.y
+            self.x = self.tau * self.z + (1 - self.tau) * self.y if self.accelerate else self.y
         (x,) = t.broadcast(self.x if t.is_hub else torch.zeros_like(self.x0), tag="point")
         grads = self.oracle.grads(x)
         gathered = t.gather(grads, tag="dense")
+        self._begin_epoch(x, grads, gathered)
+
+    def _begin_epoch(self, x: Tensor, grads: Tensor, gathered: Tensor | None) -> None:
+        """Make ``x`` (with every worker's gradient there) the anchor x_0 of a new inner epoch."""
+        t = self.transport
         (g1,) = t.broadcast(self._hub_row(grads), tag="hub_grad")
         self.x0, self.G0, self.g1_0 = x, grads, g1
         self.xk, self.g1k = x, (torch.zeros_like(g1) if self.same_batch else g1)
@@ -265,7 +276,8 @@ class OLGA(Algorithm):
         if self.gate is not None and self._gate_closes():
             self.inner_n = self.inner_k
         if self.inner_k >= self.inner_n:
-            self.phase = "error" if self.error_feedback else "y"
+            # ē only enters the momentum step, so without acceleration EF-OLGA needs no error round
+            self.phase = "error" if self.error_feedback and self.accelerate else "y"
 
     def _gate_closes(self) -> bool:
         """Similarity gate: the hub decides whether the epoch ends now and tells every process (tag ``gate``)."""
@@ -291,11 +303,14 @@ class OLGA(Algorithm):
         if t.is_hub:
             gfy = gathered.mean(dim=0)
             g1y = gathered[t.hub]
-            t_k = (self.g1_0 - self.gf0) - (g1y - gfy)
-            y_tilde = y - self.ebar if self.error_feedback else y
-            big_g = self.p * (t_k + (self.x - y_tilde) / self.theta)
-            am = self.alpha * self._mu
-            self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
+            if self.accelerate:
+                t_k = (self.g1_0 - self.gf0) - (g1y - gfy)
+                y_tilde = y - self.ebar if self.error_feedback else y
+                big_g = self.p * (t_k + (self.x - y_tilde) / self.theta)
+                am = self.alpha * self._mu
+                self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
+            else:
+                big_g = torch.zeros_like(y)
             if self.diagnostics is not None:
                 self.diagnostics.update(
                     outer_G_norm=float(torch.linalg.vector_norm(big_g)),
@@ -309,6 +324,9 @@ class OLGA(Algorithm):
             self.y = y
         self.outer += 1
         self.phase = "anchor"
+        if not self.accelerate:  # x_{k+1} = y: this round's dense gradients are the next epoch's anchor
+            self.x = y
+            self._begin_epoch(y, grads, gathered)
 
     def _update_delta_hat(self, y: Tensor, dy: Tensor) -> None:
         step = float(torch.linalg.vector_norm(y - self.x))

@@ -60,6 +60,9 @@ class OLGAStrategy(HubAlgorithmStrategy):
         same_batch: SVRG-style inner differences: each rank computes ``∇f_m(x_k) − ∇f_m(x_0)`` on its
             current batch (one more forward/backward per inner round; two more on the hub), so minibatch
             noise cancels inside the compressed difference (see ``docs/neural-adaptation.md``).
+        accelerate: Katyusha-X momentum. ``False`` sets x_{k+1} = y_{k+1}, reuses the y round's dense
+            gradients as the next anchor (one dense round per outer iteration instead of two, or three for
+            EF-OLGA) and ignores μ, τ and α (see ``docs/neural-adaptation.md``).
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -85,6 +88,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         gate: float | None = None,
         diagnostics: bool = False,
         same_batch: bool = False,
+        accelerate: bool = True,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -113,6 +117,9 @@ class OLGAStrategy(HubAlgorithmStrategy):
         self.gate = optional_positive("gate", gate)
         self.diagnostics = bool(diagnostics)
         self.same_batch = bool(same_batch)
+        if not isinstance(accelerate, bool):
+            raise ValueError(f"accelerate: accelerate={accelerate!r} is invalid; use true or false.")
+        self.accelerate = accelerate
         if self.theta is None:
             if preset == "auto" and self.delta0 is None:
                 raise ValueError(
@@ -143,6 +150,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             gate=self.gate,
             diagnostics=self.diagnostics,
             same_batch=self.same_batch,
+            accelerate=self.accelerate,
             estimate_delta=True,
             seed=self.seed,
         )
