@@ -1,0 +1,369 @@
+"""netlab: real namespaces, shaped links, teardown on every exit path (needs root; skipped otherwise)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lit_commeff.netlab import (
+    BUILTIN_PROFILES,
+    LinkProfile,
+    NetLab,
+    NetLabError,
+    NetLabUnavailable,
+    available,
+    burst_bytes,
+    cleanup_stale,
+    cli,
+    parse_profile,
+    queue_limit_bytes,
+    require_root,
+    system,
+)
+from lit_commeff.netlab.namespaces import REGISTRY_DIR
+from lit_commeff.netlab.probe import measure_rtt, measure_throughput, probe_argv, start_server, transfer
+from lit_commeff.netlab.shaping import kernel_shaping_commands, netem_available, qdisc_available, tun_available
+
+
+@pytest.fixture(scope="module")
+def netlab_ok() -> None:
+    status = available()
+    if not status:
+        pytest.skip(status.reason)
+
+
+def _leftovers(prefix: str) -> list[str]:
+    return [name for name in system.list_namespaces() if name.startswith(prefix + "_")]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _edge_or_skip() -> None:
+    """The edge profile has a 20 ms RTT: it needs netem or, failing that, the tun router."""
+    if not netem_available():
+        _backend_or_skip("tun")
+
+
+def _backend_or_skip(backend: str) -> None:
+    if backend == "tun" and not tun_available():
+        pytest.skip("/dev/net/tun is unavailable: the tun backend cannot run here")
+    if backend == "kernel" and not qdisc_available("tbf"):
+        pytest.skip("the kernel has no tbf qdisc: the kernel backend cannot shape rates here")
+
+
+# ---------------------------------------------------------------------- no root needed
+
+
+def test_profiles_builtin_and_parse() -> None:
+    edge = BUILTIN_PROFILES["edge"]
+    assert (edge.up_mbit, edge.down_mbit, edge.rtt_ms) == (10, 100, 20)
+    assert (BUILTIN_PROFILES["wan"].up_mbit, BUILTIN_PROFILES["wan"].rtt_ms) == (100, 40)
+    assert (BUILTIN_PROFILES["lan"].down_mbit, BUILTIN_PROFILES["lan"].rtt_ms) == (1000, 0)
+    assert parse_profile("EDGE") == edge
+    custom = parse_profile("up=10,down=100,rtt=20,jitter=5,loss=2")
+    assert (custom.up_mbit, custom.down_mbit, custom.rtt_ms, custom.jitter_ms, custom.loss_pct) == (10, 100, 20, 5, 2)
+    assert parse_profile("edge,loss=1").loss_pct == 1 and parse_profile("edge,loss=1").up_mbit == 10
+    assert parse_profile("rtt=20ms").up_mbit is None and parse_profile("rtt=20ms").has_impairment
+    assert not parse_profile("up=10,down=40").has_impairment
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("up=-1", "LinkProfile.up_mbit=-1.0"),
+        ("rtt=abc", "rtt='abc'"),
+        ("loss=100", "LinkProfile.loss_pct=100.0"),
+        ("speed=3", "key 'speed'"),
+        ("mars", "'mars' is unknown"),
+    ],
+)
+def test_profile_errors_name_field_value_and_fix(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=r"e\.g\.") as info:
+        parse_profile(text)
+    assert needle in str(info.value)
+
+
+def test_tbf_sizes_follow_the_documented_formula() -> None:
+    assert burst_bytes(10) == 5000  # 4 ms at 10 Mbit/s beats two 1514-byte frames
+    assert burst_bytes(1) == 3028  # ... which win at 1 Mbit/s
+    assert queue_limit_bytes(10, 20) == 5000 + 62500  # 50 ms of queue (RTT is shorter)
+    assert queue_limit_bytes(100, 200) == 50000 + 2_500_000  # one BDP when the RTT exceeds 50 ms
+
+
+def test_kernel_shaping_commands_use_netem_then_tbf() -> None:
+    profile = parse_profile("edge,jitter=5,loss=2")
+    netem, tbf = kernel_shaping_commands("ns", "eth", 10, profile, use_netem=True)
+    assert netem[:9] == ["tc", "-n", "ns", "qdisc", "add", "dev", "eth", "root", "handle"]
+    assert netem[netem.index("delay") :] == ["delay", "10ms", "2.5ms", "loss", "2%"]
+    assert tbf[7:11] == ["parent", "1:1", "handle", "10:"]
+    assert tbf[tbf.index("tbf") :] == ["tbf", "rate", "10000000bit", "burst", "5000", "limit", "67500"]
+    assert kernel_shaping_commands("ns", "eth", None, parse_profile("lan"), use_netem=False) == []
+    with pytest.raises(NetLabError, match="backend='tun'"):
+        kernel_shaping_commands("ns", "eth", 10, profile, use_netem=False)
+
+
+def test_require_root_message_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(system, "_AVAILABILITY", None)  # restored after the test: no cached "not root"
+    with pytest.raises(NetLabUnavailable, match=r"netlab needs root \(CAP_NET_ADMIN\).*run as root or skip B3"):
+        require_root()
+    status = available(refresh=True)
+    assert not status and "netlab needs root" in status.reason
+    with pytest.raises(NetLabUnavailable, match="netlab needs root"):
+        NetLab(2).setup()
+
+
+def test_missing_iproute2_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system.shutil, "which", lambda tool: None)
+    with pytest.raises(NetLabUnavailable, match="iproute2"):
+        system.require_tools()
+
+
+# ---------------------------------------------------------------------- lifecycle and teardown
+
+
+@pytest.mark.parametrize("backend", ["kernel", "tun"])
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_teardown_after_success(backend: str) -> None:
+    _backend_or_skip(backend)
+    with NetLab(2, "up=10,down=40", backend=backend) as lab:
+        prefix, router = lab.prefix, lab.router_pid
+        assert lab.backend == backend
+        assert set(_leftovers(prefix)) == set(lab.namespaces)
+        assert len(lab.namespaces) == (3 if backend == "kernel" else 2)
+        addrs = system.run_cmd(["ip", "-n", lab.namespace(1), "-o", "-4", "addr", "show", lab.ifname]).stdout
+        assert f"{lab.address(1)}/24" in addrs
+        mtu = system.run_cmd(["ip", "-n", lab.namespace(1), "link", "show", lab.ifname]).stdout
+        assert "mtu 1500" in mtu
+        assert lab.exec_argv(1, ["true"]) == ["ip", "netns", "exec", lab.namespace(1), "true"]
+        assert (REGISTRY_DIR / f"{prefix}.json").exists()
+        assert (router is not None) == (backend == "tun")
+    assert _leftovers(prefix) == []
+    assert not (REGISTRY_DIR / f"{prefix}.json").exists()
+    assert router is None or not _running(router)
+    lab.teardown()  # idempotent
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_teardown_after_exception_kills_started_processes() -> None:
+    _edge_or_skip()
+    with pytest.raises(RuntimeError, match="boom"), NetLab(2, "edge") as lab:
+        prefix, router = lab.prefix, lab.router_pid
+        sleeper = lab.popen(1, ["sleep", "60"])
+        raise RuntimeError("boom")
+    assert sleeper.poll() is not None
+    assert _leftovers(prefix) == []
+    assert router is None or not _running(router)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_teardown_on_signal_in_child_process(signum: int) -> None:
+    _edge_or_skip()
+    code = textwrap.dedent(
+        """
+        import time
+        from lit_commeff.netlab import NetLab
+        lab = NetLab(2, "edge").setup()
+        sleeper = lab.popen(1, ["sleep", "60"])
+        print("READY", lab.prefix, lab.router_pid or 0, sleeper.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert select.select([child.stdout], [], [], 45)[0], "child did not build its NetLab in time"
+        line = child.stdout.readline().split()
+        assert line and line[0] == "READY", child.stderr.read() if child.poll() is not None else line
+        prefix, router, sleeper = line[1], int(line[2]), int(line[3])
+        assert _leftovers(prefix)
+        child.send_signal(signum)
+        child.wait(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signum  # the previous handler took the re-raised signal
+    assert _leftovers(prefix) == []
+    assert not _running(sleeper)
+    assert router == 0 or not _running(router)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_cleanup_stale_removes_labs_of_dead_owners() -> None:
+    lab = NetLab(2, "up=10,down=40", backend="kernel").setup()
+    try:
+        prefix = lab.prefix
+        assert cleanup_stale(prefix) == []  # owner (this process) alive: untouched
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        record = REGISTRY_DIR / f"{prefix}.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), "pid": dead.pid}))
+        assert sorted(cleanup_stale(prefix)) == sorted(lab.namespaces)
+        assert _leftovers(prefix) == [] and not record.exists()
+    finally:
+        lab.teardown()
+
+
+# ---------------------------------------------------------------------- shaping
+
+
+@pytest.mark.parametrize(
+    ("backend", "profile"), [("kernel", "up=10,down=40"), ("tun", "up=10,down=40,rtt=20")], ids=["kernel", "tun"]
+)
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_shaped_rates_within_20_percent(backend: str, profile: str) -> None:
+    _backend_or_skip(backend)
+    with NetLab(2, profile, backend=backend) as lab:
+        up = measure_throughput(lab, 1, 0, seconds=1.5)
+        down = measure_throughput(lab, 0, 1, seconds=1.5)
+    print(f"{backend}: uplink {up.mbit:.2f}/10 Mbit/s, downlink {down.mbit:.2f}/40 Mbit/s")
+    assert up.mbit == pytest.approx(10, rel=0.2)
+    assert down.mbit == pytest.approx(40, rel=0.2)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_rtt_through_tun_router() -> None:
+    _backend_or_skip("tun")
+    with NetLab(2, "rtt=20", backend="tun") as lab:
+        rtt = measure_rtt(lab, 1, 0, count=10)
+    print(f"tun RTT: median {rtt.median_ms:.2f} ms, connect {rtt.connect_ms:.2f} ms")
+    assert rtt.median_ms == pytest.approx(20, abs=5)
+    assert 15 <= rtt.connect_ms <= 35  # one RTT plus process start-up noise: looser than the ping
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_lossy_link_still_delivers_intact_payload() -> None:
+    _backend_or_skip("tun")
+    with NetLab(2, "up=40,down=40,rtt=4,loss=2", backend="tun", seed=0) as lab:
+        up = transfer(lab, 1, 0, 1_000_000, timeout=30)
+        down = transfer(lab, 0, 1, 1_000_000, timeout=30)
+        stats = lab.router_stats()
+    assert up.intact and down.intact
+    assert stats["dropped_loss"] > 0  # the router really dropped packets
+    assert stats["dropped_loss"] / (stats["forwarded"] + stats["dropped_loss"]) == pytest.approx(0.02, abs=0.015)
+
+
+@pytest.mark.parametrize("backend", ["kernel", "tun"])
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_link_down_stalls_and_link_up_restores(backend: str) -> None:
+    _backend_or_skip(backend)
+    profile = "rtt=2" if backend == "tun" else "up=40,down=40"
+    with NetLab(2, profile, backend=backend) as lab:
+        server, port = start_server(lab, 0, "echo")
+        host = lab.address(0)
+        client = lab.popen(
+            1,
+            probe_argv("rtt", "--host", host, "--port", str(port), "--interactive"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def ping(timeout: float) -> dict:
+            client.stdin.write(f"ping {timeout}\n")
+            client.stdin.flush()
+            assert select.select([client.stdout], [], [], timeout + 5)[0]
+            return json.loads(client.stdout.readline())
+
+        one_shot = ["rtt", "--host", host, "--port", str(port), "--count", "1", "--timeout", "1"]
+        json.loads(client.stdout.readline())  # connected
+        assert ping(2)["ok"]
+        lab.set_link(1, False)
+        assert not ping(1.0)["ok"]  # the established connection stalls
+        assert lab.run(1, probe_argv(*one_shot), timeout=15).returncode != 0  # new connections fail
+        lab.set_link(1, True)
+        assert ping(10)["ok"]  # TCP retransmits once the link is back
+        assert lab.run(1, probe_argv(*one_shot), timeout=15).returncode == 0
+        client.stdin.close()
+        client.wait(timeout=5)
+        server.kill()
+
+
+# ---------------------------------------------------------------------- a real job
+
+
+GLOO_SCRIPT = """
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo", init_method="env://")
+rank = dist.get_rank()
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+print(f"rank {rank} sum {t.item():g}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_gloo_all_reduce_over_edge_profile(tmp_path: Path) -> None:
+    _edge_or_skip()
+    script = tmp_path / "allreduce.py"
+    script.write_text(GLOO_SCRIPT)
+    with NetLab(2, "edge") as lab:
+        procs = [
+            lab.popen(
+                rank,
+                [sys.executable, str(script)],
+                env={**lab.dist_env(rank, 29511), "OMP_NUM_THREADS": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for rank in range(2)
+        ]
+        outputs = [p.communicate(timeout=90) for p in procs]
+    for rank, (proc, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
+        assert proc.returncode == 0, err
+        assert f"rank {rank} sum 3" in out
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_cli_run_reports_the_failing_rank(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command = (
+        f'echo "$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT $GLOO_SOCKET_IFNAME" > {tmp_path}/rank$RANK; '
+        'if [ "$RANK" = 1 ]; then exit 3; fi; sleep 30'
+    )
+    argv = ["run", "--profile", "up=10,down=40", "--world-size", "2", "--grace", "0.5", "--", "sh", "-c", command]
+    assert cli.main(argv) == 3
+    assert "rank 1 exited with code 3" in capsys.readouterr().err
+    fields = (tmp_path / "rank0").read_text().split()
+    assert fields[:3] == ["0", "0", "2"] and fields[4:] == ["29500", "netlab0"]
+    assert (tmp_path / "rank1").read_text().split()[0] == "1"
+
+
+def test_setup_errors_name_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"backend='x'.*auto, kernel, tun"):
+        NetLab(2, backend="x")
+    with pytest.raises(ValueError, match="world_size=0"):
+        NetLab(0)
+    with pytest.raises(NetLabError, match="not set up"):
+        NetLab(2).address(0)
+    assert isinstance(NetLab(2, "edge").profile, LinkProfile)
