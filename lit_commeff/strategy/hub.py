@@ -232,6 +232,10 @@ class HubAlgorithmStrategy(CommStrategy):
                         buffer.copy_(value)
             if guard is not None:
                 self._settle(guard, snapshot, optimizer)
+        except RuntimeError as error:
+            if is_peer_failure(error):
+                raise CollectiveError(self._peer_failure_message(trainer.global_step, error)) from error
+            raise
         finally:
             oracle.release()
         optimizer._opt_called = True  # type: ignore[attr-defined]  # the LR scheduler's "step before optimizer" check
@@ -240,6 +244,16 @@ class HubAlgorithmStrategy(CommStrategy):
             if guard is not None:
                 self.lightning_module.log("comm/skipped_rounds", float(self.skipped_rounds), rank_zero_only=True)
         return oracle.first_loss
+
+    def _peer_failure_message(self, step: int, error: RuntimeError) -> str:
+        timeout = f"{self._timeout.total_seconds():g} s" if self._timeout is not None else "the default"
+        reason = str(error).strip().splitlines()[0][:300]
+        return (
+            f"rank {self.global_rank}, step {step}: a collective did not complete ({reason}). A peer rank died or the "
+            f"network to it was down for longer than the collective timeout ({timeout}; timeout_s in the CLI, "
+            "timeout= in Python). Fix the peer or the link, then rerun the same command with ckpt_path=last to "
+            "resume from the last checkpoint."
+        )
 
     def _settle(self, guard: NonFiniteGuard, snapshot: Snapshot, optimizer: Optimizer) -> None:
         """Agree on faults; on one, undo the step on every rank, then raise or count the skip."""
@@ -272,6 +286,18 @@ class HubAlgorithmStrategy(CommStrategy):
     def hyperparameters(self) -> dict[str, float]:
         """The algorithm's resolved hyper-parameters (after setup)."""
         return self.algorithm.hyperparameters() if self.algorithm is not None else {}
+
+
+class CollectiveError(RuntimeError):
+    """A collective failed because a peer died or could not be reached within the timeout."""
+
+
+_PEER_FAILURE = ("Timed out", "timed out", "Connection closed by peer", "Connection reset", "Broken pipe")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether a collective's error means a lost peer or link (gloo/NCCL wording) rather than a bug."""
+    return any(mark in str(error) for mark in _PEER_FAILURE)
 
 
 def positive_int(name: str, value: Any) -> int:
