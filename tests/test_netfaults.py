@@ -109,7 +109,8 @@ def test_a_link_down_longer_than_the_timeout_fails_clearly_and_resume_works(tmp_
 
         last = out / "ckpt" / "last.ckpt"
         assert last.exists()
-        resumed = _wait(_start(lab, out, str(STEPS), "30", "--ckpt", str(last), port=29615), 180)
+        # the Python form of the CLI's ckpt_path=last: Lightning finds ModelCheckpoint's last.ckpt
+        resumed = _wait(_start(lab, out, str(STEPS), "30", "--ckpt", "last", port=29615), 180)
         assert resumed == [0, 0], _log(out, 0)[-2000:]
     want, got = _result(tmp_path / "ref"), _result(out)
     for w, g in zip(want, got, strict=True):
