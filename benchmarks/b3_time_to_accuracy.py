@@ -1,0 +1,310 @@
+"""B3: wall-clock time to accuracy on shaped links — every rank in its own network namespace (needs root).
+
+Each run is the real ``lit-commeff`` job, started the way torchrun would start it, once per rank inside a
+:class:`lit_commeff.netlab.NetLab` namespace. gloo goes over the lab's links. The profile shapes every
+worker's link (rank >= 1); the hub (rank 0) sits on an unshaped link (``../shared/docs/BENCHMARKS.md``, B3).
+Rank 0 records, at every validation, the seconds since training started, the metric and the bytes per
+worker so far (``history.jsonl``). From that record this script reports, per recipe × profile × method,
+over the repeats:
+- the median and spread of the time to reach the target;
+- the bytes to the target;
+- the final metric;
+- ratios against DDP and against the best baseline (powersgd, diloco).
+
+The target is DDP's median final metric on the same recipe and profile, minus ``--auroc-tolerance`` for
+AUROC and times ``--mae-factor`` for MAE.
+
+    sudo python benchmarks/b3_time_to_accuracy.py --recipes finance_credit --profiles edge lan --repeats 1
+    sudo python benchmarks/b3_time_to_accuracy.py --methods ddp olga --set olga:strategy.inner_steps=2
+
+Times include the validation passes, which are the same for every method, and the hub's compute. On a
+2-core machine 4 ranks share the cores, so the ``lan`` column is compute-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+DATA = {
+    "finance_credit": ["recipe=finance_credit", f"recipe.data.path={SHARED / 'UCI_Credit_Card.csv'}"],
+    "telecom_throughput": ["recipe=telecom_throughput", f"recipe.data.path={SHARED / '5G-production-dataset.zip'}"],
+    "telecom_churn": ["recipe=telecom_churn", f"recipe.data.path={SHARED / 'Telco-Customer-Churn.csv'}"],
+}
+METHODS = ("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga")
+BASELINES = ("powersgd", "diloco")
+
+
+def parse_sets(items: list[str]) -> dict[str, list[str]]:
+    """``METHOD:override`` pairs → per-method extra Hydra overrides."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        method, sep, override = item.partition(":")
+        if not sep or method not in METHODS or "=" not in override:
+            raise SystemExit(f"--set: {item!r} is invalid; use METHOD:key=value with METHOD one of {METHODS}.")
+        out.setdefault(method, []).append(override)
+    return out
+
+
+def run_one(
+    *, recipe: str, profile: Any, method: str, seed: int, ranks: int, extra: list[str], out: Path, port: int
+) -> dict[str, Any]:
+    """One ``lit-commeff`` job through the lab; returns its validation history and how it ended."""
+    from lit_commeff.netlab import NetLab
+
+    run_dir = out / f"{recipe}-{profile.name}-{method}-s{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("history.jsonl", "ledger_summary.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    overrides = [
+        *DATA[recipe],
+        f"strategy={method}",
+        f"seed={seed}",
+        f"trainer.devices={ranks}",
+        "trainer.enable_progress_bar=false",
+        f"logger.tracking_uri=sqlite:///{out / 'mlflow.db'}",
+        "logger.experiment=b3",
+        f"logger.run_name={run_dir.name}",
+        f"checkpoint_dir={run_dir / 'checkpoints'}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    argv = [sys.executable, "-m", "lit_commeff.cli.main", *overrides]
+    env = {"PYTHONWARNINGS": "ignore"}
+    start = time.monotonic()
+    with NetLab(ranks, profile) as lab:
+        procs = []
+        for rank in range(ranks):
+            log = open(run_dir / f"b3_rank{rank}.log", "w")  # noqa: SIM115  (closed below)
+            procs.append((lab.popen(rank, argv, env={**lab.dist_env(rank, port), **env}, stdout=log, stderr=log), log))
+        codes = []
+        for proc, log in procs:
+            codes.append(proc.wait())
+            log.close()
+    history = (
+        [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+        if (run_dir / "history.jsonl").exists()
+        else []
+    )
+    return {
+        "recipe": recipe,
+        "profile": profile.name,
+        "method": method,
+        "seed": seed,
+        "codes": codes,
+        "wall_s": time.monotonic() - start,
+        "history": history,
+        "run_dir": str(run_dir),
+    }
+
+
+def reach(history: list[dict[str, Any]], target: float, mode: str) -> dict[str, Any] | None:
+    """The first validation record at or beyond ``target``."""
+    for record in history:
+        value = record.get("value")
+        if value is not None and (value >= target if mode == "max" else value <= target):
+            return record
+    return None
+
+
+def spread(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "never"
+    text = f"{statistics.median(finite):.1f}"
+    if len(finite) > 1:
+        text += f" ({min(finite):.1f}–{max(finite):.1f})"
+    if len(finite) < len(values):
+        text += f" ({len(values) - len(finite)} never)"
+    return text
+
+
+def analyse(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Targets, times and bytes to target, ratios: one row per recipe × profile × method."""
+    rows = []
+    modes = {"finance_credit": "max", "telecom_churn": "max", "telecom_throughput": "min"}
+    for recipe in args.recipes:
+        mode = modes[recipe]
+        for profile in args.profiles:
+            group = [r for r in results if r["recipe"] == recipe and r["profile"] == profile and r["history"]]
+            ddp_final = [r["history"][-1]["value"] for r in group if r["method"] == "ddp"]
+            if not ddp_final:
+                continue
+            reference = statistics.median(ddp_final)
+            target = reference - args.auroc_tolerance if mode == "max" else reference * args.mae_factor
+            per_method: dict[str, dict[str, Any]] = {}
+            for method in args.methods:
+                runs = [r for r in group if r["method"] == method]
+                if not runs:
+                    continue
+                hits = [reach(r["history"], target, mode) for r in runs]
+                times = [h["seconds"] if h else math.inf for h in hits]
+                ups = [h["uplink_bytes"] if h else math.inf for h in hits]
+                finals = [r["history"][-1]["value"] for r in runs]
+                per_method[method] = {
+                    "times": times,
+                    "uplink_to_target": ups,
+                    "final": finals,
+                    "final_uplink": [r["history"][-1]["uplink_bytes"] for r in runs],
+                    "final_downlink": [r["history"][-1]["downlink_bytes"] for r in runs],
+                    "wall_s": [r["history"][-1]["seconds"] for r in runs],
+                }
+            ddp_t = _median(per_method.get("ddp", {}).get("times", [math.inf]))
+            base_t = min((_median(per_method[b]["times"]) for b in BASELINES if b in per_method), default=math.inf)
+            for method, stats in per_method.items():
+                t = _median(stats["times"])
+                rows.append(
+                    {
+                        "recipe": recipe,
+                        "profile": profile,
+                        "method": method,
+                        "target": target,
+                        "time_to_target": spread(stats["times"]),
+                        "median_time": t,
+                        "speedup_vs_ddp": ddp_t / t if math.isfinite(t) and math.isfinite(ddp_t) else math.nan,
+                        "speedup_vs_best_baseline": base_t / t
+                        if math.isfinite(t) and math.isfinite(base_t)
+                        else math.nan,
+                        "uplink_MB_to_target": _median(stats["uplink_to_target"]) / 1e6,
+                        "final": statistics.median(stats["final"]),
+                        "final_uplink_MB": statistics.median(stats["final_uplink"]) / 1e6,
+                        "final_downlink_MB": statistics.median(stats["final_downlink"]) / 1e6,
+                        "train_s": statistics.median(stats["wall_s"]),
+                        "repeats": len(stats["times"]),
+                    }
+                )
+    return rows
+
+
+def _ratio(reference: float, value: float) -> float:
+    return reference / value if math.isfinite(reference) and math.isfinite(value) else math.nan
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.inf
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    console = Console(width=200)
+    for recipe, profile in dict.fromkeys((r["recipe"], r["profile"]) for r in rows):
+        sub = [r for r in rows if r["recipe"] == recipe and r["profile"] == profile]
+        table = Table(title=f"B3 {recipe} on '{profile}': target {sub[0]['target']:.4f}")
+        for column in ("method", "time to target s (median, min–max)", "× vs DDP", "× vs best baseline",
+                       "up MB to target", "final", "up MB", "down MB", "train s"):  # fmt: skip
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for r in sub:
+            table.add_row(
+                r["method"], r["time_to_target"], f"{r['speedup_vs_ddp']:.2f}", f"{r['speedup_vs_best_baseline']:.2f}",
+                f"{r['uplink_MB_to_target']:.3f}", f"{r['final']:.4f}", f"{r['final_uplink_MB']:.3f}",
+                f"{r['final_downlink_MB']:.3f}", f"{r['train_s']:.1f}",
+            )  # fmt: skip
+        console.print(table)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    fig, axes = plt.subplots(1, len(recipes), figsize=(6 * len(recipes), 4), squeeze=False)
+    for ax, recipe in zip(axes[0], recipes, strict=True):
+        sub = [r for r in rows if r["recipe"] == recipe]
+        profiles = list(dict.fromkeys(r["profile"] for r in sub))
+        methods = list(dict.fromkeys(r["method"] for r in sub))
+        width = 0.8 / max(1, len(methods))
+        for i, method in enumerate(methods):
+            ys = [next((r["median_time"] for r in sub if r["profile"] == p and r["method"] == method), math.nan)
+                  for p in profiles]  # fmt: skip
+            xs = [j + i * width for j in range(len(profiles))]
+            ax.bar(xs, [y if math.isfinite(y) else 0 for y in ys], width, label=method)
+            for x, y in zip(xs, ys, strict=True):
+                if not math.isfinite(y):
+                    ax.text(x, 0, "never", rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(profiles))], profiles)
+        ax.set_ylabel("seconds to target (median)")
+        ax.set_title(recipe)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=["finance_credit", "telecom_throughput"], choices=list(DATA))
+    parser.add_argument("--profiles", nargs="+", default=["edge", "wan", "lan"], help="built-in names or custom specs")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--repeats", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--ranks", type=int, default=4)
+    parser.add_argument("--set", nargs="*", default=[], metavar="METHOD:KEY=VALUE", help="extra Hydra overrides")
+    parser.add_argument("--common", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
+    parser.add_argument("--auroc-tolerance", type=float, default=0.005)
+    parser.add_argument("--mae-factor", type=float, default=1.02)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "b3")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "b3_time_to_target.png")
+    parser.add_argument("--reuse", action="store_true", help="analyse the JSON of an earlier run, run nothing")
+    args = parser.parse_args(argv)
+
+    from lit_commeff.netlab import available, parse_profile
+
+    results_file = args.out / "b3_results.json"
+    if args.reuse:
+        results = json.loads(results_file.read_text())["results"]
+    else:
+        status = available()
+        if not status:
+            raise SystemExit(f"b3: {status.reason}")
+        profiles = [parse_profile(p) for p in args.profiles]
+        args.profiles = [p.name for p in profiles]
+        extra = parse_sets(args.set)
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = []
+        port = 29700
+        for recipe in args.recipes:
+            for profile in profiles:
+                for seed in range(args.repeats):
+                    for method in args.methods:
+                        port += 1
+                        result = run_one(
+                            recipe=recipe, profile=profile, method=method, seed=seed, ranks=args.ranks,
+                            extra=[*args.common, *extra.get(method, [])], out=args.out, port=port,
+                        )  # fmt: skip
+                        last = result["history"][-1] if result["history"] else {}
+                        print(
+                            f"{recipe} {profile.name} {method} s{seed}: codes {result['codes']}, "
+                            f"final {last.get('value')}, train {last.get('seconds', math.nan):.1f} s",
+                            flush=True,
+                        )
+                        results.append(result)
+                        meta = {
+                            "argv": sys.argv,
+                            "when": datetime.now(timezone.utc).isoformat(),
+                            "cpus": os.cpu_count(),
+                        }
+                        results_file.write_text(json.dumps({"meta": meta, "results": results}))
+    rows = analyse(results, args)
+    print_table(rows)
+    (args.out / "b3_table.json").write_text(json.dumps(rows, indent=1))
+    if rows:
+        plot(rows, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
