@@ -286,9 +286,35 @@ def test_group_column_missing_or_too_few_groups(tmp_path):
     with pytest.raises(ValueError, match=r"group_column: partition='by_group' needs group_column"):
         CreditDataModule(path=path, partition="by_group", group_column=None)
     with pytest.warns(UserWarning, match=r"over 3 ranks keeps \d+ of 326 training rows \(\d+ per rank"):
-        CreditDataModule(path=path, partition="by_group", batch_size=8).check(3)  # EDUCATION 2 | 1 | 3 + rest
+        cut = CreditDataModule(path=path, partition="by_group", group_balance="cut", batch_size=8)
+        cut.check(3)  # EDUCATION 2 | 1 | 3 + rest
     with pytest.raises(ValueError, match=r"column 'SEX' has 2 distinct values .*\['1', '2'\] for 3 ranks"):
         CreditDataModule(path=path, partition="by_group", group_column="SEX", batch_size=8).check(3)
+
+
+def test_by_group_resample_keeps_every_row_and_equal_epochs(tmp_path):
+    """group_balance='resample': whole shards of unequal size, the same samples per epoch on every rank."""
+    path = str(credit_csv(tmp_path, synthetic=1200))
+    modules = [on_rank(CreditDataModule(path=path, partition="by_group", batch_size=8), r, 3) for r in range(3)]
+    sizes = [len(m.train_dataset) for m in modules]
+    assert sum(sizes) == len(modules[0].table.train_idx)  # nothing dropped
+    assert len(set(sizes)) > 1  # the groups are unequal, and so are the shards
+    loaders = [m.train_dataloader() for m in modules]
+    assert len({len(loader) for loader in loaders}) == 1
+    assert len(loaders[0]) == (sum(sizes) // 3) // 8
+    small = min(range(3), key=lambda r: sizes[r])
+    sampler = loaders[small].sampler
+    sampler.set_epoch(0)
+    order = list(sampler)
+    assert len(order) == sum(sizes) // 3 and set(order) == set(range(sizes[small]))  # the small shard repeats
+    big = max(range(3), key=lambda r: sizes[r])
+    seen = set()
+    for epoch in range(12):
+        loaders[big].sampler.set_epoch(epoch)
+        seen |= set(loaders[big].sampler)
+    assert len(seen) == sizes[big]  # a fresh subset each epoch: every row of the large shard shows up
+    with pytest.raises(ValueError, match=r"group_balance: group_balance='even' is unknown; use 'resample'"):
+        CreditDataModule(path=path, partition="by_group", group_balance="even").check(2)
 
 
 def test_option_validation():
@@ -332,7 +358,9 @@ def test_datamodule_shards_iid_and_by_group(tmp_path):
         modules = [on_rank(CreditDataModule(path=path, partition=partition, batch_size=16), r, 2) for r in range(2)]
         table = modules[0].table
         rows = [m.train_rows for m in modules]
-        assert len(rows[0]) == len(rows[1]) == len(modules[0].train_dataset) > 0
+        assert len(rows[0]) == len(modules[0].train_dataset) > 0
+        if partition == "iid":  # by_group keeps whole groups (unequal shards) and evens out the epochs instead
+            assert len(rows[0]) == len(rows[1])
         assert not set(rows[0]) & set(rows[1])
         val = [m.val_rows for m in modules]
         assert len(val[0]) == len(val[1]) == len(modules[1].val_dataset) == len(table.val_idx) // 2

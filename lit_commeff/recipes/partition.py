@@ -28,6 +28,9 @@ import numpy as np
 
 #: The partitioning schemes :func:`partition_indices` accepts.
 PARTITION_SCHEMES: tuple[str, ...] = ("iid", "by_group")
+#: How ``by_group`` evens out shard sizes: ``"cut"`` every shard to the smallest, or ``"resample"`` (keep
+#: every row; the loaders then draw the same number of samples per epoch on every rank).
+BALANCE_SCHEMES: tuple[str, ...] = ("cut", "resample")
 
 
 def check_scheme(scheme: str) -> None:
@@ -88,10 +91,22 @@ def _as_keys(groups: Sequence[Any] | np.ndarray | Any) -> np.ndarray:
 
 
 def partition_all(
-    n_or_groups: int | Sequence[Any] | np.ndarray, world_size: int, scheme: str = "iid", seed: int = 0
+    n_or_groups: int | Sequence[Any] | np.ndarray,
+    world_size: int,
+    scheme: str = "iid",
+    seed: int = 0,
+    balance: str = "cut",
 ) -> list[np.ndarray]:
-    """Every rank's row indices (see :func:`partition_indices`); element ``r`` is rank ``r``'s shard."""
+    """Every rank's row indices (see :func:`partition_indices`); element ``r`` is rank ``r``'s shard.
+
+    ``balance="resample"`` (``by_group`` only) keeps every rank's whole groups, so shards differ in size.
+    """
     check_scheme(scheme)
+    if balance not in BALANCE_SCHEMES:
+        raise ValueError(
+            f"balance: balance={balance!r} is unknown; use 'resample' (keep every row, equal samples per epoch) "
+            "or 'cut' (cut every shard to the smallest)."
+        )
     _check_world(world_size, 0)
     if scheme == "iid":
         n = int(n_or_groups) if isinstance(n_or_groups, int | np.integer) else len(n_or_groups)
@@ -110,6 +125,8 @@ def partition_all(
         rows.setdefault(key, []).append(i)
     assignment = assign_groups({key: len(idx) for key, idx in rows.items()}, world_size)
     shards = [np.sort(np.concatenate([np.asarray(rows[key], dtype=np.int64) for key in owned])) for owned in assignment]
+    if balance == "resample":
+        return [shard.astype(np.int64) for shard in shards]
     size = min(len(s) for s in shards)
     out = []
     for r, shard in enumerate(shards):

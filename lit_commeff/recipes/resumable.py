@@ -24,10 +24,16 @@ class EpochSampler(Sampler[int]):
     Args:
         n: Number of samples.
         seed: Seed of the permutations.
+        num_samples: Samples per epoch (default ``n``). More than ``n`` repeats the shard (fresh
+            permutations, concatenated); fewer takes a fresh random subset each epoch. Gives ranks with
+            shards of different sizes the same number of steps per epoch.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, num_samples: int | None = None) -> None:
+        if n < 1:
+            raise ValueError(f"n: an epoch sampler needs at least one sample, got n={n}.")
         self.n = n
+        self.num_samples = n if num_samples is None else int(num_samples)
         self.seed = seed
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, samples to skip in it)
@@ -41,16 +47,17 @@ class EpochSampler(Sampler[int]):
         self._resume = (epoch, skip)
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The permutation of ``epoch``."""
+        """The sample order of ``epoch`` (``num_samples`` indices)."""
         generator = torch.Generator().manual_seed(self.seed + _EPOCH_STRIDE * epoch)
-        return torch.randperm(self.n, generator=generator)
+        rounds = -(-self.num_samples // self.n)
+        return torch.cat([torch.randperm(self.n, generator=generator) for _ in range(rounds)])[: self.num_samples]
 
     def __iter__(self) -> Iterator[int]:
         skip = self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
         return iter(self.order(self.epoch)[skip:].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.num_samples
 
 
 class ResumableDataLoader(DataLoader):
@@ -62,6 +69,7 @@ class ResumableDataLoader(DataLoader):
         seed: Seed of the per-epoch permutations (give each rank its own).
         progress: Returns ``(epoch, batches processed in it)`` from the trainer at save time; without it
             the state records the start of the epoch the sampler is in.
+        num_samples: Samples per epoch (see :class:`EpochSampler`; default: the dataset's size).
         **kwargs: Other :class:`~torch.utils.data.DataLoader` options (not ``shuffle``/``sampler``).
     """
 
@@ -72,11 +80,11 @@ class ResumableDataLoader(DataLoader):
         batch_size: int,
         seed: int,
         progress: Callable[[], tuple[int, int]] | None = None,
+        num_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), drop_last=True, **kwargs
-        )
+        sampler = EpochSampler(len(dataset), seed, num_samples)
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
         self.progress = progress
 
     def state_dict(self) -> dict[str, int]:

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
 
-from lit_commeff.recipes.partition import PARTITION_SCHEMES, check_scheme, interleaved_shard, partition_all
+from lit_commeff.recipes.partition import (
+    BALANCE_SCHEMES,
+    PARTITION_SCHEMES,
+    check_scheme,
+    interleaved_shard,
+    partition_all,
+)
 from lit_commeff.recipes.resumable import ResumableDataLoader, trainer_progress
 
 #: Cell texts read as a missing value (compared after stripping, case-insensitively).
@@ -146,9 +152,11 @@ class TabularDataModule(pl.LightningDataModule):
     * ``partition="iid"``: a seeded random permutation of the training rows cut into equal contiguous
       parts (the remainder is dropped so every rank has the same size).
     * ``partition="by_group"``: the training rows grouped by ``group_column``'s values; whole groups go
-      to ranks, largest first, each to the rank with the fewest rows so far; then every rank's shard is
-      cut (a seeded random subset) to the smallest rank's size, so all ranks take the same number of
-      steps per epoch. Imbalanced groups on many ranks can leave far fewer rows than the file holds.
+      to ranks, largest first, each to the rank with the fewest rows so far. All ranks must take the same
+      number of steps per epoch. ``group_balance="resample"`` (default) keeps every row and has every rank
+      draw ``rows // world_size`` samples per epoch from its own shard: a small shard repeats, and a
+      large one shows a fresh random subset each epoch. ``group_balance="cut"`` instead cuts every shard to the
+      smallest rank's size; with imbalanced groups on many ranks that leaves far fewer rows than the file holds.
 
     The validation split (``val_fraction`` of the rows, seeded, not stratified) is made once, before
     partitioning, identically on every rank; each rank then evaluates an equal interleaved share
@@ -174,6 +182,8 @@ class TabularDataModule(pl.LightningDataModule):
         val_fraction: Share of rows held out for validation, in (0, 1).
         partition: ``"iid"`` or ``"by_group"`` (see above).
         group_column: Column whose values define the groups of ``partition="by_group"``.
+        group_balance: ``"resample"`` or ``"cut"``: how ``by_group`` gives every rank the same number of steps
+            per epoch (see above).
         seed: Seed of the synthetic data, the validation split, the partition and the shuffling
             (rank ``r`` shuffles with ``seed + r``).
         synthetic_rows: Number of rows the synthetic generator makes (``path=None``).
@@ -203,6 +213,7 @@ class TabularDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         partition: str = "iid",
         group_column: str | None = None,
+        group_balance: str = "resample",
         seed: int = 0,
         synthetic_rows: int = 10000,
         target_column: str = "target",
@@ -216,6 +227,7 @@ class TabularDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.partition = partition
+        self.group_balance = group_balance
         self.group_column = group_column
         self.seed = seed
         self.synthetic_rows = synthetic_rows
@@ -263,6 +275,11 @@ class TabularDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------------------- checks
     def _check_options(self) -> None:
         check_scheme(self.partition)
+        if self.group_balance not in BALANCE_SCHEMES:
+            raise ValueError(
+                f"group_balance: group_balance={self.group_balance!r} is unknown; use 'resample' (keep every row; "
+                "equal samples per epoch on every rank) or 'cut' (cut every rank's shard to the smallest)."
+            )
         for name, low in (("batch_size", 1), ("synthetic_rows", 2), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -321,6 +338,7 @@ class TabularDataModule(pl.LightningDataModule):
             self.val_fraction,
             self.partition,
             self.group_column if self.partition == "by_group" else None,
+            self.group_balance if self.partition == "by_group" else None,
             self.target_column,
             self.id_column,
             None if self.categorical_columns is None else tuple(self.categorical_columns),
@@ -347,11 +365,12 @@ class TabularDataModule(pl.LightningDataModule):
                     f"{world_size} ranks; pick a column with at least {world_size} values, use fewer devices, or "
                     "use partition='iid'."
                 )
-            shards = partition_all(table.groups[table.train_idx], world_size, "by_group", self.seed)
+            groups = table.groups[table.train_idx]
+            shards = partition_all(groups, world_size, "by_group", self.seed, self.group_balance)
             scheme += f" on group_column={self.group_column!r}"
         else:
             shards = partition_all(n_train, world_size, "iid", self.seed)
-        rows = len(shards[0])
+        rows = self._epoch_rows(shards)
         if rows < self.batch_size:
             raise ValueError(
                 f"batch_size: with {scheme} over {world_size} ranks, each rank gets {rows} training rows (of "
@@ -360,13 +379,19 @@ class TabularDataModule(pl.LightningDataModule):
                 f"{max(rows, 1)}, use fewer devices, or use more data"
                 + (" (synthetic_rows)." if self.path is None else ".")
             )
-        if self.partition == "by_group" and rows * world_size < n_train / 2:
+        if self.partition == "by_group" and self.group_balance == "cut" and rows * world_size < n_train / 2:
             rank_zero_warn(
                 f"partition='by_group' on group_column={self.group_column!r} over {world_size} ranks keeps "
                 f"{rows * world_size} of {n_train} training rows ({rows} per rank: every rank is cut to the smallest "
                 "rank's size); use fewer ranks, a column with more even groups, or partition='iid'."
             )
         return shards
+
+    def _epoch_rows(self, shards: list[np.ndarray]) -> int:
+        """Samples per rank per epoch: the shards' size, or their mean where ``by_group`` resamples."""
+        if self.partition == "by_group" and self.group_balance == "resample":
+            return sum(len(s) for s in shards) // len(shards)
+        return len(shards[0])
 
     # ------------------------------------------------------------------------------- loading
     def _hint(self) -> str:
@@ -683,6 +708,7 @@ class TabularDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             seed=self.seed + self.shard_rank,
             progress=trainer_progress(self),
+            num_samples=self._epoch_rows(self._shards[self.shard_world_size, self.batch_size]),
         )
 
     def val_dataloader(self) -> DataLoader:
