@@ -72,11 +72,13 @@ def _olga_kwargs(problem) -> dict[str, Any]:
     return {"mu": problem.mu, "theta": 1 / (2 * problem.delta), "p": 0.3, "seed": 3}
 
 
-@pytest.mark.parametrize(("workers", "same_batch"), [(2, False), (4, False), (2, True)])
-def test_olga_strategy_reproduces_the_simulator(workers, same_batch, tmp_path):
+@pytest.mark.parametrize(
+    ("workers", "same_batch", "accelerate"), [(2, False, True), (4, False, True), (2, True, True), (3, False, False)]
+)
+def test_olga_strategy_reproduces_the_simulator(workers, same_batch, accelerate, tmp_path):
     problem = synthetic_ridge(workers=workers, n=24, dim=6, similarity=0.2, seed=1)
     compressor = build("randk", k=2)
-    options = {**_olga_kwargs(problem), "same_batch": same_batch}
+    options = {**_olga_kwargs(problem), "same_batch": same_batch, "accelerate": accelerate}
     expected = _simulate(problem, OLGA, compressor, ROUNDS, **options)
     strategy = OLGAStrategy(start_method="fork", compressor=compressor, inner_steps=STEPS_S, **options)
     ranks = _lightning(problem, strategy, tmp_path, ROUNDS)
