@@ -326,3 +326,23 @@ def test_without_acceleration_olga_still_converges(problem):
             seed=1,
         )
         assert history.final["rel_subopt"] <= 1e-10, (name, history.final)
+
+
+def test_output_last_follows_every_broadcast_iterate(problem):
+    """output='last': the newest point every process holds (x_k each inner round, y at the y round)."""
+    y_out = _olga(problem, build("randk", k=2), p=0.25, seed=5)
+    last = _olga(problem, build("randk", k=2), p=0.25, seed=5, output="last")
+    changes_y = changes_last = 0
+    previous_y, previous_last = y_out.output().clone(), last.output().clone()
+    for _ in range(40):
+        y_out.step()
+        last.step()
+        if last.phase == "anchor":  # just after a y round both outputs are y
+            assert torch.equal(last.output(), last.y) and torch.equal(y_out.output(), y_out.y)
+        changes_y += not torch.equal(y_out.output(), previous_y)
+        changes_last += not torch.equal(last.output(), previous_last)
+        previous_y, previous_last = y_out.output().clone(), last.output().clone()
+    assert changes_last > 3 * changes_y > 0  # y moves once per outer iteration, 'last' every round
+    assert torch.equal(y_out.y, last.y)  # the same run: only what is shown differs
+    with pytest.raises(ValueError, match="output: output='z' is unknown"):
+        _olga(problem, build("randk", k=2), output="z")

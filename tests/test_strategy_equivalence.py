@@ -73,12 +73,13 @@ def _olga_kwargs(problem) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("workers", "same_batch", "accelerate"), [(2, False, True), (4, False, True), (2, True, True), (3, False, False)]
+    ("workers", "same_batch", "accelerate", "output"),
+    [(2, False, True, "y"), (4, False, True, "last"), (2, True, True, "y"), (3, False, False, "last")],
 )
-def test_olga_strategy_reproduces_the_simulator(workers, same_batch, accelerate, tmp_path):
+def test_olga_strategy_reproduces_the_simulator(workers, same_batch, accelerate, output, tmp_path):
     problem = synthetic_ridge(workers=workers, n=24, dim=6, similarity=0.2, seed=1)
     compressor = build("randk", k=2)
-    options = {**_olga_kwargs(problem), "same_batch": same_batch, "accelerate": accelerate}
+    options = {**_olga_kwargs(problem), "same_batch": same_batch, "accelerate": accelerate, "output": output}
     expected = _simulate(problem, OLGA, compressor, ROUNDS, **options)
     strategy = OLGAStrategy(start_method="fork", compressor=compressor, inner_steps=STEPS_S, **options)
     ranks = _lightning(problem, strategy, tmp_path, ROUNDS)
@@ -104,7 +105,7 @@ def test_other_strategies_reproduce_the_simulator(cls, strategy_cls, compressor,
             sim_kwargs["alpha"] = 1 / (build(name, **options).omega(problem.dim) + 2)
         strategy = strategy_cls(start_method="fork", compressor=build(name, **options), seed=3)
     else:
-        sim_kwargs = _olga_kwargs(problem)
+        sim_kwargs = {**_olga_kwargs(problem), "output": "last"}
         strategy = strategy_cls(
             start_method="fork", compressor=build(name, **options), inner_steps=STEPS_S, **sim_kwargs
         )

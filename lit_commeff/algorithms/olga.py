@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -67,13 +68,16 @@ class OLGA(Algorithm):
             training) takes x_{k+1} = y_{k+1}: then the y round's dense gradients are the next epoch's
             anchor, so each outer iteration has one dense round instead of two (three for EF-OLGA, whose
             error round only feeds the momentum step), and z, τ and α are unused.
+        output: ``"y"`` (the paper's output, which changes once per outer iteration) or ``"last"`` (our
+            extension for training: the newest iterate every process holds, i.e. x_k after each inner
+            round and y after each y round; at the end of an epoch both are y).
         seed: Seed of the epoch lengths and compressor draws.
     """
 
     name: ClassVar[str] = "olga"
     error_feedback: ClassVar[bool] = False
     _state: ClassVar[tuple[str, ...]] = (
-        "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k",
+        "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
         "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha",
     )  # fmt: skip
 
@@ -98,9 +102,16 @@ class OLGA(Algorithm):
         diagnostics: bool = False,
         same_batch: bool = False,
         accelerate: bool = True,
+        output: str = "y",
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        if output not in ("y", "last"):
+            raise ValueError(
+                f"output: output={output!r} is unknown; use 'y' (the paper's output, updated once per outer "
+                "iteration) or 'last' (the newest inner iterate every process holds)."
+            )
+        self.output_kind = output
         self.same_batch = bool(same_batch)
         self.accelerate = bool(accelerate)
         #: Norms of the last inner round (``None`` unless ``diagnostics``): ghat_norm, compression_error
@@ -141,6 +152,7 @@ class OLGA(Algorithm):
         hub = transport.is_hub
         x = x0.detach().clone()
         self.y = x.clone()  # every process: y is broadcast at each y round, so all ranks can hold it
+        self.last = x.clone()  # the newest point broadcast to every process (x_k of inner rounds, y)
         self.z = x.clone() if hub else None
         self.x: Tensor | None = None
         self.x0 = x.clone()
@@ -184,7 +196,12 @@ class OLGA(Algorithm):
         return out
 
     def output(self) -> Tensor:
-        return self.y
+        return self.y if self.output_kind == "y" else self.last
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "last" not in state:  # a checkpoint from before output='last' existed
+            state = {**state, "last": state["y"]}
+        super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------- rounds
     def _step(self) -> None:
@@ -232,6 +249,7 @@ class OLGA(Algorithm):
         t = self.transport
         if self.inner_k > 0:
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
+            self.last = self.xk
         if self.same_batch:
             # ĝ = [∇f_m(x_k) − ∇f_m(x_0)] on this round's batch − the hub's same-batch difference (g1k holds
             # it here): batch noise cancels inside each bracket, so ĝ ≈ (∇²f_m − ∇²f_1)(x_k − x_0).
@@ -298,6 +316,7 @@ class OLGA(Algorithm):
     def _round_y(self) -> None:
         t = self.transport
         (y,) = t.broadcast(self.xk, tag="point")
+        self.last = y
         grads = self.oracle.grads(y)
         gathered = t.gather(grads, tag="dense")
         if t.is_hub:

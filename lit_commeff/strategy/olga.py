@@ -66,6 +66,10 @@ class OLGAStrategy(HubAlgorithmStrategy):
             sets x_{k+1} = y_{k+1}, reuses the y round's dense gradients as the next anchor (one dense round
             per outer iteration instead of two, or three for EF-OLGA) and ignores μ, τ and α (see
             ``docs/neural-adaptation.md``).
+        output: What the model holds after each step (what validation and checkpoints see): ``"last"``
+            (default), the newest iterate every rank holds, updated every round; or ``"y"``, the paper's
+            output, updated once per outer iteration (with EF-OLGA's p ≈ 1/50 a short run could end
+            on its initial weights).
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -94,6 +98,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         diagnostics: bool = False,
         same_batch: bool = False,
         accelerate: bool | None = None,
+        output: str = "last",
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -127,6 +132,12 @@ class OLGAStrategy(HubAlgorithmStrategy):
         if not isinstance(accelerate, bool):
             raise ValueError(f"accelerate: accelerate={accelerate!r} is invalid; use true or false.")
         self.accelerate = accelerate
+        if output not in ("y", "last"):
+            raise ValueError(
+                f"output: output={output!r} is unknown; use 'last' (the newest iterate, every round) or 'y' "
+                "(the paper's output, once per outer iteration)."
+            )
+        self.output = output
         if self.theta is None:
             if preset == "auto" and self.delta0 is None:
                 raise ValueError(
@@ -158,6 +169,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             diagnostics=self.diagnostics,
             same_batch=self.same_batch,
             accelerate=self.accelerate,
+            output=self.output,
             estimate_delta=True,
             seed=self.seed,
         )
