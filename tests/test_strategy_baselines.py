@@ -433,3 +433,22 @@ def test_diloco_validates_and_returns_the_global_model(tmp_path):
     for a, b in zip(runs[0]["seen"], runs[1]["seen"], strict=True):
         assert torch.equal(a, b)
     assert torch.equal(runs[0]["final"], runs[1]["final"])
+
+
+class MLPWithExtraState(MLP):
+    """A model whose state_dict holds a non-tensor entry (``get_extra_state``), like the throughput recipe's."""
+
+    def get_extra_state(self) -> Any:
+        return {"transform": "log1p", "scale": 2.0}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.extra = state
+
+
+def test_diloco_checkpoints_a_model_with_non_tensor_extra_state(tmp_path):
+    """Regression: DiLoCo cloned every state_dict value as a tensor and crashed on a dict (throughput recipe)."""
+    ckpt = tmp_path / "extra.ckpt"
+    fit(DiLoCoStrategy(start_method="fork", inner_steps=2), tmp_path / "run", model=MLPWithExtraState, max_steps=3,
+        save=ckpt)  # fmt: skip
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert state["_extra_state"] == {"transform": "log1p", "scale": 2.0}

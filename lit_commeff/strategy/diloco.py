@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -208,7 +209,12 @@ class DiLoCoStrategy(CommStrategy):
         # The checkpoint's weights are θ; each rank's local replica travels in its per-rank state.
         self._show_global()
         try:
-            return {k: v.detach().clone() for k, v in super().lightning_module_state_dict().items()}
+            # copy: the local replica comes back into these tensors below; non-tensor extra state
+            # (a module's get_extra_state(), e.g. a target transform) is kept as it is
+            return {
+                k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+                for k, v in super().lightning_module_state_dict().items()
+            }
         finally:
             self._restore_local()
 
