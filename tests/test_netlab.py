@@ -196,7 +196,7 @@ def test_teardown_on_signal_in_child_process(signum: int) -> None:
         prefix, router, sleeper = line[1], int(line[2]), int(line[3])
         assert _leftovers(prefix)
         child.send_signal(signum)
-        child.wait(timeout=20)
+        child.wait(timeout=60)  # teardown is slower on a loaded 2-core machine
     finally:
         if child.poll() is None:
             child.kill()
