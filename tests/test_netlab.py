@@ -185,6 +185,7 @@ def test_teardown_on_signal_in_child_process(signum: int) -> None:
         lab = NetLab(2, "edge").setup()
         sleeper = lab.popen(1, ["sleep", "60"])
         print("READY", lab.prefix, lab.router_pid or 0, sleeper.pid, flush=True)
+        sleeper.wait()  # the signal lands inside Popen.wait on a lab process, as in B3 (this deadlocked once)
         time.sleep(60)
         """
     )

@@ -509,17 +509,16 @@ class NetLab:
     # ------------------------------------------------------------------ teardown helpers
 
     def _stop_processes(self) -> None:
-        running = [p for p in self._procs if p.poll() is None]
+        running = [p for p in self._procs if p.returncode is None]
         for proc in running:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
         deadline = time.monotonic() + 3.0
         for proc in running:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if not _reap(proc, max(0.0, deadline - time.monotonic())):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                _reap(proc, 5.0)
         self._procs.clear()
         # Anything the commands spawned that still sits in our namespaces.
         own = os.getpid()
@@ -536,11 +535,10 @@ class NetLab:
         if router.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 router.stdin.close()  # type: ignore[union-attr]
-            try:
-                router.wait(timeout=3.0)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
+            if not _reap(router, 3.0):
+                with contextlib.suppress(ProcessLookupError):
+                    router.kill()
+                _reap(router, 5.0)
         with contextlib.suppress(OSError, ValueError, json.JSONDecodeError):
             tail = router.stderr.read().decode().strip().splitlines()  # type: ignore[union-attr]
             if tail:
@@ -586,6 +584,28 @@ class NetLab:
     def _check_rank(self, rank: int) -> None:
         if not isinstance(rank, int) or not 0 <= rank < self.world_size:
             raise ValueError(f"rank={rank!r} is out of range: this lab has ranks 0..{self.world_size - 1}")
+
+
+def _reap(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``proc`` to exit, without ``Popen.wait``.
+
+    Teardown may run in a signal handler that interrupted a ``Popen.wait`` on the same process. That
+    wait holds the Popen's lock, so a second ``wait`` from the handler would block forever. ``waitpid``
+    with WNOHANG needs no lock.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.returncode is None:
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped elsewhere
+            return True
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _letters(i: int) -> str:
