@@ -180,7 +180,10 @@ def test_teardown_on_signal_in_child_process(signum: int) -> None:
     _edge_or_skip()
     code = textwrap.dedent(
         """
-        import time
+        import signal, time
+        # A job started in the background (`cmd &`, nohup, some CI runners) inherits SIGINT ignored, and
+        # NetLab rightly leaves ignored signals alone: give the child Python's usual SIGINT handling.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from lit_commeff.netlab import NetLab
         lab = NetLab(2, "edge").setup()
         sleeper = lab.popen(1, ["sleep", "60"])
