@@ -53,16 +53,26 @@ class StepParams(pl.Callback):
 
 @pytest.fixture
 def watch_broadcasts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Fork-inherited spy on ``dist.broadcast``: the hub writes a file if it ever sends a non-finite value."""
-    real = dist.broadcast
+    """Fork-inherited spy on the hub's downlink collectives (``dist.broadcast`` and ``dist.scatter``).
+
+    The hub writes ``nonfinite_broadcast`` if it ever sends a non-finite value, and ``downlink_seen``
+    when it sends anything (so a test can check the spy was on the path at all).
+    """
     flag = tmp_path / "nonfinite_broadcast"
+    seen = tmp_path / "downlink_seen"
 
-    def spy(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if dist.get_rank() == 0 and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            flag.write_text("the hub broadcast a non-finite tensor")
-        return real(tensor, *args, **kwargs)
+    def watch(real: Any) -> Any:
+        def spy(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if dist.get_rank() == 0 and tensor.is_floating_point():
+                seen.write_text(real.__name__)
+                if not bool(torch.isfinite(tensor).all()):
+                    flag.write_text("the hub broadcast a non-finite tensor")
+            return real(tensor, *args, **kwargs)
 
-    monkeypatch.setattr(dist, "broadcast", spy)
+        return spy
+
+    monkeypatch.setattr(dist, "broadcast", watch(dist.broadcast))
+    monkeypatch.setattr(dist, "scatter", watch(dist.scatter))
     return flag
 
 
@@ -114,6 +124,7 @@ def test_raise_names_step_rank_and_tensor_and_applies_nothing(name, tmp_path, wa
         assert rank["final"] == rank["after"][-1]  # the failed step was undone: nothing was applied
         assert all(math.isfinite(v) for v in rank["final"])
     assert not watch_broadcasts.exists()
+    assert (tmp_path / "downlink_seen").read_text() == "scatter"  # gloo's default downlink: the star
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -128,8 +139,10 @@ def test_skip_drops_the_round_everywhere_and_goes_on(name, tmp_path, watch_broad
         assert rank["rounds"] == 12 - 1  # the skipped round was undone in the algorithm too, and training went on
         assert all(math.isfinite(v) for v in rank["final"])
     assert ranks[0]["final"] == ranks[1]["final"]
-    assert ranks[0]["summary"]["control_bytes"] == 12 * 2 * 4  # the guard's flags: one int32 per rank per step
+    # the guard: the worker's int32 flag up, every rank's flag (2 x int32) down, each step
+    assert ranks[0]["summary"]["control_bytes"] == 12 * (4 + 2 * 4)
     assert not watch_broadcasts.exists()
+    assert (tmp_path / "downlink_seen").read_text() == "scatter"  # gloo's default downlink: the star
 
 
 def test_off_sends_no_guard_traffic(tmp_path):

@@ -17,6 +17,7 @@ from lit_commeff.algorithms import ALGORITHMS, ProblemOracle
 from lit_commeff.compression import build
 from lit_commeff.problems import synthetic_ridge
 from lit_commeff.transport import DistributedTransport, SimulatorTransport
+from lit_commeff.transport.distributed import DOWNLINKS
 
 WORLD = 3
 ROUNDS = 40
@@ -60,12 +61,12 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
     try:
         report = {}
-        for name in CASES:
-            transport = DistributedTransport(dim=_problem().dim, dtype=torch.float64)
+        for name, downlink in ((n, d) for n in CASES for d in DOWNLINKS):
+            transport = DistributedTransport(dim=_problem().dim, dtype=torch.float64, downlink=downlink)
             y = _run(name, transport)
             summary = transport.ledger.summary()
             summary.pop("comm_time_s")
-            report[name] = {
+            report[f"{name}/{downlink}"] = {
                 "y": y.tolist() if rank == 0 else None,
                 "ledger": summary,
                 "comm_time_s": transport.ledger.comm_time_s,
@@ -88,19 +89,28 @@ def distributed_reports(tmp_path_factory):
     return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(WORLD)]
 
 
+@pytest.mark.parametrize("downlink", DOWNLINKS)
 @pytest.mark.parametrize("name", list(CASES))
-def test_distributed_matches_simulator(distributed_reports, name):
+def test_distributed_matches_simulator(distributed_reports, name, downlink):
+    """Either downlink collective (gloo's broadcast tree or the star scatter) gives the simulator's run."""
     transport = SimulatorTransport(num_workers=WORLD, dim=_problem().dim)
     y_sim = _run(name, transport)
     expected = transport.ledger.summary()
     expected.pop("comm_time_s")
-    hub = distributed_reports[0][name]
+    hub = distributed_reports[0][f"{name}/{downlink}"]
     assert torch.allclose(torch.tensor(hub["y"], dtype=torch.float64), y_sim, rtol=1e-9, atol=1e-12), name
     for rank in range(WORLD):  # every rank holds the same ledger, equal to the simulator's
-        assert distributed_reports[rank][name]["ledger"] == expected, (name, rank)
+        assert distributed_reports[rank][f"{name}/{downlink}"]["ledger"] == expected, (name, rank)
     assert hub["comm_time_s"] > 0
 
 
 def test_distributed_transport_needs_a_process_group():
     with pytest.raises(RuntimeError, match=r"needs an initialised process group"):
         DistributedTransport(dim=3)
+
+
+def test_downlink_option_is_validated_with_the_fix():
+    from lit_commeff.strategy import OLGAStrategy
+
+    with pytest.raises(ValueError, match=r"downlink: downlink='tree' is unknown; use 'auto'"):
+        OLGAStrategy(downlink="tree")

@@ -22,6 +22,10 @@ SUMMARY_FILE = "ledger_summary.json"
 class CommHistory(pl.Callback):
     """After each validation (rank 0), appends ``{step, monitor value, uplink/downlink bytes, seconds}`` to a file.
 
+    ``seconds`` is the wall time since training started; ``train_seconds`` is the same minus the time
+    spent in validation passes, i.e. the training time a run with less frequent validation would need
+    to reach the same step (benchmark B3 reports both).
+
     Bytes are the strategy's exact per-worker totals (``trainer.strategy.comm_summary()``) at that
     moment; at the end of training the full summary is written to ``ledger_summary.json``.
 
@@ -34,12 +38,24 @@ class CommHistory(pl.Callback):
         self.out_dir = Path(out_dir)
         self.monitor = monitor
         self._start = time.perf_counter()
+        self._val_start: float | None = None
+        self._val_seconds = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._val_seconds = 0.0
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = None if trainer.sanity_checking else time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        now = time.perf_counter()
+        if self._val_start is not None:
+            self._val_seconds += now - self._val_start
+            self._val_start = None
+        if not trainer.is_global_zero:
             return
         value = trainer.callback_metrics.get(self.monitor)
         summary = _summary(trainer)
@@ -49,7 +65,8 @@ class CommHistory(pl.Callback):
             "value": None if value is None else float(value),
             "uplink_bytes": summary.get("worker_uplink_bytes"),
             "downlink_bytes": summary.get("worker_downlink_bytes"),
-            "seconds": time.perf_counter() - self._start,
+            "seconds": now - self._start,
+            "train_seconds": now - self._start - self._val_seconds,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / HISTORY_FILE, "a") as fh:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -12,16 +13,24 @@ from lit_commeff.compression import Compressor
 from lit_commeff.ledger import CommLedger, Direction
 from lit_commeff.transport.base import Transport, as_block, dense_nbytes
 
+DOWNLINKS = ("broadcast", "scatter")
+
 
 class DistributedTransport(Transport):
     """Runs the star topology over an initialised process group: worker id = rank.
 
     Uplink is ``dist.gather`` to the hub (compressed messages travel as one ``uint8`` buffer per
     worker, sized from :meth:`Compressor.wire_spec`, so every rank knows every size in advance);
-    client-sampled uplinks use point-to-point ``send``/``recv``; downlink is ``dist.broadcast`` from the
-    hub. Every rank records every transfer, so all ranks hold the same ledger (the hub's own message
-    is not counted: it never leaves the process). Wall time inside each collective is measured after
-    the call returns (CUDA tensors are synchronised first).
+    client-sampled uplinks use point-to-point ``send``/``recv``. Downlink is either ``dist.broadcast``
+    (``downlink="broadcast"``: the backend's tree or ring, bandwidth-optimal for large messages on NCCL)
+    or ``dist.scatter`` of the same tensor to every rank (``downlink="scatter"``: a star, one hop from
+    the hub to each worker). On gloo over links with latency the star is ~2.5x faster: gloo's tree makes
+    workers forward to workers over their own, often slower, uplinks (measured on netlab ``edge``:
+    broadcast of 2 x 5,857 fp32 77.6 ms, scatter 31.3 ms; ``docs/benchmarks.md``). Each worker receives
+    the same bytes either way, so the ledger is the same. Every rank records every transfer, so all
+    ranks hold the same ledger (the hub's own message is not counted: it never leaves the process).
+    Wall time inside each collective is measured after the call returns (CUDA tensors are synchronised
+    first).
 
     Args:
         dim: Dimension d of the optimisation variable.
@@ -30,6 +39,8 @@ class DistributedTransport(Transport):
         hub: Rank of the hub.
         group: Process group (default: the world).
         ledger: Ledger to record into; a new one by default.
+        downlink: ``"broadcast"`` (default) or ``"scatter"``: the collective that carries the hub's
+            messages to the workers (see above).
     """
 
     def __init__(
@@ -41,6 +52,7 @@ class DistributedTransport(Transport):
         hub: int = 0,
         group: dist.ProcessGroup | None = None,
         ledger: CommLedger | None = None,
+        downlink: Literal["broadcast", "scatter"] = "broadcast",
     ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
@@ -54,6 +66,9 @@ class DistributedTransport(Transport):
             raise ValueError(f"workers: world size {self.num_workers} is too small; the star needs >= 2 ranks.")
         if not 0 <= hub < self.num_workers:
             raise ValueError(f"hub: hub={hub} is not a rank of a world of size {self.num_workers}.")
+        if downlink not in DOWNLINKS:
+            raise ValueError(f"downlink: downlink={downlink!r} is unknown; use one of {list(DOWNLINKS)}.")
+        self.downlink = downlink
         self.hub = hub
         self.device = torch.device(device)
         self.workers = torch.tensor([self.rank])
@@ -68,13 +83,22 @@ class DistributedTransport(Transport):
         flat = torch.cat([t.reshape(-1) for t in tensors]).to(self.device)
         nbytes = flat.numel() * flat.element_size()
         with self.ledger.measure(Direction.DOWNLINK, nbytes=nbytes, tag=tag):
-            dist.broadcast(flat, src=self.hub, group=self.group)
-            self._sync()
+            self.send_down(flat)
         out, offset = [], 0
         for t in tensors:
             out.append(flat[offset : offset + t.numel()].reshape(t.shape).to(t.device))
             offset += t.numel()
         return tuple(out)
+
+    def send_down(self, flat: Tensor) -> None:
+        """Deliver the hub's ``flat`` to every rank in place (uncounted: the caller records it)."""
+        if self.downlink == "scatter":
+            # The same tensor for every rank: the hub hands one buffer, each worker receives it once.
+            copies = [flat] * self.num_workers if self.rank == self.hub else None
+            dist.scatter(flat, copies, src=self.hub, group=self.group)
+        else:
+            dist.broadcast(flat, src=self.hub, group=self.group)
+        self._sync()
 
     def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
         row = as_block(x, 1)[0].contiguous().to(self.device)

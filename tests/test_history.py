@@ -1,0 +1,54 @@
+"""CommHistory: one record per validation, with wall time and training time (validation excluded)."""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_commeff.tracking.history import HISTORY_FILE, CommHistory, read_history
+
+VALIDATION_SLEEP = 0.3
+
+
+class SlowValidation(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        time.sleep(VALIDATION_SLEEP)  # a slow validation pass: it must not count as training time
+        x, y = batch
+        self.log("val/loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_train_seconds_exclude_validation(tmp_path):
+    data = TensorDataset(torch.randn(16, 3), torch.randn(16, 1))
+    trainer = pl.Trainer(
+        max_steps=4,
+        val_check_interval=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,  # the sanity pass is neither training nor a record
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[CommHistory(tmp_path, monitor="val/loss")],
+    )
+    trainer.fit(SlowValidation(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=16))
+    records = read_history(tmp_path / HISTORY_FILE)
+    assert [r["step"] for r in records] == [2, 4]
+    for n, record in enumerate(records, start=1):
+        validation = record["seconds"] - record["train_seconds"]
+        # every validation pass so far, this one included, is taken out; training time stays positive
+        assert n * VALIDATION_SLEEP <= validation < n * VALIDATION_SLEEP + 0.5, record
+        assert record["train_seconds"] > 0
