@@ -346,3 +346,51 @@ def test_output_last_follows_every_broadcast_iterate(problem):
     assert torch.equal(y_out.y, last.y)  # the same run: only what is shown differs
     with pytest.raises(ValueError, match="output: output='z' is unknown"):
         _olga(problem, build("randk", k=2), output="z")
+
+
+@pytest.mark.parametrize("accelerate", [True, False])
+@pytest.mark.parametrize("name, compressor", [("olga", ("randk", {"k": 2})), ("ef_olga", ("topk", {"k": 2}))])
+def test_dense_compressor_still_converges(problem, name, compressor, accelerate):
+    """EF21-style estimates in the anchor/y rounds: still linear convergence to high accuracy on ridge."""
+    history = sim.run(
+        problem,
+        name,
+        compressor=compressor,
+        dense_compressor=build("topk", k=3),
+        preset="similarity",
+        accelerate=accelerate,
+        cc3_budget=6000,
+        tol=1e-10,
+        seed=1,
+    )
+    assert history.final["rel_subopt"] <= 1e-10, (name, accelerate, history.final)
+
+
+@pytest.mark.parametrize("cls, compressor", [(OLGA, ("randk", {"k": 2})), (EFOLGA, ("topk", {"k": 2}))])
+def test_dense_compressor_replaces_the_dense_gradient_gathers(problem, cls, compressor):
+    dense_compressor = build("topk", k=3)
+    alg = _olga(
+        problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5, dense_compressor=dense_compressor
+    )
+    for _ in range(60):
+        alg.step()
+        if alg.transport.is_hub and alg.phase == "inner" and alg.inner_k == 0:
+            # the hub's estimates are what the workers hold, and its own row is exact
+            assert torch.equal(alg.Hg, alg.hg)
+    ledger = alg.transport.ledger
+    wire = dense_compressor.wire_nbytes((problem.dim,), torch.float64)
+    assert ledger.gamma("dense_compressed") == pytest.approx(problem.dim * 8 / wire)
+    if cls is OLGA:  # no dense gradient gather is left (EF-OLGA's error round stays dense)
+        assert math.isnan(ledger.gamma("dense"))
+    state = alg.state_dict()
+    resumed = _olga(
+        problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5, dense_compressor=dense_compressor
+    )
+    resumed.load_state_dict(state)
+    for _ in range(10):
+        alg.step()
+        resumed.step()
+    assert torch.equal(alg.output(), resumed.output())
+    plain = _olga(problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5)
+    with pytest.raises(ValueError, match="dense_compressor: the checkpoint was written with dense_compressor on"):
+        plain.load_state_dict(state)

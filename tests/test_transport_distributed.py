@@ -28,7 +28,16 @@ CASES = {
     "acc_extragradient": {},
     "diana": {"compressor": ("randk", {"k": 2})},
     "ef21": {"compressor": ("topk", {"k": 2})},
-}
+    # the anchor/y gradient gathers compressed too (EF21-style estimates), with and without momentum
+    "olga+dense_topk": {
+        "algorithm": "olga", "compressor": ("randk", {"k": 3}), "dense_compressor": ("topk", {"k": 4}),
+        "preset": "similarity", "p": 0.3, "accelerate": False,
+    },
+    "ef_olga+dense_topk": {
+        "algorithm": "ef_olga", "compressor": ("topk", {"k": 3}), "dense_compressor": ("topk", {"k": 4}),
+        "preset": "similarity", "p": 0.3,
+    },
+}  # fmt: skip
 
 
 def _problem():
@@ -38,13 +47,15 @@ def _problem():
 def _run(name: str, transport) -> torch.Tensor:
     problem = _problem()
     options = dict(CASES[name])
-    if "compressor" in options:
-        cname, copts = options["compressor"]
-        options["compressor"] = build(cname, **copts)
+    algorithm = ALGORITHMS[options.pop("algorithm", name)]
+    for field in ("compressor", "dense_compressor"):
+        if field in options:
+            cname, copts = options[field]
+            options[field] = build(cname, **copts)
     constants = {"mu": problem.mu, "delta": problem.delta, "L": problem.L}
-    accepted = ALGORITHMS[name].__init__.__code__.co_varnames
+    accepted = algorithm.__init__.__code__.co_varnames
     options.update({k: v for k, v in constants.items() if k in accepted})
-    alg = ALGORITHMS[name](
+    alg = algorithm(
         transport=transport,
         oracle=ProblemOracle(problem, transport.workers),
         x0=torch.zeros(problem.dim, dtype=torch.float64),

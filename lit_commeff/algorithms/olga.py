@@ -71,6 +71,12 @@ class OLGA(Algorithm):
         output: ``"y"`` (the paper's output, which changes once per outer iteration) or ``"last"`` (our
             extension for training: the newest iterate every process holds, i.e. x_k after each inner
             round and y after each y round; at the end of an epoch both are y).
+        dense_compressor: Compress the gradient gathers of the anchor and y rounds too (our extension;
+            ``None``, the default, keeps them dense as in the paper). EF21-style (Richtárik et al., 2021):
+            each worker keeps an estimate ``h_m`` of its gradient, sends ``C(∇f_m − h_m)`` with this
+            contractive (biased) compressor, and both ends add the message to ``h_m``; the hub uses the
+            estimates wherever the paper uses the gathered gradients. The hub's own row stays exact.
+            EF-OLGA's error round stays dense.
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -78,7 +84,7 @@ class OLGA(Algorithm):
     error_feedback: ClassVar[bool] = False
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
-        "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha",
+        "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg",
     )  # fmt: skip
 
     def __init__(
@@ -103,9 +109,13 @@ class OLGA(Algorithm):
         same_batch: bool = False,
         accelerate: bool = True,
         output: str = "y",
+        dense_compressor: Compressor | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        if dense_compressor is not None:
+            require_biased(dense_compressor, "dense_compressor (EF21-style estimates)", "None (dense rounds)")
+        self.dense_compressor = dense_compressor
         if output not in ("y", "last"):
             raise ValueError(
                 f"output: output={output!r} is unknown; use 'y' (the paper's output, updated once per outer "
@@ -168,6 +178,14 @@ class OLGA(Algorithm):
         self.outer = 0
         self.inner_k = 0
         self.inner_n = 0
+        # dense_compressor: this process's rows of the gradient estimates h_m, and every row on the hub
+        rows = transport.workers.numel()
+        self.hg = torch.zeros(rows, d, dtype=x.dtype, device=x.device) if dense_compressor is not None else None
+        self.Hg = (
+            torch.zeros(transport.num_workers, d, dtype=x.dtype, device=x.device)
+            if dense_compressor is not None and hub
+            else None
+        )
 
     # ------------------------------------------------------------------------------- parameters
     def _resolve(self, delta: float | None) -> None:
@@ -201,6 +219,13 @@ class OLGA(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "last" not in state:  # a checkpoint from before output='last' existed
             state = {**state, "last": state["y"]}
+        if "hg" not in state:  # from before dense_compressor existed: the estimates start from zero
+            state = {**state, "hg": self.hg, "Hg": self.Hg}
+        if (state["hg"] is None) != (self.hg is None):
+            raise ValueError(
+                "dense_compressor: the checkpoint was written with dense_compressor "
+                f"{'off' if state['hg'] is None else 'on'}; resume with the same setting."
+            )
         super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------- rounds
@@ -226,8 +251,22 @@ class OLGA(Algorithm):
             self.x = self.tau * self.z + (1 - self.tau) * self.y if self.accelerate else self.y
         (x,) = t.broadcast(self.x if t.is_hub else torch.zeros_like(self.x0), tag="point")
         grads = self.oracle.grads(x)
-        gathered = t.gather(grads, tag="dense")
+        gathered = self._gather_grads(grads)
         self._begin_epoch(x, grads, gathered)
+
+    def _gather_grads(self, grads: Tensor) -> Tensor | None:
+        """The anchor and y rounds' gradient gather: dense, or EF21-style estimates with ``dense_compressor``."""
+        t = self.transport
+        if self.dense_compressor is None:
+            return t.gather(grads, tag="dense")
+        own, received = t.gather_compressed(
+            grads - self.hg, self.dense_compressor, step=self.round, key=f"{self.name}/dense", tag="dense_compressed"
+        )
+        self.hg = self.hg + own
+        if not t.is_hub:
+            return None
+        self.Hg = self.Hg + received
+        return self.Hg.clone()
 
     def _begin_epoch(self, x: Tensor, grads: Tensor, gathered: Tensor | None) -> None:
         """Make ``x`` (with every worker's gradient there) the anchor x_0 of a new inner epoch."""
@@ -318,7 +357,7 @@ class OLGA(Algorithm):
         (y,) = t.broadcast(self.xk, tag="point")
         self.last = y
         grads = self.oracle.grads(y)
-        gathered = t.gather(grads, tag="dense")
+        gathered = self._gather_grads(grads)
         if t.is_hub:
             gfy = gathered.mean(dim=0)
             g1y = gathered[t.hub]

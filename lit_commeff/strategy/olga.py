@@ -12,7 +12,13 @@ from typing_extensions import override
 from lit_commeff.algorithms.base import require_biased, require_unbiased
 from lit_commeff.algorithms.olga import EFOLGA, OLGA
 from lit_commeff.algorithms.params import PRESETS
-from lit_commeff.strategy.hub import CompressorSpec, HubAlgorithmStrategy, optional_positive, positive_int
+from lit_commeff.strategy.hub import (
+    CompressorSpec,
+    HubAlgorithmStrategy,
+    optional_positive,
+    positive_int,
+    resolve_compressor,
+)
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
 
@@ -70,6 +76,10 @@ class OLGAStrategy(HubAlgorithmStrategy):
             (default), the newest iterate every rank holds, updated every round; or ``"y"``, the paper's
             output, updated once per outer iteration (with EF-OLGA's p ≈ 1/50 a short run could end
             on its initial weights).
+        dense_compressor: Also compress the anchor and y rounds' gradient gathers, EF21-style (each rank
+            keeps an estimate of its gradient and sends the compressed change; a biased compressor such as
+            ``"topk"``). ``None`` (default) keeps them dense, as the paper does.
+        dense_compressor_options: Options of a named ``dense_compressor``, e.g. ``{"ratio": 0.1}``.
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -99,6 +109,8 @@ class OLGAStrategy(HubAlgorithmStrategy):
         same_batch: bool = False,
         accelerate: bool | None = None,
         output: str = "last",
+        dense_compressor: CompressorSpec | None = None,
+        dense_compressor_options: Mapping[str, Any] | None = None,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -138,6 +150,17 @@ class OLGAStrategy(HubAlgorithmStrategy):
                 "(the paper's output, once per outer iteration)."
             )
         self.output = output
+        self.dense_compressor = None
+        if dense_compressor is not None:
+            self.dense_compressor = resolve_compressor(
+                dense_compressor, dense_compressor_options, field="dense_compressor"
+            )
+            require_biased(self.dense_compressor, "dense_compressor (EF21-style estimates)", "dense_compressor=null")
+        elif dense_compressor_options:
+            raise ValueError(
+                f"dense_compressor_options: {dict(dense_compressor_options)} were given without dense_compressor; "
+                "name one (e.g. dense_compressor='topk') or drop the options."
+            )
         if self.theta is None:
             if preset == "auto" and self.delta0 is None:
                 raise ValueError(
@@ -170,6 +193,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             same_batch=self.same_batch,
             accelerate=self.accelerate,
             output=self.output,
+            dense_compressor=self.dense_compressor,
             estimate_delta=True,
             seed=self.seed,
         )
