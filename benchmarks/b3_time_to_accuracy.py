@@ -261,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", nargs="+", default=["edge", "wan", "lan"], help="built-in names or custom specs")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--repeats", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="these seeds instead of 0..repeats-1")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=[], metavar="RESULTS_JSON",
+        help="with --reuse: analyse these b3_results.json files together (e.g. runs of other seeds)",
+    )  # fmt: skip
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--set", nargs="*", default=[], metavar="METHOD:KEY=VALUE", help="extra Hydra overrides")
     parser.add_argument("--common", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
@@ -275,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results_file = args.out / "b3_results.json"
     if args.reuse:
-        results = json.loads(results_file.read_text())["results"]
+        results = [r for f in (args.merge or [results_file]) for r in json.loads(f.read_text())["results"]]
+        present = list(dict.fromkeys(r["profile"] for r in results))
+        args.profiles = [p for p in args.profiles if p in present] or present
     else:
         status = available()
         if not status:
@@ -288,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         port = 29700
         for recipe in args.recipes:
             for profile in profiles:
-                for seed in range(args.repeats):
+                for seed in args.seeds if args.seeds is not None else range(args.repeats):
                     for method in args.methods:
                         port += 1
                         result = run_one(

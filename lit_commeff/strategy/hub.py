@@ -74,8 +74,9 @@ class HubAlgorithmStrategy(CommStrategy):
     rank meets a NaN or Inf, all ranks undo the step (algorithm, optimizer, parameters, buffers) and
     raise :class:`~lit_commeff.strategy.numeric.NonFiniteError` naming the step, the rank and the tensor
     (``"raise"``), or drop the round and go on, counted in ``comm/skipped_rounds`` (``"skip"``). The hub
-    never broadcasts a non-finite value. The agreement costs one all-reduce of one int32 per rank per
-    step (control traffic, tag ``guard``); ``"off"`` removes checks and that round.
+    never broadcasts a non-finite value. The agreement costs two small collectives per step, a gather of
+    one int32 flag per worker and the hub's downlink of all flags (control traffic, tag ``guard``);
+    ``"off"`` removes the checks and those collectives.
 
     The hub's messages reach the workers by ``dist.scatter`` of one buffer (a star, one hop per worker)
     on gloo and by ``dist.broadcast`` on other backends (``downlink="auto"``). On gloo over links with
