@@ -242,13 +242,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ys = [next((r["median_time"] for r in sub if r["profile"] == p and r["method"] == method), math.nan)
                   for p in profiles]  # fmt: skip
             xs = [j + i * width for j in range(len(profiles))]
-            ax.bar(xs, [y if math.isfinite(y) else 0 for y in ys], width, label=method)
+            color = f"C{METHODS.index(method)}"  # the same colour for a method in every panel
+            ax.bar(xs, [y if math.isfinite(y) else 0 for y in ys], width, label=method, color=color)
             for x, y in zip(xs, ys, strict=True):
                 if not math.isfinite(y):
                     ax.text(x, 0, "never", rotation=90, ha="center", va="bottom", fontsize=7)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(profiles))], profiles)
         ax.set_ylabel("training seconds to target (median)")
-        ax.set_title(recipe)
+        target = sub[0]["target"]
+        ax.set_title(f"{recipe} (target {target:.4g}; 'never': median run missed it)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                         results_file.write_text(json.dumps({"meta": meta, "results": results}))
     rows = analyse(results, args)
     print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b3_table.json").write_text(json.dumps(rows, indent=1))
     if rows:
         plot(rows, args.plot)

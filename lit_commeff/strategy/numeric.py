@@ -111,7 +111,7 @@ class NonFiniteGuard:
         A star, like the method's own messages: every worker's int32 flag goes to the hub (one gather),
         and the hub sends the vector of all flags back down (the transport's downlink). Two one-hop
         collectives are cheaper on a latency-bound link than gloo's ring all-reduce of the same flags
-        (measured on netlab ``edge``: 22 ms against 102 ms per step, ``docs/benchmarks.md``).
+        (measured on netlab ``edge``, 4 ranks: 22 ms against 163 ms per step, ``docs/benchmarks.md``).
         """
         flag = torch.tensor([int(self.fault is not None)], dtype=torch.int32, device=transport.device)
         is_hub = transport.rank == transport.hub

@@ -24,9 +24,9 @@ class DistributedTransport(Transport):
     client-sampled uplinks use point-to-point ``send``/``recv``. Downlink is either ``dist.broadcast``
     (``downlink="broadcast"``: the backend's tree or ring, bandwidth-optimal for large messages on NCCL)
     or ``dist.scatter`` of the same tensor to every rank (``downlink="scatter"``: a star, one hop from
-    the hub to each worker). On gloo over links with latency the star is ~2.5x faster: gloo's tree makes
+    the hub to each worker). On gloo over links with latency the star is ~2.8x faster: gloo's tree makes
     workers forward to workers over their own, often slower, uplinks (measured on netlab ``edge``:
-    broadcast of 2 x 5,857 fp32 77.6 ms, scatter 31.3 ms; ``docs/benchmarks.md``). Each worker receives
+    broadcast of 2 x 5,857 fp32 83.9 ms, scatter 30.1 ms; ``docs/benchmarks.md``). Each worker receives
     the same bytes either way, so the ledger is the same. Every rank records every transfer, so all
     ranks hold the same ledger (the hub's own message is not counted: it never leaves the process).
     Wall time inside each collective is measured after the call returns (CUDA tensors are synchronised
