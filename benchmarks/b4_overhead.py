@@ -14,6 +14,7 @@ A fit that hangs is killed after ``--fit-timeout`` seconds and reported as an er
     python benchmarks/b4_overhead.py                         # quick: ranks 2 and 4, hidden 64 and 512
     python benchmarks/b4_overhead.py --ranks 4 --hidden 512 --methods ddp ddp_metered olga
     python benchmarks/b4_overhead.py --no-quick              # 50 warm-up + 300 timed steps
+    python benchmarks/b4_overhead.py --methods ddp olga --set olga.nonfinite=off   # one strategy option
 
 On a 2-core machine 4 ranks oversubscribe the CPU: the ratios are indicative only.
 """
@@ -86,7 +87,11 @@ def run_one(method: str, ranks: int, hidden: int, args: argparse.Namespace, tabl
     t0 = time.perf_counter()
     try:
         strategy, note = b2.build_strategy(
-            method, start_method=args.start_method, seed=args.seed, timeout_s=args.fit_timeout
+            method,
+            start_method=args.start_method,
+            seed=args.seed,
+            options=b2.parse_overrides(args.set).get(method),
+            timeout_s=args.fit_timeout,
         )
         if note:
             out["note"] = note
@@ -177,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action=argparse.BooleanOptionalAction, default=True, help="(default) quick run")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"default: {' '.join(METHODS)}")
+    parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.OPTION=VALUE", help="strategy options")
     parser.add_argument("--reference", default="ddp", help="denominator of the ratios (ddp or ddp_metered)")
     parser.add_argument("--ranks", nargs="+", type=int, default=[2, 4])
     parser.add_argument("--hidden", nargs="+", type=int, default=[64, 512], help="MLP hidden widths")
