@@ -394,3 +394,52 @@ def test_dense_compressor_replaces_the_dense_gradient_gathers(problem, cls, comp
     plain = _olga(problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5)
     with pytest.raises(ValueError, match="dense_compressor: the checkpoint was written with dense_compressor on"):
         plain.load_state_dict(state)
+
+
+STEP_CONTRACT = [
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity", "p": 0.3}),
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "auto", "delta0": 10.0, "gate": 0.5, "p": 0.3}),
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity", "same_batch": True, "accelerate": False}),
+    ("ef_olga", {"compressor": ("topk", {"k": 2}), "preset": "similarity", "p": 0.3}),
+    ("ef_olga", {"compressor": ("topk", {"k": 2}), "preset": "similarity", "dense_compressor": ("topk", {"k": 3})}),
+    *[(name, {}) for name in ("gd", "accsvrs", "acc_extragradient")],
+    ("diana", {"compressor": ("randk", {"k": 2})}),
+    ("ef21", {"compressor": ("topk", {"k": 2})}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), STEP_CONTRACT, ids=lambda v: str(v))
+def test_a_step_never_changes_a_state_tensor_in_place(problem, name, options):
+    """The contract behind the non-finite guard's cheap undo point (``Algorithm.state_refs``)."""
+    from lit_commeff.algorithms import ALGORITHMS
+
+    options = dict(options)
+    for field in ("compressor", "dense_compressor"):
+        if field in options:
+            options[field] = build(options[field][0], **options[field][1])
+    cls = ALGORITHMS[name]
+    constants = {"mu": problem.mu, "delta": problem.delta, "L": problem.L}
+    accepted = cls.__init__.__code__.co_varnames
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    alg = cls(
+        transport=transport,
+        oracle=ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        seed=2,
+        **options,
+        **{k: v for k, v in constants.items() if k in accepted},
+    )
+    for _ in range(40):
+        refs = alg.state_refs()
+        copies = {k: v.clone() for k, v in refs.items() if isinstance(v, torch.Tensor)}
+        alg.step()
+        for key, before in copies.items():
+            assert torch.equal(refs[key], before), f"{name}: step {alg.round} changed state tensor {key!r} in place"
+    undo = alg.state_refs()
+    expected = alg.state_dict()
+    for _ in range(5):
+        alg.step()
+    alg.load_state_dict(undo)  # the guard's restore
+    for key, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(getattr(alg, key), value), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -124,11 +125,20 @@ class Algorithm(ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """Algorithm state (tensors and plain numbers) for checkpoints."""
+        state = self.state_refs()
+        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+
+    def state_refs(self) -> dict[str, Any]:
+        """:meth:`state_dict` without copying the tensors: a cheap undo point for one step.
+
+        Valid because a step never changes a state tensor in place: it binds new tensors to the state's
+        names (``tests/test_algorithms.py`` checks this contract for every algorithm). The compressor's
+        state is copied.
+        """
         state = {name: getattr(self, name) for name in ("round", *self._state)}
-        state = {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
         compressor = getattr(self, "compressor", None)
         if compressor is not None:  # e.g. PowerSGD's warm start
-            state["compressor"] = compressor.state_dict()
+            state["compressor"] = copy.deepcopy(compressor.state_dict())
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -194,8 +194,13 @@ class Snapshot:
 
     @classmethod
     def take(cls, algorithm: Any, optimizer: torch.optim.Optimizer, buffers: Sequence[Tensor]) -> Snapshot:
-        """Copy the state a step may change (algorithm state is cloned by its ``state_dict``)."""
-        return cls(algorithm.state_dict(), copy.deepcopy(optimizer.state_dict()), [b.detach().clone() for b in buffers])
+        """Keep what a step may change, as cheaply as is safe.
+
+        The algorithm's state is kept by reference: a step rebinds its state tensors and never changes
+        them in place (:meth:`~lit_commeff.algorithms.base.Algorithm.state_refs`). The optimizer state and
+        the buffers are copied, since both are updated in place.
+        """
+        return cls(algorithm.state_refs(), copy.deepcopy(optimizer.state_dict()), [b.detach().clone() for b in buffers])
 
     def restore(self, algorithm: Any, optimizer: torch.optim.Optimizer, buffers: Sequence[Tensor]) -> None:
         """Put the state back as it was before the step."""
