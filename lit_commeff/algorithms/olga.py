@@ -266,7 +266,7 @@ class OLGA(Algorithm):
         if not t.is_hub:
             return None
         self.Hg = self.Hg + received
-        return self.Hg.clone()
+        return self.Hg  # callers only read it, and the next round rebinds Hg rather than changing it
 
     def _begin_epoch(self, x: Tensor, grads: Tensor, gathered: Tensor | None) -> None:
         """Make ``x`` (with every worker's gradient there) the anchor x_0 of a new inner epoch."""
