@@ -115,6 +115,18 @@ class Algorithm(ABC):
     @abstractmethod
     def _step(self) -> None: ...
 
+    def communicates(self) -> bool:
+        """Whether the next :meth:`step` uses the transport.
+
+        ``False`` marks a local step, in which no process communicates. Every process gets the same answer,
+        since the schedule is shared.
+        """
+        return True
+
+    def skip_local_step(self) -> None:
+        """Count a local step whose work was dropped (only methods with local steps have them)."""
+        raise RuntimeError(f"{self.name}: has no local steps; communicates() is always True.")
+
     @abstractmethod
     def output(self) -> Tensor:
         """The method's output iterate (hub's process)."""

@@ -71,6 +71,11 @@ class OLGA(Algorithm):
         output: ``"y"`` (the paper's output, which changes once per outer iteration) or ``"last"`` (our
             extension for training: the newest iterate every process holds, i.e. x_k after each inner
             round and y after each y round; at the end of an epoch both are y).
+        local_steps: H ≥ 1 (our extension): steps per inner round. The round's communicating step is followed
+            by H − 1 local steps in which no process communicates and the hub goes on solving the same
+            prox subproblem (same centre x_k, same correction t_k) through the oracle's ``prox_from`` on
+            fresh batches; x_{k+1} is its last iterate. An oracle without ``prox_from`` (an exact solver)
+            has nothing left to do, so local steps only change the schedule. Needs ``gate=None``.
         dense_compressor: Compress the gradient gathers of the anchor and y rounds too (our extension;
             ``None``, the default, keeps them dense as in the paper). EF21-style (Richtárik et al., 2021):
             each worker keeps an estimate ``h_m`` of its gradient, sends ``C(∇f_m − h_m)`` with this
@@ -84,7 +89,7 @@ class OLGA(Algorithm):
     error_feedback: ClassVar[bool] = False
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
-        "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg",
+        "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg", "local_k", "tk", "xloc",
     )  # fmt: skip
 
     def __init__(
@@ -110,9 +115,18 @@ class OLGA(Algorithm):
         accelerate: bool = True,
         output: str = "y",
         dense_compressor: Compressor | None = None,
+        local_steps: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps < 1:
+            raise ValueError(f"local_steps: local_steps={local_steps!r} is invalid; use an integer >= 1 (1: none).")
+        if local_steps > 1 and gate is not None:
+            raise ValueError(
+                f"gate: the similarity gate decides after every inner round, which local_steps={local_steps} would "
+                "turn into a collective inside the local steps; pass gate=None or local_steps=1."
+            )
+        self.local_steps = local_steps
         if dense_compressor is not None:
             require_biased(dense_compressor, "dense_compressor (EF21-style estimates)", "None (dense rounds)")
         self.dense_compressor = dense_compressor
@@ -178,6 +192,10 @@ class OLGA(Algorithm):
         self.outer = 0
         self.inner_k = 0
         self.inner_n = 0
+        # local_steps > 1: local steps done in the current inner round, and the hub's subproblem in progress
+        self.local_k = 0
+        self.tk: Tensor | None = None
+        self.xloc: Tensor | None = None
         # dense_compressor: this process's rows of the gradient estimates h_m, and every row on the hub
         rows = transport.workers.numel()
         self.hg = torch.zeros(rows, d, dtype=x.dtype, device=x.device) if dense_compressor is not None else None
@@ -221,6 +239,13 @@ class OLGA(Algorithm):
             state = {**state, "last": state["y"]}
         if "hg" not in state:  # from before dense_compressor existed: the estimates start from zero
             state = {**state, "hg": self.hg, "Hg": self.Hg}
+        if "local_k" not in state:  # from before local_steps existed (always between inner rounds)
+            state = {**state, "local_k": 0, "tk": None, "xloc": None}
+        if state["phase"] == "local" and self.local_steps == 1:
+            raise ValueError(
+                "local_steps: the checkpoint was written inside the local steps of an inner round "
+                "(local_steps > 1); resume with the same local_steps."
+            )
         if (state["hg"] is None) != (self.hg is None):
             raise ValueError(
                 "dense_compressor: the checkpoint was written with dense_compressor "
@@ -229,7 +254,13 @@ class OLGA(Algorithm):
         super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------- rounds
+    def communicates(self) -> bool:
+        return self.phase != "local"
+
     def _step(self) -> None:
+        if self.phase == "local":
+            self._round_local()
+            return
         self.transport.begin_round()
         {"anchor": self._round_anchor, "inner": self._round_inner, "error": self._round_error, "y": self._round_y}[
             self.phase
@@ -287,6 +318,8 @@ class OLGA(Algorithm):
     def _round_inner(self) -> None:
         t = self.transport
         if self.inner_k > 0:
+            if self.local_steps > 1 and t.is_hub:  # ∇f_1(x_k) on this step's batch: local steps take no gradient
+                self.g1k = self._hub_grad_at(self.xk)
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
             self.last = self.xk
         if self.same_batch:
@@ -316,25 +349,71 @@ class OLGA(Algorithm):
             if self.error_feedback:
                 g = g / self.theta
             t_k = g - self.g1_0 + self.gf0
-            x_prev = self.xk
-            self.xk = self.oracle.prox(self.xk, t_k, self.theta)
-            if self.same_batch:  # the hub's difference ∇f_1(x_{k+1}) − ∇f_1(x_0) on one batch
-                self.g1k = self.oracle.hub_grad(self.xk) - self.oracle.hub_grad(self.x0)
-            else:
-                self.g1k = self.oracle.hub_grad(self.xk)
+            x_new = self.oracle.prox(self.xk, t_k, self.theta)
             if self.diagnostics is not None:
                 self.diagnostics.update(
                     correction_norm=float(torch.linalg.vector_norm(g)),
                     anchor_grad_norm=float(torch.linalg.vector_norm(self.gf0)),
+                )
+        else:
+            t_k = x_new = None
+        if self.local_steps > 1:  # the hub keeps solving this subproblem for local_steps − 1 silent steps
+            self.tk, self.xloc, self.local_k = t_k, x_new, 1
+            self.phase = "local"
+            return
+        self._finish_inner(x_new)
+
+    def _round_local(self) -> None:
+        """A local step: no process communicates; the hub takes its prox steps on this step's batch."""
+        if self.transport.is_hub:
+            prox_from = getattr(self.oracle, "prox_from", None)
+            if prox_from is not None:  # an exact prox solver has already solved the subproblem
+                self.xloc = prox_from(self.xloc, self.xk, self.tk, self.theta)
+        self._advance_local()
+
+    def skip_local_step(self) -> None:
+        """Count a local step without the hub's progress in it (the non-finite guard dropped that step).
+
+        Keeps every process on the shared schedule, so the next communicating step is the same step everywhere.
+        """
+        if self.phase != "local":
+            raise RuntimeError(f"{self.name}: skip_local_step() called in phase {self.phase!r}, not in a local step.")
+        self._advance_local()
+        self.round += 1
+
+    def _advance_local(self) -> None:
+        self.local_k += 1
+        if self.local_k >= self.local_steps:
+            x_new = self.xloc
+            self.tk = self.xloc = None
+            self.local_k = 0
+            self._finish_inner(x_new)
+
+    def _finish_inner(self, x_new: Tensor | None) -> None:
+        """End an inner round at the hub's prox solution ``x_new`` (``None`` on other processes)."""
+        if self.transport.is_hub:
+            x_prev = self.xk
+            self.xk = x_new
+            if self.local_steps == 1:  # with local steps, the next inner round takes it (local steps never do)
+                self.g1k = self._hub_grad_at(self.xk)
+            if self.diagnostics is not None:
+                self.diagnostics.update(
                     prox_step=float(torch.linalg.vector_norm(self.xk - x_prev)),
                     drift=float(torch.linalg.vector_norm(self.xk - self.x0)),
                 )
         self.inner_k += 1
+        self.phase = "inner"
         if self.gate is not None and self._gate_closes():
             self.inner_n = self.inner_k
         if self.inner_k >= self.inner_n:
             # ē only enters the momentum step, so without acceleration EF-OLGA needs no error round
             self.phase = "error" if self.error_feedback and self.accelerate else "y"
+
+    def _hub_grad_at(self, x: Tensor) -> Tensor:
+        """What the hub broadcasts with x_k: ∇f_1(x_k), or with ``same_batch`` ∇f_1(x_k) − ∇f_1(x_0) on one batch."""
+        if self.same_batch:
+            return self.oracle.hub_grad(x) - self.oracle.hub_grad(self.x0)
+        return self.oracle.hub_grad(x)
 
     def _gate_closes(self) -> bool:
         """Similarity gate: the hub decides whether the epoch ends now and tells every process (tag ``gate``)."""

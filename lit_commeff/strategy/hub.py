@@ -22,6 +22,7 @@ from lit_commeff.strategy.base import CommStrategy, trainable_parameters
 from lit_commeff.strategy.flat import FlatParams
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
 from lit_commeff.strategy.numeric import (
+    Fault,
     GuardedTransport,
     NonFiniteGuard,
     NonFinitePolicy,
@@ -129,6 +130,7 @@ class HubAlgorithmStrategy(CommStrategy):
         self._oracle: LightningOracle | None = None
         self._buffers: list[Tensor] = []
         self._guard: NonFiniteGuard | None = None
+        self._pending: Fault | None = None  # a hub fault of a local step, reported at the next communicating step
         self.skipped_rounds = 0
 
     # ------------------------------------------------------------------------------- subclass API
@@ -238,6 +240,7 @@ class HubAlgorithmStrategy(CommStrategy):
         oracle.bind(closure, first, clip)
         guard = self._guard
         snapshot = None
+        communicates = self.algorithm.communicates()  # False: a local step, no collective on any rank
         if guard is not None:
             guard.begin(trainer.global_step)
             snapshot = Snapshot.take(self.algorithm, optimizer, self._buffers)
@@ -249,13 +252,16 @@ class HubAlgorithmStrategy(CommStrategy):
             if guard is not None:
                 guard.check(output, "iterate")
             self._flat.set(output)  # the oracle moved the parameters; the model holds the output iterate
-            if self._buffers:  # as DDP does (broadcast_buffers=True): every rank holds the hub's buffers
+            if self._buffers and communicates:  # as DDP does (broadcast_buffers=True): ranks hold the hub's buffers
                 synced = self.transport.broadcast(*self._buffers, tag="buffers")
                 with torch.no_grad():
                     for buffer, value in zip(self._buffers, synced, strict=True):
                         buffer.copy_(value)
             if guard is not None:
-                self._settle(guard, snapshot, optimizer)
+                if communicates:
+                    self._settle(guard, snapshot, optimizer)
+                else:
+                    self._settle_local(guard, snapshot, optimizer)
         except RuntimeError as error:
             if is_peer_failure(error):
                 raise CollectiveError(self._peer_failure_message(trainer.global_step, error)) from error
@@ -281,6 +287,9 @@ class HubAlgorithmStrategy(CommStrategy):
 
     def _settle(self, guard: NonFiniteGuard, snapshot: Snapshot, optimizer: Optimizer) -> None:
         """Agree on faults; on one, undo the step on every rank, then raise or count the skip."""
+        if self._pending is not None:  # a local step's fault under "raise": every rank stops here
+            guard.fault = guard.fault or self._pending
+            self._pending = None
         faulty = guard.agree(self.transport)
         if not faulty:
             return
@@ -291,6 +300,24 @@ class HubAlgorithmStrategy(CommStrategy):
         self.skipped_rounds += 1
         where = str(guard.fault) if guard.fault is not None else f"step {guard.step}: reported by ranks {faulty}"
         rank_zero_warn(f"lit_commeff: round skipped (nonfinite='skip'): {where}")
+
+    def _settle_local(self, guard: NonFiniteGuard, snapshot: Snapshot, optimizer: Optimizer) -> None:
+        """A local step touched no other rank: undo it here, and raise at the next communicating step.
+
+        Only the hub does work in a local step. Under ``"skip"`` dropping it is a local decision. Under
+        ``"raise"`` the other ranks are already on their way to the next collective, so the fault is kept
+        and reported in that step's agreement, where every rank undoes the step and raises.
+        """
+        if guard.fault is None:
+            return
+        snapshot.restore(self.algorithm, optimizer, self._buffers)
+        self.algorithm.skip_local_step()  # stay on the shared schedule: the next communicating step is everyone's
+        self._flat.set(self.algorithm.output())
+        if self.nonfinite == "raise":
+            self._pending = self._pending or guard.fault
+            return
+        self.skipped_rounds += 1
+        rank_zero_warn(f"lit_commeff: local step skipped (nonfinite='skip'): {guard.fault}")
 
     # ------------------------------------------------------------------------------- state
     @override

@@ -80,6 +80,12 @@ class OLGAStrategy(HubAlgorithmStrategy):
             keeps an estimate of its gradient and sends the compressed change; a biased compressor such as
             ``"topk"``). ``None`` (default) keeps them dense, as the paper does.
         dense_compressor_options: Options of a named ``dense_compressor``, e.g. ``{"ratio": 0.1}``.
+        local_steps: H ≥ 1, training steps per inner round (default 1). The round's first step communicates;
+            in the other H − 1 no rank communicates and the hub takes its S optimizer steps on the same
+            subproblem (same centre x_k and correction) on each step's fresh batch. Workers idle in those steps
+            (their batch is not used) and the model holds x_k until the next round. Cuts an inner round's
+            collectives per step by H, for links where a round costs more than H hub steps (``docs/benchmarks.md``).
+            Needs ``gate=None``.
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -111,6 +117,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         output: str = "last",
         dense_compressor: CompressorSpec | None = None,
         dense_compressor_options: Mapping[str, Any] | None = None,
+        local_steps: int = 1,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -137,6 +144,12 @@ class OLGAStrategy(HubAlgorithmStrategy):
         self.tau = optional_positive("tau", tau, upper=1.0)
         self.alpha = optional_positive("alpha", alpha)
         self.gate = optional_positive("gate", gate)
+        self.local_steps = positive_int("local_steps", local_steps)
+        if self.local_steps > 1 and self.gate is not None:
+            raise ValueError(
+                f"gate: gate={self.gate!r} needs a collective after every inner round, which local_steps="
+                f"{self.local_steps} would put inside the silent local steps; pass gate=null or local_steps=1."
+            )
         self.diagnostics = bool(diagnostics)
         self.same_batch = bool(same_batch)
         if accelerate is None:
@@ -194,6 +207,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             accelerate=self.accelerate,
             output=self.output,
             dense_compressor=self.dense_compressor,
+            local_steps=self.local_steps,
             estimate_delta=True,
             seed=self.seed,
         )

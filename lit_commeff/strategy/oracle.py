@@ -116,7 +116,11 @@ class LightningOracle:
 
     def prox(self, x_k: Tensor, t: Tensor, theta: float) -> Tensor:
         """S optimizer steps on ``<t, x − x_k> + ||x − x_k||²/(2θ) + f_1(x)`` from ``x_k`` (hub's batch)."""
-        self.flat.set(x_k)
+        return self.prox_from(x_k, x_k, t, theta)
+
+    def prox_from(self, start: Tensor, x_k: Tensor, t: Tensor, theta: float) -> Tensor:
+        """S more optimizer steps on the subproblem of :meth:`prox`, from ``start`` (OLGA's local steps)."""
+        self.flat.set(start)
         for _ in range(self.inner_steps):
             self.evaluate()
             x = self.flat.get()

@@ -1,0 +1,259 @@
+"""OLGA / EF-OLGA local steps (``local_steps=H``): the schedule, the hub's silent prox steps, resume, guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from _strategy_utils import Recorder, TinyRegressor, read_ranks, regression_data, trainer
+from test_nonfinite import StepParams, recording
+from torch.utils.data import DataLoader
+
+from lit_commeff.algorithms import EFOLGA, OLGA, ProblemOracle
+from lit_commeff.compression import build
+from lit_commeff.problems import synthetic_ridge
+from lit_commeff.strategy import EFOLGAStrategy, OLGAStrategy
+from lit_commeff.transport import SimulatorTransport
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return synthetic_ridge(workers=4, n=40, dim=10, similarity=0.3, lam=0.1, seed=3)
+
+
+class GradientStepOracle(ProblemOracle):
+    """The hub solves its prox subproblem inexactly: 2 gradient steps per call, continued by ``prox_from``."""
+
+    def __init__(self, problem: Any, workers: torch.Tensor, lr: float) -> None:
+        super().__init__(problem, workers)
+        self.lr = lr
+        self.prox_calls = 0
+        self.prox_from_calls = 0
+
+    def _steps(self, x: torch.Tensor, x_k: torch.Tensor, t: torch.Tensor, theta: float) -> torch.Tensor:
+        for _ in range(2):
+            x = x - self.lr * (self.hub_grad(x) + t + (x - x_k) / theta)
+        return x
+
+    def prox(self, x_k: torch.Tensor, t: torch.Tensor, theta: float) -> torch.Tensor:
+        self.prox_calls += 1
+        return self._steps(x_k, x_k, t, theta)
+
+    def prox_from(self, start: torch.Tensor, x_k: torch.Tensor, t: torch.Tensor, theta: float) -> torch.Tensor:
+        self.prox_from_calls += 1
+        return self._steps(start, x_k, t, theta)
+
+
+def _make(problem, cls=OLGA, *, oracle=None, compressor=("identity", {}), **kw):
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    oracle = oracle(problem, transport.workers) if oracle is not None else ProblemOracle(problem, transport.workers)
+    return cls(
+        transport=transport,
+        oracle=oracle,
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        compressor=build(compressor[0], **compressor[1]),
+        mu=problem.mu,
+        delta=problem.delta,
+        seed=4,
+        **kw,
+    )
+
+
+def _silent_in_local_steps(alg) -> list[bool]:
+    """Make every transport call fail inside a local step; returns the record of ``communicates()`` per step."""
+    record: list[bool] = []
+    transport = alg.transport
+    for name in ("begin_round", "broadcast", "gather", "gather_compressed"):
+        real = getattr(transport, name)
+
+        def guarded(*args, _real=real, _name=name, **kwargs):
+            assert record[-1], f"{_name} was called in a local step"
+            return _real(*args, **kwargs)
+
+        setattr(transport, name, guarded)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("cls", "compressor"), [(OLGA, ("identity", {})), (EFOLGA, ("topk", {"k": 3}))], ids=["olga", "ef_olga"]
+)
+def test_with_an_exact_prox_local_steps_change_only_the_schedule(problem, cls, compressor):
+    """An exact solver has nothing left to do in a local step: the communicating steps replay H = 1 exactly."""
+    one = _make(problem, cls, compressor=compressor, p=0.3)
+    three = _make(problem, cls, compressor=compressor, p=0.3, local_steps=3)
+    record = _silent_in_local_steps(three)
+    for _ in range(120):
+        record.append(three.communicates())
+        if record[-1]:
+            one.step()
+        three.step()
+        if three.communicates():  # between inner rounds both hold the same iterates
+            assert torch.equal(three.output(), one.output())
+            assert torch.equal(three.y, one.y)
+    assert record.count(False) > 40  # most steps were local
+    assert three.transport.ledger.summary()["cc1"] == record.count(True) == one.round
+    assert three.transport.ledger.summary()["uplink_bytes"] == one.transport.ledger.summary()["uplink_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "compressor"), [(OLGA, ("randk", {"k": 3})), (EFOLGA, ("topk", {"k": 3}))], ids=["olga", "ef_olga"]
+)
+def test_the_hub_keeps_solving_its_subproblem_in_local_steps(problem, cls, compressor):
+    """With an inexact hub solver, local steps continue the same subproblem, and the method still converges."""
+    oracle = {}
+
+    def make_oracle(p, workers):
+        oracle["hub"] = GradientStepOracle(p, workers, lr=0.5 / problem.L)
+        return oracle["hub"]
+
+    alg = _make(problem, cls, oracle=make_oracle, compressor=compressor, p=0.3, theta=2.0 / problem.L, local_steps=4)
+    record = _silent_in_local_steps(alg)
+    start = problem.loss(torch.zeros(problem.dim, dtype=torch.float64)) - problem.f_star
+    inner_rounds = 0
+    for _ in range(1500):
+        record.append(alg.communicates())
+        inner_rounds += alg.phase == "inner"
+        alg.step()
+    hub = oracle["hub"]
+    assert hub.prox_calls == inner_rounds
+    assert hub.prox_from_calls == record.count(False)  # one continued solve per local step
+    assert record.count(False) >= 3 * (inner_rounds - 1)
+    gap = problem.loss(alg.output()) - problem.f_star
+    assert gap < 1e-6 * start, (gap, start)
+
+
+def test_resume_inside_local_steps_is_exact(problem):
+    def oracle(p, workers):
+        return GradientStepOracle(p, workers, lr=0.5 / problem.L)
+
+    kw = {"oracle": oracle, "compressor": ("randk", {"k": 3}), "p": 0.3, "theta": 2.0 / problem.L}
+    alg = _make(problem, local_steps=5, **kw)
+    while not (alg.phase == "local" and alg.local_k == 2):
+        alg.step()
+    state = alg.state_dict()
+    resumed = _make(problem, local_steps=5, **kw)
+    resumed.load_state_dict(state)
+    for _ in range(23):
+        alg.step()
+        resumed.step()
+    assert torch.equal(alg.output(), resumed.output())
+    with pytest.raises(ValueError, match="local_steps: the checkpoint was written inside the local steps"):
+        _make(problem, **kw).load_state_dict(state)
+
+
+def test_a_dropped_local_step_keeps_the_schedule(problem):
+    def oracle(p, workers):
+        return GradientStepOracle(p, workers, lr=0.5 / problem.L)
+
+    alg = _make(problem, oracle=oracle, compressor=("randk", {"k": 3}), p=0.3, local_steps=3)
+    with pytest.raises(RuntimeError, match="skip_local_step"):
+        alg.skip_local_step()  # phase 'anchor'
+    while alg.phase != "local":
+        alg.step()
+    before, rounds, local_k = alg.xloc, alg.round, alg.local_k
+    alg.skip_local_step()
+    assert (alg.round, alg.local_k) == (rounds + 1, local_k + 1)
+    assert alg.xloc is before  # no progress was made
+    alg.skip_local_step()  # the round's last local step: x_{k+1} is the solve so far
+    assert alg.phase in ("inner", "y") and alg.local_k == 0 and torch.equal(alg.xk, before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"local_steps": 0}, "local_steps: local_steps=0 is invalid"),
+        ({"local_steps": 2.5}, "local_steps: local_steps=2.5 is invalid"),
+        ({"local_steps": True}, "local_steps: local_steps=True is invalid"),
+        ({"local_steps": 3, "gate": 0.5}, "gate: "),
+    ],
+)
+def test_bad_local_steps_are_rejected_with_the_fix(problem, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _make(problem, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        OLGAStrategy(**kwargs)
+
+
+# ----------------------------------------------------------------------------------- Lightning, 2 gloo ranks
+H, STEPS = 4, 13
+# p = 0.001: one long inner epoch. Step 0 is the anchor round; inner rounds communicate at steps 1, 5, 9, 13, …
+COMM_STEPS = [0, 1, 5, 9]
+
+
+@pytest.mark.parametrize("cls", [OLGAStrategy, EFOLGAStrategy], ids=["olga", "ef_olga"])
+def test_strategy_talks_once_per_inner_round_and_trains(cls, tmp_path):
+    pl.seed_everything(0)
+    rec = Recorder(tmp_path, every_step_params=True)
+    strategy = cls(start_method="fork", local_steps=H, p=0.001, theta=10.0)
+    loader = DataLoader(regression_data(), batch_size=32, shuffle=True)
+    trainer(strategy, max_steps=STEPS, callbacks=[rec]).fit(TinyRegressor(lr=0.05), loader)
+    hub, worker = read_ranks(tmp_path, 2)
+    assert hub["phases"] == worker["phases"]
+    local = [i for i, phase in enumerate(hub["phases"]) if phase == "local"]
+    assert sorted(set(range(STEPS)) - set(local)) == COMM_STEPS
+    assert hub["summary"]["cc1"] == 1 + len(COMM_STEPS)  # + the setup broadcast of the initial weights
+    assert hub["summary"]["control_bytes"] == len(COMM_STEPS) * (4 + 2 * 4)  # the guard, on communicating steps only
+    assert hub["params"] == worker["params"]  # the model holds x_k, which every rank has
+    # the model changes only at the broadcasts (x_k reaches the workers at the next inner round)
+    for i in range(1, STEPS):
+        if i not in COMM_STEPS:
+            assert hub["step_params"][i] == hub["step_params"][i - 1], i
+    first, last = hub["losses"][:4], hub["losses"][-4:]
+    assert sum(last) < 0.5 * sum(first), (first, last)  # the hub's silent steps made progress
+    assert all(math.isfinite(v) for v in hub["params"])
+
+
+BAD_STEP = 6  # a local step
+
+
+class PoisonedHub(TinyRegressor):
+    """NaN in the hub's gradient at one local step (every evaluation of it)."""
+
+    def on_after_backward(self) -> None:
+        if self.trainer.global_step == BAD_STEP and self.global_rank == 0:
+            self.net[2].bias.grad.fill_(float("nan"))
+
+
+class RankRecords(StepParams):
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._write(trainer, module, local_k=trainer.strategy.algorithm.local_k)
+
+
+def _fit_poisoned(policy: str, out: Path) -> Exception | None:
+    pl.seed_everything(0)
+    strategy = recording(OLGAStrategy)(start_method="fork", nonfinite=policy, local_steps=H, p=0.001)
+    loader = DataLoader(regression_data(), batch_size=32, shuffle=True)
+    try:
+        trainer(strategy, max_steps=STEPS, callbacks=[RankRecords(out)]).fit(PoisonedHub(), loader)
+    except Exception as error:
+        return error
+    return None
+
+
+def test_skip_drops_a_local_step_on_the_hub_only(tmp_path):
+    assert _fit_poisoned("skip", tmp_path) is None
+    hub, worker = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert (hub["skipped"], worker["skipped"]) == (1, 0)
+    assert hub["rounds"] == worker["rounds"] == STEPS  # the same schedule: no rank waited on another
+    assert hub["local_k"] == worker["local_k"]
+    assert hub["final"] == worker["final"]
+    assert all(math.isfinite(v) for v in hub["final"])
+
+
+def test_raise_reports_a_local_steps_fault_at_the_next_communicating_step(tmp_path):
+    error = _fit_poisoned("raise", tmp_path)
+    assert error is not None
+    time.sleep(0.5)
+    hub, worker = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    next_comm = min(s for s in [*COMM_STEPS, 13] if s > BAD_STEP)
+    assert f"step {BAD_STEP}, rank 0: non-finite gradient" in hub["error"]
+    assert "ranks [0]" in worker["error"]
+    for rank in (hub, worker):
+        assert len(rank["after"]) == next_comm  # steps before the next communicating step completed
+        assert all(math.isfinite(v) for v in rank["final"])
