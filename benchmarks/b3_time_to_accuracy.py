@@ -16,6 +16,8 @@ AUROC and times ``--mae-factor`` for MAE.
 
     sudo python benchmarks/b3_time_to_accuracy.py --recipes finance_credit --profiles edge lan --repeats 1
     sudo python benchmarks/b3_time_to_accuracy.py --methods ddp olga --set olga:strategy.inner_steps=2
+    sudo python benchmarks/b3_time_to_accuracy.py --methods ddp ef_olga \
+        --variant "ef_olga+h2=ef_olga strategy.local_steps=2 strategy.theta=2"   # a variant as its own row
 
 The time to target is training time: wall-clock since training started minus the validation passes
 (``train_seconds`` in ``history.jsonl``), because how often a run validates is the benchmark's choice,
@@ -61,10 +63,37 @@ def parse_sets(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def parse_variants(items: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """``LABEL=METHOD key=value ...`` → ``{label: (method, overrides)}``: a method with options, as its own row."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for item in items:
+        label, sep, spec = item.partition("=")
+        method, *overrides = spec.split()
+        if not sep or not label or label in METHODS or method not in METHODS or any("=" not in o for o in overrides):
+            raise SystemExit(
+                f"--variant: {item!r} is invalid; use 'LABEL=METHOD key=value ...' with a new LABEL and METHOD one of "
+                f"{METHODS}, e.g. 'ef_olga+h2=ef_olga strategy.local_steps=2'."
+            )
+        out[label] = (method, overrides)
+    return out
+
+
 def run_one(
-    *, recipe: str, profile: Any, method: str, seed: int, ranks: int, extra: list[str], out: Path, port: int
+    *,
+    recipe: str,
+    profile: Any,
+    method: str,
+    seed: int,
+    ranks: int,
+    extra: list[str],
+    out: Path,
+    port: int,
+    strategy: str | None = None,
 ) -> dict[str, Any]:
-    """One ``lit-commeff`` job through the lab; returns its validation history and how it ended."""
+    """One ``lit-commeff`` job through the lab; returns its validation history and how it ended.
+
+    ``method`` labels the run; ``strategy`` (default: ``method``) is the strategy config it runs.
+    """
     from lit_commeff.netlab import NetLab
 
     run_dir = out / f"{recipe}-{profile.name}-{method}-s{seed}"
@@ -73,7 +102,7 @@ def run_one(
         (run_dir / stale).unlink(missing_ok=True)
     overrides = [
         *DATA[recipe],
-        f"strategy={method}",
+        f"strategy={strategy or method}",
         f"seed={seed}",
         f"trainer.devices={ranks}",
         "trainer.enable_progress_bar=false",
@@ -242,7 +271,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ys = [next((r["median_time"] for r in sub if r["profile"] == p and r["method"] == method), math.nan)
                   for p in profiles]  # fmt: skip
             xs = [j + i * width for j in range(len(profiles))]
-            color = f"C{METHODS.index(method)}"  # the same colour for a method in every panel
+            # the same colour for a method in every panel; variants after the built-in methods
+            color = f"C{METHODS.index(method) if method in METHODS else len(METHODS) + methods.index(method)}"
             ax.bar(xs, [y if math.isfinite(y) else 0 for y in ys], width, label=method, color=color)
             for x, y in zip(xs, ys, strict=True):
                 if not math.isfinite(y):
@@ -270,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--set", nargs="*", default=[], metavar="METHOD:KEY=VALUE", help="extra Hydra overrides")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'LABEL=METHOD KEY=VALUE ...'",
+        help="also run METHOD with these overrides, reported as its own row LABEL (repeatable)",
+    )
     parser.add_argument("--common", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     parser.add_argument("--auroc-tolerance", type=float, default=0.005)
     parser.add_argument("--mae-factor", type=float, default=1.02)
@@ -283,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     results_file = args.out / "b3_results.json"
     if args.reuse:
         results = [r for f in (args.merge or [results_file]) for r in json.loads(f.read_text())["results"]]
+        labels = [m for m in dict.fromkeys(r["method"] for r in results) if m not in METHODS]
+        args.methods = [*args.methods, *labels]  # variants of the merged runs get their own rows
         present = list(dict.fromkeys(r["profile"] for r in results))
         args.profiles = [p for p in args.profiles if p in present] or present
     else:
@@ -292,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         profiles = [parse_profile(p) for p in args.profiles]
         args.profiles = [p.name for p in profiles]
         extra = parse_sets(args.set)
+        variants = parse_variants(args.variant)
+        args.methods = [*args.methods, *variants]
         args.out.mkdir(parents=True, exist_ok=True)
         results = []
         port = 29700
@@ -300,9 +341,11 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in args.seeds if args.seeds is not None else range(args.repeats):
                     for method in args.methods:
                         port += 1
+                        base, options = variants.get(method, (method, []))
                         result = run_one(
                             recipe=recipe, profile=profile, method=method, seed=seed, ranks=args.ranks,
-                            extra=[*args.common, *extra.get(method, [])], out=args.out, port=port,
+                            extra=[*args.common, *extra.get(base, []), *options], out=args.out, port=port,
+                            strategy=base,
                         )  # fmt: skip
                         last = result["history"][-1] if result["history"] else {}
                         print(

@@ -37,6 +37,10 @@ CASES = {
         "algorithm": "ef_olga", "compressor": ("topk", {"k": 3}), "dense_compressor": ("topk", {"k": 4}),
         "preset": "similarity", "p": 0.3,
     },
+    # local steps: no process may communicate in them, or the ranks fall out of step
+    "olga+local3": {
+        "algorithm": "olga", "compressor": ("randk", {"k": 3}), "preset": "similarity", "p": 0.3, "local_steps": 3,
+    },
 }  # fmt: skip
 
 
