@@ -71,11 +71,15 @@ class OLGA(Algorithm):
         output: ``"y"`` (the paper's output, which changes once per outer iteration) or ``"last"`` (our
             extension for training: the newest iterate every process holds, i.e. x_k after each inner
             round and y after each y round; at the end of an epoch both are y).
-        local_steps: H ≥ 1 (our extension): steps per inner round. The round's communicating step is followed
-            by H − 1 local steps in which no process communicates and the hub goes on solving the same
-            prox subproblem (same centre x_k, same correction t_k) through the oracle's ``prox_from`` on
-            fresh batches; x_{k+1} is its last iterate. An oracle without ``prox_from`` (an exact solver)
-            has nothing left to do, so local steps only change the schedule. Needs ``gate=None``.
+        local_steps: H ≥ 1 (our extension): training steps per inner round. In each of a round's H steps every
+            process adds its gradient at the round's centre x_k on that step's batch to a running average,
+            and the hub takes its prox steps (the oracle's ``prox_from``; an exact solver solves once per
+            round) with the round's correction. Only the first step of rounds k ≥ 1 communicates: the hub
+            sends x_k, its last iterate, and its own average at x_{k−1}; the others send the compressed
+            difference of their averages at x_{k−1}, so the correction the hub uses in round k is
+            ∇(f − f_1)(x_{k−1}), one round stale (an error of at most δ·||x_k − x_{k−1}||). Round 0 of an
+            epoch uses the anchor's exact correction and does not communicate. Needs ``gate=None`` and
+            ``same_batch=False``.
         dense_compressor: Compress the gradient gathers of the anchor and y rounds too (our extension;
             ``None``, the default, keeps them dense as in the paper). EF21-style (Richtárik et al., 2021):
             each worker keeps an estimate ``h_m`` of its gradient, sends ``C(∇f_m − h_m)`` with this
@@ -90,6 +94,7 @@ class OLGA(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
         "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg", "local_k", "tk", "xloc",
+        "acc", "acc_n",
     )  # fmt: skip
 
     def __init__(
@@ -125,6 +130,11 @@ class OLGA(Algorithm):
             raise ValueError(
                 f"gate: the similarity gate decides after every inner round, which local_steps={local_steps} would "
                 "turn into a collective inside the local steps; pass gate=None or local_steps=1."
+            )
+        if local_steps > 1 and same_batch:
+            raise ValueError(
+                f"same_batch: local_steps={local_steps} averages each rank's gradients over the round's batches "
+                "instead; pass same_batch=False or local_steps=1."
             )
         self.local_steps = local_steps
         if dense_compressor is not None:
@@ -196,6 +206,8 @@ class OLGA(Algorithm):
         self.local_k = 0
         self.tk: Tensor | None = None
         self.xloc: Tensor | None = None
+        self.acc: Tensor | None = None  # this process's gradient sum at the round's centre
+        self.acc_n = 0
         # dense_compressor: this process's rows of the gradient estimates h_m, and every row on the hub
         rows = transport.workers.numel()
         self.hg = torch.zeros(rows, d, dtype=x.dtype, device=x.device) if dense_compressor is not None else None
@@ -240,7 +252,7 @@ class OLGA(Algorithm):
         if "hg" not in state:  # from before dense_compressor existed: the estimates start from zero
             state = {**state, "hg": self.hg, "Hg": self.Hg}
         if "local_k" not in state:  # from before local_steps existed (always between inner rounds)
-            state = {**state, "local_k": 0, "tk": None, "xloc": None}
+            state = {**state, "local_k": 0, "tk": None, "xloc": None, "acc": None, "acc_n": 0}
         if state["phase"] == "local" and self.local_steps == 1:
             raise ValueError(
                 "local_steps: the checkpoint was written inside the local steps of an inner round "
@@ -314,12 +326,17 @@ class OLGA(Algorithm):
         self.inner_n = self._epoch_length()
         self.inner_k = 0
         self.phase = "inner"
+        if self.local_steps > 1:
+            # Round 0 needs no message: at the anchor the correction ∇f(x_0) − ∇f_1(x_0) is known exactly.
+            self._start_round(self.gf0 - self.g1_0 if t.is_hub else None)
+            self.phase = "local"
 
     def _round_inner(self) -> None:
         t = self.transport
+        if self.local_steps > 1:
+            self._round_inner_local()
+            return
         if self.inner_k > 0:
-            if self.local_steps > 1 and t.is_hub:  # ∇f_1(x_k) on this step's batch: local steps take no gradient
-                self.g1k = self._hub_grad_at(self.xk)
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
             self.last = self.xk
         if self.same_batch:
@@ -329,6 +346,24 @@ class OLGA(Algorithm):
         else:
             # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
             ghat = self.oracle.grads(self.xk).sub_(self.G0).add_(self.g1_0 - self.g1k)
+        t_k = self._send_differences(ghat)
+        if t.is_hub:
+            x_prev = self.xk
+            self.xk = self.oracle.prox(self.xk, t_k, self.theta)
+            if self.same_batch:  # the hub's difference ∇f_1(x_{k+1}) − ∇f_1(x_0) on one batch
+                self.g1k = self.oracle.hub_grad(self.xk) - self.oracle.hub_grad(self.x0)
+            else:
+                self.g1k = self.oracle.hub_grad(self.xk)
+            if self.diagnostics is not None:
+                self.diagnostics.update(
+                    prox_step=float(torch.linalg.vector_norm(self.xk - x_prev)),
+                    drift=float(torch.linalg.vector_norm(self.xk - self.x0)),
+                )
+        self._end_round()
+
+    def _send_differences(self, ghat: Tensor) -> Tensor | None:
+        """The compressed gather of ``ĝ`` (``(R, d)``, overwritten); the hub gets its correction t_k."""
+        t = self.transport
         if t.is_hub:
             ghat[t.hub_row] = 0  # the hub's own difference is zero by definition
         if self.error_feedback:
@@ -344,35 +379,73 @@ class OLGA(Algorithm):
                 compression_error=float((torch.linalg.vector_norm(own - v, dim=-1)
                                          / torch.linalg.vector_norm(v, dim=-1).clamp_min(1e-30)).max()),
             )  # fmt: skip
-        if t.is_hub:
-            g = received.mean(dim=0)
-            if self.error_feedback:
-                g = g / self.theta
-            t_k = g - self.g1_0 + self.gf0
-            x_new = self.oracle.prox(self.xk, t_k, self.theta)
-            if self.diagnostics is not None:
-                self.diagnostics.update(
-                    correction_norm=float(torch.linalg.vector_norm(g)),
-                    anchor_grad_norm=float(torch.linalg.vector_norm(self.gf0)),
-                )
-        else:
-            t_k = x_new = None
-        if self.local_steps > 1:  # the hub keeps solving this subproblem for local_steps − 1 silent steps
-            self.tk, self.xloc, self.local_k = t_k, x_new, 1
-            self.phase = "local"
-            return
-        self._finish_inner(x_new)
+        if not t.is_hub:
+            return None
+        g = received.mean(dim=0)
+        if self.error_feedback:
+            g = g / self.theta
+        if self.diagnostics is not None:
+            self.diagnostics.update(
+                correction_norm=float(torch.linalg.vector_norm(g)),
+                anchor_grad_norm=float(torch.linalg.vector_norm(self.gf0)),
+            )
+        return g - self.g1_0 + self.gf0
+
+    def _end_round(self) -> None:
+        """Count an inner round; after the epoch's last, the error or y round comes next."""
+        self.inner_k += 1
+        self.phase = "inner"
+        if self.gate is not None and self._gate_closes():
+            self.inner_n = self.inner_k
+        if self.inner_k >= self.inner_n:
+            # ē only enters the momentum step, so without acceleration EF-OLGA needs no error round
+            self.phase = "error" if self.error_feedback and self.accelerate else "y"
+
+    # ------------------------------------------------------------------------------- local steps (H > 1)
+    # An inner round of H steps around the centre x_k. Every step, every rank adds its gradient at x_k on
+    # that step's batch to ``acc``, and the hub takes S prox steps on its batch with correction ``tk``.
+    # Only the first step of rounds k >= 1 communicates: the hub sends x_k (its last iterate) and its own
+    # averaged gradient at x_{k-1}; the ranks send the compressed difference of their averages at x_{k-1},
+    # and the hub's new correction is ∇(f − f_1)(x_{k-1}): one round stale, an error of at most
+    # δ·||x_k − x_{k-1}|| under δ-similarity, while every rank's H batches reach it.
+
+    def _start_round(self, correction: Tensor | None) -> None:
+        self.acc, self.acc_n, self.local_k = None, 0, 0
+        if self.transport.is_hub:
+            self.tk, self.xloc = correction, self.xk
+
+    def _round_inner_local(self) -> None:
+        """Rounds k ≥ 1, first step: exchange the last round's averages, then this step's local work."""
+        t = self.transport
+        avg = self.acc / self.acc_n  # this rank's gradients at x_{k-1}, averaged over the round's batches
+        x_prev = self.xk
+        self.xk, g1avg = t.broadcast(self.xloc if t.is_hub else self.xk, self._hub_row(avg), tag="point")
+        self.last = self.xk
+        # ĝ = ∇̄f_m(x_{k-1}) − ∇̄f_1(x_{k-1}) − ∇f_m(x_0) + ∇f_1(x_0)
+        t_k = self._send_differences(avg - self.G0 + (self.g1_0 - g1avg))
+        self._start_round(t_k)
+        if t.is_hub and self.diagnostics is not None:
+            self.diagnostics.update(
+                prox_step=float(torch.linalg.vector_norm(self.xk - x_prev)),
+                drift=float(torch.linalg.vector_norm(self.xk - self.x0)),
+            )
+        self._round_local()
 
     def _round_local(self) -> None:
-        """A local step: no process communicates; the hub takes its prox steps on this step's batch."""
+        """A step of an inner round's local work (the only work, in a local step: no process communicates)."""
+        g = self.oracle.grads(self.xk)
+        self.acc = g if self.acc is None else self.acc + g
+        self.acc_n += 1
         if self.transport.is_hub:
             prox_from = getattr(self.oracle, "prox_from", None)
-            if prox_from is not None:  # an exact prox solver has already solved the subproblem
+            if prox_from is not None:
                 self.xloc = prox_from(self.xloc, self.xk, self.tk, self.theta)
+            elif self.local_k == 0:  # an exact solver: once per round
+                self.xloc = self.oracle.prox(self.xk, self.tk, self.theta)
         self._advance_local()
 
     def skip_local_step(self) -> None:
-        """Count a local step without the hub's progress in it (the non-finite guard dropped that step).
+        """Count a local step whose work was dropped (the non-finite guard undid it on this process).
 
         Keeps every process on the shared schedule, so the next communicating step is the same step everywhere.
         """
@@ -383,37 +456,13 @@ class OLGA(Algorithm):
 
     def _advance_local(self) -> None:
         self.local_k += 1
-        if self.local_k >= self.local_steps:
-            x_new = self.xloc
-            self.tk = self.xloc = None
-            self.local_k = 0
-            self._finish_inner(x_new)
-
-    def _finish_inner(self, x_new: Tensor | None) -> None:
-        """End an inner round at the hub's prox solution ``x_new`` (``None`` on other processes)."""
-        if self.transport.is_hub:
-            x_prev = self.xk
-            self.xk = x_new
-            if self.local_steps == 1:  # with local steps, the next inner round takes it (local steps never do)
-                self.g1k = self._hub_grad_at(self.xk)
-            if self.diagnostics is not None:
-                self.diagnostics.update(
-                    prox_step=float(torch.linalg.vector_norm(self.xk - x_prev)),
-                    drift=float(torch.linalg.vector_norm(self.xk - self.x0)),
-                )
-        self.inner_k += 1
-        self.phase = "inner"
-        if self.gate is not None and self._gate_closes():
-            self.inner_n = self.inner_k
-        if self.inner_k >= self.inner_n:
-            # ē only enters the momentum step, so without acceleration EF-OLGA needs no error round
-            self.phase = "error" if self.error_feedback and self.accelerate else "y"
-
-    def _hub_grad_at(self, x: Tensor) -> Tensor:
-        """What the hub broadcasts with x_k: ∇f_1(x_k), or with ``same_batch`` ∇f_1(x_k) − ∇f_1(x_0) on one batch."""
-        if self.same_batch:
-            return self.oracle.hub_grad(x) - self.oracle.hub_grad(self.x0)
-        return self.oracle.hub_grad(x)
+        self.phase = "local"
+        if self.local_k < self.local_steps:
+            return
+        self.local_k = 0
+        self._end_round()
+        if self.phase != "inner" and self.transport.is_hub:  # the epoch ends at the hub's last iterate
+            self.xk = self.xloc
 
     def _gate_closes(self) -> bool:
         """Similarity gate: the hub decides whether the epoch ends now and tells every process (tag ``gate``)."""

@@ -80,12 +80,13 @@ class OLGAStrategy(HubAlgorithmStrategy):
             keeps an estimate of its gradient and sends the compressed change; a biased compressor such as
             ``"topk"``). ``None`` (default) keeps them dense, as the paper does.
         dense_compressor_options: Options of a named ``dense_compressor``, e.g. ``{"ratio": 0.1}``.
-        local_steps: H ≥ 1, training steps per inner round (default 1). The round's first step communicates;
-            in the other H − 1 no rank communicates and the hub takes its S optimizer steps on the same
-            subproblem (same centre x_k and correction) on each step's fresh batch. Workers idle in those steps
-            (their batch is not used) and the model holds x_k until the next round. Cuts an inner round's
-            collectives per step by H, for links where a round costs more than H hub steps (``docs/benchmarks.md``).
-            Needs ``gate=None``.
+        local_steps: H ≥ 1, training steps per inner round (default 1). Only the first step of a round
+            communicates; in every step each rank adds its gradient at the round's centre x_k to a running
+            average and the hub takes its S optimizer steps on its subproblem. At the next round the ranks send
+            the compressed difference of their averages, so every batch is used and the hub's correction is one
+            round stale. The model holds x_k until the next round. Cuts the collectives per step by H, for links
+            where a round costs more than H hub steps (``docs/neural-adaptation.md``). Needs ``gate=None`` and
+            ``same_batch=False``.
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -145,6 +146,11 @@ class OLGAStrategy(HubAlgorithmStrategy):
         self.alpha = optional_positive("alpha", alpha)
         self.gate = optional_positive("gate", gate)
         self.local_steps = positive_int("local_steps", local_steps)
+        if self.local_steps > 1 and same_batch:
+            raise ValueError(
+                f"same_batch: local_steps={self.local_steps} averages each rank's gradients over the round's batches "
+                "instead; pass same_batch=false or local_steps=1."
+            )
         if self.local_steps > 1 and self.gate is not None:
             raise ValueError(
                 f"gate: gate={self.gate!r} needs a collective after every inner round, which local_steps="
