@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=["finance_credit", "telecom_throughput"], choices=list(DATA))
     parser.add_argument("--profiles", nargs="+", default=["edge", "wan", "lan"], help="built-in names or custom specs")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS), help="none: variants")
     parser.add_argument("--repeats", type=int, default=3, help="seeds 0..N-1")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="these seeds instead of 0..repeats-1")
     parser.add_argument(
