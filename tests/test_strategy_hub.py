@@ -179,9 +179,10 @@ class _SaveAt(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
-@pytest.mark.parametrize("save_at", [16, 8])
-def test_minibatch_resume_is_bitwise(save_at, tmp_path):
-    """Shuffled minibatches, 8 per epoch per rank, resumed at epoch boundaries (inside OLGA's outer iterations).
+@pytest.mark.parametrize(("save_at", "local_steps"), [(16, 1), (8, 1), (8, 3)])
+def test_minibatch_resume_is_bitwise(save_at, local_steps, tmp_path):
+    """Shuffled minibatches, 8 per epoch per rank, resumed at epoch boundaries (inside OLGA's outer iterations;
+    with local steps, inside a round's silent steps).
 
     Mid-epoch, Lightning restarts the epoch's data unless the DataLoader is resumable (its
     ``state_dict`` interface); the strategy's own state resumes exactly anywhere (see the convex tests).
@@ -192,7 +193,8 @@ def test_minibatch_resume_is_bitwise(save_at, tmp_path):
         out.mkdir()
         pl.seed_everything(0)
         rec = Recorder(out)
-        t = trainer(EFOLGAStrategy(start_method="fork", p=0.25), max_steps=28, callbacks=[rec, *extra])
+        strategy = EFOLGAStrategy(start_method="fork", p=0.25, local_steps=local_steps)
+        t = trainer(strategy, max_steps=28, callbacks=[rec, *extra])
         t.fit(TinyRegressor(), DataLoader(regression_data(), batch_size=32, shuffle=True), ckpt_path=ckpt_path)
         return read_ranks(out, 2)
 
