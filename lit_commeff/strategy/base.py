@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.environments import ClusterEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.distributed.constants import default_pg_timeout
 from typing_extensions import override
 
@@ -78,6 +79,7 @@ class CommStrategy(DDPStrategy):
         )
         self.metering: CommMetering | None = None
         self._pending_rank_state: dict[str, Any] | None = None
+        self._stop_agreed = False  # rank 0's SIGTERM, learnt by every rank in a step's own round
 
     # ------------------------------------------------------------------------------- subclass API
     def rank_state_dict(self) -> dict[str, Any]:
@@ -121,9 +123,50 @@ class CommStrategy(DDPStrategy):
             )
         return checkpoint
 
+    # ------------------------------------------------------------------------------- SIGTERM without a per-step round
+    def next_step_communicates(self) -> bool:
+        """Whether the next training step runs a collective of this strategy (default: every step does)."""
+        return True
+
+    def next_step_carries_sigterm(self) -> bool:
+        """Whether the next step's own collectives carry rank 0's SIGTERM flag to every rank."""
+        return False
+
+    def _install_sigterm_check(self, trainer: Any) -> None:
+        """Replace Lightning's per-step SIGTERM broadcast with one that rides on this strategy's own rounds.
+
+        Lightning (2.6) broadcasts rank 0's SIGTERM flag from rank 0 before every training step, so that
+        all ranks stop together. That is one more collective per step: on a 20 ms RTT link it costs as much
+        as a strategy's whole round, and it puts a round back into every silent step of DiLoCo and of
+        OLGA's ``local_steps``. Here the flag travels with the strategy's own rounds instead: inside the
+        step's non-finite guard agreement where there is one (:meth:`next_step_carries_sigterm`), else by
+        Lightning's broadcast only before steps that communicate anyway (:meth:`next_step_communicates`).
+        Every rank knows the schedule, so every rank takes the same decision; a SIGTERM that reaches rank 0
+        in a silent step stops all ranks at the next communicating step. Ranks that receive SIGTERM
+        themselves still stop after their current step (Lightning's own local check).
+        """
+        loop = trainer.fit_loop.epoch_loop
+        lightning_check = getattr(loop, "_broadcast_sigterm_tensor", None)
+        if lightning_check is None or getattr(lightning_check, "_lit_commeff", False):
+            return  # a Lightning without the per-step broadcast, or already installed
+
+        def check() -> None:
+            if self._stop_agreed:
+                # Rank 0's SIGTERM came with the last step's agreement: rank 0 stops after that step
+                # (Lightning's own check) and every other rank here, so nobody waits in a collective.
+                raise SIGTERMException()
+            if self.next_step_carries_sigterm() or not self.next_step_communicates():
+                return
+            lightning_check()
+
+        check._lit_commeff = True  # type: ignore[attr-defined]
+        loop._broadcast_sigterm_tensor = check
+
     @override
     def on_train_start(self) -> None:
         super().on_train_start()
+        self._stop_agreed = False
+        self._install_sigterm_check(self.lightning_module.trainer)
         pending, self._pending_rank_state = self._pending_rank_state, None
         if pending is None:
             return

@@ -241,6 +241,10 @@ class DiLoCoStrategy(CommStrategy):
         self.metering.log_comm_metrics(self.lightning_module)
         return output
 
+    @override
+    def next_step_communicates(self) -> bool:
+        return (self.local_steps + 1) % self.inner_steps == 0  # the next step ends with the outer sync
+
     @torch.no_grad()
     def _sync(self) -> None:
         """All-reduce Δ = θ − θ_local, take the outer step on θ, load θ; average the floating-point buffers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -77,7 +78,9 @@ class HubAlgorithmStrategy(CommStrategy):
     (``"raise"``), or drop the round and go on, counted in ``comm/skipped_rounds`` (``"skip"``). The hub
     never broadcasts a non-finite value. The agreement costs two small collectives per step, a gather of
     one int32 flag per worker and the hub's downlink of all flags (control traffic, tag ``guard``);
-    ``"off"`` removes the checks and those collectives.
+    ``"off"`` removes the checks and those collectives. In the silent steps of OLGA's ``local_steps`` nothing
+    is exchanged: a rank that meets a fault there undoes the step itself, and under ``"raise"`` reports it in
+    the next communicating step's agreement, where every rank raises.
 
     The hub's messages reach the workers by ``dist.scatter`` of one buffer (a star, one hop per worker)
     on gloo and by ``dist.broadcast`` on other backends (``downlink="auto"``). On gloo over links with
@@ -130,7 +133,7 @@ class HubAlgorithmStrategy(CommStrategy):
         self._oracle: LightningOracle | None = None
         self._buffers: list[Tensor] = []
         self._guard: NonFiniteGuard | None = None
-        self._pending: Fault | None = None  # a hub fault of a local step, reported at the next communicating step
+        self._pending: Fault | None = None  # a silent step's fault, reported at the next communicating step
         self.skipped_rounds = 0
 
     # ------------------------------------------------------------------------------- subclass API
@@ -200,6 +203,15 @@ class HubAlgorithmStrategy(CommStrategy):
             guard=self._guard,
         )
         self.algorithm = self.make_algorithm(transport=self.transport, oracle=self._oracle, x0=self._flat.get())
+
+    @override
+    def next_step_communicates(self) -> bool:
+        return self.algorithm is None or self.algorithm.communicates()
+
+    @override
+    def next_step_carries_sigterm(self) -> bool:
+        # the guard's agreement carries rank 0's SIGTERM bit; silent steps wait for the next round
+        return self._guard is not None and self.next_step_communicates()
 
     def resolved_downlink(self) -> str:
         """The downlink collective in use: ``downlink``, with ``"auto"`` resolved from the backend."""
@@ -290,7 +302,11 @@ class HubAlgorithmStrategy(CommStrategy):
         if self._pending is not None:  # a local step's fault under "raise": every rank stops here
             guard.fault = guard.fault or self._pending
             self._pending = None
-        faulty = guard.agree(self.transport)
+        trainer = self.lightning_module.trainer
+        faulty = guard.agree(
+            self.transport, stop=self.global_rank == 0 and bool(getattr(trainer, "received_sigterm", False))
+        )
+        self._stop_agreed = self._stop_agreed or guard.stop
         if not faulty:
             return
         snapshot.restore(self.algorithm, optimizer, self._buffers)
@@ -302,11 +318,11 @@ class HubAlgorithmStrategy(CommStrategy):
         rank_zero_warn(f"lit_commeff: round skipped (nonfinite='skip'): {where}")
 
     def _settle_local(self, guard: NonFiniteGuard, snapshot: Snapshot, optimizer: Optimizer) -> None:
-        """A local step touched no other rank: undo it here, and raise at the next communicating step.
+        """A silent (local) step touched no other rank: undo it here, and raise at the next communicating step.
 
-        Only the hub does work in a local step. Under ``"skip"`` dropping it is a local decision. Under
-        ``"raise"`` the other ranks are already on their way to the next collective, so the fault is kept
-        and reported in that step's agreement, where every rank undoes the step and raises.
+        Under ``"skip"`` dropping it is this rank's own decision (the step's work is undone, the schedule goes
+        on). Under ``"raise"`` the other ranks are already on their way to the next collective, so the fault
+        is kept and reported in that step's agreement, where every rank undoes that step and raises.
         """
         if guard.fault is None:
             return
@@ -317,7 +333,7 @@ class HubAlgorithmStrategy(CommStrategy):
             self._pending = self._pending or guard.fault
             return
         self.skipped_rounds += 1
-        rank_zero_warn(f"lit_commeff: local step skipped (nonfinite='skip'): {guard.fault}")
+        warnings.warn(f"lit_commeff: silent step skipped on this rank (nonfinite='skip'): {guard.fault}", stacklevel=2)
 
     # ------------------------------------------------------------------------------- state
     @override

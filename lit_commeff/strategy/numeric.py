@@ -79,6 +79,8 @@ class NonFiniteGuard:
         self.world_size = world_size
         self.step = 0
         self.fault: Fault | None = None
+        #: Whether the hub asked every rank to stop (rank 0's SIGTERM), learnt in the last agreement.
+        self.stop = False
 
     def begin(self, step: int) -> None:
         """Start checking a new step."""
@@ -105,15 +107,18 @@ class NonFiniteGuard:
             self.fault = Fault(self.step, self.rank, f"non-finite {what} in {where} = {value}")
         return False
 
-    def agree(self, transport: DistributedTransport) -> list[int]:
+    def agree(self, transport: DistributedTransport, *, stop: bool = False) -> list[int]:
         """All ranks learn which ranks saw a fault this step (control traffic, tag ``guard``).
 
         A star, like the method's own messages: every worker's int32 flag goes to the hub (one gather),
         and the hub sends the vector of all flags back down (the transport's downlink). Two one-hop
         collectives are cheaper on a latency-bound link than gloo's ring all-reduce of the same flags
         (measured on netlab ``edge``, 4 ranks: 22 ms against 163 ms per step, ``docs/benchmarks.md``).
+        Bit 1 of the hub's flag carries ``stop`` (rank 0's SIGTERM) to every rank, in :attr:`stop`.
         """
-        flag = torch.tensor([int(self.fault is not None)], dtype=torch.int32, device=transport.device)
+        flag = torch.tensor(
+            [int(self.fault is not None) | (2 if stop else 0)], dtype=torch.int32, device=transport.device
+        )
         is_hub = transport.rank == transport.hub
         rows = [torch.empty_like(flag) for _ in range(self.world_size)] if is_hub else None
         senders = [w for w in range(self.world_size) if w != transport.hub]
@@ -123,7 +128,9 @@ class NonFiniteGuard:
         flags = torch.cat(rows) if is_hub else torch.empty(self.world_size, dtype=torch.int32, device=flag.device)
         with transport.ledger.measure(Direction.DOWNLINK, nbytes=4 * self.world_size, tag="guard", control=True):
             transport.send_down(flags)
-        return [r for r, f in enumerate(flags.tolist()) if f]
+        values = flags.tolist()
+        self.stop = bool(values[transport.hub] & 2)
+        return [r for r, f in enumerate(values) if f & 1]
 
     def error(self, faulty: list[int]) -> NonFiniteError:
         """The error every rank raises under policy ``"raise"``."""
