@@ -417,7 +417,9 @@ class OLGA(Algorithm):
     def _round_inner_local(self) -> None:
         """Rounds k ≥ 1, first step: exchange the last round's averages, then this step's local work."""
         t = self.transport
-        avg = self.acc / self.acc_n  # this rank's gradients at x_{k-1}, averaged over the round's batches
+        # this rank's gradients at x_{k-1}, averaged over the round's batches; if the guard dropped every step
+        # of that round here, the anchor's gradient is the last one this rank has
+        avg = self.acc / self.acc_n if self.acc is not None else self.G0.clone()
         x_prev = self.xk
         self.xk, g1avg = t.broadcast(self.xloc if t.is_hub else self.xk, self._hub_row(avg), tag="point")
         self.last = self.xk
