@@ -141,9 +141,10 @@ class CommStrategy(DDPStrategy):
         OLGA's ``local_steps``. Here the flag travels with the strategy's own rounds instead: inside the
         step's non-finite guard agreement where there is one (:meth:`next_step_carries_sigterm`), else by
         Lightning's broadcast only before steps that communicate anyway (:meth:`next_step_communicates`).
-        Every rank knows the schedule, so every rank takes the same decision; a SIGTERM that reaches rank 0
-        in a silent step stops all ranks at the next communicating step. Ranks that receive SIGTERM
-        themselves still stop after their current step (Lightning's own local check).
+        Every rank knows the schedule, so every rank takes the same decision. Ranks that receive SIGTERM
+        themselves still stop after their current step (Lightning's own local check); so a SIGTERM that
+        reaches rank 0 alone in a silent step stops it there, and the others fail at the next round with a
+        ``CollectiveError`` (``docs/reliability.md``). SLURM and torchrun signal every rank.
         """
         loop = trainer.fit_loop.epoch_loop
         lightning_check = getattr(loop, "_broadcast_sigterm_tensor", None)
