@@ -1,4 +1,4 @@
-"""CommHistory: one record per validation, with wall time and training time (validation excluded)."""
+"""CommHistory: one record per validation, with wall time and training time (validation and checkpoints excluded)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_commeff.tracking.history import HISTORY_FILE, CommHistory, read_history
 
 VALIDATION_SLEEP = 0.3
+CHECKPOINT_SLEEP = 0.4
 
 
 class SlowValidation(pl.LightningModule):
@@ -29,6 +30,9 @@ class SlowValidation(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def on_save_checkpoint(self, checkpoint):
+        time.sleep(CHECKPOINT_SLEEP)  # a slow checkpoint (e.g. a gather over a slow link) after validating
 
 
 def test_train_seconds_exclude_validation(tmp_path):
@@ -52,3 +56,32 @@ def test_train_seconds_exclude_validation(tmp_path):
         # every validation pass so far, this one included, is taken out; training time stays positive
         assert n * VALIDATION_SLEEP <= validation < n * VALIDATION_SLEEP + 0.5, record
         assert record["train_seconds"] > 0
+
+
+def test_train_seconds_exclude_the_checkpoint_after_validation(tmp_path):
+    """Lightning checkpoints after CommHistory has written its record: that time is the next record's pause."""
+    data = TensorDataset(torch.randn(24, 3), torch.randn(24, 1))  # one epoch of 6 steps
+    trainer = pl.Trainer(
+        max_steps=6,
+        val_check_interval=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        default_root_dir=tmp_path,
+        callbacks=[
+            CommHistory(tmp_path, monitor="val/loss"),
+            pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt"),  # one file per validation
+        ],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(SlowValidation(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=16))
+    records = read_history(tmp_path / HISTORY_FILE)
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for n, record in enumerate(records, start=1):
+        paused = record["seconds"] - record["train_seconds"]
+        # n validation passes and the n - 1 checkpoints written after the earlier ones are taken out
+        low = n * VALIDATION_SLEEP + (n - 1) * CHECKPOINT_SLEEP
+        assert low <= paused < low + 0.5, record
+    # six training steps of a 3-weight model: far less than one checkpoint's sleep
+    assert records[-1]["train_seconds"] < CHECKPOINT_SLEEP, records[-1]

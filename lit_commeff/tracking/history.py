@@ -22,9 +22,12 @@ SUMMARY_FILE = "ledger_summary.json"
 class CommHistory(pl.Callback):
     """After each validation (rank 0), appends ``{step, monitor value, uplink/downlink bytes, seconds}`` to a file.
 
-    ``seconds`` is the wall time since training started; ``train_seconds`` is the same minus the time
-    spent in validation passes, i.e. the training time a run with less frequent validation would need
-    to reach the same step (benchmark B3 reports both).
+    ``seconds`` is the wall time since training started; ``train_seconds`` is the same minus every pause
+    of training for validation, i.e. the training time a run with less frequent validation would need
+    to reach the same step (benchmark B3 reports both). A pause runs from the start of a validation pass
+    to the next training batch, so it also holds what Lightning does after validating: the checkpoint
+    (a collective gather of every rank's algorithm state, see :mod:`lit_commeff.strategy.state`) and
+    the logging. How often a run validates and checkpoints is the caller's choice, not the method's.
 
     Bytes are the strategy's exact per-worker totals (``trainer.strategy.comm_summary()``) at that
     moment; at the end of training the full summary is written to ``ledger_summary.json``.
@@ -38,23 +41,38 @@ class CommHistory(pl.Callback):
         self.out_dir = Path(out_dir)
         self.monitor = monitor
         self._start = time.perf_counter()
-        self._val_start: float | None = None
-        self._val_seconds = 0.0
+        self._pause_start: float | None = None
+        self._paused = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
-        self._val_seconds = 0.0
+        self._pause_start = None
+        self._paused = 0.0
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._resume()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resume()
+        if trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(_summary(trainer), indent=2, default=str))
+
+    def _resume(self) -> None:
+        if self._pause_start is not None:
+            self._paused += time.perf_counter() - self._pause_start
+            self._pause_start = None
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._val_start = None if trainer.sanity_checking else time.perf_counter()
+        if not trainer.sanity_checking and self._pause_start is None:
+            self._pause_start = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self._pause_start is None:
             return
         now = time.perf_counter()
-        if self._val_start is not None:
-            self._val_seconds += now - self._val_start
-            self._val_start = None
         if not trainer.is_global_zero:
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -66,16 +84,11 @@ class CommHistory(pl.Callback):
             "uplink_bytes": summary.get("worker_uplink_bytes"),
             "downlink_bytes": summary.get("worker_downlink_bytes"),
             "seconds": now - self._start,
-            "train_seconds": now - self._start - self._val_seconds,
+            "train_seconds": self._pause_start - self._start - self._paused,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / HISTORY_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(_summary(trainer), indent=2, default=str))
 
 
 def _summary(trainer: pl.Trainer) -> dict[str, Any]:
