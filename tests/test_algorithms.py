@@ -396,12 +396,75 @@ def test_dense_compressor_replaces_the_dense_gradient_gathers(problem, cls, comp
         plain.load_state_dict(state)
 
 
+@pytest.mark.parametrize("accelerate", [True, False])
+@pytest.mark.parametrize("name, compressor", [("olga", ("randk", {"k": 2})), ("ef_olga", ("topk", {"k": 2}))])
+def test_downlink_compressor_still_converges(problem, name, compressor, accelerate):
+    """EF21-P-style compressed broadcasts in the inner rounds: still linear convergence to high accuracy on ridge."""
+    history = sim.run(
+        problem,
+        name,
+        compressor=compressor,
+        downlink_compressor=build("topk", k=3),
+        preset="similarity",
+        accelerate=accelerate,
+        cc3_budget=6000,
+        tol=1e-10,
+        seed=1,
+    )
+    assert history.final["rel_subopt"] <= 1e-10, (name, accelerate, history.final)
+
+
+@pytest.mark.parametrize("cls, compressor", [(OLGA, ("randk", {"k": 2})), (EFOLGA, ("topk", {"k": 2}))])
+def test_downlink_compressor_replaces_the_inner_broadcasts(problem, cls, compressor):
+    down = build("topk", k=3)
+    make = lambda **kw: _olga(problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5, **kw)  # noqa: E731
+    alg, dense = make(downlink_compressor=down, output="last"), make(output="last")
+    lagging = 0
+    for _ in range(60):
+        alg.step()
+        dense.step()
+        if alg.phase == "inner" and alg.inner_k > 1:  # a round with a broadcast is done (round 0 sends none)
+            # the model holds the point every process shares; the hub's exact x_k is ahead of it
+            assert torch.equal(alg.output(), alg.wk)
+            lagging += not torch.equal(alg.wk, alg.xk)
+            assert torch.equal(alg.g1w, ProblemOracle(problem, alg.transport.workers).hub_grad(alg.wk))
+    assert lagging > 0  # a 3-of-10 TopK cannot carry every move of x_k
+    ledger, plain = alg.transport.ledger, dense.transport.ledger
+    assert ledger.cc1 == plain.cc1  # the same rounds (epoch lengths are seeded): only the broadcasts differ
+    assert ledger.uplink_bytes == plain.uplink_bytes
+    wire = down.wire_nbytes((problem.dim,), torch.float64)
+    receivers = problem.num_workers - 1
+    compressed = sum(1 for r in ledger.rounds if r.downlink_bytes == 2 * wire * receivers)
+    assert compressed > 0
+    # each of those rounds sent two compressed messages where the plain run sent x_k and ∇f_1(x_k) dense
+    assert plain.downlink_bytes - ledger.downlink_bytes == compressed * 2 * (problem.dim * 8 - wire) * receivers
+    state = alg.state_dict()
+    resumed = make(downlink_compressor=down, output="last")
+    resumed.load_state_dict(state)
+    for _ in range(10):
+        alg.step()
+        resumed.step()
+    assert torch.equal(alg.output(), resumed.output())
+    with pytest.raises(ValueError, match="downlink_compressor: the checkpoint was written with downlink_compressor on"):
+        make().load_state_dict(state)
+
+
+def test_downlink_compressor_rejects_what_it_cannot_serve(problem):
+    with pytest.raises(ValueError, match="downlink_compressor: local_steps=2"):
+        _olga(problem, build("randk", k=2), downlink_compressor=build("topk", k=3), local_steps=2)
+    with pytest.raises(ValueError, match="downlink_compressor: same_batch"):
+        _olga(problem, build("randk", k=2), downlink_compressor=build("topk", k=3), same_batch=True)
+    with pytest.raises(ValueError, match="downlink_compressor"):
+        _olga(problem, build("randk", k=2), downlink_compressor=build("randk", k=3))  # unbiased: no contraction
+
+
 STEP_CONTRACT = [
     ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity", "p": 0.3}),
     ("olga", {"compressor": ("randk", {"k": 2}), "preset": "auto", "delta0": 10.0, "gate": 0.5, "p": 0.3}),
     ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity", "same_batch": True, "accelerate": False}),
     ("ef_olga", {"compressor": ("topk", {"k": 2}), "preset": "similarity", "p": 0.3}),
     ("ef_olga", {"compressor": ("topk", {"k": 2}), "preset": "similarity", "dense_compressor": ("topk", {"k": 3})}),
+    ("olga", {"compressor": ("randk", {"k": 2}), "preset": "similarity", "downlink_compressor": ("topk", {"k": 3})}),
     *[(name, {}) for name in ("gd", "accsvrs", "acc_extragradient")],
     ("diana", {"compressor": ("randk", {"k": 2})}),
     ("ef21", {"compressor": ("topk", {"k": 2})}),
@@ -414,7 +477,7 @@ def test_a_step_never_changes_a_state_tensor_in_place(problem, name, options):
     from lit_commeff.algorithms import ALGORITHMS
 
     options = dict(options)
-    for field in ("compressor", "dense_compressor"):
+    for field in ("compressor", "dense_compressor", "downlink_compressor"):
         if field in options:
             options[field] = build(options[field][0], **options[field][1])
     cls = ALGORITHMS[name]

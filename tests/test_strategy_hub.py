@@ -114,6 +114,12 @@ def test_lightning_features_work_together(tmp_path):
         ({"seed": -3}, "seed"),
         ({"compressor": "randk", "compressor_options": {"ratio": 2.0}}, "ratio"),
         ({"start_method": "thread"}, "start_method"),
+        ({"downlink_compressor": "randk", "downlink_compressor_options": {"ratio": 0.1}}, "downlink_compressor"),
+        ({"downlink_compressor_options": {"ratio": 0.1}}, "downlink_compressor_options: .* without"),
+        (
+            {"downlink_compressor": "topk", "downlink_compressor_options": {"ratio": 0.1}, "local_steps": 2},
+            "downlink_compressor: local_steps=2",
+        ),
     ],
 )
 def test_olga_options_are_checked_before_any_process_starts(kwargs, field):
@@ -179,8 +185,10 @@ class _SaveAt(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
-@pytest.mark.parametrize(("save_at", "local_steps"), [(16, 1), (8, 1), (8, 3)])
-def test_minibatch_resume_is_bitwise(save_at, local_steps, tmp_path):
+@pytest.mark.parametrize(
+    ("save_at", "local_steps", "down"), [(16, 1, None), (8, 1, None), (8, 3, None), (8, 1, "topk")]
+)
+def test_minibatch_resume_is_bitwise(save_at, local_steps, down, tmp_path):
     """Shuffled minibatches, 8 per epoch per rank, resumed at epoch boundaries (inside OLGA's outer iterations;
     with local steps, inside a round's silent steps).
 
@@ -193,7 +201,13 @@ def test_minibatch_resume_is_bitwise(save_at, local_steps, tmp_path):
         out.mkdir()
         pl.seed_everything(0)
         rec = Recorder(out)
-        strategy = EFOLGAStrategy(start_method="fork", p=0.25, local_steps=local_steps)
+        strategy = EFOLGAStrategy(
+            start_method="fork",
+            p=0.25,
+            local_steps=local_steps,
+            downlink_compressor=down,
+            downlink_compressor_options={"ratio": 0.1} if down else None,
+        )
         t = trainer(strategy, max_steps=28, callbacks=[rec, *extra])
         t.fit(TinyRegressor(), DataLoader(regression_data(), batch_size=32, shuffle=True), ckpt_path=ckpt_path)
         return read_ranks(out, 2)
@@ -258,3 +272,20 @@ def test_diagnostics_are_logged(tmp_path):
         assert value == value and value >= 0, name
     # RandK 10% of an unbiased compressor: relative error about sqrt(d/K - 1) = 3
     assert 1.0 < float(t.callback_metrics["olga/compression_error"]) < 10.0
+
+
+def test_compressed_downlink_trains_with_fewer_downlink_bytes(tmp_path):
+    """EF21-P-style broadcasts: loss falls, every rank holds the same model, the downlink shrinks, uplink stays."""
+    options = {"start_method": "fork", "p": 0.25, "diagnostics": True}
+    for run in ("dense", "down"):
+        (tmp_path / run).mkdir()
+    _, dense = _fit(EFOLGAStrategy(**options), tmp_path / "dense", max_steps=40)
+    down = EFOLGAStrategy(**options, downlink_compressor="topk", downlink_compressor_options={"ratio": 0.1})
+    t, ranks = _fit(down, tmp_path / "down", max_steps=40, log_every_n_steps=1)
+    losses = ranks[0]["losses"]
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:5]) / 5, losses
+    assert ranks[0]["params"] == ranks[1]["params"]
+    ours, theirs = ranks[0]["summary"], dense[0]["summary"]
+    assert ours["worker_uplink_bytes"] == theirs["worker_uplink_bytes"]  # same rounds, same uplink messages
+    assert ours["worker_downlink_bytes"] < 0.8 * theirs["worker_downlink_bytes"]
+    assert float(t.callback_metrics["olga/point_error"]) >= 0

@@ -37,6 +37,15 @@ CASES = {
         "algorithm": "ef_olga", "compressor": ("topk", {"k": 3}), "dense_compressor": ("topk", {"k": 4}),
         "preset": "similarity", "p": 0.3,
     },
+    # the inner rounds' broadcast compressed (EF21-P-style): every rank must hold the same point
+    "olga+down_topk": {
+        "algorithm": "olga", "compressor": ("randk", {"k": 3}), "downlink_compressor": ("topk", {"k": 3}),
+        "preset": "similarity", "p": 0.3, "output": "last",
+    },
+    "ef_olga+down_topk": {
+        "algorithm": "ef_olga", "compressor": ("topk", {"k": 3}), "downlink_compressor": ("topk", {"k": 3}),
+        "preset": "similarity", "p": 0.3, "output": "last",
+    },
     # local steps: no process may communicate in them, or the ranks fall out of step
     "olga+local3": {
         "algorithm": "olga", "compressor": ("randk", {"k": 3}), "preset": "similarity", "p": 0.3, "local_steps": 3,
@@ -52,7 +61,7 @@ def _run(name: str, transport) -> torch.Tensor:
     problem = _problem()
     options = dict(CASES[name])
     algorithm = ALGORITHMS[options.pop("algorithm", name)]
-    for field in ("compressor", "dense_compressor"):
+    for field in ("compressor", "dense_compressor", "downlink_compressor"):
         if field in options:
             cname, copts = options[field]
             options[field] = build(cname, **copts)
@@ -82,7 +91,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             summary = transport.ledger.summary()
             summary.pop("comm_time_s")
             report[f"{name}/{downlink}"] = {
-                "y": y.tolist() if rank == 0 else None,
+                "y": None if y is None else y.tolist(),
                 "ledger": summary,
                 "comm_time_s": transport.ledger.comm_time_s,
             }
@@ -117,6 +126,9 @@ def test_distributed_matches_simulator(distributed_reports, name, downlink):
     for rank in range(WORLD):  # every rank holds the same ledger, equal to the simulator's
         assert distributed_reports[rank][f"{name}/{downlink}"]["ledger"] == expected, (name, rank)
     assert hub["comm_time_s"] > 0
+    if CASES[name].get("output") == "last":  # what the model holds is the same on every rank
+        for rank in range(1, WORLD):
+            assert distributed_reports[rank][f"{name}/{downlink}"]["y"] == hub["y"], (name, rank)
 
 
 def test_distributed_transport_needs_a_process_group():

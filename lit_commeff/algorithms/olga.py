@@ -86,6 +86,15 @@ class OLGA(Algorithm):
             contractive (biased) compressor, and both ends add the message to ``h_m``; the hub uses the
             estimates wherever the paper uses the gathered gradients. The hub's own row stays exact.
             EF-OLGA's error round stays dense.
+        downlink_compressor: Compress the hub's broadcast in inner rounds k ≥ 1 too (our extension; ``None``, the
+            default, sends x_k and ∇f_1(x_k) dense, as the paper does). EF21-P-style (Gruntkowska, Tyurin &
+            Richtárik, ICML'23, "EF21-P and Friends"): every process holds a point ``w`` and an estimate ``v``
+            of the hub's gradient there; the hub sends ``C(x_k − w)`` and ``C(∇f_1(w') − v)`` with this
+            contractive (biased) compressor in one broadcast, and everyone adds them. Workers evaluate their
+            gradients at ``w``, the hub keeps its exact x_k for the prox, and the hub removes ``v``'s error from
+            its correction exactly (its own row carries ``∇f_1(w) − v``), so the correction is ∇(f − f_1)(w):
+            an error of at most δ·||x_k − w||. The model holds ``w``. Anchors and y rounds stay dense and reset
+            ``w`` and ``v``. Needs ``local_steps=1`` and ``same_batch=False``.
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -94,7 +103,7 @@ class OLGA(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
         "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg", "local_k", "tk", "xloc",
-        "acc", "acc_n",
+        "acc", "acc_n", "wk", "vk", "g1w",
     )  # fmt: skip
 
     def __init__(
@@ -121,6 +130,7 @@ class OLGA(Algorithm):
         output: str = "y",
         dense_compressor: Compressor | None = None,
         local_steps: int = 1,
+        downlink_compressor: Compressor | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
@@ -137,6 +147,21 @@ class OLGA(Algorithm):
                 "instead; pass same_batch=False or local_steps=1."
             )
         self.local_steps = local_steps
+        if downlink_compressor is not None:
+            require_biased(
+                downlink_compressor, "downlink_compressor (EF21-P-style estimates)", "None (dense broadcasts)"
+            )
+            if local_steps > 1:
+                raise ValueError(
+                    f"downlink_compressor: local_steps={local_steps} already sends the hub's point once per round; "
+                    "pass downlink_compressor=None or local_steps=1."
+                )
+            if same_batch:
+                raise ValueError(
+                    "downlink_compressor: same_batch broadcasts the hub's same-batch difference, which has no shared "
+                    "estimate to compress against; pass downlink_compressor=None or same_batch=False."
+                )
+        self.downlink_compressor = downlink_compressor
         if dense_compressor is not None:
             require_biased(dense_compressor, "dense_compressor (EF21-style estimates)", "None (dense rounds)")
         self.dense_compressor = dense_compressor
@@ -216,6 +241,11 @@ class OLGA(Algorithm):
             if dense_compressor is not None and hub
             else None
         )
+        # downlink_compressor: the point w and the estimate v of ∇f_1(w) every process holds, and on the hub
+        # its exact gradient at w
+        self.wk: Tensor | None = x.clone() if downlink_compressor is not None else None
+        self.vk: Tensor | None = torch.zeros_like(x) if downlink_compressor is not None else None
+        self.g1w: Tensor | None = None
 
     # ------------------------------------------------------------------------------- parameters
     def _resolve(self, delta: float | None) -> None:
@@ -257,6 +287,13 @@ class OLGA(Algorithm):
             raise ValueError(
                 "local_steps: the checkpoint was written inside the local steps of an inner round "
                 "(local_steps > 1); resume with the same local_steps."
+            )
+        if "wk" not in state:  # from before downlink_compressor existed
+            state = {**state, "wk": None, "vk": None, "g1w": None}
+        if (state["wk"] is None) != (self.wk is None):
+            raise ValueError(
+                "downlink_compressor: the checkpoint was written with downlink_compressor "
+                f"{'off' if state['wk'] is None else 'on'}; resume with the same setting."
             )
         if (state["hg"] is None) != (self.hg is None):
             raise ValueError(
@@ -317,6 +354,9 @@ class OLGA(Algorithm):
         (g1,) = t.broadcast(self._hub_row(grads), tag="hub_grad")
         self.x0, self.G0, self.g1_0 = x, grads, g1
         self.xk, self.g1k = x, (torch.zeros_like(g1) if self.same_batch else g1)
+        if self.downlink_compressor is not None:  # the dense anchor broadcast: every process holds x_0 exactly
+            self.wk, self.vk = x, g1
+            self.g1w = g1 if t.is_hub else None
         if t.is_hub:
             self.gf0 = gathered.mean(dim=0)
             if self.estimate_delta:
@@ -336,23 +376,28 @@ class OLGA(Algorithm):
         if self.local_steps > 1:
             self._round_inner_local()
             return
-        if self.inner_k > 0:
+        if self.inner_k > 0 and self.downlink_compressor is not None:
+            self._send_point()
+        elif self.inner_k > 0:
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
             self.last = self.xk
+        # where the workers' gradients are taken: x_k, or with a compressed downlink the shared point w
+        point = self.xk if self.downlink_compressor is None else self.wk
         if self.same_batch:
             # ĝ = [∇f_m(x_k) − ∇f_m(x_0)] on this round's batch − the hub's same-batch difference (g1k holds
             # it here): batch noise cancels inside each bracket, so ĝ ≈ (∇²f_m − ∇²f_1)(x_k − x_0).
             ghat = self.oracle.grads(self.xk).sub_(self.oracle.grads(self.x0)).sub_(self.g1k)
         else:
             # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
-            ghat = self.oracle.grads(self.xk).sub_(self.G0).add_(self.g1_0 - self.g1k)
-        t_k = self._send_differences(ghat)
+            ghat = self.oracle.grads(point).sub_(self.G0).add_(self.g1_0 - self.g1k)
+        hub_row = self.g1w - self.vk if self.downlink_compressor is not None and t.is_hub else None
+        t_k = self._send_differences(ghat, hub_row=hub_row)
         if t.is_hub:
             x_prev = self.xk
             self.xk = self.oracle.prox(self.xk, t_k, self.theta)
             if self.same_batch:  # the hub's difference ∇f_1(x_{k+1}) − ∇f_1(x_0) on one batch
                 self.g1k = self.oracle.hub_grad(self.xk) - self.oracle.hub_grad(self.x0)
-            else:
+            elif self.downlink_compressor is None:  # with it, the next round takes ∇f_1 at the point it sends
                 self.g1k = self.oracle.hub_grad(self.xk)
             if self.diagnostics is not None:
                 self.diagnostics.update(
@@ -361,11 +406,33 @@ class OLGA(Algorithm):
                 )
         self._end_round()
 
-    def _send_differences(self, ghat: Tensor) -> Tensor | None:
-        """The compressed gather of ``ĝ`` (``(R, d)``, overwritten); the hub gets its correction t_k."""
+    def _send_point(self) -> None:
+        """The compressed broadcast of an inner round (``downlink_compressor``): every process moves w and v."""
+        t, c = self.transport, self.downlink_compressor
+        key = f"{self.name}/down"
+        if t.is_hub:
+            # message 0 is C(x_k − w): the hub knows w' before sending, and sends ∇f_1(w') against v with it
+            dx = self.xk - self.wk
+            self.g1w = self.oracle.hub_grad(self.wk + c.roundtrip(dx, step=self.round, worker=t.hub, key=f"{key}/0"))
+            messages = (dx, self.g1w - self.vk)
+        else:
+            messages = (torch.zeros_like(self.wk), torch.zeros_like(self.wk))
+        dw, dv = t.broadcast_compressed(*messages, compressor=c, step=self.round, key=key, tag="point_compressed")
+        self.wk, self.vk = self.wk + dw, self.vk + dv
+        self.g1k = self.vk  # what the workers subtract; the hub corrects for v's error exactly
+        self.last = self.wk
+        if t.is_hub and self.diagnostics is not None:
+            self.diagnostics.update(point_error=float(torch.linalg.vector_norm(self.xk - self.wk)))
+
+    def _send_differences(self, ghat: Tensor, hub_row: Tensor | None = None) -> Tensor | None:
+        """The compressed gather of ``ĝ`` (``(R, d)``, overwritten); the hub gets its correction t_k.
+
+        ``hub_row`` (``downlink_compressor``): the hub's own ``∇f_1(w) − v``, sent uncompressed in its row and
+        taken out of the correction again, which leaves ∇(f − f_1)(w) exact up to the workers' compression.
+        """
         t = self.transport
         if t.is_hub:
-            ghat[t.hub_row] = 0  # the hub's own difference is zero by definition
+            ghat[t.hub_row] = 0 if hub_row is None else hub_row  # without it, zero by definition
         if self.error_feedback:
             v = self.e + self.theta * ghat
             own, received = t.gather_compressed(v, self.compressor, step=self.round, key=self.name)
@@ -389,7 +456,8 @@ class OLGA(Algorithm):
                 correction_norm=float(torch.linalg.vector_norm(g)),
                 anchor_grad_norm=float(torch.linalg.vector_norm(self.gf0)),
             )
-        return g - self.g1_0 + self.gf0
+        g = g - self.g1_0 + self.gf0
+        return g if hub_row is None else g - hub_row
 
     def _end_round(self) -> None:
         """Count an inner round; after the epoch's last, the error or y round comes next."""

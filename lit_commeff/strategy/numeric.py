@@ -170,6 +170,19 @@ class GuardedTransport(DistributedTransport):
                 tensors = tuple(torch.zeros_like(t) for t in tensors)
         return super().broadcast(*tensors, tag=tag)
 
+    def broadcast_compressed(
+        self, *tensors: Tensor, compressor: Compressor, step: int, key: str = "", tag: str = "point_compressed"
+    ) -> tuple[Tensor, ...]:
+        if self.rank == self.hub:
+            for t in tensors:
+                self.guard.check(t, f"broadcast ({tag}, before compression)")
+            if self.guard.fault is not None:  # the round is void; send something finite the ranks will discard
+                tensors = tuple(torch.zeros_like(t) for t in tensors)
+        out = super().broadcast_compressed(*tensors, compressor=compressor, step=step, key=key, tag=tag)
+        for t in out:
+            self.guard.check(t, f"broadcast ({tag}, after decoding)")
+        return out
+
     def _outgoing(self, x: Tensor, what: str) -> Tensor:
         # A void round still has to complete its collectives: send zeros (finite) instead of a poisoned message.
         if self.rank != self.hub and not self.guard.check(x, what):

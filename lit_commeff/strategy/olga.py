@@ -87,6 +87,11 @@ class OLGAStrategy(HubAlgorithmStrategy):
             round stale. The model holds x_k until the next round. Cuts the collectives per step by H, for links
             where a round costs more than H hub steps (``docs/neural-adaptation.md``). Needs ``gate=None`` and
             ``same_batch=False``.
+        downlink_compressor: Also compress the hub's broadcast of inner rounds, EF21-P-style: every rank holds a
+            point w and an estimate of the hub's gradient there, and the hub sends the compressed change of both
+            (a biased compressor such as ``"topk"``). The model holds w. ``None`` (default) broadcasts dense, as
+            the paper does. Needs ``local_steps=1`` and ``same_batch=False`` (``docs/neural-adaptation.md``).
+        downlink_compressor_options: Options of a named ``downlink_compressor``, e.g. ``{"ratio": 0.1}``.
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -119,6 +124,8 @@ class OLGAStrategy(HubAlgorithmStrategy):
         dense_compressor: CompressorSpec | None = None,
         dense_compressor_options: Mapping[str, Any] | None = None,
         local_steps: int = 1,
+        downlink_compressor: CompressorSpec | None = None,
+        downlink_compressor_options: Mapping[str, Any] | None = None,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -180,6 +187,29 @@ class OLGAStrategy(HubAlgorithmStrategy):
                 f"dense_compressor_options: {dict(dense_compressor_options)} were given without dense_compressor; "
                 "name one (e.g. dense_compressor='topk') or drop the options."
             )
+        self.downlink_compressor = None
+        if downlink_compressor is not None:
+            self.downlink_compressor = resolve_compressor(
+                downlink_compressor, downlink_compressor_options, field="downlink_compressor"
+            )
+            require_biased(
+                self.downlink_compressor, "downlink_compressor (EF21-P-style estimates)", "downlink_compressor=null"
+            )
+            if self.local_steps > 1:
+                raise ValueError(
+                    f"downlink_compressor: local_steps={self.local_steps} already sends the hub's point once per "
+                    "round; pass downlink_compressor=null or local_steps=1."
+                )
+            if self.same_batch:
+                raise ValueError(
+                    "downlink_compressor: same_batch broadcasts the hub's same-batch difference, which has no shared "
+                    "estimate to compress against; pass downlink_compressor=null or same_batch=false."
+                )
+        elif downlink_compressor_options:
+            raise ValueError(
+                f"downlink_compressor_options: {dict(downlink_compressor_options)} were given without "
+                "downlink_compressor; name one (e.g. downlink_compressor='topk') or drop the options."
+            )
         if self.theta is None:
             if preset == "auto" and self.delta0 is None:
                 raise ValueError(
@@ -214,6 +244,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             output=self.output,
             dense_compressor=self.dense_compressor,
             local_steps=self.local_steps,
+            downlink_compressor=self.downlink_compressor,
             estimate_delta=True,
             seed=self.seed,
         )

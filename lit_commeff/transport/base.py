@@ -57,6 +57,19 @@ class Transport(ABC):
         """
 
     @abstractmethod
+    def broadcast_compressed(
+        self, *tensors: Tensor, compressor: Compressor, step: int, key: str = "", tag: str = "point_compressed"
+    ) -> tuple[Tensor, ...]:
+        """Compressed downlink: the hub sends ``compressor.compress(t)`` of each of its ``(d,)`` tensors.
+
+        Every process, the hub included, gets back what the messages decompress to, so all hold the same
+        values bit for bit. Message ``i`` is compressed as worker :attr:`hub` with key ``f"{key}/{i}"``:
+        the hub can compute ``compressor.roundtrip`` of a message before sending it. Non-hub processes pass
+        tensors of the right shape and dtype (their content is ignored). The ledger records the wire bytes,
+        once per receiving worker.
+        """
+
+    @abstractmethod
     def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
         """Dense uplink: every worker sends its row of ``x`` (``(R, d)``); the hub gets ``(M, d)``.
 

@@ -90,6 +90,35 @@ class DistributedTransport(Transport):
             offset += t.numel()
         return tuple(out)
 
+    def broadcast_compressed(
+        self, *tensors: Tensor, compressor: Compressor, step: int, key: str = "", tag: str = "point_compressed"
+    ) -> tuple[Tensor, ...]:
+        sizes = [compressor.wire_nbytes(t.shape, t.dtype) for t in tensors]
+        keys = [f"{key}/{i}" for i in range(len(tensors))]
+        if self.rank == self.hub:
+            payloads = [
+                compressor.compress(t, step=step, worker=self.hub, key=k) for t, k in zip(tensors, keys, strict=True)
+            ]
+            flat = torch.cat([p.to_bytes().to(self.device) for p in payloads])
+        else:
+            flat = torch.zeros(sum(sizes), dtype=torch.uint8, device=self.device)
+        with self.ledger.measure(Direction.DOWNLINK, nbytes=sum(sizes), tag=tag):
+            self.send_down(flat)
+        out, offset = [], 0
+        for t, k, size in zip(tensors, keys, sizes, strict=True):
+            # every rank, the hub too, decodes the bytes that travelled: the same values everywhere
+            payload = compressor.payload_from_bytes(
+                flat[offset : offset + size].to(t.device),
+                shape=t.shape,
+                dtype=t.dtype,
+                step=step,
+                worker=self.hub,
+                key=k,
+            )
+            out.append(compressor.decompress(payload).reshape(t.shape))
+            offset += size
+        return tuple(out)
+
     def send_down(self, flat: Tensor) -> None:
         """Deliver the hub's ``flat`` to every rank in place (uncounted: the caller records it)."""
         if self.downlink == "scatter":

@@ -54,6 +54,13 @@ class SimulatorTransport(Transport):
         self.ledger.record(Direction.DOWNLINK, nbytes=nbytes, tag=tag)
         return tensors
 
+    def broadcast_compressed(
+        self, *tensors: Tensor, compressor: Compressor, step: int, key: str = "", tag: str = "point_compressed"
+    ) -> tuple[Tensor, ...]:
+        payloads = [compressor.compress(t, step=step, worker=self.hub, key=f"{key}/{i}") for i, t in enumerate(tensors)]
+        self.ledger.record(Direction.DOWNLINK, nbytes=sum(p.nbytes for p in payloads), tag=tag)
+        return tuple(compressor.decompress(p).reshape(t.shape) for p, t in zip(payloads, tensors, strict=True))
+
     def gather(self, x: Tensor, *, tag: str = "dense", senders: Sequence[int] | None = None) -> Tensor | None:
         as_block(x, self.num_workers)
         if senders is None:
