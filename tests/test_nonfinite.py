@@ -18,7 +18,20 @@ from torch.utils.data import DataLoader
 from lit_commeff.strategy import CompressedStrategy, EFOLGAStrategy, OLGAStrategy
 from lit_commeff.strategy.numeric import NonFiniteError, NonFiniteGuard, check_policy
 
-STRATEGIES = {"olga": OLGAStrategy, "ef_olga": EFOLGAStrategy, "compressed": CompressedStrategy}
+
+class _EFOLGACompressedDownlink(EFOLGAStrategy):
+    """EF-OLGA whose inner rounds' broadcast is compressed too (``downlink_compressor``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(downlink_compressor="topk", downlink_compressor_options={"ratio": 0.1}, **kwargs)
+
+
+STRATEGIES = {
+    "olga": OLGAStrategy,
+    "ef_olga": EFOLGAStrategy,
+    "ef_olga+downlink": _EFOLGACompressedDownlink,
+    "compressed": CompressedStrategy,
+}
 BAD_STEP, BAD_RANK = 5, 1
 
 
