@@ -92,11 +92,12 @@ def test_olga_strategy_reproduces_the_simulator(workers, same_batch, accelerate,
 
 
 @pytest.mark.parametrize(
-    ("cls", "strategy_cls", "compressor"),
-    [(EFOLGA, EFOLGAStrategy, ("topk", {"k": 2})), (DIANA, CompressedStrategy, ("randk", {"k": 2})),
-     (EF21, CompressedStrategy, ("topk", {"k": 2}))],
+    ("cls", "strategy_cls", "compressor", "downlink"),
+    [(EFOLGA, EFOLGAStrategy, ("topk", {"k": 2}), None), (EFOLGA, EFOLGAStrategy, ("topk", {"k": 2}), 0.5),
+     (DIANA, CompressedStrategy, ("randk", {"k": 2}), None), (EF21, CompressedStrategy, ("topk", {"k": 2}), None)],
 )  # fmt: skip
-def test_other_strategies_reproduce_the_simulator(cls, strategy_cls, compressor, tmp_path):
+def test_other_strategies_reproduce_the_simulator(cls, strategy_cls, compressor, downlink, tmp_path):
+    """``downlink``: EF-OLGA's inner broadcasts compressed too (TopK of this ratio, ``downlink_compressor``)."""
     problem = synthetic_ridge(workers=2, n=24, dim=6, similarity=0.2, seed=1)
     name, options = compressor
     if strategy_cls is CompressedStrategy:
@@ -106,13 +107,18 @@ def test_other_strategies_reproduce_the_simulator(cls, strategy_cls, compressor,
         strategy = strategy_cls(start_method="fork", compressor=build(name, **options), seed=3)
     else:
         sim_kwargs = {**_olga_kwargs(problem), "output": "last"}
+        down = {"downlink_compressor": "topk", "downlink_compressor_options": {"ratio": downlink}} if downlink else {}
         strategy = strategy_cls(
-            start_method="fork", compressor=build(name, **options), inner_steps=STEPS_S, **sim_kwargs
+            start_method="fork", compressor=build(name, **options), inner_steps=STEPS_S, **sim_kwargs, **down
         )
+        if downlink:
+            sim_kwargs["downlink_compressor"] = build("topk", ratio=downlink)
     expected = _simulate(problem, cls, build(name, **options), ROUNDS, **sim_kwargs)
     ranks = _lightning(problem, strategy, tmp_path, ROUNDS)
     got = torch.tensor(ranks[0]["step_params"], dtype=torch.float64)
     torch.testing.assert_close(got, torch.stack(expected), atol=1e-6, rtol=0)
+    for r in ranks[1:]:  # every rank holds the same model
+        assert r["params"] == ranks[0]["params"]
 
 
 class _SaveAt(Callback):
