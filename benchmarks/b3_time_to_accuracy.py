@@ -274,7 +274,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ys = [r["median_time"] if r else math.nan for r in found]
             xs = [j + i * width for j in range(len(profiles))]
             # the same colour for a method in every panel; variants after the built-in methods
-            color = f"C{METHODS.index(method) if method in METHODS else len(METHODS) + methods.index(method)}"
+            variants = [m for m in methods if m not in METHODS]
+            color = f"C{METHODS.index(method) if method in METHODS else len(METHODS) + variants.index(method)}"
             ax.bar(xs, [y if math.isfinite(y) else 0 for y in ys], width, label=method, color=color)
             for x, y, r in zip(xs, ys, found, strict=True):
                 if r is None:
