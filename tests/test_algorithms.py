@@ -348,22 +348,24 @@ def test_output_last_follows_every_broadcast_iterate(problem):
         _olga(problem, build("randk", k=2), output="z")
 
 
+@pytest.mark.parametrize("option", ["dense_compressor", "downlink_compressor"])
 @pytest.mark.parametrize("accelerate", [True, False])
 @pytest.mark.parametrize("name, compressor", [("olga", ("randk", {"k": 2})), ("ef_olga", ("topk", {"k": 2}))])
-def test_dense_compressor_still_converges(problem, name, compressor, accelerate):
-    """EF21-style estimates in the anchor/y rounds: still linear convergence to high accuracy on ridge."""
+def test_extra_compressors_still_converge(problem, name, compressor, accelerate, option):
+    """EF21-style estimates in the anchor/y rounds (``dense_compressor``) or EF21-P-style compressed broadcasts in
+    the inner rounds (``downlink_compressor``): still linear convergence to high accuracy on ridge."""
     history = sim.run(
         problem,
         name,
         compressor=compressor,
-        dense_compressor=build("topk", k=3),
+        **{option: build("topk", k=3)},
         preset="similarity",
         accelerate=accelerate,
         cc3_budget=6000,
         tol=1e-10,
         seed=1,
     )
-    assert history.final["rel_subopt"] <= 1e-10, (name, accelerate, history.final)
+    assert history.final["rel_subopt"] <= 1e-10, (name, accelerate, option, history.final)
 
 
 @pytest.mark.parametrize("cls, compressor", [(OLGA, ("randk", {"k": 2})), (EFOLGA, ("topk", {"k": 2}))])
@@ -394,24 +396,6 @@ def test_dense_compressor_replaces_the_dense_gradient_gathers(problem, cls, comp
     plain = _olga(problem, build(compressor[0], **compressor[1]), cls=cls, p=0.25, seed=5)
     with pytest.raises(ValueError, match="dense_compressor: the checkpoint was written with dense_compressor on"):
         plain.load_state_dict(state)
-
-
-@pytest.mark.parametrize("accelerate", [True, False])
-@pytest.mark.parametrize("name, compressor", [("olga", ("randk", {"k": 2})), ("ef_olga", ("topk", {"k": 2}))])
-def test_downlink_compressor_still_converges(problem, name, compressor, accelerate):
-    """EF21-P-style compressed broadcasts in the inner rounds: still linear convergence to high accuracy on ridge."""
-    history = sim.run(
-        problem,
-        name,
-        compressor=compressor,
-        downlink_compressor=build("topk", k=3),
-        preset="similarity",
-        accelerate=accelerate,
-        cc3_budget=6000,
-        tol=1e-10,
-        seed=1,
-    )
-    assert history.final["rel_subopt"] <= 1e-10, (name, accelerate, history.final)
 
 
 @pytest.mark.parametrize("cls, compressor", [(OLGA, ("randk", {"k": 2})), (EFOLGA, ("topk", {"k": 2}))])
