@@ -186,9 +186,10 @@ class _SaveAt(pl.Callback):
 
 
 @pytest.mark.parametrize(
-    ("save_at", "local_steps", "down"), [(16, 1, None), (8, 1, None), (8, 3, None), (8, 1, "topk")]
+    ("save_at", "local_steps", "down", "anchor"),
+    [(16, 1, None, 1), (8, 1, None, 1), (8, 3, None, 1), (8, 1, "topk", 1), (16, 1, None, 4)],
 )
-def test_minibatch_resume_is_bitwise(save_at, local_steps, down, tmp_path):
+def test_minibatch_resume_is_bitwise(save_at, local_steps, down, anchor, tmp_path):
     """Shuffled minibatches, 8 per epoch per rank, resumed at epoch boundaries (inside OLGA's outer iterations;
     with local steps, inside a round's silent steps).
 
@@ -203,10 +204,11 @@ def test_minibatch_resume_is_bitwise(save_at, local_steps, down, tmp_path):
         rec = Recorder(out)
         strategy = EFOLGAStrategy(
             start_method="fork",
-            p=0.25,
+            p=0.25 if anchor == 1 else 0.35,
             local_steps=local_steps,
             downlink_compressor=down,
             downlink_compressor_options={"ratio": 0.1} if down else None,
+            anchor_batches=anchor,
         )
         t = trainer(strategy, max_steps=28, callbacks=[rec, *extra])
         t.fit(TinyRegressor(), DataLoader(regression_data(), batch_size=32, shuffle=True), ckpt_path=ckpt_path)
@@ -214,6 +216,8 @@ def test_minibatch_resume_is_bitwise(save_at, local_steps, down, tmp_path):
 
     full = run(tmp_path / "full", extra=[_SaveAt(save_at, ckpt)])
     resumed = run(tmp_path / "resumed", ckpt_path=ckpt)
+    if anchor > 1:  # p = 0.35 puts an anchor at step 15: the checkpoint holds its first gradient of four
+        assert full[0]["phases"][save_at - 1 : save_at + 1] == ["anchor", "anchor_acc"], full[0]["phases"]
     assert len(resumed[0]["losses"]) == 28 - save_at
     assert resumed[0]["losses"] == full[0]["losses"][save_at:]
     assert resumed[0]["params"] == full[0]["params"]

@@ -50,6 +50,15 @@ CASES = {
     "olga+local3": {
         "algorithm": "olga", "compressor": ("randk", {"k": 3}), "preset": "similarity", "p": 0.3, "local_steps": 3,
     },
+    # averaged anchors: silent steps between the anchor's first and last step, the y round's too without momentum
+    "ef_olga+anchor3": {
+        "algorithm": "ef_olga", "compressor": ("topk", {"k": 3}), "preset": "similarity", "p": 0.3,
+        "anchor_batches": 3,
+    },
+    "olga+anchor3": {
+        "algorithm": "olga", "compressor": ("randk", {"k": 3}), "preset": "similarity", "p": 0.3,
+        "accelerate": False, "anchor_batches": 3,
+    },
 }  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from lit_commeff.compression import Compressor
 from lit_commeff.compression.seeding import SHARED_WORKER, generator
 from lit_commeff.transport import Transport
 
+_AVERAGING = ("anchor_acc", "y_acc")  # phases of an averaged dense round (anchor_batches > 1)
+
 
 class OLGA(Algorithm):
     """OLGA: accelerated, compressed, similarity-exploiting distributed optimisation.
@@ -95,6 +97,14 @@ class OLGA(Algorithm):
             its correction exactly (its own row carries ``∇f_1(w) − v``), so the correction is ∇(f − f_1)(w):
             an error of at most δ·||x_k − w||. The model holds ``w``. Anchors and y rounds stay dense and reset
             ``w`` and ``v``. Needs ``local_steps=1`` and ``same_batch=False``.
+        anchor_batches: K ≥ 1 (our extension): training steps, and so minibatches, each anchor gradient averages
+            (1, the default: one batch, as the paper's full-batch method needs no more). The anchor round's first
+            step broadcasts x; in it and the next K − 1 steps every process adds its gradient at x on that step's
+            batch, silently but in the last, which gathers the averages and starts the epoch. The anchor's gradient
+            is the control variate of a whole inner epoch, the SVRG snapshot gradient: a K-batch average has 1/K
+            of a batch's noise, so the compressed differences carry less of it. Without acceleration the y round
+            is the next anchor and is averaged the same way; with it the y round feeds only the momentum step
+            and stays one batch. The same collectives and bytes as K = 1, over K − 1 more steps.
         seed: Seed of the epoch lengths and compressor draws.
     """
 
@@ -103,7 +113,7 @@ class OLGA(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
         "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg", "local_k", "tk", "xloc",
-        "acc", "acc_n", "wk", "vk", "g1w",
+        "acc", "acc_n", "wk", "vk", "g1w", "dense_point", "dense_acc", "dense_n", "dense_k",
     )  # fmt: skip
 
     def __init__(
@@ -131,9 +141,15 @@ class OLGA(Algorithm):
         dense_compressor: Compressor | None = None,
         local_steps: int = 1,
         downlink_compressor: Compressor | None = None,
+        anchor_batches: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        if isinstance(anchor_batches, bool) or not isinstance(anchor_batches, int) or anchor_batches < 1:
+            raise ValueError(
+                f"anchor_batches: anchor_batches={anchor_batches!r} is invalid; use an integer >= 1 (1: one batch)."
+            )
+        self.anchor_batches = anchor_batches
         if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps < 1:
             raise ValueError(f"local_steps: local_steps={local_steps!r} is invalid; use an integer >= 1 (1: none).")
         if local_steps > 1 and gate is not None:
@@ -246,6 +262,12 @@ class OLGA(Algorithm):
         self.wk: Tensor | None = x.clone() if downlink_compressor is not None else None
         self.vk: Tensor | None = torch.zeros_like(x) if downlink_compressor is not None else None
         self.g1w: Tensor | None = None
+        # anchor_batches > 1: the dense round being averaged (phase anchor_acc or y_acc), its point, this
+        # process's gradient sum there, the gradients in it and the steps taken
+        self.dense_point: Tensor | None = None
+        self.dense_acc: Tensor | None = None
+        self.dense_n = 0
+        self.dense_k = 0
 
     # ------------------------------------------------------------------------------- parameters
     def _resolve(self, delta: float | None) -> None:
@@ -295,6 +317,8 @@ class OLGA(Algorithm):
                 "downlink_compressor: the checkpoint was written with downlink_compressor "
                 f"{'off' if state['wk'] is None else 'on'}; resume with the same setting."
             )
+        if "dense_k" not in state:  # from before anchor_batches existed (never inside an averaged dense round)
+            state = {**state, "dense_point": None, "dense_acc": None, "dense_n": 0, "dense_k": 0}
         if (state["hg"] is None) != (self.hg is None):
             raise ValueError(
                 "dense_compressor: the checkpoint was written with dense_compressor "
@@ -304,16 +328,26 @@ class OLGA(Algorithm):
 
     # ------------------------------------------------------------------------------- rounds
     def communicates(self) -> bool:
+        if self.phase in _AVERAGING:  # silent but in the last of the K steps, which gathers
+            return self.dense_k + 1 >= self.anchor_batches
         return self.phase != "local"
 
     def _step(self) -> None:
         if self.phase == "local":
             self._round_local()
             return
+        if self.phase in _AVERAGING and not self.communicates():
+            self._add_dense_grads()
+            return
         self.transport.begin_round()
-        {"anchor": self._round_anchor, "inner": self._round_inner, "error": self._round_error, "y": self._round_y}[
-            self.phase
-        ]()
+        {
+            "anchor": self._round_anchor,
+            "inner": self._round_inner,
+            "error": self._round_error,
+            "y": self._round_y,
+            "anchor_acc": self._finish_anchor,
+            "y_acc": self._finish_y,
+        }[self.phase]()
 
     def _hub_row(self, block: Tensor) -> Tensor:
         t = self.transport
@@ -331,8 +365,40 @@ class OLGA(Algorithm):
             self.x = self.tau * self.z + (1 - self.tau) * self.y if self.accelerate else self.y
         (x,) = t.broadcast(self.x if t.is_hub else torch.zeros_like(self.x0), tag="point")
         grads = self.oracle.grads(x)
-        gathered = self._gather_grads(grads)
-        self._begin_epoch(x, grads, gathered)
+        if self.anchor_batches > 1:
+            self._start_averaging(x, grads, "anchor_acc")
+            return
+        self._begin_epoch(x, grads, self._gather_grads(grads))
+
+    # ------------------------------------------------------------------------------- averaged anchors (K > 1)
+    # The anchor round's first step broadcasts the point; it and the next K − 1 steps add this process's
+    # gradient there on their batches, and the last of them gathers the K-batch averages. Only the first and
+    # the last step communicate: the same messages as one batch, spread over K steps.
+
+    def _start_averaging(self, point: Tensor, grads: Tensor, phase: str) -> None:
+        self.dense_point, self.dense_acc, self.dense_n, self.dense_k = point, grads, 1, 1
+        self.phase = phase
+
+    def _add_dense_grads(self) -> None:
+        """A step of an averaged dense round: this process's gradient at its point on this step's batch."""
+        self.dense_acc = self.dense_acc + self.oracle.grads(self.dense_point)  # rebound, never in place
+        self.dense_n += 1
+        self.dense_k += 1
+
+    def _averaged_grads(self) -> tuple[Tensor, Tensor]:
+        """The last step of an averaged dense round: its point, and this process's K-batch average there."""
+        self._add_dense_grads()
+        point, grads = self.dense_point, self.dense_acc / self.dense_n
+        self.dense_point, self.dense_acc, self.dense_n, self.dense_k = None, None, 0, 0
+        return point, grads
+
+    def _finish_anchor(self) -> None:
+        x, grads = self._averaged_grads()
+        self._begin_epoch(x, grads, self._gather_grads(grads))
+
+    def _finish_y(self) -> None:
+        y, grads = self._averaged_grads()
+        self._y_update(y, grads)
 
     def _gather_grads(self, grads: Tensor) -> Tensor | None:
         """The anchor and y rounds' gradient gather: dense, or EF21-style estimates with ``dense_compressor``."""
@@ -519,9 +585,12 @@ class OLGA(Algorithm):
 
         Keeps every process on the shared schedule, so the next communicating step is the same step everywhere.
         """
-        if self.phase != "local":
+        if self.communicates():
             raise RuntimeError(f"{self.name}: skip_local_step() called in phase {self.phase!r}, not in a local step.")
-        self._advance_local()
+        if self.phase in _AVERAGING:  # the average leaves this batch out; the round's first gradient is in it
+            self.dense_k += 1
+        else:
+            self._advance_local()
         self.round += 1
 
     def _advance_local(self) -> None:
@@ -555,6 +624,14 @@ class OLGA(Algorithm):
         (y,) = t.broadcast(self.xk, tag="point")
         self.last = y
         grads = self.oracle.grads(y)
+        if self.anchor_batches > 1 and not self.accelerate:  # this round is the next anchor: average it too
+            self._start_averaging(y, grads, "y_acc")
+            return
+        self._y_update(y, grads)
+
+    def _y_update(self, y: Tensor, grads: Tensor) -> None:
+        """The y round's gather and the outer step (with momentum) or the next epoch (without)."""
+        t = self.transport
         gathered = self._gather_grads(grads)
         if t.is_hub:
             gfy = gathered.mean(dim=0)

@@ -92,6 +92,12 @@ class OLGAStrategy(HubAlgorithmStrategy):
             (a biased compressor such as ``"topk"``). The model holds w. ``None`` (default) broadcasts dense, as
             the paper does. Needs ``local_steps=1`` and ``same_batch=False`` (``docs/neural-adaptation.md``).
         downlink_compressor_options: Options of a named ``downlink_compressor``, e.g. ``{"ratio": 0.1}``.
+        anchor_batches: K ≥ 1, minibatches each anchor gradient averages (default 1). The anchor round takes K
+            training steps at the anchor point: the first broadcasts it, the last gathers every rank's K-batch
+            average, and the steps between are silent. Its gradient is the control variate of a whole inner
+            epoch, so its batch noise reaches every compressed difference of the epoch; the average has 1/K of
+            it. Without ``accelerate`` the y round is the next anchor and is averaged too. Same bytes as K = 1,
+            over K − 1 more steps in which the model does not move (``docs/neural-adaptation.md``).
         seed: Seed of the epoch lengths and compressor draws (same on every rank).
         **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
     """
@@ -126,6 +132,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         local_steps: int = 1,
         downlink_compressor: CompressorSpec | None = None,
         downlink_compressor_options: Mapping[str, Any] | None = None,
+        anchor_batches: int = 1,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -153,6 +160,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         self.alpha = optional_positive("alpha", alpha)
         self.gate = optional_positive("gate", gate)
         self.local_steps = positive_int("local_steps", local_steps)
+        self.anchor_batches = positive_int("anchor_batches", anchor_batches)
         if self.local_steps > 1 and same_batch:
             raise ValueError(
                 f"same_batch: local_steps={self.local_steps} averages each rank's gradients over the round's batches "
@@ -245,6 +253,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
             dense_compressor=self.dense_compressor,
             local_steps=self.local_steps,
             downlink_compressor=self.downlink_compressor,
+            anchor_batches=self.anchor_batches,
             estimate_delta=True,
             seed=self.seed,
         )
