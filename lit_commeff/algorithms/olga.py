@@ -100,7 +100,7 @@ class OLGA(Algorithm):
         anchor_batches: K ≥ 1 (our extension): training steps, and so minibatches, each anchor gradient averages
             (1, the default: one batch, as the paper's full-batch method needs no more). The anchor round's first
             step broadcasts x; in it and the next K − 1 steps every process adds its gradient at x on that step's
-            batch, silently but in the last, which gathers the averages and starts the epoch. The anchor's gradient
+            batch, silently except in the last, which gathers the averages and starts the epoch. The anchor's gradient
             is the control variate of a whole inner epoch, the SVRG snapshot gradient: a K-batch average has 1/K
             of a batch's noise, so the compressed differences carry less of it. Without acceleration the y round
             is the next anchor and is averaged the same way; with it the y round feeds only the momentum step
