@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from _strategy_utils import Recorder, TinyRegressor, read_ranks, regression_data, trainer
-from test_local_steps import _make, _silent_in_local_steps
+from test_local_steps import PoisonedAt, _make, _silent_in_local_steps
 from test_nonfinite import StepParams, recording
 from torch.utils.data import DataLoader
 
@@ -177,16 +177,6 @@ def test_strategy_averages_the_anchor_over_k_steps_and_trains(cls, tmp_path):
 SILENT = 1  # the anchor's silent step (K = 3, p = 0.001)
 
 
-class PoisonedSilent(TinyRegressor):
-    def __init__(self, rank: int) -> None:
-        super().__init__()
-        self.bad_rank = rank
-
-    def on_after_backward(self) -> None:
-        if self.trainer.global_step == SILENT and self.global_rank == self.bad_rank:
-            self.net[2].bias.grad.fill_(float("nan"))
-
-
 class Records(StepParams):
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         alg = trainer.strategy.algorithm
@@ -198,7 +188,7 @@ def _fit_poisoned(policy: str, rank: int, out: Path) -> Exception | None:
     strategy = recording(EFOLGAStrategy)(start_method="fork", nonfinite=policy, anchor_batches=K, p=0.001)
     loader = DataLoader(regression_data(), batch_size=32, shuffle=True)
     try:
-        trainer(strategy, max_steps=6, callbacks=[Records(out)]).fit(PoisonedSilent(rank), loader)
+        trainer(strategy, max_steps=6, callbacks=[Records(out)]).fit(PoisonedAt(rank, step=SILENT), loader)
     except Exception as error:
         return error
     return None

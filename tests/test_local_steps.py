@@ -234,12 +234,12 @@ BAD_STEP = 6  # a silent step of round 1
 class PoisonedAt(TinyRegressor):
     """NaN in one rank's gradient at one silent step (every evaluation of that step)."""
 
-    def __init__(self, rank: int) -> None:
+    def __init__(self, rank: int, step: int = BAD_STEP) -> None:
         super().__init__()
-        self.bad_rank = rank
+        self.bad_rank, self.bad_step = rank, step
 
     def on_after_backward(self) -> None:
-        if self.trainer.global_step == BAD_STEP and self.global_rank == self.bad_rank:
+        if self.trainer.global_step == self.bad_step and self.global_rank == self.bad_rank:
             self.net[2].bias.grad.fill_(float("nan"))
 
 
