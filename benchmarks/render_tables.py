@@ -1,0 +1,522 @@
+"""Render the docs' result tables from the committed JSON in ``benchmarks/results/``.
+
+Every table that quotes a benchmark result sits in README.md or docs/ between two marker comments::
+
+    <!-- table:b3-credit-edge -->
+    | method | ... |
+    ...
+    Command: ...; data: `benchmarks/results/b3/s6_credit_edge_results.json`.
+    <!-- /table:b3-credit-edge -->
+
+This script rewrites what lies between the markers from the JSON named in :data:`TABLES`, so the text
+cannot drift from the data. The block ends with the command that produced the data and the files it was
+rendered from.
+
+    python benchmarks/render_tables.py           # rewrite every marked table in README.md and docs/
+    python benchmarks/render_tables.py --check   # rewrite nothing; exit 1 naming each table that differs
+    python benchmarks/render_tables.py --list    # the table names, their data and the files that show them
+
+It reads only files in this repository (no datasets, no network) and runs in about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+MARKER = re.compile(r"<!-- table:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S)
+OPEN = re.compile(r"<!-- (/?)table:([\w.-]+) -->")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One rendered table: how it is built, from which files, by which command."""
+
+    render: Callable[[list[Any]], list[str]]
+    data: tuple[str, ...]
+    command: str
+
+
+def _load(relative: str) -> Any:
+    return json.loads((RESULTS / relative).read_text())
+
+
+@cache
+def _b3() -> ModuleType:
+    """The B3 script, for its analysis: the docs' times and ratios are computed the way the script computes them."""
+    spec = importlib.util.spec_from_file_location(
+        "_b3_time_to_accuracy", ROOT / "benchmarks" / "b3_time_to_accuracy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _num(value: Any, fmt: str, missing: str = "—") -> str:
+    value = float(value) if value is not None else math.nan
+    return format(value, fmt) if math.isfinite(value) else missing
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(columns: list[str], left: int = 1) -> list[str]:
+    return [_row(columns), "|" + "---|" * left + "---:|" * (len(columns) - left)]
+
+
+# ---------------------------------------------------------------------------------------------------- B1
+
+
+B1_METHODS = (
+    "OLGA theory", "OLGA similarity", "OLGA auto", "EF-OLGA similarity", "EF-OLGA theory", "AccExtraGradient",
+    "AccSVRS", "ADIANA", "LoCoDL", "DIANA", "EF21",
+)  # fmt: skip
+B1_RATIOS = (
+    ("OLGA / best paper baseline", "ratio_1e6"),
+    ("OLGA / DIANA", "ratio_vs_diana_1e6"),
+    ("EF-OLGA / EF21", "ratio_efolga_vs_ef21_1e6"),
+)
+
+
+def _b1_ratio(value: Any) -> str:
+    value = float(value)
+    if value == 0:
+        return "0 (baseline never)"
+    if math.isinf(value):
+        return "inf (ours never)"
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+def render_b1(data: list[Any]) -> list[str]:
+    """CC-3 units to 1e-6 / 1e-8 per method and configuration (the B1 script's ``--markdown`` table)."""
+    lines = _header(["config", *B1_METHODS, *(title for title, _ in B1_RATIOS)])
+    for res in data[0]["results"]:
+        by_method = {r["method"]: r for r in res["methods"]}
+        cells = [f"{float(by_method[m]['cc3_1e6']):.1f} / {float(by_method[m]['cc3_1e8']):.1f}" for m in B1_METHODS]
+        name = f"{res['problem']} {res['dataset']} M={res['workers']} K={res['k']}"
+        lines.append(_row([name, *cells, *(_b1_ratio(res[key]) for _, key in B1_RATIOS)]))
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------- B2
+
+
+def _b2_ratio(value: Any) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "∞"
+    return f"{value:.2f}×" if value >= 0.1 else f"{value:.3f}×"
+
+
+def _mb(value: Any) -> str:
+    return "never" if value is None else f"{float(value) / 1e6:,.3f}"
+
+
+def render_b2(data: list[Any]) -> list[str]:
+    """Bytes per worker to the target AUROC; ``wall s`` is the whole ``Trainer.fit`` of that run."""
+    lines = _header(
+        ["method", "final AUROC", "up MB", "down MB", "up MB→tgt", "down MB→tgt", "step→tgt", "up/DDP", "up/best",
+         "(up+down)/DDP", "(up+down)/best", "steps", "wall s"]
+    )  # fmt: skip
+    for r in data[0]["methods"]:
+        hit, ratios = r.get("to_target"), r["ratios"]
+        lines.append(
+            _row([
+                r["method"], f"{r['final_auroc']:.4f}", _mb(r["final_uplink_bytes"]), _mb(r["final_downlink_bytes"]),
+                _mb(hit["uplink_bytes"]) if hit else "never", _mb(hit["downlink_bytes"]) if hit else "never",
+                str(hit["step"]) if hit else "never",
+                _b2_ratio(ratios["uplink_bytes"]["vs_ddp"]), _b2_ratio(ratios["uplink_bytes"]["vs_best_baseline"]),
+                _b2_ratio(ratios["total_bytes"]["vs_ddp"]), _b2_ratio(ratios["total_bytes"]["vs_best_baseline"]),
+                str(r["final_step"]), f"{r['wall_s']:.0f}",
+            ])
+        )  # fmt: skip
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------- B3
+
+
+B3_NAMES = {
+    "ddp": "DDP",
+    "powersgd": "PowerSGD",
+    "diloco": "DiLoCo (H = 50)",
+    "compressed": "EF21 (`compressed`)",
+    "olga": "OLGA",
+    "ef_olga": "EF-OLGA",
+    "ef_olga+h2": "EF-OLGA, `local_steps=2`",
+    "ef_olga+h10": "EF-OLGA, `local_steps=10`, θ = 10",
+    "ef_olga+h10s1": "EF-OLGA, `local_steps=10`, θ = 10, S = 1",
+    "ef_olga+h20": "EF-OLGA, `local_steps=20`, θ = 20",
+    "ef_olga+down10": "EF-OLGA, `downlink_compressor` TopK 10 %",
+}
+B3_COLUMNS = [
+    "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
+    "up MB to target", "final", "up / down MB per worker", "train / wall s",
+]  # fmt: skip
+
+
+def _b3_rows(results: list[dict], mae_factor: float) -> list[dict]:
+    """The B3 script's analysis of merged ``*_results.json`` runs (one recipe and profile)."""
+    b3 = _b3()
+    present = list(dict.fromkeys(r["method"] for r in results))
+    methods = [m for m in b3.METHODS if m in present] + [m for m in present if m not in b3.METHODS]
+    args = argparse.Namespace(
+        recipes=list(dict.fromkeys(r["recipe"] for r in results)),
+        profiles=list(dict.fromkeys(r["profile"] for r in results)),
+        methods=methods,
+        auroc_tolerance=0.005,
+        mae_factor=mae_factor,
+    )
+    return b3.analyse(results, args)
+
+
+def _b3_table(rows: list[dict]) -> list[str]:
+    lines = _header(B3_COLUMNS)
+    for r in rows:
+        lines.append(
+            _row([
+                B3_NAMES.get(r["method"], r["method"]), r["time_to_target"], _num(r["speedup_vs_ddp"], ".2f"),
+                _num(r["speedup_vs_best_baseline"], ".2f"), r.get("wall_to_target", "—"),
+                _num(r.get("wall_speedup_vs_ddp"), ".2f"), _num(r["uplink_MB_to_target"], ".3f"), f"{r['final']:.4f}",
+                f"{r['final_uplink_MB']:.2f} / {r['final_downlink_MB']:.2f}",
+                f"{r['train_s']:.1f} / {r['wall_s']:.1f}",
+            ])
+        )  # fmt: skip
+    return lines
+
+
+def b3_from_runs(mae_factor: float = 1.02) -> Callable[[list[Any]], list[str]]:
+    """A B3 table computed from raw runs (``*_results.json``), merged over the given files."""
+
+    def render(data: list[Any]) -> list[str]:
+        return _b3_table(_b3_rows([r for d in data for r in d["results"]], mae_factor))
+
+    return render
+
+
+def b3_from_table(profile: str | None = None, recipe: str | None = None) -> Callable[[list[Any]], list[str]]:
+    """A B3 table from the script's own ``b3_table.json`` output (runs whose raw histories were not kept)."""
+
+    def render(data: list[Any]) -> list[str]:
+        rows = [r for d in data for r in d]
+        rows = [r for r in rows if (profile is None or r["profile"] == profile) and (recipe in (None, r["recipe"]))]
+        return _b3_table(rows)
+
+    return render
+
+
+def render_collectives(data: list[Any]) -> list[str]:
+    """Milliseconds per collective call on the hub, per netlab profile (``b3_collectives.py``)."""
+    ms = data[0]["ms"]
+    profiles = list(ms)
+    lines = _header(["collective", *(f"`{p}`" for p in profiles)])
+    for name in ms[profiles[0]]:
+        lines.append(
+            _row([name, *(f"{ms[p][name]:.2f}" if ms[p][name] < 10 else f"{ms[p][name]:.1f}" for p in profiles)])
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ B4-B7
+
+
+def render_b4_quick(data: list[Any]) -> list[str]:
+    """Every (ranks, hidden, method) row of a B4 run: step times and their ratios."""
+    lines = _header(
+        ["ranks", "hidden", "d", "method", "median ms", "mean ms", "p90 ms", "median / ddp", "mean / ddp",
+         "median / ddp_metered"], left=0,
+    )  # fmt: skip
+    lines[1] = "|---:|---:|---:|---|" + "---:|" * 6
+    for r in data[0]["rows"]:
+        lines.append(
+            _row([
+                str(r["ranks"]), str(r["hidden"]), f"{r['d']:,}", r["method"], f"{r['median_s'] * 1e3:.2f}",
+                f"{r['mean_s'] * 1e3:.2f}", f"{r['p90_s'] * 1e3:.2f}", _num(r.get("median_ratio"), ".2f", "-") + "×",
+                _num(r.get("mean_ratio"), ".2f", "-") + "×", _num(r.get("median_ratio_2"), ".2f", "-") + "×",
+            ])
+        )  # fmt: skip
+    return lines
+
+
+def render_b4_full(data: list[Any]) -> list[str]:
+    """Median step time per method (ratio to plain DDP), with the guard-off run beside it."""
+    full, off = data[0]["rows"], data[1]["rows"]
+    methods = ("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga")
+    lines = [
+        _row(["ranks", "hidden (d)", "DDP", "PowerSGD", "DiLoCo", "EF21 (`compressed`)", "OLGA", "EF-OLGA",
+              "OLGA, guard off", "EF-OLGA, guard off"]),
+        "|---:|---|" + "---:|" * 8,
+    ]  # fmt: skip
+    for ranks, hidden in dict.fromkeys((r["ranks"], r["hidden"]) for r in full):
+        group = {r["method"]: r for r in full if (r["ranks"], r["hidden"]) == (ranks, hidden)}
+        cells = [str(ranks), f"{hidden} ({group['ddp']['d']:,})", f"{group['ddp']['median_s'] * 1e3:.2f}"]
+        cells += [f"{group[m]['median_s'] * 1e3:.2f} ({group[m]['median_ratio']:.2f}×)" for m in methods[1:]]
+        guard = {r["method"]: r for r in off if (r["ranks"], r["hidden"]) == (ranks, hidden)}
+        for m in ("olga", "ef_olga"):
+            cells.append(
+                f"{guard[m]['median_s'] * 1e3:.2f} ({guard[m]['median_ratio']:.2f}× of "
+                f"{guard['ddp']['median_s'] * 1e3:.2f})"
+                if m in guard
+                else "—"
+            )
+        lines.append(_row(cells))
+    return lines
+
+
+def render_b5(data: list[Any]) -> list[str]:
+    """Every compressor at every size (the B5 script's ``--markdown`` table)."""
+    lines = _header(
+        ["compressor", "elements", "compress ms", "decompress ms", "GB/s", "time / clone", "wire bytes", "γ"]
+    )
+    for r in data[0]["rows"]:
+        lines.append(
+            _row([
+                r["compressor"], f"{r['elements']:.0e}", f"{r['compress_s'] * 1e3:.2f}",
+                f"{r['decompress_s'] * 1e3:.2f}", f"{r['gb_per_s']:.2f}", f"{r['vs_clone']:.1f}×",
+                f"{r['wire_bytes']:,}", f"{r['gamma']:.1f}",
+            ])
+        )  # fmt: skip
+    return lines
+
+
+def render_b5_readme(data: list[Any]) -> list[str]:
+    """The 10M-element rows of B5, for the README."""
+    lines = _header(["compressor (10M fp32)", "time / clone", "GB/s", "wire bytes", "γ"])
+    for r in data[0]["rows"]:
+        if r["elements"] == 10_000_000:
+            lines.append(
+                _row([r["compressor"], f"{r['vs_clone']:.1f}×", f"{r['gb_per_s']:.2f}", f"{r['wire_bytes']:,}",
+                      f"{r['gamma']:.1f}"])
+            )  # fmt: skip
+    return lines
+
+
+def render_b6(data: list[Any]) -> list[str]:
+    """Seconds per OLGA round, memory, and the projected deployment time per round."""
+    lines = _header(
+        ["M", "d", "s/round (mean)", "anchor (dense) s", "inner (compressed) s", "y (dense) s", "peak RSS MiB",
+         "edge s", "wan s", "lan s"], left=0,
+    )  # fmt: skip
+    for r in data[0]["rows"]:
+        if "error" in r:
+            lines.append(_row([f"{r['workers']:,}", f"{r['dim']:,}", r["error"], *[""] * 7]))
+            continue
+        s, p = r["round_s"], r["projected_round_s"]
+        lines.append(
+            _row([
+                f"{r['workers']:,}", f"{r['dim']:,}", f"{r['mean_round_s']:.3g}", f"{s['anchor']:.3g}",
+                f"{s['inner']:.3g}", f"{s['y']:.3g}", f"{r['peak_rss_mib']:,.0f}", f"{p['edge']:.3g}",
+                f"{p['wan']:.3g}", f"{p['lan']:.3g}",
+            ])
+        )  # fmt: skip
+    return lines
+
+
+def render_b7(data: list[Any]) -> list[str]:
+    """Final AUROC over seeds per strategy, partition and rank count; DDP ran seed 0 once per cell."""
+    results = data[0]
+    lines = _header(["strategy", "partition", "ranks", "runs", "diverged", "min", "median", "max", "DDP (seed 0)",
+                     "median − DDP"], left=2)  # fmt: skip
+    strategies = [s for s in dict.fromkeys(r["strategy"] for r in results) if s != "ddp"]
+    for strategy in strategies:
+        for partition in dict.fromkeys(r["partition"] for r in results):
+            for ranks in dict.fromkeys(r["ranks"] for r in results):
+                rows = [
+                    r for r in results if (r["strategy"], r["partition"], r["ranks"]) == (strategy, partition, ranks)
+                ]
+                ddp = [
+                    r["final"]
+                    for r in results
+                    if (r["strategy"], r["partition"], r["ranks"]) == ("ddp", partition, ranks)
+                ]
+                finals = [r["final"] for r in rows if math.isfinite(r["final"])]
+                median = statistics.median(finals)
+                lines.append(
+                    _row([
+                        strategy, partition, str(ranks), str(len(rows)), str(sum(r["diverged"] for r in rows)),
+                        f"{min(finals):.4f}", f"{median:.4f}", f"{max(finals):.4f}", f"{ddp[0]:.4f}",
+                        f"{median - ddp[0]:+.4f}".replace("-", "−"),
+                    ])
+                )  # fmt: skip
+    return lines
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+_B3_CREDIT = '`b3_time_to_accuracy.py` runs listed under "How it was run" in docs/benchmarks.md'
+_TPUT_EDGE = (
+    "b3/s6_tput_edge_s0_results.json", "b3/s6_tput_edge_s1_results.json", "b3/s6_tput_edge_s2_results.json",
+    "b3/s7_tput_edge_powersgd_s12_results.json",
+)  # fmt: skip
+_TPUT_WAN = ("b3/s7_tput_wan_s0_results.json", "b3/s7_tput_wan_s1_results.json", "b3/s7_tput_wan_s2_results.json")
+_CREDIT_WAN = (
+    "b3/s7_credit_wan_s0a_results.json", "b3/s7_credit_wan_s0b_results.json", "b3/s7_credit_wan_s12_results.json",
+)  # fmt: skip
+_PERSIST = (
+    f"{_B3_CREDIT}, read with `python benchmarks/b3_time_to_accuracy.py --reuse --merge FILES --mae-factor 1.0609`"
+)
+
+TABLES: dict[str, Spec] = {
+    "b1-quick": Spec(render_b1, ("b1_quick.json",), "`python benchmarks/b1_paper_reproduction.py --quick`"),
+    "b1-ridge": Spec(
+        render_b1, ("b1_ridge.json",), "`python benchmarks/b1_paper_reproduction.py --only ridge/a9a ridge/mushrooms`"
+    ),
+    "b1-logistic": Spec(
+        render_b1,
+        ("b1_logistic.json",),
+        "`python benchmarks/b1_paper_reproduction.py --only logistic/a9a logistic/mushrooms --budget 100`, assembled "
+        "from several partial runs of one session (`meta.note`; `meta.complete` is false, see above)",
+    ),
+    "b2-quick": Spec(render_b2, ("b2_quick.json",), "`python benchmarks/b2_bytes_to_accuracy.py`"),
+    "b4-quick": Spec(render_b4_quick, ("b4_cpu.json",), "`python benchmarks/b4_overhead.py`"),
+    "b4-full": Spec(
+        render_b4_full,
+        ("b4_cpu_full.json", "b4_cpu_full_guard_off.json"),
+        "`python benchmarks/b4_overhead.py --no-quick`, then `--no-quick --ranks 4 --methods ddp olga ef_olga "
+        "--set olga.nonfinite=off ef_olga.nonfinite=off`",
+    ),
+    "b5": Spec(render_b5, ("b5_cpu.json",), "`python benchmarks/b5_compressor_throughput.py`"),
+    "b5-readme": Spec(render_b5_readme, ("b5_cpu.json",), "`python benchmarks/b5_compressor_throughput.py`"),
+    "b6": Spec(render_b6, ("b6_cpu.json",), "`python benchmarks/b6_simulator_scale.py`"),
+    "b7": Spec(render_b7, ("b7/b7_results.json",), "`python benchmarks/b7_robustness.py`"),
+    "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
+    "b3-credit-lan": Spec(b3_from_runs(), ("b3/s6_credit_lan_results.json",), _B3_CREDIT),
+    "b3-credit-wan": Spec(b3_from_runs(), _CREDIT_WAN, _B3_CREDIT),
+    "b3-tput-edge": Spec(b3_from_runs(), _TPUT_EDGE, _B3_CREDIT),
+    "b3-tput-lan": Spec(b3_from_runs(), ("b3/s6_tput_lan_results.json",), _B3_CREDIT),
+    "b3-tput-wan": Spec(b3_from_runs(), _TPUT_WAN, _B3_CREDIT),
+    "b3-tput-edge-persistence": Spec(b3_from_runs(1.0609), _TPUT_EDGE, _PERSIST),
+    "b3-tput-lan-persistence": Spec(b3_from_runs(1.0609), ("b3/s6_tput_lan_results.json",), _PERSIST),
+    "b3-tput-wan-persistence": Spec(b3_from_runs(1.0609), _TPUT_WAN, _PERSIST),
+    "b3-credit-sym10": Spec(
+        b3_from_runs(),
+        ("b3/s6_credit_sym10_results.json",),
+        'the `sudo python benchmarks/b3_time_to_accuracy.py --profiles "edge,down=10,name=sym10" ...` command above',
+    ),
+    "b3-collectives": Spec(
+        render_collectives,
+        ("b3/collectives.json",),
+        "`sudo python benchmarks/b3_collectives.py --profiles edge wan lan`",
+    ),
+    "b3-sigterm-fix": Spec(
+        b3_from_runs(),
+        ("b3/b3_credit_edge_sigterm_fix_results.json",),
+        'the `--variant` command under "Local steps" below, rerun after the SIGTERM change',
+    ),
+    "b3-local-steps-edge": Spec(
+        b3_from_table(), ("b3/b3_credit_edge_local_steps_table.json",), "the `--variant` command above (edge)"
+    ),
+    "b3-local-steps-lan": Spec(
+        b3_from_table(), ("b3/b3_credit_lan_local_steps_table.json",), "the same command with `--profiles lan`"
+    ),
+    "b3-first-credit-edge": Spec(
+        b3_from_table("edge", "finance_credit"),
+        ("b3/b3_table.json",),
+        "`sudo python benchmarks/b3_time_to_accuracy.py --recipes finance_credit --profiles edge --repeats 1 --common "
+        "trainer.val_check_interval=31`, then `--seeds 1 2 --methods ddp diloco olga ef_olga` (runs: "
+        "`benchmarks/results/b3/b3_credit_results.json`)",
+    ),
+    "b3-first-credit-wan": Spec(
+        b3_from_table("wan", "finance_credit"),
+        ("b3/b3_table.json",),
+        "`sudo python benchmarks/b3_time_to_accuracy.py --recipes finance_credit --profiles wan lan --repeats 1 "
+        "--common trainer.val_check_interval=31` (runs: `benchmarks/results/b3/b3_credit_results.json`)",
+    ),
+    "b3-first-credit-lan": Spec(
+        b3_from_table("lan", "finance_credit"),
+        ("b3/b3_table.json",),
+        "the same command as for `wan` (runs: `benchmarks/results/b3/b3_credit_results.json`)",
+    ),
+    "b3-first-tput-edge": Spec(
+        b3_from_runs(), ("b3/b3_throughput_results.json",), "the command in this file's `meta.argv`"
+    ),
+    "b3-first-tput-edge-persistence": Spec(
+        b3_from_runs(1.0609),
+        ("b3/b3_throughput_results.json",),
+        "the same runs, read with `--reuse --mae-factor 1.0609`",
+    ),
+}
+
+
+def render(name: str) -> str:
+    """The text between the markers of table ``name``: the table, then its command and data files."""
+    spec = TABLES[name]
+    lines = spec.render([_load(path) for path in spec.data])
+    files = ", ".join(f"`benchmarks/results/{path}`" for path in spec.data)
+    return "\n".join(lines) + f"\n\nCommand: {spec.command}; data: {files}.\n"
+
+
+def rewrite(text: str, origin: str) -> tuple[str, list[str]]:
+    """``text`` with every marked table re-rendered, and the names of the tables that changed."""
+    for _closing, name in OPEN.findall(text):
+        if name not in TABLES:
+            raise SystemExit(f"{origin}: table marker {name!r} has no entry in TABLES; known: {', '.join(TABLES)}.")
+    opened = [name for closing, name in OPEN.findall(text) if not closing]
+    if len(opened) != len(MARKER.findall(text)):
+        raise SystemExit(f"{origin}: a table marker is not closed; write <!-- /table:NAME --> after each table.")
+    changed: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match["name"]
+        body = render(name)
+        if body != match["body"]:
+            changed.append(name)
+        return f"<!-- table:{name} -->\n{body}<!-- /table:{name} -->"
+
+    return MARKER.sub(substitute, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a table differs from its data")
+    parser.add_argument("--list", action="store_true", help="print each table, its data and where it is shown")
+    parser.add_argument("files", nargs="*", type=Path, help="markdown files (default: README.md and docs/**/*.md)")
+    args = parser.parse_args(argv)
+    files = [f.resolve() for f in args.files] or DOCS
+    shown: dict[str, list[str]] = {name: [] for name in TABLES}
+    stale: list[str] = []
+    for path in files:
+        text = path.read_text()
+        origin = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        new, changed = rewrite(text, origin)
+        for _, name in OPEN.findall(text):
+            if origin not in shown[name]:
+                shown[name].append(origin)
+        stale += [f"{origin}: {name}" for name in changed]
+        if changed and not args.check:
+            path.write_text(new)
+    if args.list:
+        for name, spec in TABLES.items():
+            print(f"{name}: {', '.join(spec.data)} -> {', '.join(shown[name]) or '(not shown)'}")
+    if args.check and stale:
+        print(
+            "These tables differ from their JSON; run `python benchmarks/render_tables.py` and commit the result:\n  "
+            + "\n  ".join(stale),
+            file=sys.stderr,
+        )
+        return 1
+    if not args.check:
+        print("\n".join(f"rewrote {item}" for item in stale) or "every table matches its data")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
