@@ -29,11 +29,10 @@ import re
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,8 +41,7 @@ MARKER = re.compile(r"<!-- table:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table
 OPEN = re.compile(r"<!-- (/?)table:([\w.-]+) -->")
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     """One rendered table: how it is built, from which files, by which command."""
 
     render: Callable[[list[Any]], list[str]]
