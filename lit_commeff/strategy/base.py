@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.accelerators import Accelerator
 from lightning.pytorch.plugins.environments import ClusterEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -21,6 +20,7 @@ from typing_extensions import override
 from lit_commeff.strategy import state as rank_state
 from lit_commeff.strategy.checkpoint_io import AtomicCheckpointIO
 from lit_commeff.strategy.metering import CommMetering
+from lit_commeff.transport.objects import all_gather
 
 StartMethod = Literal["popen", "spawn", "fork", "forkserver"]
 
@@ -231,8 +231,7 @@ class CommStrategy(DDPStrategy):
         """
         signature = "|".join(f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in zip(names, params, strict=True))
         local = torch.tensor(_fingerprint(signature, code_versions()), dtype=torch.int64, device=self.root_device)
-        gathered = [torch.zeros_like(local) for _ in range(self.world_size)]
-        dist.all_gather(gathered, local)
+        gathered = all_gather(local)  # uncounted: a setup check, not training traffic
         problem = compare_fingerprints([g.tolist() for g in gathered], n_tensors=len(params))
         if problem is not None:
             raise RuntimeError(problem)

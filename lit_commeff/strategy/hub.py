@@ -9,7 +9,6 @@ from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
@@ -18,7 +17,7 @@ from typing_extensions import override
 from lit_commeff.algorithms import Algorithm
 from lit_commeff.algorithms.base import check_positive
 from lit_commeff.compression import Compressor, build
-from lit_commeff.ledger import CommLedger, Direction
+from lit_commeff.ledger import CommLedger
 from lit_commeff.strategy.base import CommStrategy, trainable_parameters
 from lit_commeff.strategy.flat import FlatParams
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
@@ -32,7 +31,7 @@ from lit_commeff.strategy.numeric import (
 )
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
-from lit_commeff.transport.distributed import DOWNLINKS
+from lit_commeff.transport.distributed import DOWNLINKS, resolve_downlink
 
 CompressorSpec = str | Compressor
 
@@ -215,18 +214,12 @@ class HubAlgorithmStrategy(CommStrategy):
 
     def resolved_downlink(self) -> str:
         """The downlink collective in use: ``downlink``, with ``"auto"`` resolved from the backend."""
-        if self.downlink != "auto":
-            return self.downlink
-        return "scatter" if dist.get_backend() == "gloo" else "broadcast"
+        return resolve_downlink(self.downlink)
 
     def _sync_initial_state(self, module: torch.nn.Module, ledger: CommLedger) -> None:
         """Start every rank from rank 0's parameters and buffers, as DDP does (counted, tag ``setup``)."""
-        tensors = [*module.parameters(), *module.buffers()]
         ledger.begin_round()
-        nbytes = sum(t.numel() * t.element_size() for t in tensors)
-        with ledger.measure(Direction.DOWNLINK, nbytes=nbytes, tag="setup"), torch.no_grad():
-            for t in tensors:
-                dist.broadcast(t.data, src=0)
+        self.transport.broadcast_parameters([*module.parameters(), *module.buffers()], tag="setup")
 
     # ------------------------------------------------------------------------------- training
     @override

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from lit_commeff.compression import Compressor
-from lit_commeff.ledger import Direction
-from lit_commeff.transport import DistributedTransport
+from lit_commeff.transport import DistributedTransport, Transport
 
 NonFinitePolicy = Literal["raise", "skip", "off"]
 POLICIES: tuple[str, ...] = ("raise", "skip", "off")
@@ -107,28 +105,18 @@ class NonFiniteGuard:
             self.fault = Fault(self.step, self.rank, f"non-finite {what} in {where} = {value}")
         return False
 
-    def agree(self, transport: DistributedTransport, *, stop: bool = False) -> list[int]:
+    def agree(self, transport: Transport, *, stop: bool = False) -> list[int]:
         """All ranks learn which ranks saw a fault this step (control traffic, tag ``guard``).
 
-        A star, like the method's own messages: every worker's int32 flag goes to the hub (one gather),
-        and the hub sends the vector of all flags back down (the transport's downlink). Two one-hop
-        collectives are cheaper on a latency-bound link than gloo's ring all-reduce of the same flags
-        (measured on netlab ``edge``, 4 ranks: 22 ms against 163 ms per step, ``docs/benchmarks.md``).
-        Bit 1 of the hub's flag carries ``stop`` (rank 0's SIGTERM) to every rank, in :attr:`stop`.
+        A star, like the method's own messages (:meth:`~lit_commeff.transport.Transport.agree`): every
+        worker's int32 flag goes to the hub (one gather), and the hub sends the vector of all flags back
+        down (the transport's downlink). Two one-hop collectives are cheaper on a latency-bound link than
+        gloo's ring all-reduce of the same flags (measured on netlab ``edge``, 4 ranks: 22 ms against 163 ms
+        per step, ``docs/benchmarks.md``). Bit 1 of the hub's flag carries ``stop`` (rank 0's SIGTERM) to
+        every rank, in :attr:`stop`.
         """
-        flag = torch.tensor(
-            [int(self.fault is not None) | (2 if stop else 0)], dtype=torch.int32, device=transport.device
-        )
-        is_hub = transport.rank == transport.hub
-        rows = [torch.empty_like(flag) for _ in range(self.world_size)] if is_hub else None
-        senders = [w for w in range(self.world_size) if w != transport.hub]
-        with transport.ledger.measure(Direction.UPLINK, nbytes=4, sender=senders, tag="guard", control=True):
-            dist.gather(flag, rows, dst=transport.hub, group=transport.group)
-            transport._sync()
-        flags = torch.cat(rows) if is_hub else torch.empty(self.world_size, dtype=torch.int32, device=flag.device)
-        with transport.ledger.measure(Direction.DOWNLINK, nbytes=4 * self.world_size, tag="guard", control=True):
-            transport.send_down(flags)
-        values = flags.tolist()
+        flag = torch.tensor([int(self.fault is not None) | (2 if stop else 0)], dtype=torch.int32)
+        values = transport.agree(flag, tag="guard", control=True).tolist()
         self.stop = bool(values[transport.hub] & 2)
         return [r for r, f in enumerate(values) if f & 1]
 
@@ -202,6 +190,14 @@ class GuardedTransport(DistributedTransport):
         own, received = super().gather_compressed(x, compressor, step=step, key=key, tag=tag)
         self._check_received(received, range(self.num_workers), tag)
         return own, received
+
+    def all_reduce(self, x: Tensor, *, op: Literal["mean", "sum"] = "mean", tag: str = "allreduce") -> Tensor:
+        # Every rank's row leaves its process here, the hub's too: a poisoned row is replaced by zeros.
+        if not self.guard.check(x, f"message ({tag})"):
+            x = torch.zeros_like(x)
+        out = super().all_reduce(x, op=op, tag=tag)
+        self.guard.check(out, f"all-reduce result ({tag})")
+        return out
 
 
 @dataclass

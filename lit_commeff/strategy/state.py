@@ -3,7 +3,8 @@
 Lightning writes the checkpoint from rank 0 only, but our methods keep state on every rank (error
 feedback buffers, anchor gradients, DIANA shifts, DiLoCo's local replicas). Each rank serialises its
 own state with ``torch.save`` to bytes; the bytes travel to rank 0 as a ``uint8`` tensor through
-``dist.gather`` and are stored in the checkpoint under :data:`CHECKPOINT_KEY`. On resume every rank
+:func:`lit_commeff.transport.objects.gather_to_hub` (not counted in the ledger: checkpoint I/O is not
+training traffic) and are stored in the checkpoint under :data:`CHECKPOINT_KEY`. On resume every rank
 reads the file (as Lightning already does) and deserialises its own entry with
 ``torch.load(weights_only=True)``, so the state must be tensors and plain Python types.
 """
@@ -15,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
+
+from lit_commeff.transport.objects import gather_to_hub
 
 CHECKPOINT_KEY = "lit_commeff"
 FORMAT_VERSION = 1
@@ -40,22 +42,7 @@ def gather_states(state: Mapping[str, Any], *, device: torch.device | str = "cpu
     Returns the list of per-rank ``uint8`` tensors on rank 0 and ``None`` elsewhere; without an
     initialised process group, a one-element list.
     """
-    blob = to_bytes(state)
-    if not (dist.is_available() and dist.is_initialized()):
-        return [blob]
-    device = torch.device(device)
-    world, rank = dist.get_world_size(), dist.get_rank()
-    size = torch.tensor([blob.numel()], dtype=torch.int64, device=device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(int(s) for s in sizes))
-    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
-    padded[: blob.numel()] = blob.to(device)
-    buffers = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
-    dist.gather(padded, buffers, dst=0)
-    if rank != 0:
-        return None
-    return [b[: int(s)].cpu().clone() for b, s in zip(buffers, sizes, strict=True)]
+    return gather_to_hub(to_bytes(state), device=device, hub=0)
 
 
 def pack(strategy: str, rank_states: list[Tensor]) -> dict[str, Any]:

@@ -11,9 +11,19 @@ from torch import Tensor
 
 from lit_commeff.compression import Compressor
 from lit_commeff.ledger import CommLedger, Direction
-from lit_commeff.transport.base import Transport, as_block, dense_nbytes
+from lit_commeff.transport.base import Transport, as_block, as_flags, check_op, dense_nbytes
 
 DOWNLINKS = ("broadcast", "scatter")
+
+
+def resolve_downlink(downlink: str, group: dist.ProcessGroup | None = None) -> str:
+    """The downlink collective for ``downlink``: ``"auto"`` is ``"scatter"`` on gloo, ``"broadcast"`` elsewhere.
+
+    Needs an initialised process group when ``downlink == "auto"`` (the backend decides).
+    """
+    if downlink != "auto":
+        return downlink
+    return "scatter" if dist.get_backend(group) == "gloo" else "broadcast"
 
 
 class DistributedTransport(Transport):
@@ -24,13 +34,15 @@ class DistributedTransport(Transport):
     client-sampled uplinks use point-to-point ``send``/``recv``. Downlink is either ``dist.broadcast``
     (``downlink="broadcast"``: the backend's tree or ring, bandwidth-optimal for large messages on NCCL)
     or ``dist.scatter`` of the same tensor to every rank (``downlink="scatter"``: a star, one hop from
-    the hub to each worker). On gloo over links with latency the star is ~2.8x faster: gloo's tree makes
-    workers forward to workers over their own, often slower, uplinks (measured on netlab ``edge``:
+    the hub to each worker; ``"auto"``: scatter on gloo, broadcast elsewhere). On gloo over links with
+    latency the star is ~2.8x faster: gloo's tree makes workers forward to workers over their own, often
+    slower, uplinks (measured on netlab ``edge``:
     broadcast of 2 x 5,857 fp32 83.9 ms, scatter 30.1 ms; ``docs/benchmarks.md``). Each worker receives
     the same bytes either way, so the ledger is the same. Every rank records every transfer, so all
     ranks hold the same ledger (the hub's own message is not counted: it never leaves the process).
     Wall time inside each collective is measured after the call returns (CUDA tensors are synchronised
-    first).
+    first). :meth:`all_reduce` is ``dist.all_reduce`` (sum, then a division by M for the mean);
+    :meth:`agree` gathers one int32 per rank to the hub and sends the flags back down the downlink.
 
     Args:
         dim: Dimension d of the optimisation variable.
@@ -39,8 +51,8 @@ class DistributedTransport(Transport):
         hub: Rank of the hub.
         group: Process group (default: the world).
         ledger: Ledger to record into; a new one by default.
-        downlink: ``"broadcast"`` (default) or ``"scatter"``: the collective that carries the hub's
-            messages to the workers (see above).
+        downlink: ``"broadcast"`` (default), ``"scatter"`` or ``"auto"``: the collective that carries the
+            hub's messages to the workers (see above).
     """
 
     def __init__(
@@ -52,7 +64,7 @@ class DistributedTransport(Transport):
         hub: int = 0,
         group: dist.ProcessGroup | None = None,
         ledger: CommLedger | None = None,
-        downlink: Literal["broadcast", "scatter"] = "broadcast",
+        downlink: Literal["broadcast", "scatter", "auto"] = "broadcast",
     ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
@@ -66,9 +78,9 @@ class DistributedTransport(Transport):
             raise ValueError(f"workers: world size {self.num_workers} is too small; the star needs >= 2 ranks.")
         if not 0 <= hub < self.num_workers:
             raise ValueError(f"hub: hub={hub} is not a rank of a world of size {self.num_workers}.")
-        if downlink not in DOWNLINKS:
-            raise ValueError(f"downlink: downlink={downlink!r} is unknown; use one of {list(DOWNLINKS)}.")
-        self.downlink = downlink
+        if downlink not in (*DOWNLINKS, "auto"):
+            raise ValueError(f"downlink: downlink={downlink!r} is unknown; use one of {[*DOWNLINKS, 'auto']}.")
+        self.downlink = resolve_downlink(downlink, group)
         self.hub = hub
         self.device = torch.device(device)
         self.workers = torch.tensor([self.rank])
@@ -177,3 +189,34 @@ class DistributedTransport(Transport):
             )
             received[w] = compressor.decompress(payload).reshape(-1)
         return own, received
+
+    def all_reduce(self, x: Tensor, *, op: Literal["mean", "sum"] = "mean", tag: str = "allreduce") -> Tensor:
+        check_op(op)
+        # a copy: the collective works in place and must not touch the caller's tensor
+        row = as_block(x, 1)[0].to(self.device, copy=True).contiguous()
+        everyone = list(range(self.num_workers))
+        with self.ledger.measure(Direction.ALLREDUCE, sender=everyone, nbytes=dense_nbytes(x), tag=tag):
+            dist.all_reduce(row, op=dist.ReduceOp.SUM, group=self.group)
+            self._sync()
+        if op == "mean":
+            row.div_(self.num_workers)
+        return row.to(x.device)
+
+    def agree(self, flags: Tensor, *, tag: str = "guard", control: bool = True) -> Tensor:
+        flag = as_flags(flags, 1).to(self.device).contiguous()
+        is_hub = self.rank == self.hub
+        rows = [torch.empty_like(flag) for _ in range(self.num_workers)] if is_hub else None
+        with self.ledger.measure(Direction.UPLINK, nbytes=4, sender=self._senders, tag=tag, control=control):
+            dist.gather(flag, rows, dst=self.hub, group=self.group)
+            self._sync()
+        out = torch.cat(rows) if is_hub else torch.empty(self.num_workers, dtype=torch.int32, device=self.device)
+        with self.ledger.measure(Direction.DOWNLINK, nbytes=4 * self.num_workers, tag=tag, control=control):
+            self.send_down(out)
+        return out
+
+    def broadcast_parameters(self, tensors: Sequence[Tensor], *, tag: str = "setup") -> None:
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        with self.ledger.measure(Direction.DOWNLINK, nbytes=nbytes, tag=tag), torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=self.hub, group=self.group)
+            self._sync()

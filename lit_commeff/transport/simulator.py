@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from lit_commeff.compression import Compressor
 from lit_commeff.ledger import CommLedger, Direction
-from lit_commeff.transport.base import Transport, as_block, dense_nbytes
+from lit_commeff.transport.base import Transport, as_block, as_flags, check_op, dense_nbytes
 
 
 class SimulatorTransport(Transport):
@@ -17,7 +18,8 @@ class SimulatorTransport(Transport):
 
     Nothing is copied for dense traffic, but every transfer is recorded in the ledger exactly as the
     ``torch.distributed`` transport records it: dense rows at their dtype's size, compressed rows at
-    ``Payload.nbytes``, broadcasts charged to each of the ``M - 1`` non-hub workers. Compression runs
+    ``Payload.nbytes``, broadcasts charged to each of the ``M - 1`` non-hub workers, all-reduces as one
+    dense contribution from each of the M workers. Compression runs
     the real compressor per worker with the same ``(seed, step, worker, key)`` schedule a cluster
     uses (a whole block at once where the compressor is vectorised), so random choices match across
     transports.
@@ -86,3 +88,21 @@ class SimulatorTransport(Transport):
         out[rows] = decoded
         self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=sizes, tag=tag)
         return out, out
+
+    def all_reduce(self, x: Tensor, *, op: Literal["mean", "sum"] = "mean", tag: str = "allreduce") -> Tensor:
+        check_op(op)
+        as_block(x, self.num_workers)
+        self.ledger.record(Direction.ALLREDUCE, sender=list(range(self.num_workers)), nbytes=dense_nbytes(x), tag=tag)
+        total = x.sum(dim=0)
+        return total.div_(self.num_workers) if op == "mean" else total
+
+    def agree(self, flags: Tensor, *, tag: str = "guard", control: bool = True) -> Tensor:
+        flags = as_flags(flags, self.num_workers)
+        self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=4, tag=tag, control=control)
+        self.ledger.record(Direction.DOWNLINK, nbytes=4 * self.num_workers, tag=tag, control=control)
+        return flags.clone()
+
+    def broadcast_parameters(self, tensors: Sequence[Tensor], *, tag: str = "setup") -> None:
+        # Every virtual worker already holds the hub's tensors (one copy in this process): only the bytes count.
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        self.ledger.record(Direction.DOWNLINK, nbytes=nbytes, tag=tag)
