@@ -357,6 +357,63 @@ def render_b7(data: list[Any]) -> list[str]:
     return lines
 
 
+def _per_seed(results: list[dict]) -> dict[str, dict[int, dict]]:
+    """``{method: {seed: run}}``, the first run of each (method, seed) in file order."""
+    out: dict[str, dict[int, dict]] = {}
+    for run in results:
+        if run["history"]:
+            out.setdefault(run["method"], {}).setdefault(run["seed"], run)
+    return out
+
+
+def finals(methods: tuple[str, ...], digits: int) -> Callable[[list[Any]], list[str]]:
+    """Final metric per seed of B3 runs, the mean, the gap to DDP's mean and the uplink per worker.
+
+    A shaped link changes time, not numerics (docs/benchmarks.md), so these are also the finals of the
+    same job on loopback.
+    """
+
+    def render(data: list[Any]) -> list[str]:
+        runs = _per_seed([r for d in data for r in d["results"]])
+        seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
+        columns = ["run", *(f"seed {s}" for s in seeds), "mean", "gap to DDP", "up MB per worker (median)"]
+        lines = _header(columns)
+        reference = statistics.mean(run["history"][-1]["value"] for run in runs["ddp"].values())
+        for method in methods:
+            by_seed = runs[method]
+            values = [by_seed[s]["history"][-1]["value"] if s in by_seed else None for s in seeds]
+            mean = statistics.mean(v for v in values if v is not None)
+            gap = "—" if method == "ddp" else f"{mean - reference:+.{digits}f}".replace("-", "−")
+            up = statistics.median(run["history"][-1]["uplink_bytes"] for run in by_seed.values()) / 1e6
+            lines.append(
+                _row([
+                    B3_NAMES.get(method, method), *(_num(v, f".{digits}f") for v in values), f"{mean:.{digits}f}", gap,
+                    f"{up:.2f}",
+                ])
+            )  # fmt: skip
+        return lines
+
+    return render
+
+
+def curve(methods: tuple[str, ...]) -> Callable[[list[Any]], list[str]]:
+    """Every validation of one seed's B3 runs: the metric at each validated step."""
+
+    def render(data: list[Any]) -> list[str]:
+        runs = {r["method"]: r for d in data for r in d["results"] if r["history"]}
+        steps = [h["step"] for h in runs["ddp"]["history"]]
+        lines = _header(["run", *(f"step {s}" for s in steps), "up MB per worker"])
+        for method in methods:
+            history = runs[method]["history"]
+            lines.append(
+                _row([B3_NAMES.get(method, method), *(f"{h['value']:.2f}" for h in history),
+                      f"{history[-1]['uplink_bytes'] / 1e6:.2f}"])
+            )  # fmt: skip
+        return lines
+
+    return render
+
+
 # --------------------------------------------------------------------------------------------- registry
 
 _B3_CREDIT = '`b3_time_to_accuracy.py` runs listed under "How it was run" in docs/benchmarks.md'
@@ -450,6 +507,26 @@ TABLES: dict[str, Spec] = {
         b3_from_runs(1.0609),
         ("b3/b3_throughput_results.json",),
         "the same runs, read with `--reuse --mae-factor 1.0609`",
+    ),
+    "na-credit-finals": Spec(
+        finals(("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga"), 4),
+        ("b3/s6_credit_edge_results.json",),
+        _B3_CREDIT + " (credit on `edge`)",
+    ),
+    "na-local-steps-finals": Spec(
+        finals(("ddp", "diloco", "ef_olga", "ef_olga+h2", "ef_olga+h10"), 4),
+        ("b3/b3_credit_edge_sigterm_fix_results.json",),
+        'the `--variant` command in docs/benchmarks.md, "Local steps"',
+    ),
+    "na-tput-finals": Spec(
+        finals(("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga"), 3),
+        _TPUT_EDGE,
+        _B3_CREDIT + " (throughput on `edge`)",
+    ),
+    "na-tput-seed0": Spec(
+        curve(("ddp", "powersgd", "diloco", "compressed", "ef_olga", "olga")),
+        ("b3/s6_tput_edge_s0_results.json",),
+        _B3_CREDIT + " (throughput on `edge`, seed 0)",
     ),
 }
 
