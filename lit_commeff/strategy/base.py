@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.distributed.constants import default_pg_timeout
 from typing_extensions import override
 
+from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy import state as rank_state
 from lit_commeff.strategy.checkpoint_io import AtomicCheckpointIO
 from lit_commeff.strategy.metering import CommMetering
@@ -61,6 +62,7 @@ class CommStrategy(DDPStrategy):
         start_method: StartMethod = "popen",
         **ddp_kwargs: Any,
     ) -> None:
+        lightning_api.check_overrides(type(self))  # an overridden Lightning hook that was renamed would never run
         if start_method not in ("popen", "spawn", "fork", "forkserver"):
             raise ValueError(
                 f"start_method: start_method={start_method!r} is unknown; use 'popen' (scripts, torchrun, SLURM), "
@@ -146,22 +148,20 @@ class CommStrategy(DDPStrategy):
         reaches rank 0 alone in a silent step stops it there, and the others fail at the next round with a
         ``CollectiveError`` (``docs/reliability.md``). SLURM and torchrun signal every rank.
         """
-        loop = trainer.fit_loop.epoch_loop
-        lightning_check = getattr(loop, "_broadcast_sigterm_tensor", None)
-        if lightning_check is None or getattr(lightning_check, "_lit_commeff", False):
-            return  # a Lightning without the per-step broadcast, or already installed
 
-        def check() -> None:
-            if self._stop_agreed:
-                # Rank 0's SIGTERM came with the last step's agreement: rank 0 stops after that step
-                # (Lightning's own check) and every other rank here, so nobody waits in a collective.
-                raise SIGTERMException()
-            if self.next_step_carries_sigterm() or not self.next_step_communicates():
-                return
-            lightning_check()
+        def wrap(lightning_check: Callable[[], None]) -> Callable[[], None]:
+            def check() -> None:
+                if self._stop_agreed:
+                    # Rank 0's SIGTERM came with the last step's agreement: rank 0 stops after that step
+                    # (Lightning's own check) and every other rank here, so nobody waits in a collective.
+                    raise SIGTERMException()
+                if self.next_step_carries_sigterm() or not self.next_step_communicates():
+                    return
+                lightning_check()
 
-        check._lit_commeff = True  # type: ignore[attr-defined]
-        loop._broadcast_sigterm_tensor = check
+            return check
+
+        lightning_api.replace_sigterm_broadcast(trainer, wrap)
 
     @override
     def on_train_start(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
@@ -18,6 +17,7 @@ from lit_commeff.algorithms import Algorithm
 from lit_commeff.algorithms.base import check_positive
 from lit_commeff.compression import Compressor, build
 from lit_commeff.ledger import CommLedger
+from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy.base import CommStrategy, trainable_parameters
 from lit_commeff.strategy.flat import FlatParams
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
@@ -233,14 +233,8 @@ class HubAlgorithmStrategy(CommStrategy):
         model = model or self.lightning_module
         trainer = self.lightning_module.trainer
         precision = self.precision_plugin
-        first = partial(precision._wrap_closure, model, optimizer, closure)
-        clip = partial(
-            precision._clip_gradients,
-            model,
-            optimizer,
-            trainer.gradient_clip_val,
-            gradient_clip_algorithm=trainer.gradient_clip_algorithm,
-        )
+        first = lightning_api.first_evaluation(precision, model, optimizer, closure)
+        clip = lightning_api.gradient_clipper(precision, model, optimizer, trainer)
         oracle = self._oracle
         oracle.bind(closure, first, clip)
         guard = self._guard
@@ -273,7 +267,7 @@ class HubAlgorithmStrategy(CommStrategy):
             raise
         finally:
             oracle.release()
-        optimizer._opt_called = True  # type: ignore[attr-defined]  # the LR scheduler's "step before optimizer" check
+        lightning_api.mark_optimizer_stepped(optimizer)  # workers take no optimizer step of their own
         if self.metering.log_comm_metrics(self.lightning_module, delta_hat=self.delta_hat()):
             self.log_diagnostics(self.lightning_module)
             if guard is not None:
@@ -296,9 +290,7 @@ class HubAlgorithmStrategy(CommStrategy):
             guard.fault = guard.fault or self._pending
             self._pending = None
         trainer = self.lightning_module.trainer
-        faulty = guard.agree(
-            self.transport, stop=self.global_rank == 0 and bool(getattr(trainer, "received_sigterm", False))
-        )
+        faulty = guard.agree(self.transport, stop=self.global_rank == 0 and lightning_api.sigterm_received(trainer))
         self._stop_agreed = self._stop_agreed or guard.stop
         if not faulty:
             return

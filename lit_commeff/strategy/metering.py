@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lit_commeff.ledger import CommLedger
+from lit_commeff.strategy import lightning_api
 
 #: Metric names logged every training step (rank 0), see :meth:`CommMetering.log_comm_metrics`.
 COMM_METRICS = (
@@ -90,7 +91,7 @@ class CommMetering:
         if self._step_bytes[0] > 0:
             self.sending_steps += 1
         self._last_up, self._last_down = up, down
-        trainer = getattr(module, "_trainer", None)
+        trainer = lightning_api.attached_trainer(module)
         if trainer is not None and not _logs_now(trainer, self.steps):
             return False
         values = self.metrics(delta_hat=delta_hat)

@@ -18,12 +18,9 @@ import lightning.pytorch as pl
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy.flat import FlatParams
 from lit_commeff.strategy.numeric import NonFiniteGuard
-
-
-def _no_log(*args: Any, **kwargs: Any) -> None:
-    return None
 
 
 class LightningOracle:
@@ -85,14 +82,9 @@ class LightningOracle:
         if self.evaluations == 0:
             self.first_loss = self._first()  # the loop's own evaluation (logging, hooks, reported loss)
         else:
-            saved = getattr(self._closure, "_result", None)
-            self.module.log, self.module.log_dict = _no_log, _no_log  # type: ignore[method-assign]
-            try:
+            # Lightning reports the first evaluation's loss and logged values; later ones stay silent
+            with lightning_api.preserved_closure_result(self._closure), lightning_api.silenced_logging(self.module):
                 self._closure()
-            finally:
-                del self.module.log, self.module.log_dict
-                if saved is not None:
-                    self._closure._result = saved  # type: ignore[attr-defined]
             self._clip()
         self.evaluations += 1
 

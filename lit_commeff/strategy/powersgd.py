@@ -10,9 +10,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, _should_compress, powerSGD_hook
+from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from typing_extensions import override
 
+from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy.ddp_metered import BucketMessage, MeteredDDPStrategy
 
 
@@ -46,7 +47,7 @@ def _bucket_plan(shapes: Sequence[torch.Size], rank: int, min_compression_rate: 
         numel = math.prod(shape)
         n = shape[0]
         m = numel // n if n else 0
-        if _should_compress(n, m, min(n, m, rank), min_compression_rate)[0]:
+        if lightning_api.powersgd_should_compress(n, m, min(n, m, rank), min_compression_rate):
             by_shape.setdefault((n, m), []).append(i)
         else:
             uncompressed += numel
@@ -167,12 +168,13 @@ class PowerSGDStrategy(MeteredDDPStrategy):
         # torch's powerSGD_hook waits on all-reduce futures inside future callbacks. On gloo those run on
         # gloo's worker threads, so two buckets in flight deadlock (measured: hidden-512 MLP, 2 and 4
         # ranks). One bucket holding every gradient avoids it; on NCCL DDP's default buckets are kept.
-        if self._get_process_group_backend() == "gloo":
+        if lightning_api.process_group_backend(self) == "gloo":
             nbytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
             one_bucket_mb = max(1, math.ceil(nbytes / 2**20) + 1)
-            given = self._ddp_kwargs.get("bucket_cap_mb")
+            ddp_kwargs = lightning_api.ddp_kwargs(self)
+            given = ddp_kwargs.get("bucket_cap_mb")
             if given is None:
-                self._ddp_kwargs["bucket_cap_mb"] = one_bucket_mb
+                ddp_kwargs["bucket_cap_mb"] = one_bucket_mb
             elif given * 2**20 < nbytes:
                 raise ValueError(
                     f"bucket_cap_mb: bucket_cap_mb={given} splits this model's {nbytes / 2**20:.1f} MiB of gradients "
