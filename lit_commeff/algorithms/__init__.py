@@ -9,13 +9,15 @@ from lit_commeff.algorithms.accsvrs import AccSVRS
 from lit_commeff.algorithms.adiana import ADIANA
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, ProblemOracle
 from lit_commeff.algorithms.baselines import DIANA, EF21, GradientDescent
+from lit_commeff.algorithms.local_sgd import DiLoCo, LocalSGD
 from lit_commeff.algorithms.locodl import LoCoDL
 from lit_commeff.algorithms.olga import EFOLGA, OLGA
 from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params
 from lit_commeff.algorithms.prox import ExactProx, NewtonProx, OptimizerProx
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (OLGA, EFOLGA, AccExtraGradient, AccSVRS, GradientDescent, DIANA, EF21, ADIANA, LoCoDL)
+    cls.name: cls
+    for cls in (OLGA, EFOLGA, AccExtraGradient, AccSVRS, GradientDescent, DIANA, EF21, ADIANA, LoCoDL, LocalSGD, DiLoCo)
 }
 
 __all__ = [
@@ -29,10 +31,12 @@ __all__ = [
     "AccExtraGradient",
     "AccSVRS",
     "Algorithm",
+    "DiLoCo",
     "ExactProx",
     "GradientDescent",
     "LoCoDL",
     "LocalOracle",
+    "LocalSGD",
     "NewtonProx",
     "OlgaParams",
     "OptimizerProx",

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from lit_commeff.ledger import CommLedger, Direction
+from lit_commeff.algorithms.local_sgd import nesterov_outer_step
+from lit_commeff.ledger import CommLedger
 from lit_commeff.strategy.base import CommStrategy, trainable_parameters
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
+from lit_commeff.transport import DistributedTransport
 
 #: CommStrategy options DiLoCo uses; anything else would go to DistributedDataParallel, which DiLoCo does not use.
 _ACCEPTED = (
@@ -115,22 +115,16 @@ class DiLoCoStrategy(CommStrategy):
         self._global: Tensor | None = None
         self._global_buffers: list[Tensor] = []
         self._stashed: tuple[Tensor, list[Tensor]] | None = None
-        self._outer: torch.optim.SGD | None = None
-        self._setup_broadcast: tuple[int, float] | None = None
+        self._momentum: Tensor | None = None  # the outer step's Nesterov buffer
+        self.transport: DistributedTransport | None = None
 
     # ------------------------------------------------------------------------------- setup
     @override
     def configure_ddp(self) -> None:
-        # No DDP wrapper: start every rank from rank 0's parameters and buffers.
+        # No DDP wrapper; every rank starts from rank 0's parameters and buffers (in setup, once the ledger exists).
         module = self.lightning_module
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._check_same_model([p for _, p in named], [n for n, _ in named])
-        tensors = [*module.parameters(), *module.buffers()]
-        start = time.perf_counter()
-        with torch.no_grad():
-            for t in tensors:
-                dist.broadcast(t.data, src=0)
-        self._setup_broadcast = (sum(t.numel() * t.element_size() for t in tensors), time.perf_counter() - start)
 
     @override
     def setup(self, trainer: pl.Trainer) -> None:
@@ -154,18 +148,16 @@ class DiLoCoStrategy(CommStrategy):
             dim=sum(p.numel() for p in params), num_workers=self.world_size, dense_dtype=dense_dtype_of(params)
         )
         self.metering = CommMetering(ledger, method=self.strategy_name)
-        if self._setup_broadcast is not None:
-            nbytes, seconds = self._setup_broadcast
-            self._setup_broadcast = None
-            ledger.begin_round()
-            ledger.record(Direction.DOWNLINK, nbytes=nbytes, seconds=seconds, tag="setup")
+        self.transport = DistributedTransport(
+            dim=ledger.dim, dtype=dense_dtype_of(params), device=self.root_device, hub=0, ledger=ledger
+        )
+        ledger.begin_round()
+        self.transport.broadcast_parameters([*module.parameters(), *module.buffers()], tag="setup")
         self._params = params
         self._buffers = [b for b in module.buffers() if b.is_floating_point()]
         self._global = self._flat_params().clone()
         self._global_buffers = [b.detach().clone() for b in self._buffers]
-        self._outer = torch.optim.SGD(
-            [self._global], lr=self.outer_lr, momentum=self.outer_momentum, nesterov=self.outer_momentum > 0
-        )
+        self._momentum = None
         self.local_steps = 0
 
     # ------------------------------------------------------------------------------- training
@@ -248,26 +240,15 @@ class DiLoCoStrategy(CommStrategy):
     @torch.no_grad()
     def _sync(self) -> None:
         """All-reduce Δ = θ − θ_local, take the outer step on θ, load θ; average the floating-point buffers."""
-        ledger = self.metering.ledger
-        senders = list(range(self.world_size))
-        delta = self._global - self._flat_params()
-        with ledger.measure(
-            Direction.ALLREDUCE, nbytes=delta.numel() * delta.element_size(), sender=senders, tag="delta"
-        ):
-            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
-        delta.div_(self.world_size)
-        self._global.grad = delta
-        self._outer.step()
-        self._global.grad = None
+        transport = self.transport
+        delta = transport.all_reduce((self._global - self._flat_params()).unsqueeze(0), op="mean", tag="delta")
+        self._global, self._momentum = nesterov_outer_step(
+            self._global, delta, self._momentum, lr=self.outer_lr, momentum=self.outer_momentum
+        )
         self._load(self._global, [b.detach() for b in self._buffers])
         for dtype in dict.fromkeys(b.dtype for b in self._buffers):
             group = [b for b in self._buffers if b.dtype == dtype]
-            flat = torch.cat([b.reshape(-1) for b in group])
-            with ledger.measure(
-                Direction.ALLREDUCE, nbytes=flat.numel() * flat.element_size(), sender=senders, tag="buffers"
-            ):
-                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat.div_(self.world_size)
+            flat = transport.all_reduce(torch.cat([b.reshape(1, -1) for b in group], dim=1), op="mean", tag="buffers")
             offset = 0
             for b in group:
                 b.copy_(flat[offset : offset + b.numel()].view_as(b))
@@ -281,7 +262,7 @@ class DiLoCoStrategy(CommStrategy):
             return {}
         return {
             "global": self._global.detach().clone(),
-            "outer_optimizer": self._outer.state_dict(),
+            "outer_momentum_buffer": None if self._momentum is None else self._momentum.clone(),
             "local_steps": self.local_steps,
             "local_params": self._flat_params().clone(),
             "buffers": [b.detach().clone() for b in self.lightning_module.buffers()],
@@ -308,7 +289,11 @@ class DiLoCoStrategy(CommStrategy):
             for b, saved in zip(self.lightning_module.buffers(), state["buffers"], strict=True):
                 b.copy_(saved)
             self._global_buffers = [b.clone() for b in state["global_buffers"]]
-        self._outer.load_state_dict(state["outer_optimizer"])
+        if "outer_momentum_buffer" in state:
+            buffer = state["outer_momentum_buffer"]
+        else:  # written when the outer step was a torch.optim.SGD (the same arithmetic): its momentum buffer
+            buffer = state["outer_optimizer"]["state"].get(0, {}).get("momentum_buffer")
+        self._momentum = None if buffer is None else buffer.to(self._global.device).clone()
         self.optimizers[0].load_state_dict(state["inner_optimizer"])
         self.local_steps = int(state["local_steps"])
 
