@@ -192,6 +192,12 @@ def test_attached_trainer_is_none_until_fit() -> None:
     assert during == [trainer]
 
 
+@pytest.mark.parametrize("use", [True, False])
+def test_uses_distributed_sampler_reads_the_trainer_option(use: bool) -> None:
+    trainer = pl.Trainer(accelerator="cpu", logger=False, use_distributed_sampler=use, enable_progress_bar=False)
+    assert api.uses_distributed_sampler(trainer) is use
+
+
 # ----------------------------------------------------------------------------------- SIGTERM
 def test_sigterm_received_follows_a_real_sigterm() -> None:
     seen: list[bool] = []
@@ -308,6 +314,7 @@ def test_powersgd_should_compress_follows_torchs_rule() -> None:
         (lambda: api.preserved_closure_result(lambda: None).__enter__(), "function._result"),
         (lambda: api.attached_trainer(object()), "object._trainer"),
         (lambda: api.sigterm_received(object()), "object.received_sigterm"),
+        (lambda: api.uses_distributed_sampler(object()), "object._accelerator_connector"),
         (lambda: api.ddp_kwargs(object()), "object._ddp_kwargs"),
         (lambda: api.process_group_backend(object()), "object._get_process_group_backend"),
     ],

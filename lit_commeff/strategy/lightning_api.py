@@ -145,6 +145,19 @@ def attached_trainer(module: Any) -> Any | None:
     return _require(module, "_trainer", "reading the Trainer's logging cadence")
 
 
+def uses_distributed_sampler(trainer: Any) -> bool:
+    """``Trainer(use_distributed_sampler=...)``: whether Lightning wraps the dataloaders' samplers.
+
+    Read from ``trainer._accelerator_connector`` (the Trainer has no public accessor).
+
+    Raises:
+        LightningAPIError: The Trainer has no ``_accelerator_connector.use_distributed_sampler``.
+    """
+    use = "checking that a data module which shards itself is not resharded"
+    connector = _require(trainer, "_accelerator_connector", use)
+    return bool(_require(connector, "use_distributed_sampler", use))
+
+
 # ----------------------------------------------------------------------------------- SIGTERM
 def sigterm_received(trainer: Any) -> bool:
     """Whether this process received SIGTERM during the run (``Trainer.received_sigterm``).
@@ -288,4 +301,5 @@ __all__ = [
     "replace_sigterm_broadcast",
     "sigterm_received",
     "silenced_logging",
+    "uses_distributed_sampler",
 ]
