@@ -378,7 +378,7 @@ def test_dense_compressor_replaces_the_dense_gradient_gathers(problem, cls, comp
         alg.step()
         if alg.transport.is_hub and alg.phase == "inner" and alg.inner_k == 0:
             # the hub's estimates are what the workers hold, and its own row is exact
-            assert torch.equal(alg.Hg, alg.hg)
+            assert torch.equal(alg.grad_estimate.aggregate, alg.grad_estimate.rows)
     ledger = alg.transport.ledger
     wire = dense_compressor.wire_nbytes((problem.dim,), torch.float64)
     assert ledger.gamma("dense_compressed") == pytest.approx(problem.dim * 8 / wire)
@@ -409,9 +409,12 @@ def test_downlink_compressor_replaces_the_inner_broadcasts(problem, cls, compres
         dense.step()
         if alg.phase == "inner" and alg.inner_k > 1:  # a round with a broadcast is done (round 0 sends none)
             # the model holds the point every process shares; the hub's exact x_k is ahead of it
-            assert torch.equal(alg.output(), alg.wk)
-            lagging += not torch.equal(alg.wk, alg.xk)
-            assert torch.equal(alg.g1w, ProblemOracle(problem, alg.transport.workers).hub_grad(alg.wk))
+            w = alg.downlink_estimate.point
+            assert torch.equal(alg.output(), w)
+            lagging += not torch.equal(w, alg.xk)
+            assert torch.equal(
+                alg.downlink_estimate.exact_grad, ProblemOracle(problem, alg.transport.workers).hub_grad(w)
+            )
     assert lagging > 0  # a 3-of-10 TopK cannot carry every move of x_k
     ledger, plain = alg.transport.ledger, dense.transport.ledger
     assert ledger.cc1 == plain.cc1  # the same rounds (epoch lengths are seeded): only the broadcasts differ
@@ -452,7 +455,20 @@ STEP_CONTRACT = [
     *[(name, {}) for name in ("gd", "accsvrs", "acc_extragradient")],
     ("diana", {"compressor": ("randk", {"k": 2})}),
     ("ef21", {"compressor": ("topk", {"k": 2})}),
+    ("adiana", {"compressor": ("randk", {"k": 2})}),
+    ("locodl", {"compressor": ("randk", {"k": 2})}),
 ]
+
+
+def _tensors(state):
+    """The state's tensors by key, a memory's (a nested dict) as ``name.field``."""
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value
+        elif isinstance(value, dict) and key != "compressor":
+            out.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)})
+    return out
 
 
 @pytest.mark.parametrize(("name", "options"), STEP_CONTRACT, ids=lambda v: str(v))
@@ -478,15 +494,16 @@ def test_a_step_never_changes_a_state_tensor_in_place(problem, name, options):
     )
     for _ in range(40):
         refs = alg.state_refs()
-        copies = {k: v.clone() for k, v in refs.items() if isinstance(v, torch.Tensor)}
+        copies = {k: v.clone() for k, v in _tensors(refs).items()}
         alg.step()
         for key, before in copies.items():
-            assert torch.equal(refs[key], before), f"{name}: step {alg.round} changed state tensor {key!r} in place"
+            assert torch.equal(_tensors(refs)[key], before), f"{name}: step {alg.round} changed {key!r} in place"
     undo = alg.state_refs()
     expected = alg.state_dict()
     for _ in range(5):
         alg.step()
     alg.load_state_dict(undo)  # the guard's restore
-    for key, value in expected.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(getattr(alg, key), value), key
+    restored = _tensors(alg.state_dict())
+    assert restored.keys() == _tensors(expected).keys()
+    for key, value in _tensors(expected).items():
+        assert torch.equal(restored[key], value), key

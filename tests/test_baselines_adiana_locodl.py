@@ -113,7 +113,8 @@ def test_locodl_ledger_one_message_per_round_local_steps_free(problem):
     for _ in range(rounds):
         alg.step()
         # The dual variables keep the invariant (1/n) Σ u_m + v = 0 (any compressor).
-        assert torch.allclose(alg.u.mean(dim=0) + alg.v, torch.zeros(d, dtype=torch.float64), atol=1e-12)
+        u, v = alg.control.rows, alg.control.shared
+        assert torch.allclose(u.mean(dim=0) + v, torch.zeros(d, dtype=torch.float64), atol=1e-12)
     assert alg.local_steps > 2 * rounds  # E[N] = 1/p = 4 iterations per round
     assert ledger.cc1 == rounds
     assert ledger.cc2 == rounds * (m - 1)

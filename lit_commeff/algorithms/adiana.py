@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, require_unbiased
+from lit_commeff.algorithms.memory import DianaShift
 from lit_commeff.algorithms.params import paper_omega
 from lit_commeff.compression import Compressor
 from lit_commeff.compression.seeding import SHARED_WORKER, generator
@@ -53,7 +54,8 @@ class ADIANA(Algorithm):
     """
 
     name: ClassVar[str] = "adiana"
-    _state: ClassVar[tuple[str, ...]] = ("x", "y", "z", "w", "gw", "h", "hbar", "w_pending")
+    _state: ClassVar[tuple[str, ...]] = ("x", "y", "z", "w", "gw", "w_pending")
+    _memory: ClassVar[tuple[str, ...]] = ("shift",)
 
     def __init__(
         self,
@@ -109,8 +111,8 @@ class ADIANA(Algorithm):
         self.z = start.clone() if hub else None
         self.w = start  # every process: the point the w-messages are computed at
         self.gw: Tensor | None = None  # ∇f_m(w) for this block, recomputed only when w changes
-        self.h: Tensor | None = None
-        self.hbar = torch.zeros_like(start) if hub else None
+        #: h_m of this process's workers (zeros, shaped at the first round) and, on the hub, the mean shift h̄
+        self.shift = DianaShift(alpha=self.alpha, aggregate=torch.zeros_like(start) if hub else None)
         self.w_pending = False  # the hub's w changed last round: resend it with the next x
 
     def hyperparameters(self) -> dict[str, float]:
@@ -148,17 +150,18 @@ class ADIANA(Algorithm):
         gx = self.oracle.grads(x)
         if self.gw is None:
             self.gw = self.oracle.grads(self.w)
-        if self.h is None:
-            self.h = torch.zeros_like(gx)
-        _, received_x = t.gather_compressed(gx - self.h, self.compressor, step=self.round, key=f"{self.name}/x")
-        own_w, received_w = t.gather_compressed(
-            self.gw - self.h, self.compressor, step=self.round, key=f"{self.name}/w"
+        shift = self.shift
+        _, received_x = t.gather_compressed(
+            shift.compensate(gx), self.compressor, step=self.round, key=f"{self.name}/x"
         )
-        self.h = self.h + self.alpha * own_w
+        own_w, received_w = t.gather_compressed(
+            shift.compensate(self.gw), self.compressor, step=self.round, key=f"{self.name}/w"
+        )
+        shift.update(own_w)  # only the messages at w move the shifts
         self.w_pending = self._coin()
         if t.is_hub:
-            g = self.hbar + received_x.mean(dim=0)
-            self.hbar = self.hbar + self.alpha * received_w.mean(dim=0)
+            g = shift.aggregate + received_x.mean(dim=0)
+            shift.update_aggregate(received_w.mean(dim=0))
             y_old, self.y = self.y, x - self.eta * g
             self.z = self.beta * self.z + (1 - self.beta) * x + (self.gamma / self.eta) * (self.y - x)
             if self.w_pending:

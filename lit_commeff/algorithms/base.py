@@ -84,7 +84,10 @@ class Algorithm(ABC):
 
     Subclasses keep all their state in attributes named in ``_state`` (tensors, numbers, ``None``),
     which :meth:`state_dict` saves and :meth:`load_state_dict` restores, so a run resumes exactly
-    mid-epoch. Hub-only state exists only on the hub's process.
+    mid-epoch. Hub-only state exists only on the hub's process. What compressed messages leave behind
+    (error-feedback residuals, shifts, shared estimates) lives in :mod:`~lit_commeff.algorithms.memory`
+    components, held in the attributes named in ``_memory`` (``None`` where an option is off) and saved
+    as a nested dict under each name.
 
     Args:
         transport: How messages travel (simulator or ``torch.distributed``).
@@ -95,6 +98,7 @@ class Algorithm(ABC):
 
     name: ClassVar[str] = "algorithm"
     _state: ClassVar[tuple[str, ...]] = ()
+    _memory: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, transport: Transport, oracle: LocalOracle, x0: Tensor, seed: int = 0) -> None:
         if transport.num_workers < 2:
@@ -138,16 +142,22 @@ class Algorithm(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Algorithm state (tensors and plain numbers) for checkpoints."""
         state = self.state_refs()
+        for name in self._memory:
+            if state[name] is not None:
+                state[name] = {k: v.clone() if isinstance(v, Tensor) else v for k, v in state[name].items()}
         return {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
 
     def state_refs(self) -> dict[str, Any]:
         """:meth:`state_dict` without copying the tensors: a cheap undo point for one step.
 
         Valid because a step never changes a state tensor in place: it binds new tensors to the state's
-        names (``tests/test_algorithms.py`` checks this contract for every algorithm). The compressor's
-        state is copied.
+        names (``tests/test_algorithms.py`` checks this contract for every algorithm), and so do its
+        memories. The compressor's state is copied.
         """
         state = {name: getattr(self, name) for name in ("round", *self._state)}
+        for name in self._memory:
+            memory = getattr(self, name)
+            state[name] = None if memory is None else memory.state_dict()
         compressor = getattr(self, "compressor", None)
         if compressor is not None:  # e.g. PowerSGD's warm start
             state["compressor"] = copy.deepcopy(compressor.state_dict())
@@ -155,14 +165,24 @@ class Algorithm(ABC):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        missing = {"round", *self._state} - set(state)
+        missing = {"round", *self._state, *self._memory} - set(state)
         if missing:
             raise ValueError(
                 f"{self.name}: checkpoint lacks state {sorted(missing)}; it was written by another method."
             )
+        for name in self._memory:
+            if (getattr(self, name) is None) != (state[name] is None):
+                saved = state[name] is not None
+                raise ValueError(
+                    f"{name}: the checkpoint {'holds' if saved else 'has no'} {name} state but this {self.name} "
+                    f"run keeps {'none' if saved else 'one'}; resume with the options the checkpoint was written with."
+                )
         for name in ("round", *self._state):
             value = state[name]
             setattr(self, name, value.clone() if isinstance(value, Tensor) else value)
+        for name in self._memory:
+            if state[name] is not None:
+                getattr(self, name).load_state_dict(state[name])
         compressor = getattr(self, "compressor", None)
         if compressor is not None and "compressor" in state:
             compressor.load_state_dict(state["compressor"])

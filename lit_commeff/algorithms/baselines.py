@@ -16,6 +16,7 @@ from lit_commeff.algorithms.base import (
     require_biased,
     require_unbiased,
 )
+from lit_commeff.algorithms.memory import DianaShift, EF21Estimate
 from lit_commeff.algorithms.params import paper_omega
 from lit_commeff.compression import Compressor
 from lit_commeff.transport import Transport
@@ -92,7 +93,8 @@ class DIANA(Algorithm):
     """
 
     name: ClassVar[str] = "diana"
-    _state: ClassVar[tuple[str, ...]] = ("x", "h", "hbar")
+    _state: ClassVar[tuple[str, ...]] = ("x",)
+    _memory: ClassVar[tuple[str, ...]] = ("shift",)
 
     def __init__(
         self,
@@ -119,8 +121,8 @@ class DIANA(Algorithm):
             "gamma", gamma if gamma is not None else min(self.alpha / (2 * mu), 2 / ((L + mu) * (1 + 6 * w / m)))
         )
         self.x = x0.detach().clone()
-        self.h: Tensor | None = None
-        self.hbar = torch.zeros_like(self.x) if transport.is_hub else None
+        #: h_m of this process's workers (zeros, shaped at the first round) and, on the hub, the mean shift h̄
+        self.shift = DianaShift(alpha=self.alpha, aggregate=torch.zeros_like(self.x) if transport.is_hub else None)
 
     def hyperparameters(self) -> dict[str, float]:
         return {"alpha": self.alpha, "gamma": self.gamma}
@@ -131,16 +133,16 @@ class DIANA(Algorithm):
     def _step(self) -> None:
         t = self.transport
         t.begin_round()
-        grads = self.oracle.grads(self.x)
-        if self.h is None:
-            self.h = torch.zeros_like(grads)
-        own, received = t.gather_compressed(grads - self.h, self.compressor, step=self.round, key=self.name)
-        self.h = self.h + self.alpha * own
+        shift = self.shift
+        own, received = t.gather_compressed(
+            shift.compensate(self.oracle.grads(self.x)), self.compressor, step=self.round, key=self.name
+        )
+        shift.update(own)
         x = self.x
         if t.is_hub:
             mean = received.mean(dim=0)
-            x = descend(self.oracle, x, self.hbar + mean, self.gamma)
-            self.hbar = self.hbar + self.alpha * mean
+            x = descend(self.oracle, x, shift.aggregate + mean, self.gamma)
+            shift.update_aggregate(mean)
         (self.x,) = t.broadcast(x, tag="point")
 
 
@@ -169,7 +171,8 @@ class EF21(Algorithm):
     """
 
     name: ClassVar[str] = "ef21"
-    _state: ClassVar[tuple[str, ...]] = ("x", "g_local", "g", "started")
+    _state: ClassVar[tuple[str, ...]] = ("x", "started")
+    _memory: ClassVar[tuple[str, ...]] = ("estimate",)
 
     def __init__(
         self,
@@ -198,8 +201,8 @@ class EF21(Algorithm):
         self.compressor = compressor
         self.gamma = check_positive("gamma", gamma if gamma is not None else step)
         self.x = x0.detach().clone()
-        self.g_local: Tensor | None = None
-        self.g: Tensor | None = None
+        #: g_m of this process's workers and, on the hub, their mean g (both set by the dense first round)
+        self.estimate = EF21Estimate()
         self.started = False
 
     def hyperparameters(self) -> dict[str, float]:
@@ -211,19 +214,19 @@ class EF21(Algorithm):
     def _step(self) -> None:
         t = self.transport
         t.begin_round()
+        estimate = self.estimate
         if not self.started:  # dense initialisation round
-            self.g_local = self.oracle.grads(self.x)
-            gathered = t.gather(self.g_local, tag="dense")
-            if t.is_hub:
-                self.g = gathered.mean(dim=0)
+            grads = self.oracle.grads(self.x)
+            gathered = t.gather(grads, tag="dense")
+            estimate.reset(grads, gathered.mean(dim=0) if t.is_hub else None)
             self.started = True
         else:
             own, received = t.gather_compressed(
-                self.oracle.grads(self.x) - self.g_local, self.compressor, step=self.round, key=self.name
+                estimate.compensate(self.oracle.grads(self.x)), self.compressor, step=self.round, key=self.name
             )
-            self.g_local = self.g_local + own
+            estimate.update(own)
             if t.is_hub:
-                self.g = self.g + received.mean(dim=0)
+                estimate.update_aggregate(received.mean(dim=0))
         # The hub steps and broadcasts the new iterate in the same round, so every process holds x.
-        x = descend(self.oracle, self.x, self.g, self.gamma) if t.is_hub else self.x
+        x = descend(self.oracle, self.x, estimate.aggregate, self.gamma) if t.is_hub else self.x
         (self.x,) = t.broadcast(x, tag="point")

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, require_unbiased
+from lit_commeff.algorithms.memory import ControlVariates
 from lit_commeff.algorithms.params import paper_omega
 from lit_commeff.compression import Compressor
 from lit_commeff.compression.seeding import SHARED_WORKER, generator
@@ -67,7 +68,8 @@ class LoCoDL(Algorithm):
     """
 
     name: ClassVar[str] = "locodl"
-    _state: ClassVar[tuple[str, ...]] = ("x", "u", "y", "v", "local_steps")
+    _state: ClassVar[tuple[str, ...]] = ("x", "y", "local_steps")
+    _memory: ClassVar[tuple[str, ...]] = ("control",)
 
     def __init__(
         self,
@@ -120,9 +122,9 @@ class LoCoDL(Algorithm):
         self._dual = self.p * self.chi / (self.gamma * (1 + 2 * w))
         start = x0.detach().clone()
         self.x: Tensor | None = None  # (R, d) local iterates, created at the first step
-        self.u: Tensor | None = None
         self.y = start
-        self.v = torch.zeros_like(start)
+        #: u_m of this process's workers (created with x) and v, which every process holds
+        self.control = ControlVariates(torch.zeros_like(start))
         self.local_steps = 0  # iterations run so far, communicating ones included
 
     def hyperparameters(self) -> dict[str, float]:
@@ -150,8 +152,9 @@ class LoCoDL(Algorithm):
 
     def _local(self) -> tuple[Tensor, Tensor]:
         """One local iteration: ``(x̂, ŷ)``."""
-        x_hat = self.x - self.gamma * (self.oracle.grads(self.x) - self.mu_g * self.x - self.u)
-        y_hat = self.y - self.gamma * (self.mu_g * self.y - self.v)
+        u, v = self.control.rows, self.control.shared
+        x_hat = self.x - self.gamma * (self.oracle.grads(self.x) - self.mu_g * self.x - u)
+        y_hat = self.y - self.gamma * (self.mu_g * self.y - v)
         return x_hat, y_hat
 
     def _step(self) -> None:
@@ -160,7 +163,7 @@ class LoCoDL(Algorithm):
         if self.x is None:
             rows = t.workers.numel()
             self.x = self.y.expand(rows, -1).clone()
-            self.u = torch.zeros_like(self.x)
+            self.control.reset(self.x)
         for _ in range(self._epoch_length() - 1):  # silent local iterations
             self.x, self.y = self._local()
             self.local_steps += 1
@@ -170,6 +173,5 @@ class LoCoDL(Algorithm):
         dbar = received.sum(dim=0) / (2 * t.num_workers) if t.is_hub else torch.zeros_like(self.y)
         (dbar,) = t.broadcast(dbar, tag="dbar")
         self.x = (1 - self.rho) * x_hat + self.rho * (y_hat + dbar)
-        self.u = self.u + self._dual * (dbar - own)
         self.y = y_hat + self.rho * dbar
-        self.v = self.v + self._dual * dbar
+        self.control.update(own, dbar, self._dual)

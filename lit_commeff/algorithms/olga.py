@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, require_biased, require_unbiased
+from lit_commeff.algorithms.memory import EF21Estimate, EF21PDownlink, ErrorFeedback
 from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params, paper_omega
 from lit_commeff.compression import Compressor
 from lit_commeff.compression.seeding import SHARED_WORKER, generator
@@ -112,9 +113,10 @@ class OLGA(Algorithm):
     error_feedback: ClassVar[bool] = False
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
-        "e", "ebar", "delta_hat", "p", "theta", "tau", "alpha", "hg", "Hg", "local_k", "tk", "xloc",
-        "acc", "acc_n", "wk", "vk", "g1w", "dense_point", "dense_acc", "dense_n", "dense_k",
+        "delta_hat", "p", "theta", "tau", "alpha", "local_k", "tk", "xloc",
+        "acc", "acc_n", "dense_point", "dense_acc", "dense_n", "dense_k",
     )  # fmt: skip
+    _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate", "downlink_estimate")
 
     def __init__(
         self,
@@ -237,8 +239,8 @@ class OLGA(Algorithm):
         self.G0: Tensor | None = None
         self.gf0: Tensor | None = None
         self.dx: Tensor | None = None
-        self.e: Tensor | None = None
-        self.ebar: Tensor | None = None
+        # EF-OLGA: the residuals e of this process's workers (reset each epoch), and on the hub their mean ē
+        self.error_memory = ErrorFeedback() if self.error_feedback else None
         self.phase = "anchor"
         self.outer = 0
         self.inner_k = 0
@@ -249,19 +251,18 @@ class OLGA(Algorithm):
         self.xloc: Tensor | None = None
         self.acc: Tensor | None = None  # this process's gradient sum at the round's centre
         self.acc_n = 0
-        # dense_compressor: this process's rows of the gradient estimates h_m, and every row on the hub
-        rows = transport.workers.numel()
-        self.hg = torch.zeros(rows, d, dtype=x.dtype, device=x.device) if dense_compressor is not None else None
-        self.Hg = (
-            torch.zeros(transport.num_workers, d, dtype=x.dtype, device=x.device)
-            if dense_compressor is not None and hub
+        # dense_compressor: the EF21 estimates h_m of this process's workers' gradients, and every row on the hub
+        self.grad_estimate = (
+            EF21Estimate(
+                rows=torch.zeros(transport.workers.numel(), d, dtype=x.dtype, device=x.device),
+                aggregate=torch.zeros(transport.num_workers, d, dtype=x.dtype, device=x.device) if hub else None,
+            )
+            if dense_compressor is not None
             else None
         )
-        # downlink_compressor: the point w and the estimate v of ∇f_1(w) every process holds, and on the hub
+        # downlink_compressor: the EF21-P point w and estimate v of ∇f_1(w) every process holds, and on the hub
         # its exact gradient at w
-        self.wk: Tensor | None = x.clone() if downlink_compressor is not None else None
-        self.vk: Tensor | None = torch.zeros_like(x) if downlink_compressor is not None else None
-        self.g1w: Tensor | None = None
+        self.downlink_estimate = EF21PDownlink(x) if downlink_compressor is not None else None
         # anchor_batches > 1: the dense round being averaged (phase anchor_acc or y_acc), its point, this
         # process's gradient sum there, the gradients in it and the steps taken
         self.dense_point: Tensor | None = None
@@ -301,8 +302,6 @@ class OLGA(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "last" not in state:  # a checkpoint from before output='last' existed
             state = {**state, "last": state["y"]}
-        if "hg" not in state:  # from before dense_compressor existed: the estimates start from zero
-            state = {**state, "hg": self.hg, "Hg": self.Hg}
         if "local_k" not in state:  # from before local_steps existed (always between inner rounds)
             state = {**state, "local_k": 0, "tk": None, "xloc": None, "acc": None, "acc_n": 0}
         if state["phase"] == "local" and self.local_steps == 1:
@@ -310,19 +309,19 @@ class OLGA(Algorithm):
                 "local_steps: the checkpoint was written inside the local steps of an inner round "
                 "(local_steps > 1); resume with the same local_steps."
             )
-        if "wk" not in state:  # from before downlink_compressor existed
-            state = {**state, "wk": None, "vk": None, "g1w": None}
-        if (state["wk"] is None) != (self.wk is None):
+        saved = state.get("downlink_estimate", self.downlink_estimate)  # a missing key is reported by the base
+        if (saved is None) != (self.downlink_estimate is None):
             raise ValueError(
                 "downlink_compressor: the checkpoint was written with downlink_compressor "
-                f"{'off' if state['wk'] is None else 'on'}; resume with the same setting."
+                f"{'off' if saved is None else 'on'}; resume with the same setting."
             )
         if "dense_k" not in state:  # from before anchor_batches existed (never inside an averaged dense round)
             state = {**state, "dense_point": None, "dense_acc": None, "dense_n": 0, "dense_k": 0}
-        if (state["hg"] is None) != (self.hg is None):
+        saved = state.get("grad_estimate", self.grad_estimate)
+        if (saved is None) != (self.grad_estimate is None):
             raise ValueError(
                 "dense_compressor: the checkpoint was written with dense_compressor "
-                f"{'off' if state['hg'] is None else 'on'}; resume with the same setting."
+                f"{'off' if saved is None else 'on'}; resume with the same setting."
             )
         super().load_state_dict(state)
 
@@ -405,14 +404,19 @@ class OLGA(Algorithm):
         t = self.transport
         if self.dense_compressor is None:
             return t.gather(grads, tag="dense")
+        estimate = self.grad_estimate
         own, received = t.gather_compressed(
-            grads - self.hg, self.dense_compressor, step=self.round, key=f"{self.name}/dense", tag="dense_compressed"
+            estimate.compensate(grads),
+            self.dense_compressor,
+            step=self.round,
+            key=f"{self.name}/dense",
+            tag="dense_compressed",
         )
-        self.hg = self.hg + own
+        estimate.update(own)
         if not t.is_hub:
             return None
-        self.Hg = self.Hg + received
-        return self.Hg  # callers only read it, and the next round rebinds Hg rather than changing it
+        estimate.update_aggregate(received)
+        return estimate.aggregate  # callers only read it, and the next round rebinds it rather than changing it
 
     def _begin_epoch(self, x: Tensor, grads: Tensor, gathered: Tensor | None) -> None:
         """Make ``x`` (with every worker's gradient there) the anchor x_0 of a new inner epoch."""
@@ -420,15 +424,14 @@ class OLGA(Algorithm):
         (g1,) = t.broadcast(self._hub_row(grads), tag="hub_grad")
         self.x0, self.G0, self.g1_0 = x, grads, g1
         self.xk, self.g1k = x, (torch.zeros_like(g1) if self.same_batch else g1)
-        if self.downlink_compressor is not None:  # the dense anchor broadcast: every process holds x_0 exactly
-            self.wk, self.vk = x, g1
-            self.g1w = g1 if t.is_hub else None
+        if self.downlink_estimate is not None:  # the dense anchor broadcast: every process holds x_0 exactly
+            self.downlink_estimate.reset(x, g1, g1 if t.is_hub else None)
         if t.is_hub:
             self.gf0 = gathered.mean(dim=0)
             if self.estimate_delta:
                 self.dx = gathered - self.gf0  # ∇(f_m − f)(x) for δ̂
-        if self.error_feedback:
-            self.e = torch.zeros_like(grads)
+        if self.error_memory is not None:
+            self.error_memory.reset(grads)
         self.inner_n = self._epoch_length()
         self.inner_k = 0
         self.phase = "inner"
@@ -448,7 +451,7 @@ class OLGA(Algorithm):
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
             self.last = self.xk
         # where the workers' gradients are taken: x_k, or with a compressed downlink the shared point w
-        point = self.xk if self.downlink_compressor is None else self.wk
+        point = self.xk if self.downlink_estimate is None else self.downlink_estimate.point
         if self.same_batch:
             # ĝ = [∇f_m(x_k) − ∇f_m(x_0)] on this round's batch − the hub's same-batch difference (g1k holds
             # it here): batch noise cancels inside each bracket, so ĝ ≈ (∇²f_m − ∇²f_1)(x_k − x_0).
@@ -456,7 +459,7 @@ class OLGA(Algorithm):
         else:
             # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
             ghat = self.oracle.grads(point).sub_(self.G0).add_(self.g1_0 - self.g1k)
-        hub_row = self.g1w - self.vk if self.downlink_compressor is not None and t.is_hub else None
+        hub_row = self.downlink_estimate.hub_error() if self.downlink_estimate is not None and t.is_hub else None
         t_k = self._send_differences(ghat, hub_row=hub_row)
         if t.is_hub:
             x_prev = self.xk
@@ -474,21 +477,21 @@ class OLGA(Algorithm):
 
     def _send_point(self) -> None:
         """The compressed broadcast of an inner round (``downlink_compressor``): every process moves w and v."""
-        t, c = self.transport, self.downlink_compressor
+        t, c, down = self.transport, self.downlink_compressor, self.downlink_estimate
         key = f"{self.name}/down"
         if t.is_hub:
             # message 0 is C(x_k − w): the hub knows w' before sending, and sends ∇f_1(w') against v with it
-            dx = self.xk - self.wk
-            self.g1w = self.oracle.hub_grad(self.wk + c.roundtrip(dx, step=self.round, worker=t.hub, key=f"{key}/0"))
-            messages = (dx, self.g1w - self.vk)
+            dx = down.point_message(self.xk)
+            g1w = self.oracle.hub_grad(down.point + c.roundtrip(dx, step=self.round, worker=t.hub, key=f"{key}/0"))
+            messages = (dx, down.grad_message(g1w))
         else:
-            messages = (torch.zeros_like(self.wk), torch.zeros_like(self.wk))
+            messages = (torch.zeros_like(down.point), torch.zeros_like(down.point))
         dw, dv = t.broadcast_compressed(*messages, compressor=c, step=self.round, key=key, tag="point_compressed")
-        self.wk, self.vk = self.wk + dw, self.vk + dv
-        self.g1k = self.vk  # what the workers subtract; the hub corrects for v's error exactly
-        self.last = self.wk
+        down.apply(dw, dv)
+        self.g1k = down.grad  # what the workers subtract; the hub corrects for v's error exactly
+        self.last = down.point
         if t.is_hub and self.diagnostics is not None:
-            self.diagnostics.update(point_error=float(torch.linalg.vector_norm(self.xk - self.wk)))
+            self.diagnostics.update(point_error=float(torch.linalg.vector_norm(self.xk - down.point)))
 
     def _send_differences(self, ghat: Tensor, hub_row: Tensor | None = None) -> Tensor | None:
         """The compressed gather of ``ĝ`` (``(R, d)``, overwritten); the hub gets its correction t_k.
@@ -499,10 +502,10 @@ class OLGA(Algorithm):
         t = self.transport
         if t.is_hub:
             ghat[t.hub_row] = 0 if hub_row is None else hub_row  # without it, zero by definition
-        if self.error_feedback:
-            v = self.e + self.theta * ghat
+        if self.error_memory is not None:
+            v = self.error_memory.compensate(self.theta * ghat)
             own, received = t.gather_compressed(v, self.compressor, step=self.round, key=self.name)
-            self.e = v - own
+            self.error_memory.update(v, own)
         else:
             v = ghat
             own, received = t.gather_compressed(ghat, self.compressor, step=self.round, key=self.name)
@@ -614,9 +617,9 @@ class OLGA(Algorithm):
         return bool(flag.item() > 0)
 
     def _round_error(self) -> None:
-        gathered = self.transport.gather(self.e, tag="dense")
+        gathered = self.transport.gather(self.error_memory.rows, tag="dense")
         if self.transport.is_hub:
-            self.ebar = gathered.mean(dim=0)
+            self.error_memory.aggregate = gathered.mean(dim=0)  # ē
         self.phase = "y"
 
     def _round_y(self) -> None:
@@ -638,7 +641,7 @@ class OLGA(Algorithm):
             g1y = gathered[t.hub]
             if self.accelerate:
                 t_k = (self.g1_0 - self.gf0) - (g1y - gfy)
-                y_tilde = y - self.ebar if self.error_feedback else y
+                y_tilde = y - self.error_memory.aggregate if self.error_memory is not None else y
                 big_g = self.p * (t_k + (self.x - y_tilde) / self.theta)
                 am = self.alpha * self._mu
                 self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
