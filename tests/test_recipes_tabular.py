@@ -29,6 +29,7 @@ from lit_commeff.recipes import (
     telecom_churn,
 )
 from lit_commeff.recipes.partition import assign_groups, group_assignment, interleaved_shard
+from lit_commeff.recipes.tabular import TabularDataModule, TabularLayout
 
 CREDIT_HEADER = ",".join(f'"{c}"' for c in finance_credit.COLUMNS)
 CREDIT_ROWS = [  # UCI_Credit_Card.csv, rows 1-8 (R's scientific notation in rows 7 and 8)
@@ -189,6 +190,38 @@ def test_config_lists_and_hydra_instantiation(tmp_path):
     assert dm.table.categorical_columns == ["SEX"] and dm.num_numeric == 22
     model.configure_from(dm)
     assert model.hparams.hidden == [8] and model.hparams.num_numeric == 22
+
+
+def test_layout_states_the_defaults_and_a_given_option_overrides_them(tmp_path):
+    credit, churn = CreditDataModule(), ChurnDataModule()
+    assert (credit.target_column, credit.id_column, credit.positive_label) == (finance_credit.TARGET, "ID", 1)
+    assert (credit.group_column, credit.synthetic_rows, credit.numeric_columns) == ("EDUCATION", 20000, None)
+    assert credit.categorical_columns == ["SEX", "EDUCATION", "MARRIAGE"]
+    assert (churn.target_column, churn.id_column, churn.positive_label) == ("Churn", "customerID", "Yes")
+    assert (churn.group_column, churn.synthetic_rows, churn.categorical_columns) == ("Contract", 7000, None)
+    assert churn.numeric_columns == ["SeniorCitizen", "tenure", "MonthlyCharges", "TotalCharges"]
+    # None passed is the option "none" (detect the categorical columns), not "the recipe's default".
+    dm = CreditDataModule(path=str(credit_csv(tmp_path)), categorical_columns=None, batch_size=16)
+    dm.check(1)
+    assert dm.table.categorical_columns == [] and dm.num_numeric == 23
+
+    def synthetic(rows: int, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        return pd.DataFrame(
+            {"x": rng.normal(size=rows), "kind": rng.choice(["a", "b"], rows), "y": np.arange(rows) % 2}
+        )
+
+    class Minimal(TabularDataModule):
+        layout = TabularLayout(name="minimal", target_column="y", synthetic_rows=50, synthetic=synthetic)
+
+    dm = Minimal(batch_size=8, seed=3)
+    dm.check(1)
+    assert len(dm.table.y) == 50 and dm.table.source == "the synthetic minimal data (50 rows, seed=3)"
+    assert dm.table.categorical_columns == ["kind"] and dm.table.numeric_columns == ["x"]
+    with pytest.raises(
+        ValueError, match=r"path: TabularDataModule has no synthetic data generator; .*/path/to/data\.csv"
+    ):
+        TabularDataModule().check(1)
 
 
 def test_check_caches_the_table_for_setup(tmp_path, monkeypatch):

@@ -5,9 +5,13 @@
 * :mod:`~lit_commeff.recipes.telecom_churn`: customer churn (IBM Telco, ``Telco-Customer-Churn.csv``
   layout) — :class:`ChurnDataModule`, :class:`ChurnClassifier`.
 * :mod:`~lit_commeff.recipes.throughput`: downlink throughput forecasting from radio KPIs (5G production
-  traces zip layout) — :class:`ThroughputDataModule`, :class:`ThroughputForecaster` (GRU or Transformer).
-* :mod:`~lit_commeff.recipes.tabular`: what the tabular recipes share (CSV loading and validation,
-  rank-local shards, the MLP); :mod:`~lit_commeff.recipes.partition`: the partitioning schemes.
+  traces zip layout) — :class:`ThroughputDataModule`, :class:`ThroughputForecaster` (GRU or Transformer);
+  a package of ``reading`` (zip and synthetic traces, cleaning, checks), ``datamodule`` and ``model``.
+* :mod:`~lit_commeff.recipes.tabular`: what the tabular recipes share, a package of ``reading`` (CSV
+  loading and validation against a :class:`TabularLayout`), ``datamodule`` (split, encoding, rank-local
+  shards) and ``model`` (the MLP). A tabular recipe is a :class:`TabularDataModule` subclass that states
+  its layout, and so its defaults, once (``layout = TabularLayout(...)``).
+* :mod:`~lit_commeff.recipes.partition`: the partitioning schemes.
 
 Every data module works offline (``path=None`` generates synthetic data of the file's layout), has
 ``monitor``/``mode``/``task`` class attributes, a ``check(world_size)`` that validates the data before
@@ -25,7 +29,7 @@ processes start, and builds each rank's own shard in ``setup``; run the Trainer 
 
 from lit_commeff.recipes.finance_credit import CreditClassifier, CreditDataModule, synthetic_credit
 from lit_commeff.recipes.partition import PARTITION_SCHEMES, interleaved_shard, partition_all, partition_indices
-from lit_commeff.recipes.tabular import TabularClassifier, TabularData, TabularDataModule
+from lit_commeff.recipes.tabular import TabularClassifier, TabularData, TabularDataModule, TabularLayout
 from lit_commeff.recipes.telecom_churn import ChurnClassifier, ChurnDataModule, synthetic_churn
 from lit_commeff.recipes.throughput import ThroughputDataModule, ThroughputForecaster
 
@@ -38,6 +42,7 @@ __all__ = [
     "TabularClassifier",
     "TabularData",
     "TabularDataModule",
+    "TabularLayout",
     "ThroughputDataModule",
     "ThroughputForecaster",
     "interleaved_shard",

@@ -26,14 +26,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from statistics import NormalDist
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from lit_commeff.recipes.tabular import TabularClassifier, TabularDataModule
+from lit_commeff.recipes.tabular import TabularClassifier, TabularDataModule, TabularLayout
 
 TARGET = "default.payment.next.month"
 PAY_COLUMNS = ("PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6")
@@ -142,68 +141,31 @@ def synthetic_credit(rows: int = 20000, seed: int = 0) -> pd.DataFrame:
 class CreditDataModule(TabularDataModule):
     """Credit-card default data (``UCI_Credit_Card.csv`` layout, or synthetic) for :class:`CreditClassifier`.
 
-    See :class:`~lit_commeff.recipes.tabular.TabularDataModule` for the splitting, partitioning and
-    encoding. ``group_column`` defaults to ``EDUCATION``: of the demographic columns it has the most
+    See :class:`~lit_commeff.recipes.tabular.TabularDataModule` for the options, splitting, partitioning
+    and encoding. The layout sets their defaults: ``target_column="default.payment.next.month"`` (1 =
+    default, ``positive_label=1``), ``id_column="ID"`` (ignored), ``categorical_columns`` ``SEX``,
+    ``EDUCATION`` and ``MARRIAGE`` (embedded; ``PAY_*`` are ordinal and stay numeric), and 20,000 rows of
+    :func:`synthetic_credit` without a ``path``.
+
+    ``group_column`` defaults to ``EDUCATION``: of the demographic columns it has the most
     values (7, against 4 for ``MARRIAGE`` and 2 for ``SEX``), so ``partition="by_group"`` works on up to
     7 ranks, and default rates differ between education levels (about 19% graduate school, 24%
     university, 25% high school), giving realistic non-IID shards, like separate lenders serving
     different segments. The groups are very unequal (about 47/35/16% and small rest), so beyond 3 ranks
     the equal-size cut keeps few rows; use ``partition="iid"`` there.
-
-    Args:
-        path: ``UCI_Credit_Card.csv`` (or a CSV of the same kind); ``None``: synthetic data.
-        batch_size: Batch size per rank.
-        val_fraction: Share of rows held out for validation.
-        partition: ``"iid"`` or ``"by_group"``.
-        group_column: Column defining the groups of ``partition="by_group"``.
-        seed: Seed of the synthetic data, split, partition and shuffling.
-        synthetic_rows: Rows of synthetic data (``path=None``).
-        target_column: The label column (1 = default).
-        id_column: The row id column (ignored).
-        categorical_columns: Categorical columns (embedded); ``PAY_*`` are ordinal and stay numeric.
-        numeric_columns: Columns that must be numeric (``None``: every column that is not categorical).
-        positive_label: Target value of a default.
     """
 
-    layout_name: ClassVar[str] = "credit default"
-    example_file: ClassVar[str] = "UCI_Credit_Card.csv"
-
-    def __init__(
-        self,
-        *,
-        path: str | None = None,
-        batch_size: int = 64,
-        val_fraction: float = 0.2,
-        partition: str = "iid",
-        group_balance: str = "resample",
-        group_column: str | None = "EDUCATION",
-        seed: int = 0,
-        synthetic_rows: int = 20000,
-        target_column: str = TARGET,
-        id_column: str | None = "ID",
-        categorical_columns: Sequence[str] | None = CATEGORICAL,
-        numeric_columns: Sequence[str] | None = None,
-        positive_label: str | int | None = 1,
-    ) -> None:
-        super().__init__(
-            path=path,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            partition=partition,
-            group_column=group_column,
-            group_balance=group_balance,
-            seed=seed,
-            synthetic_rows=synthetic_rows,
-            target_column=target_column,
-            id_column=id_column,
-            categorical_columns=categorical_columns,
-            numeric_columns=numeric_columns,
-            positive_label=positive_label,
-        )
-
-    def synthetic_frame(self) -> pd.DataFrame:
-        """:func:`synthetic_credit` with ``synthetic_rows`` and ``seed``."""
-        return synthetic_credit(self.synthetic_rows, self.seed)
+    layout: ClassVar[TabularLayout] = TabularLayout(
+        name="credit default",
+        example_file="UCI_Credit_Card.csv",
+        target_column=TARGET,
+        id_column="ID",
+        categorical_columns=CATEGORICAL,
+        positive_label=1,
+        group_column="EDUCATION",
+        synthetic_rows=20000,
+        synthetic=synthetic_credit,
+    )
 
 
 class CreditClassifier(TabularClassifier):

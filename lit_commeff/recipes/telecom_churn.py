@@ -27,13 +27,13 @@ column and the row. Without a ``path`` the recipe generates synthetic data of th
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from typing_extensions import override
 
-from lit_commeff.recipes.tabular import TabularClassifier, TabularDataModule
+from lit_commeff.recipes.tabular import TabularClassifier, TabularDataModule, TabularLayout
 
 TARGET = "Churn"
 ADDONS = ("OnlineSecurity", "OnlineBackup", "DeviceProtection", "TechSupport", "StreamingTV", "StreamingMovies")
@@ -158,69 +158,33 @@ def synthetic_churn(rows: int = 7000, seed: int = 0) -> pd.DataFrame:
 class ChurnDataModule(TabularDataModule):
     """Telco churn data (``Telco-Customer-Churn.csv`` layout, or synthetic) for :class:`ChurnClassifier`.
 
-    See :class:`~lit_commeff.recipes.tabular.TabularDataModule` for the splitting, partitioning and
-    encoding. ``group_column`` defaults to ``Contract`` (3 values, 55/24/21%): it is the strongest churn
+    See :class:`~lit_commeff.recipes.tabular.TabularDataModule` for the options, splitting, partitioning
+    and encoding. ``group_column`` defaults to ``Contract`` (3 values, 55/24/21%): it is the strongest churn
     driver (about 43% churn month-to-month against 11% and 3% on one- and two-year contracts), so
     ``partition="by_group"`` gives strongly label-skewed shards, like separate sales channels, which is
     the hard case for methods that rely on data similarity. ``InternetService`` (DSL/Fiber optic/No) is
     the milder alternative. Either allows at most 3 ranks.
 
-    Args:
-        path: ``Telco-Customer-Churn.csv`` (or a CSV of the same kind); ``None``: synthetic data.
-        batch_size: Batch size per rank.
-        val_fraction: Share of rows held out for validation.
-        partition: ``"iid"`` or ``"by_group"``.
-        group_column: Column defining the groups of ``partition="by_group"``.
-        seed: Seed of the synthetic data, split, partition and shuffling.
-        synthetic_rows: Rows of synthetic data (``path=None``).
-        target_column: The label column.
-        id_column: The row id column (ignored).
-        categorical_columns: Categorical columns (``None``: every text column except id and target).
-        numeric_columns: Columns that must be numeric, so that a non-number there is an error, not a
-            category (``TotalCharges``' blanks are missing values).
-        positive_label: Target value of a churned customer.
+    The layout sets the option defaults: ``target_column="Churn"`` (``positive_label="Yes"``),
+    ``id_column="customerID"`` (ignored), ``categorical_columns=None`` (every text column except id and
+    target), ``numeric_columns`` ``SeniorCitizen``, ``tenure``, ``MonthlyCharges`` and ``TotalCharges`` (so
+    that a non-number there is an error, not a category; ``TotalCharges``' blanks are missing values), and
+    7,000 rows of :func:`synthetic_churn` without a ``path``.
     """
 
-    layout_name: ClassVar[str] = "telco churn"
-    example_file: ClassVar[str] = "Telco-Customer-Churn.csv"
+    layout: ClassVar[TabularLayout] = TabularLayout(
+        name="telco churn",
+        example_file="Telco-Customer-Churn.csv",
+        target_column=TARGET,
+        id_column="customerID",
+        numeric_columns=NUMERIC,
+        positive_label="Yes",
+        group_column="Contract",
+        synthetic_rows=7000,
+        synthetic=synthetic_churn,
+    )
 
-    def __init__(
-        self,
-        *,
-        path: str | None = None,
-        batch_size: int = 64,
-        val_fraction: float = 0.2,
-        partition: str = "iid",
-        group_balance: str = "resample",
-        group_column: str | None = "Contract",
-        seed: int = 0,
-        synthetic_rows: int = 7000,
-        target_column: str = TARGET,
-        id_column: str | None = "customerID",
-        categorical_columns: Sequence[str] | None = None,
-        numeric_columns: Sequence[str] | None = NUMERIC,
-        positive_label: str | int | None = "Yes",
-    ) -> None:
-        super().__init__(
-            path=path,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            partition=partition,
-            group_column=group_column,
-            group_balance=group_balance,
-            seed=seed,
-            synthetic_rows=synthetic_rows,
-            target_column=target_column,
-            id_column=id_column,
-            categorical_columns=categorical_columns,
-            numeric_columns=numeric_columns,
-            positive_label=positive_label,
-        )
-
-    def synthetic_frame(self) -> pd.DataFrame:
-        """:func:`synthetic_churn` with ``synthetic_rows`` and ``seed``."""
-        return synthetic_churn(self.synthetic_rows, self.seed)
-
+    @override
     def fill_missing(self, numeric: pd.DataFrame) -> pd.DataFrame:
         """Missing ``TotalCharges`` = ``MonthlyCharges × tenure`` (0 for new customers, the file's blanks).
 
