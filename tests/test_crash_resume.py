@@ -1,5 +1,6 @@
 """Crash and resume, for real: a rank is SIGKILLed mid-run, the job stops naming it, and ``ckpt_path=last``
-finishes with the same parameters (bitwise) and the same communication totals as a run never stopped."""
+resumes at the checkpoint's step and finishes with the same parameters (bitwise) and the same communication
+totals as a run never stopped; ``ckpt_path=last`` with nothing to resume is an error unless asked."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from lit_commeff.cli.faults import ENV, KillAtStep, from_env
+from lit_commeff.cli.validate import ConfigError, check_resume
 from lit_commeff.recipes.resumable import EpochSampler, ResumableDataLoader
 from lit_commeff.strategy import state as rank_state
 from lit_commeff.strategy.checkpoint_io import AtomicCheckpointIO
@@ -49,19 +53,35 @@ def _final(ckpt: Path) -> tuple[dict[str, torch.Tensor], list[dict], int]:
     return checkpoint["state_dict"], ranks, checkpoint["global_step"]
 
 
+def _logged_steps(cwd: Path, experiment: str) -> list[int]:
+    """The steps at which the experiment's only MLflow run logged ``train/loss`` (one per executed logging step)."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+
+
 def test_sigkill_stops_the_job_and_resume_matches_an_uninterrupted_run(tmp_path):
-    full = _cli([*RUN, f"checkpoint_dir={tmp_path / 'full'}"], tmp_path)
+    full = _cli([*RUN, f"checkpoint_dir={tmp_path / 'full'}", "logger.experiment=full"], tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]
 
     # rank 1 dies at step 28 (mid-epoch: an epoch is 20 steps here); the last checkpoint is step 24's
-    crashed = _cli([*RUN, f"checkpoint_dir={tmp_path / 'crash'}"], tmp_path, **{ENV: "1:28"})
+    crashed = _cli([*RUN, f"checkpoint_dir={tmp_path / 'crash'}", "logger.experiment=crash"], tmp_path, **{ENV: "1:28"})
     assert crashed.returncode != 0
     assert "rank 1 exited with code -9" in crashed.stderr, crashed.stderr[-3000:]
     _, _, step = _final(tmp_path / "crash" / "last.ckpt")
     assert step == 24
 
-    resumed = _cli([*RUN, f"checkpoint_dir={tmp_path / 'crash'}", "ckpt_path=last"], tmp_path)
+    resumed = _cli(
+        [*RUN, f"checkpoint_dir={tmp_path / 'crash'}", "ckpt_path=last", "logger.experiment=resumed"], tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    # a real resume, not a deterministic rerun from step 0 (which would end with the same parameters): the
+    # resumed run executed, and logged, only the steps after the checkpoint's
+    full_steps, resumed_steps = _logged_steps(tmp_path, "full"), _logged_steps(tmp_path, "resumed")
+    assert len(full_steps) == 32 // 4 and min(full_steps) < 24
+    assert resumed_steps == [s for s in full_steps if s >= 24], (full_steps, resumed_steps)
+    assert resumed_steps and min(resumed_steps) >= 24
 
     want_params, want_ledgers, want_step = _final(tmp_path / "full" / "last.ckpt")
     got_params, got_ledgers, got_step = _final(tmp_path / "crash" / "last.ckpt")
@@ -74,6 +94,30 @@ def test_sigkill_stops_the_job_and_resume_matches_an_uninterrupted_run(tmp_path)
             assert got[key] == want[key], key
         assert len(got["rounds"]) == len(want["rounds"])
         assert [r["uplink_bytes"] for r in got["rounds"]] == [r["uplink_bytes"] for r in want["rounds"]]
+
+
+def test_resume_with_nothing_to_resume_is_an_error_unless_asked(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _cli([*RUN, f"checkpoint_dir={empty}", "ckpt_path=last"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("lit-commeff: error: ckpt_path: ckpt_path='last'"), message
+    assert f"no last checkpoint to resume from in {str(empty)!r}" in message
+    assert "rerun without ckpt_path" in message and "resume_missing_ok=true" in message
+    assert not (tmp_path / "mlflow.db").exists()  # rejected before any run or rank started
+
+    # the same check in-process: resume_missing_ok=true lets it start fresh; a last checkpoint satisfies it
+    cfg = OmegaConf.create({"ckpt_path": "last", "resume_missing_ok": False})
+    with pytest.raises(ConfigError, match="no last checkpoint"):
+        check_resume(cfg, tmp_path / "missing")
+    check_resume(OmegaConf.merge(cfg, {"resume_missing_ok": True}), empty)
+    (empty / "epoch=0-step=8.ckpt").write_bytes(b"")  # not a last checkpoint: Lightning would not pick it
+    with pytest.raises(ConfigError, match="no last checkpoint"):
+        check_resume(cfg, empty)
+    (empty / "last-v1.ckpt").write_bytes(b"")  # Lightning's name for a second last checkpoint
+    check_resume(cfg, empty)
+    check_resume(OmegaConf.create({"ckpt_path": None}), tmp_path / "missing")
 
 
 # ----------------------------------------------------------------------------------- the pieces, one at a time

@@ -28,8 +28,8 @@ from rich.table import Table
 
 from lit_commeff.cli import schema
 from lit_commeff.cli.launch import LaunchError, external_rank, launch_local, launched_externally
-from lit_commeff.cli.validate import ConfigError, validate
-from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, train
+from lit_commeff.cli.validate import ConfigError, check_resume, validate
+from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, checkpoint_dir, train
 from lit_commeff.tracking.history import HISTORY_FILE, SUMMARY_FILE, plot_metric_vs_bytes, read_history
 from lit_commeff.tracking.mlflow_run import finish_run, flatten, git_commit, start_run, ui_command
 
@@ -97,6 +97,7 @@ def main(cfg: DictConfig) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             plan = validate(resolved, strategy_choice=str(choices.get("strategy")))
+        check_resume(resolved, checkpoint_dir(resolved, run_dir))
     except ConfigError as err:
         print(f"lit-commeff: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

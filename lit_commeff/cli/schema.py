@@ -55,6 +55,7 @@ class ConfigSchema:
     logger: LoggerSchema = field(default_factory=LoggerSchema)
     seed: int = 0
     ckpt_path: str | None = None
+    resume_missing_ok: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every_n_steps: int | None = None
     timeout_s: float = 1800.0

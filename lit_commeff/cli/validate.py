@@ -183,7 +183,7 @@ def _check_ckpt_path(value: Any, directory: Any) -> None:
     example = f"{directory}/last.ckpt" if directory else "checkpoints/last.ckpt"
     fix = (
         f"pass the path of a saved checkpoint (e.g. ckpt_path={example}), ckpt_path=last to resume from the newest "
-        "last.ckpt in checkpoint_dir (nothing is loaded if there is none), or ckpt_path=null to start fresh"
+        "last.ckpt in checkpoint_dir, or ckpt_path=null to start fresh"
     )
     if text == "best":
         raise ConfigError(f"ckpt_path: ckpt_path='best' has no meaning before training; {fix}.")
@@ -192,6 +192,31 @@ def _check_ckpt_path(value: Any, directory: Any) -> None:
         raise ConfigError(f"ckpt_path: ckpt_path={text!r} is a directory, not a checkpoint file; {fix}.")
     if not path.is_file():
         raise ConfigError(f"ckpt_path: checkpoint file {text!r} does not exist; {fix}.")
+
+
+#: Checkpoints Lightning's ``ckpt_path="last"`` picks from: ``ModelCheckpoint._find_last_checkpoints`` takes
+#: every ``.ckpt`` whose stem starts with ``last`` (``last.ckpt``, ``last-v1.ckpt``).
+_LAST_CHECKPOINT = re.compile(r"^last.*\.ckpt$")
+
+
+def check_resume(cfg: DictConfig, directory: Path) -> None:
+    """``ckpt_path=last`` needs a last checkpoint in ``directory`` (where this run's checkpoints go).
+
+    Lightning warns and starts from scratch when there is none; a resume that silently restarts is an
+    error here unless the config says ``resume_missing_ok=true``.
+
+    Raises:
+        ConfigError: ``ckpt_path=last``, no ``last*.ckpt`` in ``directory`` and ``resume_missing_ok`` is false.
+    """
+    if cfg.get("ckpt_path") != "last" or cfg.get("resume_missing_ok", False):
+        return
+    found = directory.is_dir() and any(_LAST_CHECKPOINT.match(p.name) for p in directory.iterdir())
+    if not found:
+        raise ConfigError(
+            f"ckpt_path: ckpt_path='last' but there is no last checkpoint to resume from in {str(directory)!r} "
+            "(checkpoint_dir); rerun without ckpt_path to start fresh, point checkpoint_dir at the directory of "
+            "the run to resume, or set resume_missing_ok=true to start fresh when there is nothing to resume."
+        )
 
 
 # ----------------------------------------------------------------------------------- trainer
