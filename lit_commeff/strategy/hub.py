@@ -81,8 +81,8 @@ class HubAlgorithmStrategy(CommStrategy):
     is exchanged: a rank that meets a fault there undoes the step itself, and under ``"raise"`` reports it in
     the next communicating step's agreement, where every rank raises.
 
-    The hub's messages reach the workers by ``dist.scatter`` of one buffer (a star, one hop per worker)
-    on gloo and by ``dist.broadcast`` on other backends (``downlink="auto"``). On gloo over links with
+    The hub's messages reach the workers by the transport's scatter of one buffer (a star, one hop per
+    worker) on gloo and by its broadcast on other backends (``downlink="auto"``). On gloo over links with
     latency the star is about 2.8x faster than gloo's broadcast tree, in which workers forward to workers
     over their own uplinks; NCCL's ring broadcast is the better choice for large messages on GPUs. The
     bytes each worker receives, and so the ledger, are the same either way.
