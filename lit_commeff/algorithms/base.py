@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -13,6 +14,8 @@ from torch import Tensor
 
 from lit_commeff.compression import Compressor, Identity
 from lit_commeff.transport import Transport
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -113,8 +116,27 @@ class Algorithm(ABC):
 
     def step(self) -> None:
         """Run one communication round."""
+        ledger = getattr(self.transport, "ledger", None)
+        if ledger is None or not log.isEnabledFor(logging.DEBUG):
+            self._step()
+            self.round += 1
+            return
+        kind, up, down = self.round_kind(), ledger.uplink_bytes, ledger.downlink_bytes
+        log.debug("%s: round %d begins (%s)", self.name, self.round, kind)
         self._step()
         self.round += 1
+        log.debug(
+            "%s: round %d ends (%s): uplink %d B, downlink %d B",
+            self.name,
+            self.round - 1,
+            kind,
+            ledger.uplink_bytes - up,
+            ledger.downlink_bytes - down,
+        )
+
+    def round_kind(self) -> str:
+        """What the next :meth:`step` does, for logs: ``"communicating"`` or ``"local"`` (or the method's phase)."""
+        return "communicating" if self.communicates() else "local"
 
     @abstractmethod
     def _step(self) -> None: ...

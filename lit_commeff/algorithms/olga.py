@@ -331,6 +331,9 @@ class OLGA(Algorithm):
             return self.dense_k + 1 >= self.anchor_batches
         return self.phase != "local"
 
+    def round_kind(self) -> str:
+        return self.phase  # anchor, inner, error, y, local, or an averaged dense round's anchor_acc / y_acc
+
     def _step(self) -> None:
         if self.phase == "local":
             self._round_local()

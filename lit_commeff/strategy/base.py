@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -24,6 +25,8 @@ from lit_commeff.strategy.metering import CommMetering
 from lit_commeff.transport.objects import all_gather
 
 StartMethod = Literal["popen", "spawn", "fork", "forkserver"]
+
+log = logging.getLogger(__name__)
 
 
 class CommStrategy(DDPStrategy):
@@ -95,6 +98,23 @@ class CommStrategy(DDPStrategy):
         """The run's communication totals (see :meth:`CommMetering.summary`); empty before ``fit``."""
         return self.metering.summary() if self.metering is not None else {}
 
+    # ------------------------------------------------------------------------------- process group
+    @override
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        log.debug(
+            "%s: process group ready (backend %s, rank %d of %d)",
+            type(self).__name__,
+            lightning_api.process_group_backend(self),
+            self.global_rank,
+            self.world_size,
+        )
+
+    @override
+    def teardown(self) -> None:
+        log.debug("%s: teardown on rank %d", type(self).__name__, self.global_rank)
+        super().teardown()
+
     # ------------------------------------------------------------------------------- checkpoints
     def _full_rank_state(self) -> dict[str, Any]:
         out = {"method": self.rank_state_dict(), "rng": rank_state.rng_state()}
@@ -111,6 +131,7 @@ class CommStrategy(DDPStrategy):
             states = rank_state.gather_states(self._full_rank_state(), device=self.root_device)
             if states is not None:
                 checkpoint = {**checkpoint, rank_state.CHECKPOINT_KEY: rank_state.pack(self.strategy_name, states)}
+                log.debug("%s: checkpoint %s carries the state of %d ranks", type(self).__name__, filepath, len(states))
         super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
 
     @override
@@ -123,6 +144,13 @@ class CommStrategy(DDPStrategy):
             self._pending_rank_state = rank_state.unpack(
                 entry, strategy=self.strategy_name, rank=self.global_rank, world_size=self.world_size
             )
+        log.debug(
+            "%s: checkpoint %s loaded on rank %d (%s per-rank state)",
+            type(self).__name__,
+            checkpoint_path,
+            self.global_rank,
+            "with" if entry is not None else "without",
+        )
         return checkpoint
 
     # ------------------------------------------------------------------------------- SIGTERM without a per-step round
@@ -154,6 +182,7 @@ class CommStrategy(DDPStrategy):
                 if self._stop_agreed:
                     # Rank 0's SIGTERM came with the last step's agreement: rank 0 stops after that step
                     # (Lightning's own check) and every other rank here, so nobody waits in a collective.
+                    log.info("rank %d: stopping, rank 0 received SIGTERM (learnt in the last round)", self.global_rank)
                     raise SIGTERMException()
                 if self.next_step_carries_sigterm() or not self.next_step_communicates():
                     return
@@ -161,7 +190,8 @@ class CommStrategy(DDPStrategy):
 
             return check
 
-        lightning_api.replace_sigterm_broadcast(trainer, wrap)
+        if lightning_api.replace_sigterm_broadcast(trainer, wrap):
+            log.debug("%s: rank 0's SIGTERM flag now travels with the strategy's rounds", type(self).__name__)
 
     @override
     def on_train_start(self) -> None:
@@ -175,6 +205,7 @@ class CommStrategy(DDPStrategy):
             self.metering.load_state_dict(pending["metering"])
         self.load_rank_state_dict(pending["method"])
         rank_state.set_rng_state(pending["rng"])
+        log.debug("%s: rank %d resumed its method state, ledger and RNG", type(self).__name__, self.global_rank)
 
     @override
     def on_train_end(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
+
+log = logging.getLogger(__name__)
 
 TMP_MARK = ".tmp-"
 
@@ -46,6 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if tmp.exists():
                 tmp.unlink()
         _fsync_dir(target.parent)
+        log.debug("checkpoint written atomically: %s (%d bytes)", target, buffer.tell())
 
     @override
     def remove_checkpoint(self, path: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
@@ -18,6 +19,8 @@ from typing_extensions import override
 from lit_commeff.ledger import CommLedger, Direction
 from lit_commeff.strategy.base import CommStrategy
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
+
+log = logging.getLogger(__name__)
 
 #: DDPStrategy options that would replace or bypass the metered hook (their traffic would go uncounted).
 _HOOK_OPTIONS = ("ddp_comm_state", "ddp_comm_hook", "ddp_comm_wrapper", "model_averaging_period")
@@ -139,7 +142,9 @@ class MeteredDDPStrategy(CommStrategy):
         assert isinstance(self.model, DistributedDataParallel)
         inner_state, inner_hook = self.comm_hook()
         state = _MeteredHookState(self, inner_state, inner_hook)
-        self.model.register_comm_hook(state, _metered_hook(getattr(inner_hook, "__qualname__", repr(inner_hook))))
+        name = getattr(inner_hook, "__qualname__", repr(inner_hook))
+        self.model.register_comm_hook(state, _metered_hook(name))
+        log.debug("%s: metered DDP communication hook registered around %s", type(self).__name__, name)
 
     @override
     def setup(self, trainer: pl.Trainer) -> None:
@@ -187,6 +192,13 @@ class MeteredDDPStrategy(CommStrategy):
                     seconds=record.seconds if i == last else 0.0,
                     tag=message.tag,
                 )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: step all-reduced %d buckets, %d B from this rank",
+                type(self).__name__,
+                len(records),
+                sum(m.nbytes for r in records for m in r.messages),
+            )
 
 
 __all__ = ["BucketMessage", "MeteredDDPStrategy"]

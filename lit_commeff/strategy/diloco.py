@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -19,6 +20,8 @@ from lit_commeff.ledger import CommLedger
 from lit_commeff.strategy.base import CommStrategy, trainable_parameters
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
 from lit_commeff.transport import DistributedTransport
+
+log = logging.getLogger(__name__)
 
 #: CommStrategy options DiLoCo uses; anything else would go to DistributedDataParallel, which DiLoCo does not use.
 _ACCEPTED = (
@@ -159,6 +162,14 @@ class DiLoCoStrategy(CommStrategy):
         self._global_buffers = [b.detach().clone() for b in self._buffers]
         self._momentum = None
         self.local_steps = 0
+        log.debug(
+            "%s: rank %d ready: d=%d over %d ranks, outer sync every %d steps",
+            type(self).__name__,
+            self.global_rank,
+            ledger.dim,
+            self.world_size,
+            self.inner_steps,
+        )
 
     # ------------------------------------------------------------------------------- training
     def _flat_params(self) -> Tensor:
@@ -230,6 +241,15 @@ class DiLoCoStrategy(CommStrategy):
         self.local_steps += 1
         if self.local_steps % self.inner_steps == 0:
             self._sync()
+            if log.isEnabledFor(logging.DEBUG):
+                ledger = self.metering.ledger
+                log.debug(
+                    "%s: outer sync after %d local steps (rank %d); all-reduce total %d B",
+                    type(self).__name__,
+                    self.local_steps,
+                    self.global_rank,
+                    ledger.allreduce_bytes,
+                )
         self.metering.log_comm_metrics(self.lightning_module)
         return output
 

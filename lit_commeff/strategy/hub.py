@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -52,6 +53,8 @@ def resolve_compressor(
             f"{field}: {field}={spec!r} is neither a compressor name nor a Compressor; use e.g. 'randk' or RandK(...)."
         )
     return build(spec, **dict(options or {}))
+
+log = logging.getLogger(__name__)
 
 
 class HubAlgorithmStrategy(CommStrategy):
@@ -202,6 +205,16 @@ class HubAlgorithmStrategy(CommStrategy):
             guard=self._guard,
         )
         self.algorithm = self.make_algorithm(transport=self.transport, oracle=self._oracle, x0=self._flat.get())
+        log.debug(
+            "%s: rank %d ready: %s over %d ranks, d=%d, downlink %s, nonfinite %s",
+            type(self).__name__,
+            self.global_rank,
+            type(self.algorithm).__name__,
+            self.world_size,
+            self._flat.numel,
+            transport_args["downlink"],
+            self.nonfinite,
+        )
 
     @override
     def next_step_communicates(self) -> bool:
@@ -272,6 +285,15 @@ class HubAlgorithmStrategy(CommStrategy):
             self.log_diagnostics(self.lightning_module)
             if guard is not None:
                 self.lightning_module.log("comm/skipped_rounds", float(self.skipped_rounds), rank_zero_only=True)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: step %d done on rank %d (%s, %d gradient evaluations)",
+                type(self).__name__,
+                trainer.global_step,
+                self.global_rank,
+                "communicating" if communicates else "silent",
+                oracle.evaluations,
+            )
         return oracle.first_loss
 
     def _peer_failure_message(self, step: int, error: RuntimeError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -15,6 +16,8 @@ from typing_extensions import override
 
 from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy.ddp_metered import BucketMessage, MeteredDDPStrategy
+
+log = logging.getLogger(__name__)
 
 
 class _Segment(NamedTuple):
@@ -175,6 +178,7 @@ class PowerSGDStrategy(MeteredDDPStrategy):
             given = ddp_kwargs.get("bucket_cap_mb")
             if given is None:
                 ddp_kwargs["bucket_cap_mb"] = one_bucket_mb
+                log.debug("%s: gloo: one gradient bucket of %d MB (bucket_cap_mb)", type(self).__name__, one_bucket_mb)
             elif given * 2**20 < nbytes:
                 raise ValueError(
                     f"bucket_cap_mb: bucket_cap_mb={given} splits this model's {nbytes / 2**20:.1f} MiB of gradients "
