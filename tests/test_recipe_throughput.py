@@ -212,8 +212,9 @@ def test_loads_zip_members_and_cleans_missing_values(tmp_path):
         r["RSSI"] = "-"
     traces[f"{ROOT}/Download/Driving/B_2020.02.27_20.35.57.csv"] = to_csv(no_rssi)
     dm = ThroughputDataModule(path=make_zip(tmp_path / "d.zip", traces), window=4, batch_size=8, val_fraction=0.2)
-    with pytest.warns(UserWarning, match=r"left out 1 of 6 traces.*B_2020\.02\.27_20\.35\.57\.csv.*RSSI"):
+    with pytest.warns(UserWarning, match=r"left out 1 of 6 traces.*B_2020\.02\.27_20\.35\.57\.csv.*RSSI") as caught:
         dm.check(1)
+    assert [w.filename for w in caught if "left out" in str(w.message)] == [__file__]  # points at the caller
     assert set(dm.groups) == set(MEMBERS)  # macOS metadata skipped; the RSSI-less trace left out
     assert dm.groups[MEMBERS[0]] == "static" and dm.groups[MEMBERS[3]] == "driving"
     assert mobility_of(MEMBERS[2]) == "static" and mobility_of("x/Walking/a.csv") == "walking"
