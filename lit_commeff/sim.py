@@ -110,7 +110,11 @@ def make_algorithm(
         cls = ALGORITHMS[algorithm]
     else:
         cls = algorithm
-    accepted = inspect.signature(cls.__init__).parameters
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    accepted = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD}
+    options_cls = getattr(cls, "options_cls", None)
+    if options_cls is not None and any(p.kind is p.VAR_KEYWORD for p in parameters):  # OLGA: options as keywords
+        accepted |= set(options_cls.names())
     constants = {"mu": problem.mu, "delta": problem.delta, "L": problem.L, "delta0": problem.L}
     if hasattr(problem, "L_tilde"):
         constants["L_tilde"] = problem.L_tilde

@@ -482,7 +482,7 @@ def test_a_step_never_changes_a_state_tensor_in_place(problem, name, options):
             options[field] = build(options[field][0], **options[field][1])
     cls = ALGORITHMS[name]
     constants = {"mu": problem.mu, "delta": problem.delta, "L": problem.L}
-    accepted = cls.__init__.__code__.co_varnames
+    accepted = cls.__init__.__code__.co_varnames + getattr(getattr(cls, "options_cls", None), "names", tuple)()
     transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
     alg = cls(
         transport=transport,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -12,7 +11,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from lit_commeff.compression import Compressor, Identity
+# Re-exported: the methods check their compressors and constants with the options module's checks.
+from lit_commeff.options import check_positive, require_biased, require_unbiased  # noqa: F401
 from lit_commeff.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -208,31 +208,3 @@ class Algorithm(ABC):
         compressor = getattr(self, "compressor", None)
         if compressor is not None and "compressor" in state:
             compressor.load_state_dict(state["compressor"])
-
-
-def require_unbiased(compressor: Compressor, method: str, alternative: str) -> None:
-    """Reject a biased compressor for a method whose analysis needs unbiased compression."""
-    if not compressor.unbiased:
-        raise ValueError(
-            f"compressor: {method} needs an unbiased compressor (randk, qsgd, identity), got biased "
-            f"{compressor!r}; use {alternative} for biased compressors."
-        )
-
-
-def require_biased(compressor: Compressor, method: str, alternative: str) -> None:
-    """Reject an unbiased (non-contractive) compressor for an error-feedback method."""
-    if compressor.unbiased and not isinstance(compressor, Identity):
-        raise ValueError(
-            f"compressor: {method} needs a biased contractive compressor (topk, sign, fp16, bf16, powersgd), got "
-            f"unbiased {compressor!r}; use {alternative} for unbiased compressors."
-        )
-
-
-def check_positive(name: str, value: float, *, upper: float | None = None, closed_upper: bool = True) -> float:
-    """Validate a positive hyper-parameter (optionally bounded above)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        bound = f"(0, {upper}]" if upper is not None else "(0, inf)"
-        raise ValueError(f"{name}: {name}={value!r} is out of range; it must be in {bound}.")
-    if upper is not None and (value > upper or (not closed_upper and value == upper)):
-        raise ValueError(f"{name}: {name}={value!r} is out of range; it must be in (0, {upper}].")
-    return float(value)

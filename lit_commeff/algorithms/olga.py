@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from lit_commeff.algorithms.base import Algorithm, LocalOracle, require_biased, require_unbiased
+from lit_commeff.algorithms.base import Algorithm, LocalOracle
 from lit_commeff.algorithms.memory import EF21Estimate, EF21PDownlink, ErrorFeedback
-from lit_commeff.algorithms.params import PRESETS, OlgaParams, olga_params, paper_omega
-from lit_commeff.compression import Compressor
+from lit_commeff.algorithms.params import OlgaParams, olga_params, paper_omega
 from lit_commeff.compression.seeding import SHARED_WORKER, generator
+from lit_commeff.options import EFOLGAOptions, OLGAOptions, OptionError
 from lit_commeff.transport import Transport
 
 _AVERAGING = ("anchor_acc", "y_acc")  # phases of an averaged dense round (anchor_batches > 1)
@@ -48,16 +48,22 @@ class OLGA(Algorithm):
         transport: Message transport (hub = worker 0).
         oracle: Local gradients and the hub's prox solver.
         x0: Starting point ``y_0 = z_0``.
-        compressor: Unbiased compressor Q for the inner rounds.
+        options: The method's options, :class:`~lit_commeff.options.OLGAOptions` (EF-OLGA:
+            :class:`~lit_commeff.options.EFOLGAOptions`), checked when built.
+        omega: Compressor constant fed to the formulas (default: the paper's convention).
+        estimate_delta: Track δ̂ from the dense rounds (default: under ``auto`` and with a gate, which
+            need it; it costs one extra ``(M, d)`` block on the hub).
+        **kwargs: Instead of ``options``: its fields, over the paper's defaults
+            (``OLGAOptions.paper_defaults``: θ from the preset, ``accelerate=True``, ``output="y"``).
+
+    Options (the fields of ``OLGAOptions``; their defaults live there):
+        compressor: Unbiased compressor Q for the inner rounds (an instance or a registered name).
         mu: Strong-convexity constant μ of f.
         delta: Hessian similarity δ (required by ``theory`` and ``similarity`` unless θ is given).
         preset: ``theory``, ``similarity`` or ``auto``.
         delta0: ``auto`` only: δ used before the first estimate (e.g. the smoothness L, a safe
             upper bound).
         p, theta, tau, alpha: Explicit values override the preset.
-        omega: Compressor constant fed to the formulas (default: the paper's convention).
-        estimate_delta: Track δ̂ from the dense rounds (default: under ``auto`` and with a gate, which
-            need it; it costs one extra ``(M, d)`` block on the hub).
         gate: Similarity gate (our extension, off by default): after each inner round the hub ends the
             epoch early when ``δ̂ · ||x_k − x_0|| ≥ gate · ||∇f(x_0)||`` (the drift makes the anchor stale)
             and broadcasts the decision (one scalar, tag ``gate``); the geometric draw stays the cap.
@@ -107,10 +113,14 @@ class OLGA(Algorithm):
             is the next anchor and is averaged the same way; with it the y round feeds only the momentum step
             and stays one batch. The same collectives and bytes as K = 1, over K − 1 more steps.
         seed: Seed of the epoch lengths and compressor draws.
+
+    Raises:
+        OptionError: An option out of range or a combination that cannot work (field, value and fix).
     """
 
     name: ClassVar[str] = "olga"
     error_feedback: ClassVar[bool] = False
+    options_cls: ClassVar[type[OLGAOptions]] = OLGAOptions
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "outer", "inner_k", "inner_n", "y", "z", "x", "x0", "G0", "g1_0", "gf0", "dx", "xk", "g1k", "last",
         "delta_hat", "p", "theta", "tau", "alpha", "local_k", "tk", "xloc",
@@ -124,108 +134,46 @@ class OLGA(Algorithm):
         transport: Transport,
         oracle: LocalOracle,
         x0: Tensor,
-        compressor: Compressor,
-        mu: float,
-        delta: float | None = None,
-        preset: str = "similarity",
-        delta0: float | None = None,
-        p: float | None = None,
-        theta: float | None = None,
-        tau: float | None = None,
-        alpha: float | None = None,
+        options: OLGAOptions | None = None,
         omega: float | None = None,
         estimate_delta: bool | None = None,
-        gate: float | None = None,
-        diagnostics: bool = False,
-        same_batch: bool = False,
-        accelerate: bool = True,
-        output: str = "y",
-        dense_compressor: Compressor | None = None,
-        local_steps: int = 1,
-        downlink_compressor: Compressor | None = None,
-        anchor_batches: int = 1,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
-        if isinstance(anchor_batches, bool) or not isinstance(anchor_batches, int) or anchor_batches < 1:
-            raise ValueError(
-                f"anchor_batches: anchor_batches={anchor_batches!r} is invalid; use an integer >= 1 (1: one batch)."
-            )
-        self.anchor_batches = anchor_batches
-        if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps < 1:
-            raise ValueError(f"local_steps: local_steps={local_steps!r} is invalid; use an integer >= 1 (1: none).")
-        if local_steps > 1 and gate is not None:
-            raise ValueError(
-                f"gate: the similarity gate decides after every inner round, which local_steps={local_steps} would "
-                "turn into a collective inside the local steps; pass gate=None or local_steps=1."
-            )
-        if local_steps > 1 and same_batch:
-            raise ValueError(
-                f"same_batch: local_steps={local_steps} averages each rank's gradients over the round's batches "
-                "instead; pass same_batch=False or local_steps=1."
-            )
-        self.local_steps = local_steps
-        if downlink_compressor is not None:
-            require_biased(
-                downlink_compressor, "downlink_compressor (EF21-P-style estimates)", "None (dense broadcasts)"
-            )
-            if local_steps > 1:
-                raise ValueError(
-                    f"downlink_compressor: local_steps={local_steps} already sends the hub's point once per round; "
-                    "pass downlink_compressor=None or local_steps=1."
-                )
-            if same_batch:
-                raise ValueError(
-                    "downlink_compressor: same_batch broadcasts the hub's same-batch difference, which has no shared "
-                    "estimate to compress against; pass downlink_compressor=None or same_batch=False."
-                )
+        options = self.options_cls.of(options, defaults=self.options_cls.paper_defaults, **kwargs)
+        #: The options in force (ranges and combinations were checked when it was built).
+        self.options = options
+        super().__init__(transport=transport, oracle=oracle, x0=x0, seed=options.seed)
+        compressor = options.built_compressor
+        dense_compressor = options.built_dense_compressor
+        downlink_compressor = options.built_downlink_compressor
+        self.anchor_batches = options.anchor_batches
+        self.local_steps = options.local_steps
         self.downlink_compressor = downlink_compressor
-        if dense_compressor is not None:
-            require_biased(dense_compressor, "dense_compressor (EF21-style estimates)", "None (dense rounds)")
         self.dense_compressor = dense_compressor
-        if output not in ("y", "last"):
-            raise ValueError(
-                f"output: output={output!r} is unknown; use 'y' (the paper's output, updated once per outer "
-                "iteration) or 'last' (the newest inner iterate every process holds)."
-            )
-        self.output_kind = output
-        self.same_batch = bool(same_batch)
-        self.accelerate = bool(accelerate)
+        self.output_kind = options.output
+        self.same_batch = options.same_batch
+        self.accelerate = options.accelerate
         #: Norms of the last inner round (``None`` unless ``diagnostics``): ghat_norm, compression_error
         #: (relative, this process's workers), and on the hub correction_norm, anchor_grad_norm, prox_step, drift.
-        self.diagnostics: dict[str, float] | None = {} if diagnostics else None
-        if self.error_feedback:
-            require_biased(compressor, "EF-OLGA", "OLGA (ef_olga -> olga)")
-        else:
-            require_unbiased(compressor, "OLGA", "EF-OLGA (olga -> ef_olga)")
-        if preset not in PRESETS:
-            raise ValueError(f"preset: preset={preset!r} is unknown; use one of {list(PRESETS)}.")
-        if preset == "auto":
-            if delta0 is None and theta is None:
-                raise ValueError("delta0: the auto preset needs a starting δ (delta0=L is safe) or an explicit theta.")
-        elif delta is None and theta is None:
-            raise ValueError(
-                f"delta: preset={preset!r} needs the similarity constant delta (or an explicit theta); "
-                "use preset='auto' when δ is unknown."
-            )
+        self.diagnostics: dict[str, float] | None = {} if options.diagnostics else None
         self.compressor = compressor
-        self.preset = preset
-        if gate is not None and (not math.isfinite(gate) or gate <= 0):
-            raise ValueError(f"gate: gate={gate!r} is out of range; use a positive number, or None for no gate.")
-        self.gate = gate
+        self.preset = preset = options.preset
+        self.gate = gate = options.gate
         self.estimate_delta = preset == "auto" or gate is not None if estimate_delta is None else bool(estimate_delta)
         if gate is not None and not self.estimate_delta:
-            raise ValueError("estimate_delta: the similarity gate needs the δ̂ estimate; leave estimate_delta on.")
-        self._overrides = {"p": p, "theta": theta, "tau": tau, "alpha": alpha}
+            raise OptionError(
+                "estimate_delta", estimate_delta, "turns off the δ̂ estimate the similarity gate needs", "leave it on"
+            )
+        self._overrides = {"p": options.p, "theta": options.theta, "tau": options.tau, "alpha": options.alpha}
         d = x0.numel()
         constant = compressor.beta(d) if self.error_feedback else compressor.omega(d)
         default = constant if self.error_feedback else paper_omega(constant)
         self._omega = float(omega) if omega is not None else default
         self._gamma = compressor.gamma(d, x0.dtype)
-        self._mu = float(mu)
-        self._delta = delta
+        self._mu = float(options.mu)
+        self._delta = options.delta
         self.delta_hat: float | None = None
-        self._resolve(delta0 if preset == "auto" else delta)
+        self._resolve(options.delta0 if preset == "auto" else options.delta)
         hub = transport.is_hub
         x = x0.detach().clone()
         self.y = x.clone()  # every process: y is broadcast at each y round, so all ranks can hold it
@@ -690,3 +638,4 @@ class EFOLGA(OLGA):
 
     name: ClassVar[str] = "ef_olga"
     error_feedback: ClassVar[bool] = True
+    options_cls: ClassVar[type[OLGAOptions]] = EFOLGAOptions

@@ -1,17 +1,24 @@
 """The structured schema of the Hydra tree in ``lit_commeff/conf``: unknown keys and wrong types fail at compose time.
 
-Groups whose content is an object (``recipe``, ``strategy``, ``compressor``) are validated by building
-the objects in the launching process (their constructors check every value and name the field);
-see :mod:`lit_commeff.cli.validate`.
+Each strategy with options extends the schema made from its options object (:mod:`lit_commeff.options`):
+``conf/strategy/olga.yaml`` starts with ``defaults: [schema/olga@_here_]``, so the option names, types
+and defaults come from :class:`~lit_commeff.options.OLGAOptions` and the yaml states none of them.
+Ranges and combinations are checked when the objects are built in the launching process (the options
+raise :class:`~lit_commeff.options.OptionError`, naming field, value and fix); the groups whose content
+is another object (``recipe``, ``compressor``) are checked by their constructors. See
+:mod:`lit_commeff.cli.validate`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from lit_commeff.options import STRATEGY_OPTIONS, Options
 
 
 @dataclass
@@ -61,9 +68,35 @@ class ConfigSchema:
     timeout_s: float = 1800.0
 
 
+def strategy_schema(options: type[Options]) -> type:
+    """The structured config of a strategy: a required ``_target_`` and the options' fields, types and defaults.
+
+    A plain (not frozen) dataclass, so that command-line overrides can merge into it; the options object
+    itself is frozen and checks the values when the strategy builds it.
+    """
+    hints = typing.get_type_hints(options)
+    spec = [(f.name, hints[f.name], field(default=f.default)) for f in fields(options)]
+    return make_dataclass(f"{options.__name__}Schema", [("_target_", str, field(default=MISSING)), *spec])
+
+
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore (``schema``, ``trainer/schema``, ``logger/schema``)."""
+    """Put the schemas in Hydra's ConfigStore.
+
+    ``schema``, ``trainer/schema``, ``logger/schema`` and, per strategy with options, ``strategy/schema/<name>``.
+    """
     cs = ConfigStore.instance()
     cs.store(name="schema", node=ConfigSchema)
     cs.store(group="trainer", name="schema", node=TrainerSchema)
     cs.store(group="logger", name="schema", node=LoggerSchema)
+    for name, options in STRATEGY_OPTIONS.items():
+        cs.store(group="strategy/schema", name=name, node=strategy_schema(options))
+
+
+if __name__ == "__main__":  # python -m lit_commeff.cli.schema docs/strategies.md: regenerate the option tables
+    import sys
+    from pathlib import Path
+
+    from lit_commeff.options import render_tables
+
+    for path in map(Path, sys.argv[1:]):
+        path.write_text(render_tables(path.read_text()))

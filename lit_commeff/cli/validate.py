@@ -1,7 +1,8 @@
 """Check a composed config before any training process starts: build every object once, check the data.
 
 Hydra and the structured schema (:mod:`lit_commeff.cli.schema`) already reject unknown groups
-(``strategy=olgaa`` lists the options), unknown keys of ``trainer``/``logger`` and wrong types. Here:
+(``strategy=olgaa`` lists the options), unknown keys of ``trainer``/``logger``/``strategy`` and wrong
+types (the strategies' schemas are their options objects). Here:
 
 * the top-level keys (``seed``, ``ckpt_path``, ``checkpoint_dir``, ``checkpoint_every_n_steps``,
   ``timeout_s``), the ``trainer`` ranges Lightning would only reject once the ranks run, the
@@ -10,7 +11,9 @@ Hydra and the structured schema (:mod:`lit_commeff.cli.schema`) already reject u
   against the constructor of the ``_target_``;
 * ranges and combinations of the objects' own options, checked by their constructors, which name the
   field, the value and the fix; the error is re-raised with the config key it came from
-  (``strategy (olga): theta: ...``, ``compressor: randk.ratio: ...``, ``recipe.data: batch_size: ...``);
+  (``strategy (olga): theta: ...``, ``compressor: randk.ratio: ...``, ``recipe.data: batch_size: ...``).
+  A strategy's options object raises :class:`~lit_commeff.options.OptionError`, whose field, value and
+  fix are used as they are; the other objects' ``ValueError`` text is read for the option it names;
 * the data, loaded and checked for the run's world size (``recipe.data: path: ...``).
 
 Every message reads ``<config key>: <what is wrong, with the value>; <how to fix it>``.
@@ -38,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_commeff.cli.schema import LoggerSchema
 from lit_commeff.cli.worker import build_strategy
+from lit_commeff.options import OptionError
 
 
 class ConfigError(ValueError):
@@ -92,16 +96,41 @@ def world_size(cfg: DictConfig) -> int:
     return devices * nodes
 
 
+def _unwrap(err: BaseException) -> BaseException:
+    """The constructor's own error inside Hydra's ``InstantiationException``."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _wrap_option(key: str, err: OptionError, cfg: DictConfig, name: str) -> ConfigError:
+    """``key: <field>: <what is wrong>; <fix>; set <config key> accordingly.``, from the error's fields.
+
+    Args:
+        key: What the message starts with (``strategy (olga)``).
+        err: The options object's error.
+        cfg: The whole config: a field that is also a top-level key (``compressor``, ``seed``) is interpolated
+            into the node from there, so that is the key to set.
+        name: The key of the node the object was built from (``strategy``).
+    """
+    field = err.field
+    where = field if field in cfg else f"{name}.{field}" if field in cfg[name] else None
+    then = f"; set {where} accordingly" if where is not None else ""
+    return ConfigError(f"{key}: {field}: {err.what}; {err.fix}{then}.")
+
+
 def _wrap(key: str, err: BaseException, node: str | None = None) -> ConfigError:
     """``key: <the constructor's message>``; if that names an option but no fix, the option to set is added.
 
+    For objects that raise plain ``ValueError`` (compressors, recipes); the strategies raise
+    :class:`~lit_commeff.options.OptionError`, see :func:`_wrap_option`.
+
     Args:
-        key: What the message starts with (``strategy (olga)``, ``recipe.data``, ...).
+        key: What the message starts with (``compressor``, ``recipe.data``, ...).
         err: The error (Hydra's wrapper around a constructor error is unwrapped).
-        node: The config node the object was built from (``strategy``), for the full key of the option.
+        node: The config node the object was built from (``recipe.data``), for the full key of the option.
     """
-    while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err = err.__cause__
+    err = _unwrap(err)
     text = str(err)
     option = _OPTION.match(text)
     if node is not None and option is not None and not _HAS_FIX.search(text):
@@ -336,13 +365,18 @@ def _check_logger(logger: DictConfig) -> None:
 
 # ----------------------------------------------------------------------------------- object groups
 def _accepted_options(target: Any) -> set[str] | None:
-    """Keyword options ``target`` accepts, following ``**kwargs`` up the class hierarchy (``None``: any)."""
+    """Keyword options ``target`` accepts, following ``**kwargs`` up the class hierarchy (``None``: any).
+
+    A strategy's ``options_cls`` (:mod:`lit_commeff.options`) adds its fields: its constructor takes them as
+    keywords.
+    """
     if inspect.isclass(target):
         inits = [cls.__dict__["__init__"] for cls in target.__mro__ if "__init__" in cls.__dict__]
         owners = [cls for cls in target.__mro__ if "__init__" in cls.__dict__]
     else:
         inits, owners = [target], [None]
-    names: set[str] = set()
+    options = getattr(target, "options_cls", None)
+    names: set[str] = set(options.names()) if options is not None else set()
     for owner, init in zip(owners, inits, strict=True):
         try:
             params = list(inspect.signature(init).parameters.values())
@@ -426,7 +460,10 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
     try:
         strategy = build_strategy(cfg)
     except Exception as err:
-        raise _wrap(f"strategy ({strategy_choice})", err, "strategy") from None
+        cause = _unwrap(err)
+        if isinstance(cause, OptionError):
+            raise _wrap_option(f"strategy ({strategy_choice})", cause, cfg, "strategy") from None
+        raise _wrap(f"strategy ({strategy_choice})", cause) from None
     _check_world(strategy, world, strategy_choice)
     _check_recipe_keys(cfg.recipe)
     try:

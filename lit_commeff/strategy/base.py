@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -18,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.distributed.constants import default_pg_timeout
 from typing_extensions import override
 
+from lit_commeff.options import OptionError
 from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy import state as rank_state
 from lit_commeff.strategy.checkpoint_io import AtomicCheckpointIO
@@ -364,4 +366,31 @@ def trainable_parameters(module: torch.nn.Module, optimizer: torch.optim.Optimiz
     return params, [names[id(p)] for p in params]
 
 
-__all__ = ["CommStrategy", "trainable_parameters"]
+def reject_ddp_kwargs(owner: str, kwargs: Mapping[str, Any], own: Sequence[str]) -> None:
+    """Reject keyword arguments that would reach ``DistributedDataParallel`` in a strategy that does not use it.
+
+    :class:`CommStrategy` passes keywords it does not know on to Lightning's ``DDPStrategy`` and so to
+    ``DistributedDataParallel``; a strategy that never wraps the model (the hub strategies, DiLoCo) would
+    drop them silently.
+
+    Args:
+        owner: The strategy's class name, for the message.
+        kwargs: The keywords left after the strategy took its own options.
+        own: The strategy's own option names, for the fix.
+
+    Raises:
+        OptionError: Naming the first keyword that is neither a process option nor one of ``own``.
+    """
+    process = [n for n in inspect.signature(CommStrategy.__init__).parameters if n not in ("self", "ddp_kwargs")]
+    unused = sorted(set(kwargs) - set(process))
+    if unused:
+        raise OptionError(
+            unused[0],
+            kwargs[unused[0]],
+            f"would have no effect: {owner} does not wrap the model in DistributedDataParallel",
+            f"remove {unused} ({owner}'s own options are {', '.join(own)}; its process options are "
+            f"{', '.join(process)})",
+        )
+
+
+__all__ = ["CommStrategy", "reject_ddp_kwargs", "trainable_parameters"]

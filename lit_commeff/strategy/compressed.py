@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 from typing_extensions import override
@@ -11,7 +10,8 @@ from typing_extensions import override
 from lit_commeff.algorithms import Algorithm
 from lit_commeff.algorithms.baselines import DIANA, EF21
 from lit_commeff.algorithms.params import paper_omega
-from lit_commeff.strategy.hub import CompressorSpec, HubAlgorithmStrategy, optional_positive
+from lit_commeff.options import CompressedOptions
+from lit_commeff.strategy.hub import HubAlgorithmStrategy
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
 
@@ -29,33 +29,18 @@ class CompressedStrategy(HubAlgorithmStrategy):
     message per step (EF21: plus one dense message at the first step).
 
     Args:
-        compressor: Any compressor name or instance (default TopK 1%, i.e. EF21).
-        compressor_options: Options of a named compressor.
-        alpha: DIANA's shift step in (0, 1] (default 1/(ω + 1) with the paper's ω = d/K for RandK).
-        seed: Seed of the compressor draws.
-        **kwargs: Process and launcher options (``start_method``, ``process_group_backend``, ``timeout``, …).
+        options: :class:`~lit_commeff.options.CompressedOptions` (``compressor``, ``compressor_options``,
+            ``alpha``, ``seed``, ``nonfinite``, ``downlink``); by default built from the keyword options.
+        **kwargs: The options' fields as keywords, then the process and launcher options (``start_method``,
+            ``process_group_backend``, ``timeout``, …). ``DistributedDataParallel`` options are rejected.
+
+    Raises:
+        OptionError: An option out of range, ``alpha`` with a biased compressor, or a DDP option.
     """
 
     strategy_name: ClassVar[str] = "compressed"
-
-    def __init__(
-        self,
-        *,
-        compressor: CompressorSpec | None = None,
-        compressor_options: Mapping[str, Any] | None = None,
-        alpha: float | None = None,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        if compressor is None:
-            compressor, compressor_options = "topk", {"ratio": 0.01, **dict(compressor_options or {})}
-        super().__init__(compressor=compressor, compressor_options=compressor_options, seed=seed, **kwargs)
-        self.alpha = optional_positive("alpha", alpha, upper=1.0)
-        if self.alpha is not None and not self.compressor.unbiased:
-            raise ValueError(
-                f"alpha: alpha is DIANA's shift step, but {self.compressor!r} is biased (EF21 has no alpha); "
-                "drop alpha or use an unbiased compressor (randk, qsgd)."
-            )
+    options_cls: ClassVar[type[CompressedOptions]] = CompressedOptions
+    options: CompressedOptions
 
     @property
     def method(self) -> str:
@@ -67,6 +52,6 @@ class CompressedStrategy(HubAlgorithmStrategy):
         # L, mu and the step only enter the theory step size, which the hub's optimizer replaces (see descend).
         common = {"transport": transport, "oracle": oracle, "x0": x0, "compressor": self.compressor, "seed": self.seed}
         if self.compressor.unbiased:
-            alpha = self.alpha or 1 / (paper_omega(self.compressor.omega(x0.numel())) + 1)
+            alpha = self.options.alpha or 1 / (paper_omega(self.compressor.omega(x0.numel())) + 1)
             return DIANA(**common, L=1.0, mu=1.0, alpha=alpha, gamma=1.0)
         return EF21(**common, L=1.0, mu=1.0, gamma=1.0)

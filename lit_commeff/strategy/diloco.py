@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -17,23 +16,12 @@ from typing_extensions import override
 
 from lit_commeff.algorithms.local_sgd import nesterov_outer_step
 from lit_commeff.ledger import CommLedger
-from lit_commeff.strategy.base import CommStrategy, trainable_parameters
+from lit_commeff.options import DiLoCoOptions
+from lit_commeff.strategy.base import CommStrategy, reject_ddp_kwargs, trainable_parameters
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
 from lit_commeff.transport import DistributedTransport
 
 log = logging.getLogger(__name__)
-
-#: CommStrategy options DiLoCo uses; anything else would go to DistributedDataParallel, which DiLoCo does not use.
-_ACCEPTED = (
-    "accelerator",
-    "parallel_devices",
-    "cluster_environment",
-    "checkpoint_io",
-    "precision_plugin",
-    "process_group_backend",
-    "timeout",
-    "start_method",
-)
 
 
 class DiLoCoStrategy(CommStrategy):
@@ -69,49 +57,29 @@ class DiLoCoStrategy(CommStrategy):
     must share one dtype.
 
     Args:
-        inner_steps: Local optimizer steps H between two syncs (the paper uses 500; default 50).
-        outer_lr: Learning rate of the outer SGD step.
-        outer_momentum: Nesterov momentum of the outer SGD step, in ``[0, 1)``.
-        **kwargs: Process and launcher options of :class:`~lit_commeff.strategy.base.CommStrategy`
-            (``start_method``, ``process_group_backend``, ``timeout``, …). ``DistributedDataParallel``
-            options are rejected: the model is not wrapped.
+        options: :class:`~lit_commeff.options.DiLoCoOptions` (``inner_steps``, H, local optimizer steps
+            between two syncs; ``outer_lr``; ``outer_momentum``, Nesterov, in ``[0, 1)``); by default built
+            from the keyword options.
+        **kwargs: The options' fields as keywords, then the process and launcher options of
+            :class:`~lit_commeff.strategy.base.CommStrategy` (``start_method``, ``process_group_backend``,
+            ``timeout``, …). ``DistributedDataParallel`` options are rejected: the model is not wrapped.
+
+    Raises:
+        OptionError: An option out of range, or a DDP option.
     """
 
     strategy_name: ClassVar[str] = "diloco"
+    #: The options object of the method; its fields are this constructor's keyword options.
+    options_cls: ClassVar[type[DiLoCoOptions]] = DiLoCoOptions
 
-    def __init__(
-        self,
-        *,
-        inner_steps: int = 50,
-        outer_lr: float = 0.7,
-        outer_momentum: float = 0.9,
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
-            raise ValueError(
-                f"inner_steps: inner_steps={inner_steps!r} is invalid; use an integer >= 1 (local optimizer steps "
-                "between two syncs, e.g. 50)."
-            )
-        if not _is_real(outer_lr) or not math.isfinite(outer_lr) or outer_lr <= 0:
-            raise ValueError(
-                f"outer_lr: outer_lr={outer_lr!r} is invalid; use a finite number > 0 (the paper uses 0.7; 1.0 with "
-                "outer_momentum=0 is plain parameter averaging)."
-            )
-        if not _is_real(outer_momentum) or not 0 <= outer_momentum < 1:
-            raise ValueError(
-                f"outer_momentum: outer_momentum={outer_momentum!r} is invalid; use a number in [0, 1) (the paper "
-                "uses 0.9; 0 disables momentum)."
-            )
-        unused = sorted(set(kwargs) - set(_ACCEPTED))
-        if unused:
-            raise ValueError(
-                f"{unused[0]}: DiLoCoStrategy does not wrap the model in DistributedDataParallel, so {unused} would "
-                "have no effect; remove them (DiLoCo's own options are inner_steps, outer_lr and outer_momentum)."
-            )
+    def __init__(self, *, options: DiLoCoOptions | None = None, **kwargs: Any) -> None:
+        #: The method's options (checked when built).
+        self.options = self.options_cls.take(options, kwargs)
+        reject_ddp_kwargs(type(self).__name__, kwargs, self.options_cls.names())
         super().__init__(**kwargs)
-        self.inner_steps = inner_steps
-        self.outer_lr = float(outer_lr)
-        self.outer_momentum = float(outer_momentum)
+        self.inner_steps = self.options.inner_steps
+        self.outer_lr = float(self.options.outer_lr)
+        self.outer_momentum = float(self.options.outer_momentum)
         self.local_steps = 0
         self._params: list[Tensor] = []
         self._buffers: list[Tensor] = []
@@ -316,10 +284,6 @@ class DiLoCoStrategy(CommStrategy):
         self._momentum = None if buffer is None else buffer.to(self._global.device).clone()
         self.optimizers[0].load_state_dict(state["inner_optimizer"])
         self.local_steps = int(state["local_steps"])
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 __all__ = ["DiLoCoStrategy"]

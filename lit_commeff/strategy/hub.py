@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -15,44 +15,21 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from lit_commeff.algorithms import Algorithm
-from lit_commeff.algorithms.base import check_positive
-from lit_commeff.compression import Compressor, build
 from lit_commeff.ledger import CommLedger
+from lit_commeff.options import HubOptions
 from lit_commeff.strategy import lightning_api
-from lit_commeff.strategy.base import CommStrategy, trainable_parameters
+from lit_commeff.strategy.base import CommStrategy, reject_ddp_kwargs, trainable_parameters
 from lit_commeff.strategy.flat import FlatParams
 from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
 from lit_commeff.strategy.numeric import (
     Fault,
     GuardedTransport,
     NonFiniteGuard,
-    NonFinitePolicy,
     Snapshot,
-    check_policy,
 )
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
-from lit_commeff.transport.distributed import DOWNLINKS, resolve_downlink
-
-CompressorSpec = str | Compressor
-
-
-def resolve_compressor(
-    spec: CompressorSpec, options: Mapping[str, Any] | None, *, field: str = "compressor"
-) -> Compressor:
-    """A compressor from a registered name plus options, or an instance (options must then be empty)."""
-    if isinstance(spec, Compressor):
-        if options:
-            raise ValueError(
-                f"{field}_options: options {dict(options)} were given with a compressor instance; "
-                "configure the instance itself or pass its registered name."
-            )
-        return spec
-    if not isinstance(spec, str):
-        raise ValueError(
-            f"{field}: {field}={spec!r} is neither a compressor name nor a Compressor; use e.g. 'randk' or RandK(...)."
-        )
-    return build(spec, **dict(options or {}))
+from lit_commeff.transport.distributed import resolve_downlink
 
 log = logging.getLogger(__name__)
 
@@ -95,39 +72,28 @@ class HubAlgorithmStrategy(CommStrategy):
     with a GradScaler (use ``"bf16-mixed"`` or ``"32-true"``).
 
     Args:
-        compressor: A registered compressor name (see :func:`lit_commeff.compression.available`) or an
-            instance.
-        compressor_options: Options for a compressor given by name, e.g. ``{"ratio": 0.01}``.
-        seed: Seed of the method's randomness (epoch lengths, compressor draws); the same on every rank.
-        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"off"``: what a NaN/Inf in a step does.
-        downlink: ``"auto"`` (default: ``"scatter"`` on gloo, ``"broadcast"`` otherwise), ``"scatter"`` or
-            ``"broadcast"``: the collective that carries the hub's messages to the workers.
-        **kwargs: Process and launcher options of :class:`~lit_commeff.strategy.base.CommStrategy`.
+        options: The method's options, an instance of :attr:`options_cls` (e.g.
+            :class:`~lit_commeff.options.OLGAOptions`); by default built from the keyword options. Its fields
+            also read as attributes (``strategy.theta``).
+        **kwargs: The fields of :attr:`options_cls` as keywords (``compressor``, ``compressor_options``,
+            ``seed``, ``nonfinite``, ``downlink`` and the method's own; meanings and defaults in
+            ``docs/strategies.md``), then the process and launcher options of
+            :class:`~lit_commeff.strategy.base.CommStrategy`. ``DistributedDataParallel`` options are
+            rejected, naming the argument: the model is not wrapped.
+
+    Raises:
+        OptionError: An option out of range, a combination that cannot work, or a DDP option.
     """
 
     strategy_name: ClassVar[str] = "hub"
 
-    def __init__(
-        self,
-        *,
-        compressor: CompressorSpec = "randk",
-        compressor_options: Mapping[str, Any] | None = None,
-        seed: int = 0,
-        nonfinite: NonFinitePolicy = "raise",
-        downlink: Literal["auto", "broadcast", "scatter"] = "auto",
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed: seed={seed!r} is invalid; use an integer >= 0.")
-        self.nonfinite = check_policy(nonfinite)
-        if downlink not in ("auto", *DOWNLINKS):
-            raise ValueError(
-                f"downlink: downlink={downlink!r} is unknown; use 'auto' (scatter on gloo, broadcast otherwise), "
-                "'scatter' (a star: one hop from the hub to each worker) or 'broadcast' (the backend's tree/ring)."
-            )
-        self.downlink = downlink
-        self.compressor = resolve_compressor(compressor, compressor_options)
-        self.seed = seed
+    #: The options object of the method; its fields are this constructor's keyword options.
+    options_cls: ClassVar[type[HubOptions]] = HubOptions
+
+    def __init__(self, *, options: HubOptions | None = None, **kwargs: Any) -> None:
+        self.options = self.options_cls.take(options, kwargs)
+        reject_ddp_kwargs(type(self).__name__, kwargs, self.options_cls.names())
+        self.compressor = self.options.built_compressor
         super().__init__(**kwargs)
         self.algorithm: Algorithm | None = None
         self.transport: DistributedTransport | None = None
@@ -137,6 +103,13 @@ class HubAlgorithmStrategy(CommStrategy):
         self._guard: NonFiniteGuard | None = None
         self._pending: Fault | None = None  # a silent step's fault, reported at the next communicating step
         self.skipped_rounds = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only when normal lookup fails: the options' fields read as attributes (strategy.theta).
+        options = self.__dict__.get("options")
+        if options is not None and name in options.names():
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------------------- subclass API
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> Algorithm:
@@ -372,15 +345,3 @@ _PEER_FAILURE = ("Timed out", "timed out", "Connection closed by peer", "Connect
 def is_peer_failure(error: BaseException) -> bool:
     """Whether a collective's error means a lost peer or link (gloo/NCCL wording) rather than a bug."""
     return any(mark in str(error) for mark in _PEER_FAILURE)
-
-
-def positive_int(name: str, value: Any) -> int:
-    """Validate an integer option >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: {name}={value!r} is invalid; use an integer >= 1.")
-    return value
-
-
-def optional_positive(name: str, value: float | None, *, upper: float | None = None) -> float | None:
-    """Validate an optional positive float option."""
-    return None if value is None else check_positive(name, value, upper=upper)

@@ -22,10 +22,11 @@ import torch
 from torch import Tensor
 
 from lit_commeff.compression import Compressor
+from lit_commeff.options import NONFINITE_POLICIES, check_nonfinite
 from lit_commeff.transport import DistributedTransport, Transport
 
 NonFinitePolicy = Literal["raise", "skip", "off"]
-POLICIES: tuple[str, ...] = ("raise", "skip", "off")
+POLICIES: tuple[str, ...] = NONFINITE_POLICIES
 
 FIX = (
     "lower the learning rate, set trainer.gradient_clip_val, check the data for NaN/Inf, or pass "
@@ -38,13 +39,8 @@ class NonFiniteError(FloatingPointError):
 
 
 def check_policy(policy: Any) -> str:
-    """Validate the ``nonfinite`` option."""
-    if policy not in POLICIES:
-        raise ValueError(
-            f"nonfinite: nonfinite={policy!r} is unknown; use 'raise' (stop with the step, rank and tensor), "
-            "'skip' (drop the round everywhere and go on) or 'off' (no checks, no extra round)."
-        )
-    return policy
+    """Validate the ``nonfinite`` option (the rule: :func:`lit_commeff.options.check_nonfinite`)."""
+    return check_nonfinite(policy)
 
 
 @dataclass

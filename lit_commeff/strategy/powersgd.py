@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState, powerSGD_hook
 from typing_extensions import override
 
+from lit_commeff.options import PowerSGDOptions
 from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy.ddp_metered import BucketMessage, MeteredDDPStrategy
 
@@ -68,12 +69,6 @@ def _bucket_plan(shapes: Sequence[torch.Size], rank: int, min_compression_rate: 
     return _BucketPlan(segments, uncompressed, order)
 
 
-def _check_int(name: str, value: Any, *, minimum: int, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: {name}={value!r} is invalid; {fix}")
-    return value
-
-
 class PowerSGDStrategy(MeteredDDPStrategy):
     """PowerSGD gradient compression in DDP, counted byte for byte.
 
@@ -112,52 +107,28 @@ class PowerSGDStrategy(MeteredDDPStrategy):
     Lightning's ``ddp_comm_*`` options are rejected (the hook is this strategy's).
 
     Args:
-        rank: Matrix approximation rank ``r`` (1-4 is typical; lower compresses more).
-        start_iter: Optimizer steps of dense all-reduce before compression starts (torch's
-            ``start_powerSGD_iter``); at least 2.
-        min_compression_rate: A matrix is compressed only if ``n * m > (n + m) * r * min_compression_rate``.
-        seed: Seed of the random initial Q (the same on every rank).
-        **kwargs: Process, launcher and ``DistributedDataParallel`` options of
-            :class:`~lit_commeff.strategy.base.CommStrategy`.
+        options: :class:`~lit_commeff.options.PowerSGDOptions` (``rank``, the matrix approximation rank r;
+            ``start_iter``, dense steps before compression, at least 2; ``min_compression_rate``; ``seed`` of
+            the random initial Q); by default built from the keyword options.
+        **kwargs: The options' fields as keywords, then the process, launcher and ``DistributedDataParallel``
+            options of :class:`~lit_commeff.strategy.base.CommStrategy`.
+
+    Raises:
+        OptionError: An option out of range.
     """
 
     strategy_name: ClassVar[str] = "powersgd"
+    #: The options object of the method; its fields are this constructor's keyword options.
+    options_cls: ClassVar[type[PowerSGDOptions]] = PowerSGDOptions
 
-    def __init__(
-        self,
-        *,
-        rank: int = 1,
-        start_iter: int = 2,
-        min_compression_rate: float = 2.0,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        _check_int("rank", rank, minimum=1, fix="the matrix approximation rank is an integer >= 1 (1-4 is typical).")
-        if isinstance(start_iter, int) and not isinstance(start_iter, bool) and start_iter < 2:
-            raise ValueError(
-                f"start_iter: start_iter={start_iter!r} is invalid; PowerSGD's error feedback and warm start can only "
-                "begin after DDP rebuilt its gradient buckets (after the first step), so torch requires "
-                "start_iter >= 2; use start_iter=2 or more (the first start_iter steps all-reduce dense gradients)."
-            )
-        _check_int("start_iter", start_iter, minimum=2, fix="use an integer >= 2.")
-        if (
-            isinstance(min_compression_rate, bool)
-            or not isinstance(min_compression_rate, int | float)
-            or not math.isfinite(min_compression_rate)
-            or min_compression_rate <= 0
-        ):
-            raise ValueError(
-                f"min_compression_rate: min_compression_rate={min_compression_rate!r} is invalid; use a finite "
-                "number > 0 (2.0 compresses a matrix only if that at least halves its size)."
-            )
-        _check_int("seed", seed, minimum=0, fix="use an integer in [0, 2**32 - 1].")
-        if seed >= 2**32:
-            raise ValueError(f"seed: seed={seed!r} is invalid; use an integer in [0, 2**32 - 1].")
+    def __init__(self, *, options: PowerSGDOptions | None = None, **kwargs: Any) -> None:
+        #: The method's options (checked when built).
+        self.options = self.options_cls.take(options, kwargs)
         super().__init__(**kwargs)
-        self.matrix_approximation_rank = rank
-        self.start_iter = start_iter
-        self.min_compression_rate = float(min_compression_rate)
-        self.seed = seed
+        self.matrix_approximation_rank = self.options.rank
+        self.start_iter = self.options.start_iter
+        self.min_compression_rate = float(self.options.min_compression_rate)
+        self.seed = self.options.seed
         self.powersgd_state: PowerSGDState | None = None
         self._param_names: dict[int, str] = {}
         # bucket index -> (parameter names, shapes) the hook state of that bucket is laid out for

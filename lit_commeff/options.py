@@ -1,0 +1,736 @@
+"""One options object per method: its fields, defaults, ranges and combination rules, in one place.
+
+Each method's options are a frozen dataclass, checked once, in ``__post_init__``:
+
+* the Lightning strategy builds it from its keyword arguments (``OLGAStrategy(theta=0.5)``) or takes it
+  whole (``OLGAStrategy(options=OLGAOptions(theta=0.5))``);
+* the algorithm takes it (``OLGA(..., options=...)``; keyword arguments build one with the paper's
+  defaults, :attr:`OLGAOptions.paper_defaults`, as the simulator passes them);
+* the CLI uses it as the Hydra structured config of the ``strategy`` group (:mod:`lit_commeff.cli.schema`),
+  so ``conf/strategy/*.yaml`` states no default;
+* the option tables of ``docs/strategies.md`` are generated from it (:func:`options_table`).
+
+A bad value raises :class:`OptionError`, which carries the field, the value and the fix, so the CLI
+prints it without parsing text. This module depends on :mod:`lit_commeff.compression` only (no
+Lightning, no torch.distributed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from lit_commeff.compression import Compressor, Identity, build
+
+__all__ = [
+    "DOWNLINKS",
+    "NONFINITE_POLICIES",
+    "PRESETS",
+    "STRATEGY_OPTIONS",
+    "CompressedOptions",
+    "DiLoCoOptions",
+    "EFOLGAOptions",
+    "HubOptions",
+    "OLGAOptions",
+    "OptionError",
+    "Options",
+    "PowerSGDOptions",
+    "check_nonfinite",
+    "check_positive",
+    "options_table",
+    "render_tables",
+    "require_biased",
+    "require_unbiased",
+    "resolve_compressor",
+]
+
+#: OLGA's parameter presets (see :func:`lit_commeff.algorithms.params.olga_params`).
+PRESETS = ("theory", "similarity", "auto")
+#: What a NaN/Inf in a step does (:mod:`lit_commeff.strategy.numeric`).
+NONFINITE_POLICIES = ("raise", "skip", "off")
+#: The hub's downlink collective (``"auto"``: scatter on gloo, broadcast otherwise).
+DOWNLINKS = ("auto", "scatter", "broadcast")
+
+CompressorSpec = str | Compressor
+_O = TypeVar("_O", bound="Options")
+
+
+class OptionError(ValueError):
+    """A method option that cannot work: its field, its value and how to fix it.
+
+    ``str(error)`` is ``"<field>: <field>=<value!r> <problem>; <fix>."``; a rule about several options
+    states them itself (``statement``), e.g. ``"compressor: EF-OLGA needs a biased contractive compressor
+    ..., got unbiased RandK(...); use OLGA (strategy='olga') for unbiased compressors."``
+
+    Attributes:
+        field: The option to change.
+        value: Its value.
+        what: What is wrong: ``"<field>=<value!r> <problem>"``, or the statement of a combination rule.
+        fix: What to do, without the final period.
+    """
+
+    def __init__(self, field: str, value: Any, problem: str, fix: str, statement: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.what = f"{field}={value!r} {problem}" if statement is None else statement
+        self.fix = fix
+        self._args = (field, value, problem, fix, statement)
+        super().__init__(f"{field}: {self.what}; {fix}.")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (the default passes str(self) only)
+        return type(self), self._args
+
+
+# ----------------------------------------------------------------------------------- value checks
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_positive(name: str, value: float, *, upper: float | None = None, closed_upper: bool = True) -> float:
+    """A positive number (optionally bounded above), as a float."""
+    bound = f"(0, {upper}]" if upper is not None else "(0, inf)"
+    if (
+        not _is_real(value)
+        or not math.isfinite(value)
+        or value <= 0
+        or (upper is not None and (value > upper or (not closed_upper and value == upper)))
+    ):
+        raise OptionError(name, value, "is out of range", f"it must be in {bound}")
+    return float(value)
+
+
+def _optional_positive(name: str, value: float | None, *, upper: float | None = None) -> None:
+    if value is not None:
+        check_positive(name, value, upper=upper)
+
+
+def _check_int(name: str, value: Any, *, minimum: int, fix: str) -> None:
+    if not _is_int(value) or value < minimum:
+        raise OptionError(name, value, "is invalid", fix)
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise OptionError(name, value, "is invalid", "use true or false")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], fix: str) -> None:
+    if value not in choices:
+        raise OptionError(name, value, "is unknown", fix)
+
+
+def check_nonfinite(policy: Any) -> str:
+    """The ``nonfinite`` option: one of :data:`NONFINITE_POLICIES`."""
+    _check_choice(
+        "nonfinite",
+        policy,
+        NONFINITE_POLICIES,
+        "use 'raise' (stop with the step, rank and tensor), 'skip' (drop the round everywhere and go on) or "
+        "'off' (no checks, no extra round)",
+    )
+    return policy
+
+
+def require_unbiased(compressor: Compressor, method: str, alternative: str, *, field: str = "compressor") -> None:
+    """Reject a biased compressor for a method whose analysis needs unbiased compression."""
+    if not compressor.unbiased:
+        raise OptionError(
+            field,
+            compressor,
+            "is biased",
+            f"use {alternative} for biased compressors",
+            statement=f"{method} needs an unbiased compressor (randk, qsgd, identity), got biased {compressor!r}",
+        )
+
+
+def require_biased(compressor: Compressor, method: str, alternative: str, *, field: str = "compressor") -> None:
+    """Reject an unbiased (non-contractive) compressor for an error-feedback method."""
+    if compressor.unbiased and not isinstance(compressor, Identity):
+        raise OptionError(
+            field,
+            compressor,
+            "is unbiased",
+            f"use {alternative} for unbiased compressors",
+            statement=f"{method} needs a biased contractive compressor (topk, sign, fp16, bf16, powersgd), got "
+            f"unbiased {compressor!r}",
+        )
+
+
+def resolve_compressor(
+    spec: CompressorSpec, options: Mapping[str, Any] | None, *, field: str = "compressor"
+) -> Compressor:
+    """A compressor from a registered name plus options, or an instance (options must then be empty)."""
+    if isinstance(spec, Compressor):
+        if options:
+            raise OptionError(
+                f"{field}_options",
+                dict(options),
+                f"were given with a compressor instance ({spec!r})",
+                "configure the instance itself or pass its registered name",
+            )
+        return spec
+    if not isinstance(spec, str):
+        raise OptionError(
+            field, spec, "is neither a compressor name nor a Compressor", "use e.g. 'randk' or RandK(...)"
+        )
+    return build(spec, **dict(options or {}))
+
+
+def _optional_compressor(
+    options: Options, name: str, method: str, conflicts: tuple[tuple[bool, str, str], ...] = ()
+) -> Compressor | None:
+    """``options.<name>`` (with ``<name>_options``) as a biased compressor, or ``None``.
+
+    ``conflicts``: ``(applies, statement, fix)`` of the options it cannot be combined with.
+    """
+    spec, extra = getattr(options, name), getattr(options, f"{name}_options")
+    if spec is None:
+        if extra:
+            raise OptionError(
+                f"{name}_options",
+                extra,
+                f"were given without {name}",
+                f"name one (e.g. {name}='topk') or drop the options",
+            )
+        return None
+    compressor = resolve_compressor(spec, extra, field=name)
+    require_biased(compressor, f"{name} ({method})", f"{name}=null", field=name)
+    for applies, statement, fix in conflicts:
+        if applies:
+            raise OptionError(name, spec, "", fix, statement=statement)
+    return compressor
+
+
+# ----------------------------------------------------------------------------------- the base class
+def _doc(doc: str) -> dict[str, str]:
+    """A field's meaning (``metadata["doc"]``: the docs' option table)."""
+    return {"doc": doc}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of the options objects: field names, the keyword-or-object constructor, the docs' rows."""
+
+    #: The method, as its messages name it.
+    method: ClassVar[str] = "method"
+    #: Defaults of the algorithm used on its own (simulator, tests): the paper's, where they differ.
+    paper_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(
+        cls: type[_O], options: _O | None = None, /, *, defaults: Mapping[str, Any] | None = None, **given: Any
+    ) -> _O:
+        """``options`` itself, or one built from keyword options over ``defaults`` (not both)."""
+        if options is None:
+            return cls(**{**(defaults or {}), **given})
+        if given:
+            name = sorted(given)[0]
+            raise OptionError(
+                name,
+                given[name],
+                f"was given next to options={options!r}",
+                f"set it in the options object (dataclasses.replace(options, {name}=...)) or drop options=",
+            )
+        if type(options) is not cls:
+            raise OptionError(
+                "options",
+                options,
+                f"is not {cls.__name__}",
+                f"pass {cls.__name__}(...) (or keyword options) to this {cls.method}",
+            )
+        return options
+
+    @classmethod
+    def take(cls: type[_O], options: _O | None, kwargs: dict[str, Any]) -> _O:
+        """A strategy's options: ``options``, or one built from this method's keywords, removed from ``kwargs``.
+
+        What stays in ``kwargs`` is for the strategy's base class (process and launcher options).
+        """
+        names = set(cls.names())
+        return cls.of(options, **{name: kwargs.pop(name) for name in [k for k in kwargs if k in names]})
+
+    def check(self) -> None:
+        """Validate ranges and combinations (subclasses extend it); raise :class:`OptionError`."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def _cache(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # derived, not an option: outside __eq__/__repr__
+
+
+# ----------------------------------------------------------------------------------- hub strategies
+@dataclass(frozen=True)
+class HubOptions(Options):
+    """Options every hub strategy shares (:class:`~lit_commeff.strategy.hub.HubAlgorithmStrategy`)."""
+
+    #: ``compressor=None``: this compressor name and options.
+    default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("randk", {})
+
+    compressor: Any = field(
+        default=None,
+        metadata=_doc(
+            "what workers send: a registered name (`randk`, `topk`, ...) or an instance; `None`: the default"
+        ),
+    )
+    compressor_options: dict[str, Any] | None = field(
+        default=None, metadata=_doc("options of a named compressor, e.g. `{ratio: 0.05}`")
+    )
+    seed: int = field(
+        default=0, metadata=_doc("seed of the epoch lengths and compressor draws (the same on every rank)")
+    )
+    nonfinite: str = field(
+        default="raise",
+        metadata=_doc(
+            "NaN/Inf in a step: `raise` (undo the step on every rank, raise `NonFiniteError` naming step, rank and "
+            "parameter), `skip` (undo it and go on; `comm/skipped_rounds`), `off` (no checks, no agreement "
+            "collectives). See [reliability.md](reliability.md)"
+        ),
+    )
+    downlink: str = field(
+        default="auto",
+        metadata=_doc(
+            "the collective that carries the hub's messages: `auto` (scatter on gloo, broadcast otherwise), `scatter` "
+            "(a star: one hop from the hub to each worker; on gloo over links with latency ~2.8× faster than gloo's "
+            "broadcast tree, in which workers forward to workers), `broadcast` (the backend's tree/ring; "
+            "bandwidth-optimal for large messages on NCCL). Same bytes per worker, same results"
+        ),
+    )
+
+    @property
+    def built_compressor(self) -> Compressor:
+        """The compressor instance (built once, from ``compressor`` or the method's default)."""
+        return self.__dict__["_compressor"]
+
+    def check(self) -> None:
+        super().check()
+        if not _is_int(self.seed) or self.seed < 0:
+            raise OptionError("seed", self.seed, "is invalid", "use an integer >= 0")
+        check_nonfinite(self.nonfinite)
+        _check_choice(
+            "downlink",
+            self.downlink,
+            DOWNLINKS,
+            "use 'auto' (scatter on gloo, broadcast otherwise), 'scatter' (a star: one hop from the hub to each "
+            "worker) or 'broadcast' (the backend's tree/ring)",
+        )
+        if self.compressor is None:
+            name, defaults = self.default_compressor
+            compressor = resolve_compressor(name, {**defaults, **(self.compressor_options or {})})
+        else:
+            compressor = resolve_compressor(self.compressor, self.compressor_options)
+        self._cache("_compressor", compressor)
+
+
+@dataclass(frozen=True)
+class OLGAOptions(HubOptions):
+    """OLGA's options (Bylinkin & Beznosikov, AAAI'25, Algorithms 1–2, and our neural-network extensions).
+
+    The defaults are the neural-network ones, measured on the credit MLP over 3 seeds and checked on the
+    churn and throughput recipes (``docs/neural-adaptation.md``): RandK 10 %, θ = 1, S = 2, no momentum,
+    p = 1/γ of the compressor. The algorithm used on its own takes the paper's instead
+    (:attr:`paper_defaults`: θ from the preset, momentum on, output ``y``). Each field's meaning is in its
+    ``metadata["doc"]`` and in ``docs/strategies.md``; the algorithm's docstring
+    (:class:`~lit_commeff.algorithms.olga.OLGA`) gives the mathematics.
+    """
+
+    method: ClassVar[str] = "OLGA"
+    error_feedback: ClassVar[bool] = False
+    default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("randk", {"ratio": 0.1})
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"theta": None, "accelerate": True, "output": "y"}
+
+    theta: float | None = field(
+        default=1.0, metadata=_doc("θ > 0, the hub's prox step; `None` to take it from `preset`")
+    )
+    p: float | None = field(
+        default=None, metadata=_doc("end-of-epoch probability in (0, 1]; `None`: 1/γ of the compressor")
+    )
+    inner_steps: int = field(
+        default=2,
+        metadata=_doc(
+            "S ≥ 1, optimizer steps of the hub per prox solve (measured: S = 2 beats S = 1 on the credit MLP)"
+        ),
+    )
+    mu: float = field(default=0.0, metadata=_doc("μ ≥ 0 of the momentum (z) step (0 for neural networks)"))
+    preset: str = field(
+        default="similarity",
+        metadata=_doc(
+            "with `theta=None`: `theory` (Corollary 1; needs `delta`), `similarity` (θ = 1/(2δ); needs `delta`), "
+            "`auto` (θ = 1/(2δ̂), needs `delta0`)"
+        ),
+    )
+    delta: float | None = field(
+        default=None, metadata=_doc("Hessian similarity δ for the `theory` and `similarity` presets")
+    )
+    delta0: float | None = field(
+        default=None, metadata=_doc("starting δ of the `auto` preset (a safe upper bound such as the smoothness L)")
+    )
+    tau: float | None = field(default=None, metadata=_doc("momentum weight τ ∈ (0, 1]; `None`: the paper's formula"))
+    alpha: float | None = field(default=None, metadata=_doc("z step α > 0; `None`: the paper's formula"))
+    gate: float | None = field(
+        default=None,
+        metadata=_doc(
+            "similarity gate: end an inner epoch early when δ̂·‖x_k − x_0‖ ≥ gate·‖∇f(x_0)‖ (one broadcast scalar per "
+            "inner round, tag `gate`); the geometric draw remains the cap. `None`: no gate"
+        ),
+    )
+    same_batch: bool = field(
+        default=False,
+        metadata=_doc(
+            "SVRG-style inner differences: each rank computes ∇f_m(x_k) − ∇f_m(x_0) on its current batch and the hub "
+            "broadcasts its own same-batch difference; cancels minibatch noise in what is compressed (one more "
+            "forward/backward per inner round, two on the hub); full-batch iterates unchanged"
+        ),
+    )
+    accelerate: bool = field(
+        default=False,
+        metadata=_doc(
+            "Katyusha-X momentum (measured: off for OLGA, on for EF-OLGA). `False` sets x = y and makes the y round's "
+            "dense gradients the next anchor (one dense round per outer iteration; EF-OLGA also drops its error "
+            "round); μ, τ, α are then unused"
+        ),
+    )
+    output: str = field(
+        default="last",
+        metadata=_doc(
+            "what the model holds after each step (validation, checkpoints): `last`, the newest iterate every rank "
+            "holds, updated every round; or `y`, the paper's output, updated once per outer iteration"
+        ),
+    )
+    dense_compressor: Any = field(
+        default=None,
+        metadata=_doc(
+            "also compress the anchor and y rounds' gradient gathers, EF21-style: each rank keeps an estimate h_m of "
+            "its gradient and sends C(∇f_m − h_m) with this biased compressor (e.g. `topk`); the hub uses the "
+            "estimates where the paper uses the gathered gradients. `None` keeps the paper's dense rounds. Measured "
+            "in [neural-adaptation.md](neural-adaptation.md)"
+        ),
+    )
+    dense_compressor_options: dict[str, Any] | None = field(
+        default=None, metadata=_doc("options of a named `dense_compressor`, e.g. `{ratio: 0.1}`")
+    )
+    downlink_compressor: Any = field(
+        default=None,
+        metadata=_doc(
+            "also compress the hub's broadcast in inner rounds, EF21-P-style: every rank holds a point w and an "
+            "estimate v of the hub's gradient there, and the hub sends C(x_k − w) and C(∇f_1(w) − v) with this biased "
+            "compressor (e.g. `topk`). Workers take their gradients at w; the hub keeps its exact x_k and removes v's "
+            "error from its correction. The model holds w. Needs `local_steps=1`, `same_batch=false`. Measured in "
+            "[neural-adaptation.md](neural-adaptation.md)"
+        ),
+    )
+    downlink_compressor_options: dict[str, Any] | None = field(
+        default=None, metadata=_doc("options of a named `downlink_compressor`, e.g. `{ratio: 0.1}`")
+    )
+    local_steps: int = field(
+        default=1,
+        metadata=_doc(
+            "H ≥ 1 training steps per inner round, of which only the first communicates. In every step each rank adds "
+            "its gradient at the round's centre x_k to a running average and the hub takes its S optimizer steps on "
+            "its subproblem; the next round sends the compressed difference of the averages (a one-round-stale "
+            "correction that uses every batch). The model holds x_k until the next round. Needs `gate=None`, "
+            "`same_batch=false`. Measured in [neural-adaptation.md](neural-adaptation.md) and "
+            "[benchmarks.md](benchmarks.md)"
+        ),
+    )
+    anchor_batches: int = field(
+        default=1,
+        metadata=_doc(
+            "K ≥ 1 minibatches per anchor gradient: the anchor round takes K training steps at the anchor point; the "
+            "first broadcasts it, the last gathers every rank's K-batch average, and the steps between are silent "
+            "(the model does not move). The anchor gradient is the control variate of a whole inner epoch, so its "
+            "batch noise reaches every compressed difference; the average has 1/K of it. Without `accelerate` the y "
+            "round is the next anchor and is averaged too. Same collectives and bytes as K = 1. Measured in "
+            "[neural-adaptation.md](neural-adaptation.md)"
+        ),
+    )
+    diagnostics: bool = field(
+        default=False,
+        metadata=_doc(
+            "log `olga/*` norms each logged step: `ghat_norm`, `compression_error` (relative; largest over ranks), and "
+            "the hub's `correction_norm`, `anchor_grad_norm`, `prox_step`, `drift` (‖x_k − x_0‖), `outer_G_norm`, "
+            "`outer_step`, `z_minus_y`"
+        ),
+    )
+
+    @property
+    def built_dense_compressor(self) -> Compressor | None:
+        """The ``dense_compressor`` instance, or ``None``."""
+        return self.__dict__["_dense_compressor"]
+
+    @property
+    def built_downlink_compressor(self) -> Compressor | None:
+        """The ``downlink_compressor`` instance, or ``None``."""
+        return self.__dict__["_downlink_compressor"]
+
+    def check(self) -> None:
+        super().check()
+        if self.error_feedback:
+            require_biased(self.built_compressor, self.method, "OLGA (strategy='olga')")
+        else:
+            require_unbiased(self.built_compressor, self.method, "EF-OLGA (strategy='ef_olga')")
+        _check_choice("preset", self.preset, PRESETS, f"use one of {list(PRESETS)}")
+        _optional_positive("theta", self.theta)
+        _optional_positive("p", self.p, upper=1.0)
+        _check_int("inner_steps", self.inner_steps, minimum=1, fix="use an integer >= 1")
+        if not _is_real(self.mu) or not math.isfinite(self.mu) or self.mu < 0:
+            raise OptionError("mu", self.mu, "is out of range", "use a finite value >= 0 (0 for neural networks)")
+        for name in ("delta", "delta0", "alpha", "gate"):
+            _optional_positive(name, getattr(self, name))
+        _optional_positive("tau", self.tau, upper=1.0)
+        for name in ("same_batch", "accelerate", "diagnostics"):
+            _check_bool(name, getattr(self, name))
+        _check_choice(
+            "output",
+            self.output,
+            ("y", "last"),
+            "use 'last' (the newest iterate, every round) or 'y' (the paper's output, once per outer iteration)",
+        )
+        _check_int("local_steps", self.local_steps, minimum=1, fix="use an integer >= 1 (1: none)")
+        _check_int("anchor_batches", self.anchor_batches, minimum=1, fix="use an integer >= 1 (1: one batch)")
+        local = self.local_steps > 1
+        if local and self.same_batch:
+            raise OptionError(
+                "same_batch",
+                self.same_batch,
+                "",
+                "pass same_batch=false or local_steps=1",
+                statement=f"local_steps={self.local_steps} averages each rank's gradients over the round's batches "
+                "instead",
+            )
+        if local and self.gate is not None:
+            raise OptionError(
+                "gate",
+                self.gate,
+                f"needs a collective after every inner round, which local_steps={self.local_steps} would put inside "
+                "the silent local steps",
+                "pass gate=null or local_steps=1",
+            )
+        dense = _optional_compressor(self, "dense_compressor", "EF21-style estimates")
+        downlink = _optional_compressor(
+            self,
+            "downlink_compressor",
+            "EF21-P-style estimates",
+            (
+                (
+                    local,
+                    f"local_steps={self.local_steps} already sends the hub's point once per round",
+                    "pass downlink_compressor=null or local_steps=1",
+                ),
+                (
+                    self.same_batch,
+                    "same_batch broadcasts the hub's same-batch difference, which has no shared estimate to compress "
+                    "against",
+                    "pass downlink_compressor=null or same_batch=false",
+                ),
+            ),
+        )
+        self._cache("_dense_compressor", dense)
+        self._cache("_downlink_compressor", downlink)
+        if self.theta is None:
+            if self.preset == "auto" and self.delta0 is None:
+                raise OptionError(
+                    "delta0",
+                    None,
+                    "",
+                    "pass delta0 (a safe upper bound such as the smoothness L), or pass theta",
+                    statement="preset='auto' without theta needs a starting similarity delta0",
+                )
+            if self.preset != "auto" and self.delta is None:
+                raise OptionError(
+                    "delta",
+                    None,
+                    "",
+                    "pass delta, pass theta, or use preset='auto' with delta0",
+                    statement=f"preset={self.preset!r} needs the similarity constant delta when theta is not given",
+                )
+
+
+@dataclass(frozen=True)
+class EFOLGAOptions(OLGAOptions):
+    """EF-OLGA's options (same paper, Algorithms 3–4).
+
+    OLGA's, with a biased compressor (default TopK 1 %) and momentum on by default (measured,
+    ``docs/neural-adaptation.md``).
+    """
+
+    method: ClassVar[str] = "EF-OLGA"
+    error_feedback: ClassVar[bool] = True
+    default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("topk", {"ratio": 0.01})
+
+    accelerate: bool = field(default=True, metadata=OLGAOptions.__dataclass_fields__["accelerate"].metadata)
+
+
+@dataclass(frozen=True)
+class CompressedOptions(HubOptions):
+    """The ``compressed`` strategy's options: DIANA for unbiased compressors, EF21 for biased ones."""
+
+    method: ClassVar[str] = "compressed"
+    default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("topk", {"ratio": 0.01})
+
+    alpha: float | None = field(
+        default=None,
+        metadata=_doc("DIANA's shift step in (0, 1]; `None`: 1/(ω + 1) with ω = d/K for RandK. EF21 (biased) has none"),
+    )
+
+    def check(self) -> None:
+        super().check()
+        _optional_positive("alpha", self.alpha, upper=1.0)
+        if self.alpha is not None and not self.built_compressor.unbiased:
+            raise OptionError(
+                "alpha",
+                self.alpha,
+                f"is DIANA's shift step, but {self.built_compressor!r} is biased (EF21 has no alpha)",
+                "drop alpha or use an unbiased compressor (randk, qsgd)",
+            )
+
+
+# ----------------------------------------------------------------------------------- other strategies
+@dataclass(frozen=True)
+class DiLoCoOptions(Options):
+    """DiLoCo's options (Douillard et al. 2023): H local steps, then an outer Nesterov step on the mean delta."""
+
+    method: ClassVar[str] = "DiLoCo"
+
+    inner_steps: int = field(
+        default=50, metadata=_doc("H ≥ 1 local optimizer steps between two syncs (the paper uses 500)")
+    )
+    outer_lr: float = field(
+        default=0.7,
+        metadata=_doc(
+            "learning rate of the outer SGD step (the paper's 0.7; 1.0 with `outer_momentum=0` is averaging)"
+        ),
+    )
+    outer_momentum: float = field(
+        default=0.9, metadata=_doc("Nesterov momentum of the outer step, in [0, 1) (the paper's 0.9; 0: none)")
+    )
+
+    def check(self) -> None:
+        super().check()
+        _check_int(
+            "inner_steps",
+            self.inner_steps,
+            minimum=1,
+            fix="use an integer >= 1 (local optimizer steps between two syncs, e.g. 50)",
+        )
+        if not _is_real(self.outer_lr) or not math.isfinite(self.outer_lr) or self.outer_lr <= 0:
+            raise OptionError(
+                "outer_lr",
+                self.outer_lr,
+                "is invalid",
+                "use a finite number > 0 (the paper uses 0.7; 1.0 with outer_momentum=0 is plain parameter averaging)",
+            )
+        if not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1:
+            raise OptionError(
+                "outer_momentum",
+                self.outer_momentum,
+                "is invalid",
+                "use a number in [0, 1) (the paper uses 0.9; 0 disables momentum)",
+            )
+
+
+@dataclass(frozen=True)
+class PowerSGDOptions(Options):
+    """PowerSGD's options (Vogels et al., NeurIPS 2019), as torch's ``PowerSGDState`` takes them."""
+
+    method: ClassVar[str] = "PowerSGD"
+
+    rank: int = field(default=1, metadata=_doc("matrix approximation rank r (1–4 is typical; lower compresses more)"))
+    start_iter: int = field(
+        default=2, metadata=_doc("optimizer steps of dense all-reduce before compression starts; at least 2")
+    )
+    min_compression_rate: float = field(
+        default=2.0, metadata=_doc("a matrix is compressed only if n·m > (n + m)·r·min_compression_rate")
+    )
+    seed: int = field(default=0, metadata=_doc("seed of the random initial Q (the same on every rank)"))
+
+    def check(self) -> None:
+        super().check()
+        _check_int(
+            "rank", self.rank, minimum=1, fix="the matrix approximation rank is an integer >= 1 (1-4 is typical)"
+        )
+        if _is_int(self.start_iter) and self.start_iter < 2:
+            raise OptionError(
+                "start_iter",
+                self.start_iter,
+                "is invalid",
+                "PowerSGD's error feedback and warm start can only begin after DDP rebuilt its gradient buckets "
+                "(after the first step), so torch requires start_iter >= 2; use start_iter=2 or more (the first "
+                "start_iter steps all-reduce dense gradients)",
+            )
+        _check_int("start_iter", self.start_iter, minimum=2, fix="use an integer >= 2")
+        rate = self.min_compression_rate
+        if not _is_real(rate) or not math.isfinite(rate) or rate <= 0:
+            raise OptionError(
+                "min_compression_rate",
+                rate,
+                "is invalid",
+                "use a finite number > 0 (2.0 compresses a matrix only if that at least halves its size)",
+            )
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise OptionError("seed", self.seed, "is invalid", "use an integer in [0, 2**32 - 1]")
+
+
+# ----------------------------------------------------------------------------------- docs
+def _default_text(cls: type[Options], f: Field) -> str:
+    if f.name == "compressor" and issubclass(cls, HubOptions):
+        name, options = cls.default_compressor
+        shown = ", ".join(f"{k} {v}" for k, v in options.items())
+        return f"`None` (`{name}`{' ' + shown if shown else ''})"
+    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    return f"`{default!r}`"
+
+
+def options_table(*classes: type[Options]) -> str:
+    """The markdown table of the options of one method (or of variants sharing fields: OLGA and EF-OLGA).
+
+    One row per option: its name, its default (``OLGA: ...; EF-OLGA: ...`` where the variants differ) and
+    its meaning (the field's ``metadata["doc"]``).
+    """
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in fields(classes[0]):
+        shown = [_default_text(cls, cls.__dataclass_fields__[f.name]) for cls in classes]
+        default = (
+            shown[0]
+            if len(set(shown)) == 1
+            else "; ".join(f"{c.method}: {s}" for c, s in zip(classes, shown, strict=True))
+        )
+        rows.append(f"| `{f.name}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+#: The options object of each configurable strategy name (``conf/strategy/<name>.yaml``; ``ddp`` has none).
+STRATEGY_OPTIONS: dict[str, type[Options]] = {
+    "olga": OLGAOptions,
+    "ef_olga": EFOLGAOptions,
+    "compressed": CompressedOptions,
+    "diloco": DiLoCoOptions,
+    "powersgd": PowerSGDOptions,
+}
+_TABLE = re.compile(r"(<!-- options: ([\w ]+) -->\n)(.*?)(<!-- /options -->)", re.DOTALL)
+
+
+def render_tables(text: str) -> str:
+    """``text`` (markdown) with each ``<!-- options: NAME ... -->`` block replaced by :func:`options_table`.
+
+    ``docs/strategies.md`` holds one block per method (``olga ef_olga`` share one); regenerate it with
+    ``python -m lit_commeff.cli.schema docs/strategies.md``.
+    """
+
+    def table(match: re.Match[str]) -> str:
+        classes = [STRATEGY_OPTIONS[name] for name in match.group(2).split()]
+        return f"{match.group(1)}{options_table(*classes)}{match.group(4)}"
+
+    return _TABLE.sub(table, text)
