@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -357,7 +358,9 @@ def test_cli_run_reports_the_failing_rank(tmp_path: Path, capsys: pytest.Capture
     )
     argv = ["run", "--profile", "up=10,down=40", "--world-size", "2", "--grace", "0.5", "--", "sh", "-c", command]
     assert cli.main(argv) == 3
-    assert "rank 1 exited with code 3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "rank 1 exited with code 3" in err
+    assert re.search(r"netlab: 2 ranks ran [\d.]+ s on up=10,down=40: .*; exit code 3", err), err
     fields = (tmp_path / "rank0").read_text().split()
     assert fields[:3] == ["0", "0", "2"] and fields[4:] == ["29500", "netlab0"]
     assert (tmp_path / "rank1").read_text().split()[0] == "1"

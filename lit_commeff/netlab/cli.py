@@ -5,6 +5,7 @@ Examples::
     python -m lit_commeff.netlab check
     python -m lit_commeff.netlab measure --profile edge
     python -m lit_commeff.netlab run --profile edge --world-size 3 -- python train.py
+    python -m lit_commeff.netlab run --profile edge --world-size 2 -- lit-commeff strategy=ef_olga trainer.devices=2
     python -m lit_commeff.netlab cleanup
 """
 
@@ -116,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"MASTER_ADDR={lab.address(0)} MASTER_PORT={args.master_port}",
             file=sys.stderr,
         )
+        start = time.monotonic()
         procs = [lab.popen(rank, command, env=lab.dist_env(rank, args.master_port)) for rank in range(args.world_size)]
         first_failure: tuple[int, int] | None = None
         deadline = None
@@ -136,10 +138,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             if deadline is not None and time.monotonic() > deadline:
                 break  # teardown kills the ranks still running
             time.sleep(0.05)
-    if first_failure is None:
-        return 0
-    code = first_failure[1]
-    return 128 - code if code < 0 else code  # killed by a signal: the shell's 128 + signum
+        elapsed = time.monotonic() - start
+    code = 0 if first_failure is None else first_failure[1]
+    code = 128 - code if code < 0 else code  # killed by a signal: the shell's 128 + signum
+    print(
+        f"netlab: {args.world_size} ranks ran {elapsed:.1f} s on {lab.profile.describe()}; exit code {code}",
+        file=sys.stderr,
+    )
+    return code
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
