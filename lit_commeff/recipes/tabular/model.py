@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
 from typing_extensions import override
 
+from lit_commeff.strategy import lightning_api
+
 
 def embedding_dim(cardinality: int) -> int:
     """Embedding width of a categorical column with ``cardinality`` codes: ``min(8, (cardinality + 1) // 2)``."""
@@ -162,7 +164,7 @@ class TabularClassifier(pl.LightningModule):
     @override
     def configure_model(self) -> None:
         """Build the layers from ``trainer.datamodule`` if the input sizes were not given."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(lightning_api.attached_trainer(self), "datamodule", None)
         if datamodule is not None and getattr(datamodule, "num_numeric", None) is not None:
             self.configure_from(datamodule)
         elif not self.built:

@@ -41,6 +41,7 @@ from lit_commeff.recipes.throughput.reading import (
     load_traces,
     positive_int,
 )
+from lit_commeff.strategy import lightning_api
 
 
 def window_starts(length: int, window: int, horizon: int, stride: int) -> np.ndarray:
@@ -422,7 +423,7 @@ class ThroughputDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if world > 1 and getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
+        if world > 1 and lightning_api.uses_distributed_sampler(trainer):
             raise ValueError(
                 "use_distributed_sampler: ThroughputDataModule gives every rank its own shard; create the Trainer "
                 "with use_distributed_sampler=False."

@@ -12,6 +12,7 @@ from torchmetrics import MeanAbsoluteError, SymmetricMeanAbsolutePercentageError
 from typing_extensions import override
 
 from lit_commeff.recipes.throughput.reading import positive_int
+from lit_commeff.strategy import lightning_api
 
 #: Optimizers :class:`ThroughputForecaster` accepts.
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
@@ -155,7 +156,7 @@ class ThroughputForecaster(pl.LightningModule):
 
     @override
     def configure_model(self) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(lightning_api.attached_trainer(self), "datamodule", None)
         if self.target_transform is None and getattr(datamodule, "target_transform", None) is not None:
             self.target_transform = dict(datamodule.target_transform)
         if self.net is not None:
