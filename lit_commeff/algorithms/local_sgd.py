@@ -88,10 +88,12 @@ class LocalSGD(Algorithm):
                 f"inner_steps: inner_steps={inner_steps!r} is invalid; use an integer >= 1 (local steps between "
                 "two syncs; 1 is distributed gradient descent)."
             )
-        if lr is None and L is None:
-            raise ValueError(f"lr: {self.name} needs a local step size lr or the smoothness L (lr = 1/L).")
+        if lr is None:
+            if L is None:
+                raise ValueError(f"lr: {self.name} needs a local step size lr or the smoothness L (lr = 1/L).")
+            lr = 1 / check_positive("L", L)
         self.inner_steps = inner_steps
-        self.lr = check_positive("lr", lr if lr is not None else 1 / check_positive("L", L))
+        self.lr = check_positive("lr", lr)
         self.x = x0.detach().clone()
         #: The block's local iterates ``(R, d)`` inside a round; ``None`` at θ (after a sync).
         self.local: Tensor | None = None

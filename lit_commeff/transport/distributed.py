@@ -149,18 +149,18 @@ class DistributedTransport(Transport):
             with self.ledger.measure(Direction.UPLINK, sender=self._senders, nbytes=dense_nbytes(x), tag=tag):
                 dist.gather(row, buffers, dst=self.hub, group=self.group)
                 self._sync()
-            return torch.stack(buffers).to(x.device) if is_hub else None
+            return torch.stack(buffers).to(x.device) if buffers is not None else None
         travelling = sorted({int(w) for w in senders} - {self.hub})
         out = torch.zeros(self.num_workers, row.numel(), dtype=row.dtype, device=self.device) if is_hub else None
         with self.ledger.measure(Direction.UPLINK, sender=travelling, nbytes=dense_nbytes(x), tag=tag):
-            if is_hub:
+            if out is not None:
                 out[self.hub] = row
                 for w in travelling:
                     dist.recv(out[w], src=w, group=self.group)
             elif self.rank in travelling:
                 dist.send(row, dst=self.hub, group=self.group)
             self._sync()
-        return out.to(x.device) if is_hub else None
+        return out.to(x.device) if out is not None else None
 
     def gather_compressed(
         self, x: Tensor, compressor: Compressor, *, step: int, key: str = "", tag: str = "compressed"
@@ -209,7 +209,11 @@ class DistributedTransport(Transport):
         with self.ledger.measure(Direction.UPLINK, nbytes=4, sender=self._senders, tag=tag, control=control):
             dist.gather(flag, rows, dst=self.hub, group=self.group)
             self._sync()
-        out = torch.cat(rows) if is_hub else torch.empty(self.num_workers, dtype=torch.int32, device=self.device)
+        out = (
+            torch.cat(rows)
+            if rows is not None
+            else torch.empty(self.num_workers, dtype=torch.int32, device=self.device)
+        )
         with self.ledger.measure(Direction.DOWNLINK, nbytes=4 * self.num_workers, tag=tag, control=control):
             self.send_down(out)
         return out
