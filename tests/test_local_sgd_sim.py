@@ -10,6 +10,7 @@ import torch
 from lit_commeff import sim
 from lit_commeff.algorithms import ALGORITHMS, DiLoCo, GradientDescent, LocalSGD, ProblemOracle
 from lit_commeff.algorithms.local_sgd import nesterov_outer_step
+from lit_commeff.options import DiLoCoOptions
 from lit_commeff.problems import synthetic_ridge
 from lit_commeff.transport import SimulatorTransport
 
@@ -143,11 +144,24 @@ def test_a_skipped_local_step_keeps_the_schedule():
     [
         ({"inner_steps": 0}, r"inner_steps: inner_steps=0 is invalid; use an integer >= 1"),
         ({"inner_steps": 2.0}, r"inner_steps: inner_steps=2.0 is invalid"),
-        ({"outer_lr": 0.0}, r"outer_lr: outer_lr=0.0 is out of range"),
+        ({"outer_lr": 0.0}, r"outer_lr: outer_lr=0.0 is invalid; use a finite number > 0"),
         ({"outer_momentum": 1.0}, r"outer_momentum: outer_momentum=1.0 is invalid; use a number in \[0, 1\)"),
         ({"lr": -1.0}, r"lr: lr=-1.0 is out of range"),
     ],
 )
 def test_options_are_validated_with_the_fix(options, message):
+    """One home for the rules: DiLoCoOptions checks the algorithm's options as it checks the strategy's."""
     with pytest.raises(ValueError, match=message):
         _make(DiLoCo, _ridge(similarity=1.0), **options)
+    if "outer_lr" not in options and "outer_momentum" not in options:
+        with pytest.raises(ValueError, match=message):
+            _make(LocalSGD, _ridge(similarity=1.0), **options)
+
+
+def test_defaults_are_the_options_objects():
+    diloco = _make(DiLoCo, _ridge(similarity=1.0))
+    assert diloco.options == DiLoCoOptions()
+    assert (diloco.inner_steps, diloco.outer_lr, diloco.outer_momentum) == (50, 0.7, 0.9)
+    assert _make(LocalSGD, _ridge(similarity=1.0)).inner_steps == DiLoCoOptions().inner_steps
+    history = sim.run(_ridge(similarity=1.0), "diloco", rounds=3, inner_steps=3, outer_momentum=0.0)
+    assert history.meta["hyperparameters"]["outer_momentum"] == 0.0 and history.final["cc1"] == 1

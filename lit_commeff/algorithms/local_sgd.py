@@ -12,13 +12,13 @@ one local step; only the H-th communicates.
 
 from __future__ import annotations
 
-import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive
+from lit_commeff.options import DiLoCoOptions
 from lit_commeff.transport import Transport
 
 
@@ -60,7 +60,8 @@ class LocalSGD(Algorithm):
         transport: Message transport.
         oracle: Local gradients (each worker's full shard in the simulator).
         x0: Starting point θ_0.
-        inner_steps: H ≥ 1, local gradient steps between two averages.
+        inner_steps: H ≥ 1, local gradient steps between two averages (default: DiLoCo's,
+            :class:`~lit_commeff.options.DiLoCoOptions`, which checks it).
         L: Smoothness of f; the default local step is 1/L.
         lr: Explicit local step size (overrides 1/L).
         seed: Unused (deterministic method).
@@ -77,17 +78,14 @@ class LocalSGD(Algorithm):
         transport: Transport,
         oracle: LocalOracle,
         x0: Tensor,
-        inner_steps: int = 1,
+        inner_steps: int = DiLoCoOptions.inner_steps,
         L: float | None = None,
         lr: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
-        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
-            raise ValueError(
-                f"inner_steps: inner_steps={inner_steps!r} is invalid; use an integer >= 1 (local steps between "
-                "two syncs; 1 is distributed gradient descent)."
-            )
+        # local SGD is DiLoCo with plain averaging: its options object checks H
+        DiLoCoOptions(inner_steps=inner_steps, outer_lr=1.0, outer_momentum=0.0)
         if lr is None:
             if L is None:
                 raise ValueError(f"lr: {self.name} needs a local step size lr or the smoothness L (lr = 1/L).")
@@ -142,17 +140,20 @@ class DiLoCo(LocalSGD):
         transport: Message transport.
         oracle: Local gradients.
         x0: Starting point θ_0.
-        inner_steps: H ≥ 1, local gradient steps between two syncs.
-        outer_lr: Outer learning rate, > 0 (the paper: 0.7).
-        outer_momentum: Nesterov momentum of the outer step, in ``[0, 1)`` (the paper: 0.9).
+        options: :class:`~lit_commeff.options.DiLoCoOptions` (``inner_steps`` H, ``outer_lr``,
+            ``outer_momentum``), shared with :class:`~lit_commeff.strategy.diloco.DiLoCoStrategy`; checked
+            when built, and where the defaults live.
         L: Smoothness of f; the default local step is 1/L.
         lr: Explicit local step size (overrides 1/L).
         seed: Unused (deterministic method).
+        **kwargs: Instead of ``options``: its fields.
     """
 
     name: ClassVar[str] = "diloco"
     _state: ClassVar[tuple[str, ...]] = (*LocalSGD._state, "momentum")
     sync_tag: ClassVar[str] = "delta"
+    #: The options object of the method; its fields are this constructor's keyword options.
+    options_cls: ClassVar[type[DiLoCoOptions]] = DiLoCoOptions
 
     def __init__(
         self,
@@ -160,26 +161,20 @@ class DiLoCo(LocalSGD):
         transport: Transport,
         oracle: LocalOracle,
         x0: Tensor,
-        inner_steps: int = 1,
-        outer_lr: float = 0.7,
-        outer_momentum: float = 0.9,
+        options: DiLoCoOptions | None = None,
         L: float | None = None,
         lr: float | None = None,
         seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(transport=transport, oracle=oracle, x0=x0, inner_steps=inner_steps, L=L, lr=lr, seed=seed)
-        self.outer_lr = check_positive("outer_lr", outer_lr)
-        if (
-            isinstance(outer_momentum, bool)
-            or not isinstance(outer_momentum, int | float)
-            or not math.isfinite(outer_momentum)
-            or not 0 <= outer_momentum < 1
-        ):
-            raise ValueError(
-                f"outer_momentum: outer_momentum={outer_momentum!r} is invalid; use a number in [0, 1) (the paper "
-                "uses 0.9; 0 disables momentum)."
-            )
-        self.outer_momentum = float(outer_momentum)
+        options = self.options_cls.of(options, **kwargs)
+        #: The options in force (checked when built).
+        self.options = options
+        super().__init__(
+            transport=transport, oracle=oracle, x0=x0, inner_steps=options.inner_steps, L=L, lr=lr, seed=seed
+        )
+        self.outer_lr = float(options.outer_lr)
+        self.outer_momentum = float(options.outer_momentum)
         #: The outer step's Nesterov buffer (``None`` before the first sync or without momentum).
         self.momentum: Tensor | None = None
 
