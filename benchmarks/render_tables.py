@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "recipes" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 MARKER = re.compile(r"<!-- table:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S)
 OPEN = re.compile(r"<!-- (/?)table:([\w.-]+) -->")
 
@@ -429,6 +429,26 @@ _PERSIST = (
     f"{_B3_CREDIT}, read with `python benchmarks/b3_time_to_accuracy.py --reuse --merge FILES --mae-factor 1.0609`"
 )
 
+
+def render_recipes(data: list[Any]) -> list[str]:
+    """Single-process runs of each recipe's defaults: final validation metrics, mean over seeds (range)."""
+    runs = data[0]["results"]
+    lines = _header(["recipe", "data", "steps", "seeds", "validation (mean, min–max over seeds)"], left=2)
+    for recipe in dict.fromkeys(r["recipe"] for r in runs):
+        mine = [r for r in runs if r["recipe"] == recipe]
+        keys = [
+            k for k in ("val/auroc", "val/ap", "val/f1", "val/mae", "val/mae_persistence") if k in mine[0]["metrics"]
+        ]
+        shown = []
+        for key in keys:
+            values = [r["metrics"][key] for r in mine]
+            spread = f" ({min(values):.3f}–{max(values):.3f})" if len(values) > 1 else ""
+            shown.append(f"{key.removeprefix('val/')} {statistics.fmean(values):.3f}{spread}")
+        seeds = ", ".join(str(r["seed"]) for r in mine)
+        lines.append(_row([recipe, f"`{mine[0]['data']}`", str(mine[0]["steps"]), seeds, "; ".join(shown)]))
+    return lines
+
+
 TABLES: dict[str, Spec] = {
     "b1-quick": Spec(render_b1, ("b1_quick.json",), "`python benchmarks/b1_paper_reproduction.py --quick`"),
     "b1-ridge": Spec(
@@ -507,6 +527,11 @@ TABLES: dict[str, Spec] = {
         b3_from_runs(1.0609),
         ("b3/b3_throughput_results.json",),
         "the same runs, read with `--reuse --mae-factor 1.0609`",
+    ),
+    "recipes-single-process": Spec(
+        render_recipes,
+        ("recipes_single_process.json",),
+        "`python benchmarks/recipes_single_process.py --data ../shared/datasets --seeds 0 1 2`",
     ),
     "na-credit-finals": Spec(
         finals(("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga"), 4),
