@@ -84,6 +84,37 @@ def _key(result: dict[str, Any]) -> tuple[str, str, int]:
     return result["strategy"], result["partition"], result["ranks"]
 
 
+def summarize(results: list[dict], strategies: Any, partitions: Any, ranks_list: Any) -> list[dict]:
+    """One row per (strategy, partition, ranks) cell: runs, diverged, min/median/max final and DDP's (seed 0).
+
+    Also used by ``benchmarks/render_tables.py`` for the docs' B7 table, so the table cannot drift from this.
+    """
+    cells = []
+    for strategy in strategies:
+        for partition in partitions:
+            for ranks in ranks_list:
+                rows = [
+                    r for r in results if (r["strategy"], r["partition"], r["ranks"]) == (strategy, partition, ranks)
+                ]
+                ddp = [
+                    r["final"]
+                    for r in results
+                    if (r["strategy"], r["partition"], r["ranks"]) == ("ddp", partition, ranks)
+                ]
+                finals = [r["final"] for r in rows if math.isfinite(r["final"])]
+                cells.append({
+                    "strategy": strategy, "partition": partition, "ranks": ranks, "runs": len(rows),
+                    "diverged": sum(r["diverged"] for r in rows),
+                    "min": min(finals) if finals else None, "median": statistics.median(finals) if finals else None,
+                    "max": max(finals) if finals else None, "ddp": ddp[0] if ddp else None,
+                })  # fmt: skip
+    return cells
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=list(DATA), default="finance_credit")
@@ -122,23 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"non-finite or < {args.min_auroc}")  # fmt: skip
     for column in ("strategy", "partition", "ranks", "runs", "diverged", "min", "median", "max", "DDP (seed 0)"):
         table.add_column(column, justify="left" if column in ("strategy", "partition") else "right")
-    for strategy in args.strategies:
-        for partition in args.partitions:
-            for ranks in args.ranks:
-                rows = [
-                    r for r in results if (r["strategy"], r["partition"], r["ranks"]) == (strategy, partition, ranks)
-                ]
-                ddp = [
-                    r["final"]
-                    for r in results
-                    if (r["strategy"], r["partition"], r["ranks"]) == ("ddp", partition, ranks)
-                ]
-                finals = [r["final"] for r in rows if math.isfinite(r["final"])]
-                table.add_row(
-                    strategy, partition, str(ranks), str(len(rows)), str(sum(r["diverged"] for r in rows)),
-                    f"{min(finals):.4f}" if finals else "-", f"{statistics.median(finals):.4f}" if finals else "-",
-                    f"{max(finals):.4f}" if finals else "-", f"{ddp[0]:.4f}" if ddp else "-",
-                )  # fmt: skip
+    for cell in summarize(results, args.strategies, args.partitions, args.ranks):
+        table.add_row(
+            cell["strategy"], cell["partition"], str(cell["ranks"]), str(cell["runs"]), str(cell["diverged"]),
+            *(_fmt(cell[k]) for k in ("min", "median", "max", "ddp")),
+        )  # fmt: skip
     Console(width=160).print(table)
     return 1 if any(r["diverged"] for r in results if r["strategy"] != "ddp") else 0
 

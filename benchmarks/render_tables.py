@@ -54,15 +54,17 @@ def _load(relative: str) -> Any:
 
 
 @cache
-def _b3() -> ModuleType:
-    """The B3 script, for its analysis: the docs' times and ratios are computed the way the script computes them."""
-    spec = importlib.util.spec_from_file_location(
-        "_b3_time_to_accuracy", ROOT / "benchmarks" / "b3_time_to_accuracy.py"
-    )
+def _script(name: str) -> ModuleType:
+    """A benchmark script as a module: the docs' numbers are computed the way the script computes them."""
+    spec = importlib.util.spec_from_file_location(f"_{name}", ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _b3() -> ModuleType:
+    return _script("b3_time_to_accuracy")
 
 
 def _num(value: Any, fmt: str, missing: str = "—") -> str:
@@ -334,26 +336,17 @@ def render_b7(data: list[Any]) -> list[str]:
     lines = _header(["strategy", "partition", "ranks", "runs", "diverged", "min", "median", "max", "DDP (seed 0)",
                      "median − DDP"], left=2)  # fmt: skip
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in results) if s != "ddp"]
-    for strategy in strategies:
-        for partition in dict.fromkeys(r["partition"] for r in results):
-            for ranks in dict.fromkeys(r["ranks"] for r in results):
-                rows = [
-                    r for r in results if (r["strategy"], r["partition"], r["ranks"]) == (strategy, partition, ranks)
-                ]
-                ddp = [
-                    r["final"]
-                    for r in results
-                    if (r["strategy"], r["partition"], r["ranks"]) == ("ddp", partition, ranks)
-                ]
-                finals = [r["final"] for r in rows if math.isfinite(r["final"])]
-                median = statistics.median(finals)
-                lines.append(
-                    _row([
-                        strategy, partition, str(ranks), str(len(rows)), str(sum(r["diverged"] for r in rows)),
-                        f"{min(finals):.4f}", f"{median:.4f}", f"{max(finals):.4f}", f"{ddp[0]:.4f}",
-                        f"{median - ddp[0]:+.4f}".replace("-", "−"),
-                    ])
-                )  # fmt: skip
+    partitions = dict.fromkeys(r["partition"] for r in results)
+    for cell in _script("b7_robustness").summarize(
+        results, strategies, partitions, dict.fromkeys(r["ranks"] for r in results)
+    ):
+        lines.append(
+            _row([
+                cell["strategy"], cell["partition"], str(cell["ranks"]), str(cell["runs"]), str(cell["diverged"]),
+                f"{cell['min']:.4f}", f"{cell['median']:.4f}", f"{cell['max']:.4f}", f"{cell['ddp']:.4f}",
+                f"{cell['median'] - cell['ddp']:+.4f}".replace("-", "−"),
+            ])
+        )  # fmt: skip
     return lines
 
 
