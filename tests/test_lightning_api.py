@@ -245,6 +245,31 @@ def test_replace_sigterm_broadcast_without_the_attribute(monkeypatch: pytest.Mon
     assert api.replace_sigterm_broadcast(trainer, lambda check: check) is False
 
 
+def test_drop_sigterm_handler_broadcast_keeps_the_flag_without_a_collective() -> None:
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+
+    # Lightning's handler broadcasts from inside the signal handler: the collective this takes out
+    assert "dist.broadcast" in inspect.getsource(_SignalConnector._sigterm_notifier_fn)
+    seen: list[Any] = []
+
+    def scenario(strategy: Any, optimizer: Any, closure: Any, model: _Model) -> Any:
+        trainer = strategy.lightning_module.trainer
+        lightning_notifier = trainer._signal_connector._sigterm_notifier_fn
+        seen.append(api.drop_sigterm_handler_broadcast(trainer))
+        handlers = signal.getsignal(signal.SIGTERM).signal_handlers
+        seen.append(lightning_notifier in handlers)
+        seen.append(api.drop_sigterm_handler_broadcast(trainer))  # replaced once
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen.append(api.sigterm_received(trainer))
+        return closure()
+
+    with pytest.raises(SIGTERMException):
+        _fit(scenario, max_steps=2)
+    assert seen == [True, False, False, True]
+    with pytest.raises(api.LightningAPIError, match="_signal_connector"):
+        api.drop_sigterm_handler_broadcast(SimpleNamespace())
+
+
 # ----------------------------------------------------------------------------------- DDPStrategy
 def test_ddp_kwargs_and_backend_reach_the_ddp_wrapper(tmp_path: Any) -> None:
     strategy = DDPStrategy(parallel_devices=[torch.device("cpu")], process_group_backend="gloo", bucket_cap_mb=5)

@@ -194,6 +194,7 @@ class CommStrategy(DDPStrategy):
 
         if lightning_api.replace_sigterm_broadcast(trainer, wrap):
             log.debug("%s: rank 0's SIGTERM flag now travels with the strategy's rounds", type(self).__name__)
+        lightning_api.drop_sigterm_handler_broadcast(trainer)  # its collective would now have no partner
 
     @override
     def on_train_start(self) -> None:

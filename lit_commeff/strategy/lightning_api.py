@@ -2,9 +2,9 @@
 
 The strategies drive Lightning's training step themselves (one step is one communication round), which
 needs a few attributes that Lightning and torch do not document: the precision plugin's closure wrapper
-and gradient clipping, the loop closure's cached result, the training loop's per-step SIGTERM broadcast,
-DDPStrategy's protected hooks and kwargs, and torch's LR-scheduler flag. Each touch point is one function
-here. It checks, when called, that what it needs exists, and otherwise raises
+and gradient clipping, the loop closure's cached result, the training loop's per-step SIGTERM broadcast
+and the SIGTERM handler's own broadcast, DDPStrategy's protected hooks and kwargs, and torch's
+LR-scheduler flag. Each touch point is one function here. It checks, when called, that what it needs exists, and otherwise raises
 :class:`LightningAPIError` naming the installed version, the attribute and what to do.
 ``tests/test_lightning_api.py`` exercises every function against the installed Lightning, so an
 upgrade that moves one of them fails there, with that message, rather than somewhere in a training run.
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -194,6 +196,44 @@ def replace_sigterm_broadcast(trainer: Any, wrap: Callable[[Callable[[], None]],
     check = wrap(current)
     setattr(check, _MARK, True)
     loop._broadcast_sigterm_tensor = check
+    return True
+
+
+def drop_sigterm_handler_broadcast(trainer: Any) -> bool:
+    """Take the ``dist.broadcast`` out of Lightning's SIGTERM handler on this process.
+
+    Lightning (2.6) registers ``_SignalConnector._sigterm_notifier_fn`` as the SIGTERM handler. It
+    forwards the signal to the processes Lightning's launcher started, sets ``received_sigterm`` and, in a
+    distributed run, calls ``dist.broadcast(src=0)`` from inside the handler, which only lines up with
+    the other ranks' per-step broadcast. With that broadcast replaced by the strategy's own rounds
+    (:func:`replace_sigterm_broadcast`), the handler's collective has no partner: rank 0 blocks in it (or
+    a peer receives it in place of the step's data) until the collective timeout. The handler installed
+    here does the rest of Lightning's work (forward, set the flag) and no collective.
+
+    Returns:
+        Whether Lightning's handler was found and replaced (``False`` when another handler is registered,
+        e.g. outside ``Trainer.fit``, or ours is installed already).
+
+    Raises:
+        LightningAPIError: The Trainer has no ``_signal_connector`` with ``_sigterm_notifier_fn``.
+    """
+    use = "sending SIGTERM without a collective in the signal handler"
+    connector = _require(trainer, "_signal_connector", use)
+    lightning_notifier = _require(connector, "_sigterm_notifier_fn", use)
+    handlers = getattr(signal.getsignal(signal.SIGTERM), "signal_handlers", None)
+    if not isinstance(handlers, list) or lightning_notifier not in handlers:
+        return False
+    logger = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+
+    def notifier(signum: int, frame: Any) -> None:
+        logger.info(f"[rank: {trainer.global_rank}] Received SIGTERM: {signum}")
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        connector.received_sigterm = True
+
+    handlers[handlers.index(lightning_notifier)] = notifier
     return True
 
 
