@@ -75,7 +75,9 @@ def _run(name: str, transport) -> torch.Tensor:
             cname, copts = options[field]
             options[field] = build(cname, **copts)
     constants = {"mu": problem.mu, "delta": problem.delta, "L": problem.L}
-    accepted = algorithm.__init__.__code__.co_varnames
+    accepted = (
+        algorithm.__init__.__code__.co_varnames + getattr(getattr(algorithm, "options_cls", None), "names", tuple)()
+    )
     options.update({k: v for k, v in constants.items() if k in accepted})
     alg = algorithm(
         transport=transport,
