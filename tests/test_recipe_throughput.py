@@ -395,7 +395,7 @@ def test_single_process_fit_lowers_the_loss_and_logs_val_mae(arch):
         assert float(model.to_units(model(x))) >= 0
 
 
-def test_two_process_olga_run_trains_and_logs_val_mae():
+def test_two_process_olga_run_trains_past_persistence_and_logs_val_mae():
     pl.seed_everything(0)
     dm = ThroughputDataModule(window=8, synthetic_traces=6, synthetic_length=120, batch_size=16, partition="by_group")
     dm.check(2)  # in the launching process, as the CLI does
@@ -404,6 +404,8 @@ def test_two_process_olga_run_trains_and_logs_val_mae():
     trainer.fit(model, datamodule=dm)
     metrics = trainer.callback_metrics
     assert "val/mae" in metrics and torch.isfinite(metrics["val/mae"])
+    # it learnt: the forecasts beat the trivial predictor, the last observed value (measured 7.20 vs 7.74 Mbit/s)
+    assert float(metrics["val/mae"]) < float(metrics["val/mae_persistence"]), metrics
     assert float(metrics["comm/cc1"]) > 30  # 30 training rounds (+ the setup broadcast) happened
     assert type(trainer.strategy).__name__ == "OLGAStrategy"
     # the launching process gets rank 0's trained model (built from the saved shapes) and its target transform
