@@ -232,30 +232,62 @@ def test_cleanup_stale_removes_labs_of_dead_owners() -> None:
 # ---------------------------------------------------------------------- shaping
 
 
+# Absolute accuracy (rates within 20 %, RTT within 5 ms) is the harness's own self-check on an idle host,
+# `python -m lit_commeff.netlab check --measure edge`. Here the bounds a loaded machine cannot break: a shaper
+# never delivers faster than its rate, a delay never shortens; and the slack above them is what the same
+# load costs an unshaped link, measured in the same test.
 @pytest.mark.parametrize(
     ("backend", "profile"), [("kernel", "up=10,down=40"), ("tun", "up=10,down=40,rtt=20")], ids=["kernel", "tun"]
 )
 @pytest.mark.root
 @pytest.mark.usefixtures("netlab_ok")
-def test_shaped_rates_within_20_percent(backend: str, profile: str) -> None:
+def test_shaped_rates_follow_the_profile_under_load(backend: str, profile: str) -> None:
     _backend_or_skip(backend)
+    with NetLab(2, backend=backend) as lab:  # no shaping: what this host moves right now
+        free = measure_throughput(lab, 1, 0, seconds=1.0)
     with NetLab(2, profile, backend=backend) as lab:
         up = measure_throughput(lab, 1, 0, seconds=1.5)
         down = measure_throughput(lab, 0, 1, seconds=1.5)
-    print(f"{backend}: uplink {up.mbit:.2f}/10 Mbit/s, downlink {down.mbit:.2f}/40 Mbit/s")
-    assert up.mbit == pytest.approx(10, rel=0.2)
-    assert down.mbit == pytest.approx(40, rel=0.2)
+    print(f"{backend}: uplink {up.mbit:.2f}/10, downlink {down.mbit:.2f}/40, unshaped {free.mbit:.1f} Mbit/s")
+    for measured, rate in ((up.mbit, 10), (down.mbit, 40)):
+        assert measured <= 1.2 * rate  # the shaper caps the rate whatever the load
+        assert measured >= 0.8 * min(rate, free.mbit)  # ... and delivers it when the host can
 
 
 @pytest.mark.root
 @pytest.mark.usefixtures("netlab_ok")
 def test_rtt_through_tun_router() -> None:
     _backend_or_skip("tun")
+    with NetLab(2, backend="tun") as lab:  # no delay: what this host's load adds to a round trip
+        free = measure_rtt(lab, 1, 0, count=10)
     with NetLab(2, "rtt=20", backend="tun") as lab:
         rtt = measure_rtt(lab, 1, 0, count=10)
-    print(f"tun RTT: median {rtt.median_ms:.2f} ms, connect {rtt.connect_ms:.2f} ms")
-    assert rtt.median_ms == pytest.approx(20, abs=5)
-    assert 15 <= rtt.connect_ms <= 35  # one RTT plus process start-up noise: looser than the ping
+    print(f"tun RTT: min {rtt.min_ms:.2f}, median {rtt.median_ms:.2f}, connect {rtt.connect_ms:.2f} ms; unshaped "
+          f"median {free.median_ms:.2f}, connect {free.connect_ms:.2f} ms")  # fmt: skip
+    assert rtt.min_ms >= 0.9 * 20  # the router never releases a packet early
+    assert rtt.min_ms <= 20 + free.median_ms + 5  # the fastest ping: the delay plus what the load adds anyway
+    assert 0.9 * 20 <= rtt.connect_ms <= 20 + free.connect_ms + 15  # one RTT plus process start-up noise
+
+
+def test_shaping_self_check_names_what_is_off() -> None:
+    edge = BUILTIN_PROFILES["edge"]  # 10 up, 100 down, 20 ms
+    assert cli.shaping_errors(edge, 9.6, 96.0, 21.0) == []
+    errors = cli.shaping_errors(edge, 7.9, 121.0, 26.0)
+    assert [e.split(":")[0] for e in errors] == ["uplink", "downlink", "RTT"]
+    assert "measured 7.90 Mbit/s for a configured 10 Mbit/s (tolerance 20%)" in errors[0]
+    assert "measured median 26.00 ms for a configured 20 ms (tolerance 5 ms)" in errors[2]
+    assert cli.shaping_errors(parse_profile("rtt=20"), 5.0, 5.0, 19.0) == []  # no rate: only the RTT is checked
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_check_measure_prints_the_shaping_row(capsys: pytest.CaptureFixture[str]) -> None:
+    _edge_or_skip()
+    code = cli.main(["check", "--measure", "up=10,down=40,rtt=20"])
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("shaping")]
+    assert (code == 0) == (" ok " in row), out  # the verdict follows the row (its numbers depend on the load)
+    assert "Mbit/s" in row or "tolerance" in row, row
 
 
 @pytest.mark.root

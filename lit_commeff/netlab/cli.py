@@ -3,6 +3,7 @@
 Examples::
 
     python -m lit_commeff.netlab check
+    python -m lit_commeff.netlab check --measure edge   # the harness's accuracy check (idle host)
     python -m lit_commeff.netlab measure --profile edge
     python -m lit_commeff.netlab run --profile edge --world-size 3 -- python train.py
     python -m lit_commeff.netlab run --profile edge --world-size 2 -- lit-commeff strategy=ef_olga trainer.devices=2
@@ -49,8 +50,60 @@ def _check_veth_bridge() -> tuple[bool, str]:
         run_cmd(["ip", "netns", "del", namespace], check=False)
 
 
+#: Tolerances of ``check --measure``: a shaped rate within 20 % of the profile, the RTT within 5 ms. They hold
+#: on an otherwise idle host; CPU load from other jobs adds queueing delay (the unit tests compare with an
+#: unshaped link measured under the same load instead).
+RATE_TOLERANCE = 0.2
+RTT_TOLERANCE_MS = 5.0
+
+
+def shaping_errors(profile: LinkProfile, up_mbit: float, down_mbit: float, rtt_ms: float) -> list[str]:
+    """What a link measured with :func:`probe.measure_throughput`/:func:`probe.measure_rtt` gets wrong.
+
+    Returns:
+        One line per quantity outside the self-check's tolerance (empty when the link matches its profile).
+    """
+    errors = []
+    for label, measured, configured in (
+        ("uplink", up_mbit, profile.up_mbit),
+        ("downlink", down_mbit, profile.down_mbit),
+    ):
+        if configured and abs(measured - configured) > RATE_TOLERANCE * configured:
+            errors.append(
+                f"{label}: measured {measured:.2f} Mbit/s for a configured {configured:g} Mbit/s "
+                f"(tolerance {RATE_TOLERANCE:.0%})"
+            )
+    if abs(rtt_ms - profile.rtt_ms) > RTT_TOLERANCE_MS:
+        errors.append(
+            f"RTT: measured median {rtt_ms:.2f} ms for a configured {profile.rtt_ms:g} ms (tolerance "
+            f"{RTT_TOLERANCE_MS:g} ms)"
+        )
+    return errors
+
+
+def _measure_rows(profile_text: str, backend: str) -> list[tuple[str, bool, str]]:
+    """Shape a 2-rank lab with the profile, measure it and compare (the harness's own accuracy check)."""
+    profile = parse_profile(profile_text)
+    with NetLab(2, profile, backend=backend) as lab:
+        up = probe.measure_throughput(lab, 1, 0)
+        down = probe.measure_throughput(lab, 0, 1)
+        rtt = probe.measure_rtt(lab, 1, 0)
+        used = lab.backend
+    errors = shaping_errors(profile, up.mbit, down.mbit, rtt.median_ms)
+    detail = (
+        f"{profile.describe()} [backend {used}]: up {up.mbit:.2f}, down {down.mbit:.2f} Mbit/s, "
+        f"RTT {rtt.median_ms:.2f} ms"
+    )
+    return [("shaping", not errors, "; ".join(errors) if errors else detail)]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Print what this host supports; exit 0 when at least the tun or netem path works."""
+    """Print what this host supports; exit 0 when at least the tun or netem path works.
+
+    With ``--measure PROFILE``, also shape a lab with the profile and check the measured rates and RTT
+    against it (:data:`RATE_TOLERANCE`, :data:`RTT_TOLERANCE_MS`); exit 1 when they are off. Run it on an
+    idle host: it is the harness's accuracy check, which the unit tests do not repeat.
+    """
     rows: list[tuple[str, bool, str]] = []
     rows.append(("root", os.geteuid() == 0, "euid 0" if os.geteuid() == 0 else ROOT_MESSAGE))
     for tool in ("ip", "tc"):
@@ -66,12 +119,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         rows.append(("netem", netem, "kernel delay/jitter/loss" if netem else "missing: the tun router is used"))
         tun = tun_available()
         rows.append(("tun", tun, "/dev/net/tun (userspace router)" if tun else "missing: modprobe tun"))
+    usable = status.ok and any(ok for name, ok, _ in rows if name in ("netem", "tun"))
+    if usable and getattr(args, "measure", None):
+        rows.extend(_measure_rows(args.measure, args.backend))
     width = max(len(name) for name, _, _ in rows)
     for name, ok, detail in rows:
         print(f"{name:<{width}}  {'ok' if ok else 'NO':<3} {detail}")
-    usable = status.ok and any(ok for name, ok, _ in rows if name in ("netem", "tun"))
     print("netlab: usable" if usable else "netlab: NOT usable here")
-    return 0 if usable else 1
+    shaped = all(ok for name, ok, _ in rows if name == "shaping")
+    return 0 if usable and shaped else 1
 
 
 def _rate(value: float | None) -> str:
@@ -158,7 +214,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lit_commeff.netlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="print which namespace, qdisc and TUN features work here")
+    check = sub.add_parser("check", help="print which namespace, qdisc and TUN features work here")
+    check.add_argument("--measure", metavar="PROFILE", help=f"also shape and measure a link: {PROFILE_HELP}")
+    check.add_argument("--backend", choices=BACKENDS, default="auto")
     measure = sub.add_parser("measure", help="measure a profile's rates and RTT between two namespaces")
     measure.add_argument("--profile", default="edge", help=PROFILE_HELP)
     measure.add_argument("--backend", choices=BACKENDS, default="auto")
