@@ -68,7 +68,7 @@ def main() -> int:
     if args.launch == "external" and "RANK" not in os.environ:
         return launch_external(sys.argv)
     pl.seed_everything(0)
-    timeout = timedelta(seconds=20)
+    timeout = timedelta(seconds=120)  # also the rendezvous' limit: a loaded machine starts ranks slowly
     strategy = EFOLGAStrategy(start_method="popen", local_steps=args.local_steps, p=0.001, timeout=timeout)
     loader = DataLoader(regression_data(), batch_size=32, shuffle=True)
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1)
