@@ -319,13 +319,13 @@ CASES: list[Case] = [
     ),
     Case(
         "csv-semicolon-delimiter",
-        CREDIT,
+        (*CREDIT, "recipe.data.delimiter=comma"),  # delimiter=auto (the default) reads it
         file=lambda p: p.write_text("\n".join(x.replace(",", ";") for x in _credit())),
         names=("{path}:1:", "delimiter looks wrong", "';'", "'default.payment.next.month'"),
     ),
     Case(
         "csv-tab-delimiter",
-        CHURN,
+        (*CHURN, "recipe.data.delimiter=comma"),  # delimiter=auto (the default) reads it
         file=lambda p: p.write_text("\n".join(x.replace(",", "\t") for x in _churn())),
         names=("{path}:1:", "tab-separated", "'Churn'"),
     ),

@@ -194,7 +194,7 @@ def test_config_lists_and_hydra_instantiation(tmp_path):
 
 def test_layout_states_the_defaults_and_a_given_option_overrides_them(tmp_path):
     credit, churn = CreditDataModule(), ChurnDataModule()
-    assert (credit.target_column, credit.id_column, credit.positive_label) == (finance_credit.TARGET, "ID", 1)
+    assert (credit.target_column, credit.id_column, credit.positive_label) == (finance_credit.TARGET, "ID", None)
     assert (credit.group_column, credit.synthetic_rows, credit.numeric_columns) == ("EDUCATION", 20000, None)
     assert credit.categorical_columns == ["SEX", "EDUCATION", "MARRIAGE"]
     assert (churn.target_column, churn.id_column, churn.positive_label) == ("Churn", "customerID", "Yes")

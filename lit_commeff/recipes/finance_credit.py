@@ -142,10 +142,14 @@ class CreditDataModule(TabularDataModule):
     """Credit-card default data (``UCI_Credit_Card.csv`` layout, or synthetic) for :class:`CreditClassifier`.
 
     See :class:`~lit_commeff.recipes.tabular.TabularDataModule` for the options, splitting, partitioning
-    and encoding. The layout sets their defaults: ``target_column="default.payment.next.month"`` (1 =
-    default, ``positive_label=1``), ``id_column="ID"`` (ignored), ``categorical_columns`` ``SEX``,
-    ``EDUCATION`` and ``MARRIAGE`` (embedded; ``PAY_*`` are ordinal and stay numeric), and 20,000 rows of
-    :func:`synthetic_credit` without a ``path``.
+    and encoding. The layout sets their defaults: ``target_column="default.payment.next.month"`` (0/1, 1 =
+    default; ``positive_label=None``, so a table coded otherwise, 1/2 or good/bad, must say which value is
+    positive), ``id_column="ID"`` (ignored), ``categorical_columns`` ``SEX``, ``EDUCATION`` and ``MARRIAGE``
+    (embedded; ``PAY_*`` are ordinal and stay numeric), a header row, the delimiter detected, and 20,000 rows
+    of :func:`synthetic_credit` without a ``path``.
+
+    Another bank's table: set the column options to its layout, e.g. ``CreditDataModule(path="loans.csv",
+    target_column="bad", positive_label="Y", id_column=None, categorical_columns="auto")``.
 
     ``group_column`` defaults to ``EDUCATION``: of the demographic columns it has the most
     values (7, against 4 for ``MARRIAGE`` and 2 for ``SEX``), so ``partition="by_group"`` works on up to
@@ -161,7 +165,7 @@ class CreditDataModule(TabularDataModule):
         target_column=TARGET,
         id_column="ID",
         categorical_columns=CATEGORICAL,
-        positive_label=1,
+        positive_label=None,
         group_column="EDUCATION",
         synthetic_rows=20000,
         synthetic=synthetic_credit,

@@ -32,7 +32,13 @@ from typing_extensions import override
 
 from lit_commeff.recipes.partition import BALANCE_SCHEMES, check_scheme, interleaved_shard, partition_all
 from lit_commeff.recipes.resumable import ResumableDataLoader, trainer_progress
-from lit_commeff.recipes.tabular.reading import ParsedTable, TableReader, TabularLayout, column_names
+from lit_commeff.recipes.tabular.reading import (
+    ParsedTable,
+    TableReader,
+    TabularLayout,
+    delimiter_option,
+)
+from lit_commeff.recipes.tabular.reading import column_names as as_names
 
 
 class _LayoutDefault(enum.Enum):
@@ -46,6 +52,11 @@ class _LayoutDefault(enum.Enum):
 
 #: Default of the :class:`TabularDataModule` options that a recipe's :class:`TabularLayout` sets.
 LAYOUT: Final = _LayoutDefault.LAYOUT
+
+
+def _is_auto(value: Any) -> bool:
+    """``categorical_columns=None`` or ``"auto"``: found from the data."""
+    return value is None or (isinstance(value, str) and value.lower() == "auto")
 
 
 @dataclass
@@ -136,12 +147,20 @@ class TabularDataModule(pl.LightningDataModule):
         synthetic_rows: Number of rows the synthetic generator makes (``path=None``; ``LAYOUT``).
         target_column: The binary label column (``LAYOUT``).
         id_column: A row identifier to ignore (``None``: there is none; ``LAYOUT``).
-        categorical_columns: Categorical feature columns; ``None``: every feature column that is not in
-            ``numeric_columns`` and holds a non-numeric value (the object-dtype columns; ``LAYOUT``).
+        categorical_columns: Categorical feature columns; ``None`` or ``"auto"``: every feature column that
+            is not in ``numeric_columns`` and holds a non-numeric value (the object-dtype columns; ``LAYOUT``).
         numeric_columns: Columns that must be numeric (a non-number there is an error, not a category);
             every feature column that is not categorical is numeric in any case (``LAYOUT``).
         positive_label: The target value of the positive class (compared as text, or as a number when
-            both are numbers); ``None``: the target must be 0/1 (``LAYOUT``).
+            both are numbers; the other value is negative); ``None``: the target must be 0/1, 1 positive
+            (``LAYOUT``). Two other values (1/2, Y/N, good/bad) without it are an error, not a guess. While it
+            is the recipe's own default (churn: ``"Yes"``), a 0/1 target is accepted too (1 positive).
+        delimiter: ``"auto"`` (detect comma, semicolon, tab, pipe or whitespace from the file's start),
+            ``"comma"``, ``"semicolon"``, ``"tab"``, ``"pipe"``, ``"whitespace"`` (runs of spaces/tabs), or
+            the character itself (``LAYOUT``).
+        header: Whether the first row names the columns; ``False``: every row is data and
+            ``column_names`` names the columns (``LAYOUT``).
+        column_names: The columns' names in file order, for ``header=False`` (``LAYOUT``).
     """
 
     #: Metric to monitor (checkpointing, early stopping) and its direction.
@@ -167,6 +186,9 @@ class TabularDataModule(pl.LightningDataModule):
         categorical_columns: Sequence[str] | _LayoutDefault | None = LAYOUT,
         numeric_columns: Sequence[str] | _LayoutDefault | None = LAYOUT,
         positive_label: str | int | _LayoutDefault | None = LAYOUT,
+        delimiter: str | _LayoutDefault = LAYOUT,
+        header: bool | _LayoutDefault = LAYOUT,
+        column_names: Sequence[str] | _LayoutDefault | None = LAYOUT,
     ) -> None:
         super().__init__()
         self.path = None if path is None else str(path)
@@ -179,9 +201,13 @@ class TabularDataModule(pl.LightningDataModule):
         self.synthetic_rows = self._or_layout("synthetic_rows", synthetic_rows)
         self.target_column = self._or_layout("target_column", target_column)
         self.id_column = self._or_layout("id_column", id_column)
-        self.categorical_columns = column_names(self._or_layout("categorical_columns", categorical_columns))
-        self.numeric_columns = column_names(self._or_layout("numeric_columns", numeric_columns))
+        categorical = self._or_layout("categorical_columns", categorical_columns)
+        self.categorical_columns = None if _is_auto(categorical) else as_names(categorical)
+        self.numeric_columns = as_names(self._or_layout("numeric_columns", numeric_columns))
         self.positive_label = self._or_layout("positive_label", positive_label)
+        self.delimiter = self._or_layout("delimiter", delimiter)
+        self.header = self._or_layout("header", header)
+        self.column_names = as_names(self._or_layout("column_names", column_names))
         self._check_options()
         self.table: TabularData | None = None
         self.num_numeric: int | None = None
@@ -242,6 +268,25 @@ class TabularDataModule(pl.LightningDataModule):
             raise ValueError(
                 "group_column: partition='by_group' needs group_column, the column whose values define the groups."
             )
+        delimiter_option(self.delimiter)
+        if not isinstance(self.header, bool):
+            raise ValueError(
+                f"header: header={self.header!r} is invalid; use true (the first row names the columns) or false "
+                "(every row is data; give column_names)."
+            )
+        if not self.header and not self.column_names:
+            raise ValueError(
+                "column_names: header=false needs column_names, the columns' names in file order (e.g. "
+                "column_names=[id,x1,x2,y]); or set header=true if the first row names the columns."
+            )
+        if self.header and self.column_names is not None:
+            raise ValueError(
+                f"column_names: column_names={self.column_names} is given but header=true (the first row names the "
+                "columns); set header=false if the file has no header row, or column_names=null."
+            )
+        if self.column_names is not None and len(set(self.column_names)) != len(self.column_names):
+            twice = sorted({c for c in self.column_names if self.column_names.count(c) > 1})
+            raise ValueError(f"column_names: {twice} appear more than once in column_names; name each column once.")
         both = set(self.categorical_columns or ()) & set(self.numeric_columns or ())
         if both:
             raise ValueError(
@@ -293,6 +338,9 @@ class TabularDataModule(pl.LightningDataModule):
             None if self.categorical_columns is None else tuple(self.categorical_columns),
             None if self.numeric_columns is None else tuple(self.numeric_columns),
             self.positive_label,
+            self.delimiter,
+            self.header,
+            None if self.column_names is None else tuple(self.column_names),
         )
 
     def _partition(self, table: TabularData, world_size: int) -> list[np.ndarray]:
@@ -353,9 +401,17 @@ class TabularDataModule(pl.LightningDataModule):
             numeric_columns=self.numeric_columns,
             positive_label=self.positive_label,
             group_column=self.group_column,
+            delimiter=self.delimiter,
+            header=self.header,
+            column_names=self.column_names,
         )
         reader = TableReader(
-            self.path, columns, synthetic=self.synthetic_frame, seed=self.seed, by_group=self.partition == "by_group"
+            self.path,
+            columns,
+            synthetic=self.synthetic_frame,
+            seed=self.seed,
+            by_group=self.partition == "by_group",
+            default_positive_label=self.layout.positive_label,
         )
         return self._encode(reader.read())
 

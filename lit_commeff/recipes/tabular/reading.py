@@ -1,9 +1,13 @@
 """Reading a tabular recipe's CSV file and validating it: columns, numbers and labels, with file positions in errors.
 
-Data layout: one CSV file with a header row, one row per example (a customer, a card holder, …): an
-optional id column, a binary target column and feature columns. Numeric features may be written in any
-form :func:`pandas.to_numeric` reads (``5e+05`` included); a blank cell (or ``NA``, ``NaN``, ``null``,
-``None``) is a missing value. Categorical features are any strings or integer codes.
+Data layout: one delimited text file (comma, semicolon, tab, pipe or whitespace separated, detected unless
+``delimiter`` is set), with a header row or (``header=False``) with the column names given as
+``column_names``; one row per example (a customer, a card holder, …): an optional id column, a binary
+target column and feature columns. Numeric features may be written in any form :func:`pandas.to_numeric`
+reads (``5e+05`` included); a blank cell (or ``NA``, ``NaN``, ``null``, ``None``) is a missing value.
+Categorical features are any strings or integer codes. The target is 0/1 (1 positive), or any two values
+with ``positive_label`` naming the positive one: two other codes (1/2, Y/N, good/bad) without
+``positive_label`` are an error, never a guess.
 
 :class:`TabularLayout` names the columns' roles (a recipe states its layout once, as
 :attr:`~lit_commeff.recipes.tabular.TabularDataModule.layout`); :class:`TableReader` reads the file, or the
@@ -28,23 +32,97 @@ MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "nan", "null", "non
 ROW_NOTE = "1-based, header not counted"
 #: Delimiters a CSV file written with the wrong one most likely uses (checked when the header looks wrong).
 OTHER_DELIMITERS: dict[str, str] = {";": "semicolon", "\t": "tab", "|": "pipe"}
+#: The ``delimiter`` option's values: a name, or the character itself; ``"whitespace"`` is any run of spaces/tabs.
+WHITESPACE = "whitespace"
+DELIMITERS: dict[str, str] = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|", WHITESPACE: WHITESPACE}
+#: ``delimiter="auto"``: the characters tried, in order of preference (then whitespace).
+DETECTED: tuple[str, ...] = (",", ";", "\t", "|")
+#: Bytes of the file's start read to detect the delimiter.
+SNIFF_BYTES = 1 << 16
 
 
-def record_lines(lines: Iterable[str]) -> list[int]:
+def delimiter_option(value: object) -> str:
+    r"""The ``delimiter`` option as a character (``","``) or ``"whitespace"``; ``"auto"`` stays ``"auto"``.
+
+    Accepts ``auto``, the names of :data:`DELIMITERS` (``comma``, ``semicolon``, ``tab``, ``pipe``,
+    ``whitespace``, in any case) and the characters ``,`` ``;`` ``|`` and a tab (``\t`` written out, too).
+
+    Raises:
+        ValueError: Any other value, naming the option and the values it takes.
+    """
+    text = value if isinstance(value, str) else None
+    if text is not None:
+        if text.lower() in ("auto", *DELIMITERS):
+            return "auto" if text.lower() == "auto" else DELIMITERS[text.lower()]
+        if text in (",", ";", "|", "\t", "\\t"):
+            return "\t" if text == "\\t" else text
+        if text and not text.strip():
+            return WHITESPACE
+    raise ValueError(
+        f"delimiter: delimiter={value!r} is unknown; use auto (detect comma, semicolon, tab, pipe or whitespace) or "
+        f"one of {list(DELIMITERS)} (e.g. delimiter=semicolon)."
+    )
+
+
+def delimiter_name(delimiter: str) -> str:
+    """``";"`` -> ``"semicolon"`` (the option value that selects it)."""
+    return next((k for k, v in DELIMITERS.items() if v == delimiter), delimiter)
+
+
+def detect_delimiter(text: str, *, complete: bool = True) -> str:
+    """The delimiter of a delimited text: a character of :data:`DETECTED`, or ``"whitespace"``.
+
+    A candidate fits when every record of ``text`` splits into the same number (>= 2) of fields with it
+    (quotes respected); of the fitting characters the one giving the most fields wins (ties: the order of
+    :data:`DETECTED`, comma first). If none fits, runs of whitespace are tried. If nothing fits (a ragged
+    row), the character splitting the first record into the most fields is taken, so that the ragged row is
+    reported with its line; a single column is read as comma-separated.
+
+    Args:
+        text: The start of the file.
+        complete: Whether ``text`` is the whole file (otherwise its last, maybe cut, line is ignored).
+    """
+    lines = text.splitlines()
+    if not complete and len(lines) > 1:
+        lines = lines[:-1]
+    lines = [line for line in lines if line.strip()][:200]
+    if not lines:
+        return ","
+    first: dict[str, int] = {}
+    fitting: dict[str, int] = {}
+    for sep in DETECTED:
+        counts = [len(record) for record in csv.reader(lines, delimiter=sep)]
+        first[sep] = counts[0] if counts else 1
+        if counts and min(counts) == max(counts) >= 2:
+            fitting[sep] = counts[0]
+    if fitting:
+        return max(fitting, key=lambda k: (fitting[k], -DETECTED.index(k)))
+    words = {len(line.split()) for line in lines}
+    if len(words) == 1 and min(words) >= 2:
+        return WHITESPACE
+    best = max(first, key=lambda k: (first[k], -DETECTED.index(k)))
+    return best if first[best] >= 2 else ","
+
+
+def record_lines(lines: Iterable[str], delimiter: str = ",") -> list[int]:
     """The 1-based line on which each record of a CSV text starts, the header first, blank lines skipped.
 
-    Records are split as :func:`pandas.read_csv` splits them (``,`` delimiter, ``"`` quoting, a quoted cell
-    may span lines, lines holding only whitespace are skipped), so that data row ``r`` (0-based, header not
-    counted) of the frame starts on line ``record_lines(...)[r + 1]``.
+    Records are split as :func:`pandas.read_csv` splits them (``"`` quoting, a quoted cell may span lines,
+    lines holding only whitespace are skipped), so that data row ``r`` (0-based, header not counted) of the
+    frame starts on line ``record_lines(...)[r + 1]`` (``[r]`` for a file without a header).
 
     Args:
         lines: The text, line by line with line endings (an open file, or ``text.splitlines(True)``).
+        delimiter: The field delimiter, or ``"whitespace"``.
 
     Returns:
         The start line of every record.
     """
     starts: list[int] = []
-    reader = csv.reader(lines)
+    if delimiter == WHITESPACE:
+        reader = csv.reader(lines, delimiter=" ", skipinitialspace=True)
+    else:
+        reader = csv.reader(lines, delimiter=delimiter)
     previous = 0
     for fields in reader:
         if fields and not (len(fields) == 1 and not fields[0].strip()):
@@ -95,11 +173,17 @@ class TabularLayout:
         categorical_columns: Categorical feature columns; ``None``: every feature column that is not in
             ``numeric_columns`` and holds a non-numeric value.
         numeric_columns: Columns that must be numeric (a non-number there is an error, not a category).
-        positive_label: The target value of the positive class; ``None``: the target must be 0/1.
+        positive_label: The target value of the positive class (the other value is negative); ``None``:
+            the target must be 0/1, 1 positive. Any other pair of values (1/2, Y/N, good/bad) needs it.
         group_column: Column whose values define the groups of ``partition="by_group"``.
         synthetic_rows: Rows of synthetic data (``path=None``).
         synthetic: The synthetic generator, ``synthetic(rows, seed)`` -> a frame in the file's layout
             (``None``: the recipe has none, ``path`` is required).
+        delimiter: ``"auto"`` (detect comma, semicolon, tab, pipe or whitespace, see
+            :func:`detect_delimiter`), a name of :data:`DELIMITERS` or the character.
+        header: Whether the file's first row names the columns; ``False``: every row is data, and
+            ``column_names`` names the columns.
+        column_names: The columns' names in file order, for a file without a header (``header=False``).
     """
 
     name: str = "tabular"
@@ -112,6 +196,9 @@ class TabularLayout:
     group_column: str | None = None
     synthetic_rows: int = 10000
     synthetic: Callable[[int, int], pd.DataFrame] | None = None
+    delimiter: str = "auto"
+    header: bool = True
+    column_names: Sequence[str] | None = None
 
 
 @dataclass
@@ -149,6 +236,9 @@ class TableReader:
         synthetic: Makes the synthetic frame (called only when ``path=None``).
         seed: The synthetic data's seed (named in messages).
         by_group: Whether ``layout.group_column`` is required and its values returned as groups.
+        default_positive_label: The recipe's own default of ``positive_label`` (``"Yes"`` for churn): while
+            ``layout.positive_label`` is that default, a 0/1 target is also accepted (1 positive); a value
+            the user chose must match one of the labels.
     """
 
     def __init__(
@@ -159,12 +249,15 @@ class TableReader:
         synthetic: Callable[[], pd.DataFrame],
         seed: int,
         by_group: bool = False,
+        default_positive_label: str | int | None = None,
     ) -> None:
         self.path = path
         self.layout = layout
         self.synthetic = synthetic
         self.seed = seed
         self.by_group = by_group
+        self.default_positive_label = default_positive_label
+        self.delimiter = delimiter_option(layout.delimiter)
         self._file: str | None = None
         self._record_lines: list[int] | None = None
         self._table_columns: list[str] | None = None
@@ -192,8 +285,18 @@ class TableReader:
         )
         if path.stat().st_size == 0:
             raise ValueError(empty)
+        if self.layout.delimiter == "auto" or self.delimiter == "auto":
+            self.delimiter = self._detect(path)
+        sep = r"\s+" if self.delimiter == WHITESPACE else self.delimiter
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+            frame = pd.read_csv(
+                path,
+                sep=sep,
+                header=0 if self.layout.header else None,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+            )
         except pd.errors.EmptyDataError:
             raise ValueError(empty) from None
         except UnicodeDecodeError:
@@ -205,6 +308,8 @@ class TableReader:
                 f"path: cannot read data file {str(path)!r} ({error.strerror or error}); check that the file is "
                 "readable (permissions) or point data.path at a readable copy."
             ) from None
+        if not self.layout.header:
+            frame.columns = self._given_names(path, len(frame.columns))
         frame.columns = [str(c).strip() for c in frame.columns]
         if len(frame) == 0:
             raise ValueError(
@@ -213,6 +318,27 @@ class TableReader:
             )
         self._file = str(path)
         return frame, repr(str(path))
+
+    def _detect(self, path: Path) -> str:
+        """``delimiter="auto"``: the delimiter of the file's start (see :func:`detect_delimiter`)."""
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(SNIFF_BYTES + 1)
+        except OSError:
+            return ","  # pandas reports the unreadable file
+        text = raw[:SNIFF_BYTES].decode("utf-8", errors="replace")
+        return detect_delimiter(text, complete=len(raw) <= SNIFF_BYTES)
+
+    def _given_names(self, path: Path, count: int) -> list[str]:
+        """``header=False``: ``column_names``, checked against the ``count`` columns the file has."""
+        names = column_names(self.layout.column_names) or []
+        if len(names) != count:
+            raise ValueError(
+                f"column_names: {len(names)} column name(s) given for {str(path)!r}, which has {count} column(s) "
+                f"per row (read as {delimiter_name(self.delimiter)}-separated, header=false); give one name per "
+                "column, in file order (e.g. column_names=[id,x1,x2,y]), or set delimiter if it was detected wrong."
+            )
+        return names
 
     @staticmethod
     def _not_utf8(path: Path) -> str:
@@ -231,18 +357,22 @@ class TableReader:
             "if it is a .zip/.gz download."
         )
 
-    @staticmethod
-    def _parse_error(path: Path, error: Exception) -> str:
+    def _parse_error(self, path: Path, error: Exception) -> str:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+        name = delimiter_name(self.delimiter)
         if found is None:
             return (
-                f"path: could not read {str(path)!r} as CSV ({error}); fix the file, or re-save it as a "
-                "comma-separated CSV with a header row."
+                f"path: could not read {str(path)!r} as {name}-separated text ({error}); fix the file, or set "
+                "delimiter (and header) to how it is written."
             )
         expected, line, saw = found.groups()
+        first = "header" if self.layout.header else "first row"
+        cell = "a space" if self.delimiter == WHITESPACE else repr(self.delimiter)
+        example = '"a b"' if self.delimiter == WHITESPACE else f'"a{self.delimiter}b"'
         return (
-            f"path: {path}:{line}: the row has {saw} fields but the header has {expected}; quote cells that hold a "
-            'comma ("a,b"), or fix the row (a CSV needs the same number of cells on every line).'
+            f"path: {path}:{line}: the row has {saw} fields but the {first} has {expected} (read as {name}-separated"
+            f"{', detected' if self.layout.delimiter == 'auto' else ''}); quote cells that hold {cell} ({example}), "
+            "set delimiter if the file uses another one, or fix the row (every line needs the same number of cells)."
         )
 
     def _line(self, row: int) -> int:
@@ -250,9 +380,10 @@ class TableReader:
         assert self._file is not None
         if self._record_lines is None:
             with open(self._file, encoding="utf-8", newline="") as fh:
-                self._record_lines = record_lines(fh)
+                self._record_lines = record_lines(fh, self.delimiter)
         lines = self._record_lines
-        return lines[row + 1] if row + 1 < len(lines) else row + 2
+        first = 1 if self.layout.header else 0
+        return lines[row + first] if row + first < len(lines) else row + 1 + first
 
     def _at(self, row: int, column: str | None, source: str) -> str:
         """Where data row ``row`` (0-based) is: ``at FILE:LINE:COLUMN`` for a file, ``of SOURCE`` otherwise."""
@@ -264,12 +395,13 @@ class TableReader:
         return f"at {where}"
 
     def _check_delimiter(self, columns: list[str]) -> None:
-        """A header that holds another delimiter than ``,`` (``;``, tab, ``|``): say so before a column is missed."""
+        """A header that holds another delimiter than the one read with: say so before a column is missed."""
         layout = self.layout
-        if self._file is None or layout.target_column in columns:
+        if self._file is None or layout.target_column in columns or not layout.header:
             return
-        header = ",".join(columns)
-        counts = {sep: header.count(sep) for sep in OTHER_DELIMITERS}
+        header = (" " if self.delimiter == WHITESPACE else self.delimiter).join(columns)
+        others = {sep: name for sep in DETECTED if sep != self.delimiter for name in [delimiter_name(sep)]}
+        counts = {sep: header.count(sep) for sep in others}
         sep = max(counts, key=lambda k: counts[k])
         if counts[sep] == 0:
             return
@@ -287,11 +419,24 @@ class TableReader:
             if c
         ]
         shown = header if len(header) <= 80 else header[:77] + "..."
+        read_as = delimiter_name(self.delimiter)
         raise ValueError(
             f"path: {self._file}:1: the header is read as {len(columns)} column(s) ({shown!r}): the delimiter looks "
-            f"wrong, the file seems {OTHER_DELIMITERS[sep]}-separated ({sep!r}) but a comma-separated CSV is expected, "
-            f"with columns such as {expected}; re-save it with ',' as the delimiter (e.g. "
-            f"pandas.read_csv(path, sep={sep!r}).to_csv(path, index=False))."
+            f"wrong, the file seems {others[sep]}-separated ({sep!r}) but it is read as {read_as}-separated "
+            f"({'detected' if layout.delimiter == 'auto' else f'delimiter={layout.delimiter!r}'}), with columns "
+            f"such as {expected} expected; set delimiter={others[sep]} (or delimiter=auto to detect it)."
+        )
+
+    def _looks_like_data(self, columns: list[str]) -> str:
+        """A hint when the header row holds only numbers: the file probably has no header."""
+        if not self.layout.header or self._file is None or not columns:
+            return ""
+        values, missing, _ = _parse_numbers(pd.Series(columns, dtype=str))
+        if not (np.isfinite(values) & ~missing).any():  # no cell is a number: a header
+            return ""
+        return (
+            f" The first line ({columns[:5]}{'...' if len(columns) > 5 else ''}) looks like data, not a header: if the "
+            f"file has none, set header=false and column_names to the {len(columns)} columns' names in file order."
         )
 
     def read(self) -> ParsedTable:
@@ -310,9 +455,14 @@ class TableReader:
 
         def need(field: str, column: str | None) -> None:
             if column not in columns:
+                other = {
+                    "id_column": " (or null: no id column)",
+                    "categorical_columns": " (or auto: every non-numeric feature column)",
+                    "numeric_columns": " (or null)",
+                }.get(field, "")
                 raise ValueError(
                     f"{field}: column {column!r} not found in {source}; columns found: {columns}. "
-                    f"Set {field} to one of them."
+                    f"Set {field} to one of them{other}.{self._looks_like_data(columns)}"
                 )
 
         need("target_column", layout.target_column)
@@ -359,7 +509,12 @@ class TableReader:
         )
 
     def _labels(self, text: pd.Series, source: str) -> np.ndarray:
-        """Target cell texts -> 0/1 labels (validated)."""
+        """Target cell texts -> labels (``True``: positive), validated.
+
+        A 0/1 target (numbers: ``1``, ``1.0``) needs no ``positive_label``: 1 is positive. Any other two values
+        need ``positive_label`` to name the positive one; without it they are an error, not a guess (taking the
+        wrong code as positive inverts every metric).
+        """
         column = self.layout.target_column
         missing = _missing(text)
         if missing.any():
@@ -370,33 +525,32 @@ class TableReader:
             )
         distinct = sorted(set(text.tolist()))
         shown = distinct if len(distinct) <= 10 else [*distinct[:10], "…"]
+        if len(distinct) > 2:
+            first_two = set(pd.unique(text)[:2].tolist())
+            row = int(np.flatnonzero(~text.isin(first_two).to_numpy())[0])
+            raise ValueError(
+                f"target_column {column!r}: a binary task needs two label values, but {source} holds "
+                f"{len(distinct)}: {shown} (a third value {text.iloc[row]!r} first in data row {row + 1} "
+                f"{self._at(row, column, source)}); map the labels to two values, or set target_column to a "
+                "binary column."
+            )
         label = self.layout.positive_label
-        if label is None:
-            values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            outside = ~np.isin(values, (0.0, 1.0))
-            if outside.any():
-                row = int(np.flatnonzero(outside)[0])
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        zero_one = bool(np.isin(numbers, (0.0, 1.0)).all())
+        y = None if label is None else _matches(text, numbers, label)
+        if y is not None and not y.any() and zero_one and label == self.default_positive_label:
+            y = None  # the recipe's default label (churn's "Yes") on a 0/1 target: 1 is positive
+        if y is None:
+            if not zero_one and len(distinct) == 2:
+                a, b = distinct
                 raise ValueError(
-                    f"target_column {column!r}: with positive_label unset the labels must be 0/1, but {source} holds "
-                    f"{shown} (first other value {text.iloc[row]!r} in data row {row + 1} "
-                    f"{self._at(row, column, source)}); set positive_label to the positive class (e.g. "
-                    "positive_label=Yes), or write the labels as 0/1."
+                    f"positive_label: target_column {column!r} of {source} holds the values {shown}, not 0/1, and "
+                    "positive_label is unset, so which value is the positive class is unknown (guessing wrong would "
+                    f"invert every metric); set positive_label to the value that marks the positive class: "
+                    f"recipe.data.positive_label={a} or recipe.data.positive_label={b} (positive_label= in Python), "
+                    "or write the labels as 0/1 with 1 positive."
                 )
-            y = values == 1.0
-        else:
-            if len(distinct) > 2:
-                first_two = set(pd.unique(text)[:2].tolist())
-                row = int(np.flatnonzero(~text.isin(first_two).to_numpy())[0])
-                raise ValueError(
-                    f"target_column {column!r}: a binary task needs two label values, but {source} holds "
-                    f"{len(distinct)}: {shown} (a third value {text.iloc[row]!r} first in data row {row + 1} "
-                    f"{self._at(row, column, source)}); map the labels to two values, or set target_column to a "
-                    "binary column."
-                )
-            y = (text == str(label)).to_numpy()
-            if isinstance(label, int | float) and not isinstance(label, bool):
-                numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                y = y | (numbers == float(label))
+            y = numbers == 1.0
         if y.all() or not y.any():
             which = "positive" if y.all() else "negative"
             if label is not None and not y.any() and len(distinct) == 2:
@@ -418,11 +572,27 @@ class TableReader:
         return y
 
 
+def _matches(text: pd.Series, numbers: np.ndarray, label: object) -> np.ndarray:
+    """Which target cells equal ``positive_label``: as text; as a number where both are numbers; a bool any case."""
+    if isinstance(label, bool):
+        return (text.str.lower() == str(label).lower()).to_numpy()
+    wanted = str(label).strip()
+    y = (text == wanted).to_numpy()
+    number = pd.to_numeric(pd.Series([wanted]), errors="coerce").iloc[0]
+    if pd.notna(number):
+        y = y | (numbers == float(number))
+    return y
+
+
 __all__ = [
+    "DELIMITERS",
     "MISSING_TOKENS",
     "ParsedTable",
     "TableReader",
     "TabularLayout",
     "column_names",
+    "delimiter_name",
+    "delimiter_option",
+    "detect_delimiter",
     "record_lines",
 ]
