@@ -60,6 +60,7 @@ def _logged_steps(cwd: Path, experiment: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
 
 
+@pytest.mark.slow  # three 2-rank CLI runs: 4.4 min measured on a loaded 2-core machine
 def test_sigkill_stops_the_job_and_resume_matches_an_uninterrupted_run(tmp_path):
     full = _cli([*RUN, f"checkpoint_dir={tmp_path / 'full'}", "logger.experiment=full"], tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]

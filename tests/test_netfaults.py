@@ -17,7 +17,7 @@ import pytest
 
 from lit_commeff.netlab import LinkProfile, NetLab, available
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]  # several 24-step training runs per test
 SCRIPT = Path(__file__).parent / "scripts" / "train_netfault.py"
 STEPS = 24
 
