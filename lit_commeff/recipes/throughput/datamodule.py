@@ -3,7 +3,8 @@
 A sample is a window of ``window`` consecutive rows of the feature columns (radio KPIs and, by
 default, the past throughput itself); its target is the throughput ``horizon`` rows after the
 window's last row. Rows are used in file order (the traces have about one row per second, with an
-occasional repeated timestamp; nothing is resampled). The traces are read and cleaned by
+occasional repeated timestamp; nothing is interpolated); ``sample_every=k`` keeps every k-th row, for a
+k times longer sampling interval (window and horizon count the kept rows). The traces are read and cleaned by
 :mod:`~lit_commeff.recipes.throughput.reading`; the ones left out are listed in
 :attr:`ThroughputDataModule.dropped`.
 
@@ -115,8 +116,9 @@ class ThroughputDataModule(pl.LightningDataModule):
     Args:
         path: The 5G production dataset zip; ``None`` for the built-in synthetic traces (offline default).
         features: Input columns (default :data:`DEFAULT_FEATURES`: RSRP, RSRQ, SNR, CQI, RSSI, Speed and the
-            past DL_bitrate).
-        target: Column to forecast.
+            past DL_bitrate); the target column may be one of them (its past values).
+        target: Column to forecast (``DL_bitrate``/``UL_bitrate`` are read as kbit/s and forecast in Mbit/s;
+            any other column in its own unit).
         window: History length in rows.
         horizon: Forecast ``horizon`` rows after a window's last row.
         stride: Rows between the starts of consecutive windows.
@@ -124,7 +126,12 @@ class ThroughputDataModule(pl.LightningDataModule):
         val_fraction: Share of the traces held out, whole, for validation (seeded split, so validation
             traces are unseen).
         partition: ``"iid"`` (shuffled windows, equal parts) or ``"by_group"`` (whole traces per rank,
-            ordered by mobility pattern; every rank cut to the smallest rank's window count).
+            ordered by group; every rank cut to the smallest rank's window count).
+        group_column: ``None``: a trace's group is its mobility pattern, from the zip member's path
+            (``Static``, ``Driving``, …); a column name: the value that column holds throughout the trace
+            (it must not change within a trace).
+        sample_every: Keep every ``sample_every``-th row of each trace (after the fill): the sampling
+            interval becomes ``sample_every`` times the file's (1 s in the 5G dataset).
         seed: Seed of the split, the partition, the synthetic traces and the shuffling (``seed + rank``).
         synthetic_traces: Number of synthetic traces (``path=None``).
         synthetic_length: Rows per synthetic trace.
@@ -150,6 +157,8 @@ class ThroughputDataModule(pl.LightningDataModule):
         synthetic_traces: int = 24,
         synthetic_length: int = 600,
         log_target: bool = True,
+        group_column: str | None = None,
+        sample_every: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -159,6 +168,8 @@ class ThroughputDataModule(pl.LightningDataModule):
         self.window, self.horizon, self.stride, self.batch_size = window, horizon, stride, batch_size
         self.val_fraction, self.partition, self.seed = val_fraction, partition, seed
         self.synthetic_traces, self.synthetic_length, self.log_target = synthetic_traces, synthetic_length, log_target
+        self.group_column = None if group_column is None else str(group_column)
+        self.sample_every = sample_every
         self._data: _Prepared | None = None
         self._data_key: tuple | None = None
         self._shards: dict[tuple[int, str], list[np.ndarray]] = {}
@@ -187,7 +198,7 @@ class ThroughputDataModule(pl.LightningDataModule):
 
     @property
     def groups(self) -> dict[str, str]:
-        """Trace name -> mobility pattern, for every used trace (after check)."""
+        """Trace name -> group (mobility pattern, or the group_column value), for every used trace (after check)."""
         return dict(self._prepared().groups)
 
     @property
@@ -213,6 +224,7 @@ class ThroughputDataModule(pl.LightningDataModule):
         positive_int("stride", self.stride)
         positive_int("batch_size", self.batch_size)
         positive_int("seed", self.seed, minimum=0)
+        positive_int("sample_every", self.sample_every)
         self._check_scheme()
         vf = self.val_fraction
         if isinstance(vf, bool) or not isinstance(vf, int | float) or not 0.0 < vf < 1.0:
@@ -237,6 +249,8 @@ class ThroughputDataModule(pl.LightningDataModule):
             self.synthetic_traces,
             self.synthetic_length,
             bool(self.log_target),
+            self.group_column,
+            self.sample_every,
         )
 
     def check(self, world_size: int = 1) -> None:
@@ -288,10 +302,13 @@ class ThroughputDataModule(pl.LightningDataModule):
             synthetic_traces=self.synthetic_traces,
             synthetic_length=self.synthetic_length,
             seed=self.seed,
+            group_column=self.group_column,
         )
         source = self._source()
-        # ---- clean: forward-fill within a trace, drop leading NaN rows, leave out unusable traces
-        kept, dropped = clean_traces(traces, columns, self.window + self.horizon, source, stacklevel=3)
+        # ---- clean: forward-fill within a trace, drop leading NaN rows, keep every k-th row, leave out unusable ones
+        kept, dropped = clean_traces(
+            traces, columns, self.window + self.horizon, source, stacklevel=3, every=self.sample_every
+        )
         # ---- split whole traces
         n = len(kept)
         n_val = max(1, round(self.val_fraction * n))

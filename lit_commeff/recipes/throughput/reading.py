@@ -14,7 +14,13 @@ Cleaning (:func:`clean_traces`), the same for real and synthetic traces:
 * a trace in which a used column is missing throughout (in the real data: ``RSSI`` in 6 traces, and
   ``SNR``/``CQI``/``RSSI`` in one), or which is shorter than ``window + horizon`` rows after that, is
   left out with a warning;
-* any other non-numeric value in a used column is an error naming the zip member, column and row.
+* any other non-numeric value in a used column is an error naming the zip member, column and row;
+* ``sample_every=k`` keeps every k-th row of each trace after the fill (the sampling interval becomes k
+  times the file's; window and horizon count the kept rows).
+
+A trace's group (for ``partition="by_group"``) is its mobility pattern, taken from the member's path
+(:func:`mobility_of`), or, with ``group_column``, the value that column holds in every row of the trace
+(a column whose value changes within a trace is an error: a trace is never split).
 """
 
 from __future__ import annotations
@@ -155,9 +161,34 @@ def mobility_of(member: str) -> str:
     return dirs[-1].lower() if dirs else "unknown"
 
 
-def _parse_member(raw: bytes, member: str, columns: Sequence[str], path: str) -> pd.DataFrame:
-    """The used columns of one CSV trace as float64, missing values NaN (see the module docstring)."""
-    wanted = set(columns)
+def trace_group(values: pd.Series, name: str, column: str) -> str:
+    """The group of a trace: the one value ``column`` holds in all its rows (blank and ``-`` cells ignored).
+
+    Raises:
+        ValueError: The column is empty throughout, or holds several values (a trace is never split).
+    """
+    text = values.astype(str).str.strip()
+    found = sorted(set(text[~text.isin(MISSING_MARKERS)].tolist()))
+    if len(found) != 1:
+        shown = found if len(found) <= 5 else [*found[:5], "…"]
+        what = "is empty throughout" if not found else f"holds {len(found)} values {shown}"
+        raise ValueError(
+            f"group_column: column {column!r} {what} in trace {name!r}; partition='by_group' gives every rank whole "
+            "traces, so a trace's group must be one value: set group_column to a column that is constant within "
+            "each trace, or to null (the mobility pattern from the member's path)."
+        )
+    return found[0]
+
+
+def _parse_member(
+    raw: bytes, member: str, columns: Sequence[str], path: str, group_column: str | None = None
+) -> tuple[pd.DataFrame, str | None]:
+    """The used columns of one CSV trace as float64, missing values NaN (see the module docstring).
+
+    Returns:
+        The frame, and the trace's ``group_column`` value (``None`` without ``group_column``).
+    """
+    wanted = set(columns) | ({group_column} if group_column else set())
     try:
         header = [str(c).strip() for c in pd.read_csv(io.BytesIO(raw), nrows=0).columns]
         missing = [c for c in columns if c not in header]
@@ -165,6 +196,11 @@ def _parse_member(raw: bytes, member: str, columns: Sequence[str], path: str) ->
             raise ValueError(
                 f"features: zip member {member!r} of {path} lacks the KPI column(s) {missing} in its header (line 1); "
                 f"its columns are {header}. Choose data.features / data.target among them."
+            )
+        if group_column and group_column not in header:
+            raise ValueError(
+                f"group_column: zip member {member!r} of {path} has no column {group_column!r} (line 1); its columns "
+                f"are {header}. Set data.group_column to one of them, or to null (the mobility pattern from the path)."
             )
         table = pd.read_csv(
             io.BytesIO(raw), dtype=str, keep_default_na=False, usecols=lambda c: str(c).strip() in wanted
@@ -191,13 +227,16 @@ def _parse_member(raw: bytes, member: str, columns: Sequence[str], path: str) ->
                 "missing value."
             )
         out[column] = values
-    return pd.DataFrame(out)
+    group = trace_group(table[group_column], member, group_column) if group_column else None
+    return pd.DataFrame(out), group
 
 
-def read_zip(path: str | Path, columns: Sequence[str]) -> list[Trace]:
+def read_zip(path: str | Path, columns: Sequence[str], group_column: str | None = None) -> list[Trace]:
     """The CSV traces of the 5G production dataset zip (``columns`` only), in member order.
 
-    macOS metadata (``__MACOSX/``, ``._*``, ``.DS_Store``) is skipped. Nothing is extracted to disk.
+    macOS metadata (``__MACOSX/``, ``._*``, ``.DS_Store``) is skipped. Nothing is extracted to disk. A
+    trace's group is its mobility pattern (:func:`mobility_of`), or its ``group_column`` value
+    (:func:`trace_group`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -237,7 +276,8 @@ def read_zip(path: str | Path, columns: Sequence[str]) -> list[Trace]:
                         f"path: zip member {m!r} of {p} cannot be read ({err}); the zip is corrupt or truncated: "
                         "download it again (and compare its checksum)."
                     ) from None
-                traces.append(Trace(m, mobility_of(m), _parse_member(raw, m, columns, str(p))))
+                frame, group = _parse_member(raw, m, columns, str(p), group_column)
+                traces.append(Trace(m, mobility_of(m) if group is None else group, frame))
             return traces
     except (zipfile.BadZipFile, EOFError) as err:
         raise ValueError(
@@ -247,16 +287,24 @@ def read_zip(path: str | Path, columns: Sequence[str]) -> list[Trace]:
 
 # ---------------------------------------------------------------------------------------------- loading, cleaning
 def load_traces(
-    path: str | None, columns: list[str], *, synthetic_traces: int, synthetic_length: int, seed: int
+    path: str | None,
+    columns: list[str],
+    *,
+    synthetic_traces: int,
+    synthetic_length: int,
+    seed: int,
+    group_column: str | None = None,
 ) -> list[Trace]:
     """The traces' ``columns`` as float64 (NaN where missing): from the zip at ``path``, or synthetic ones.
+
+    Each trace's group is its mobility pattern, or (``group_column``) that column's value in the trace.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: See :func:`read_zip`; or the synthetic traces lack one of ``columns``.
     """
     if path is not None:
-        return read_zip(path, columns)
+        return read_zip(path, columns, group_column)
     traces = make_synthetic_traces(synthetic_traces, synthetic_length, seed)
     available = list(traces[0].frame.columns)
     missing = [c for c in columns if c not in available]
@@ -265,20 +313,33 @@ def load_traces(
             f"features: the synthetic traces lack the KPI column(s) {missing}; they have {available}. "
             "Choose data.features / data.target among them, or set data.path to the real dataset zip."
         )
-    return [Trace(t.name, t.group, t.frame[columns].astype(np.float64)) for t in traces]
+    if group_column and group_column not in available:
+        raise ValueError(
+            f"group_column: the synthetic traces have no column {group_column!r}; they have {available}. Set "
+            "data.group_column to one of them, or to null (the mobility pattern)."
+        )
+    return [
+        Trace(
+            t.name,
+            trace_group(t.frame[group_column], t.name, group_column) if group_column else t.group,
+            t.frame[columns].astype(np.float64),
+        )
+        for t in traces
+    ]
 
 
 def clean_traces(
-    traces: list[Trace], columns: list[str], need: int, source: str, *, stacklevel: int = 2
+    traces: list[Trace], columns: list[str], need: int, source: str, *, stacklevel: int = 2, every: int = 1
 ) -> tuple[list[Trace], dict[str, str]]:
-    """Forward-fill each trace, drop its leading NaN rows, and leave out the traces that cannot be used.
+    """Forward-fill each trace, drop its leading NaN rows, keep every ``every``-th row, leave out unusable traces.
 
     Args:
         traces: The loaded traces.
         columns: The used columns.
-        need: Rows a trace needs (``window + horizon``).
+        need: Rows a trace needs (``window + horizon``), counted after keeping every ``every``-th row.
         source: The data's name in messages.
         stacklevel: Of the warning that lists the left-out traces, counted from the caller.
+        every: Keep rows ``0, every, 2 every, …`` of each filled trace (``sample_every``).
 
     Returns:
         The usable traces, and the left-out ones' names with the reason.
@@ -293,9 +354,10 @@ def clean_traces(
         if empty:
             dropped[trace.name] = f"column(s) {empty} missing throughout"
             continue
-        frame = trace.frame.ffill().dropna().reset_index(drop=True)
+        frame = trace.frame.ffill().dropna().iloc[::every].reset_index(drop=True)
         if len(frame) < need:
-            dropped[trace.name] = f"{len(frame)} usable rows < window + horizon = {need}"
+            kept_rows = f"{len(frame)} usable rows" + (f" (one row in {every} kept)" if every > 1 else "")
+            dropped[trace.name] = f"{kept_rows} < window + horizon = {need}"
             continue
         kept.append(Trace(trace.name, trace.group, frame))
     if dropped:
@@ -340,4 +402,5 @@ __all__ = [
     "mobility_of",
     "positive_int",
     "read_zip",
+    "trace_group",
 ]
