@@ -2,7 +2,8 @@
 
 Each node is its own ``torchrun --nnodes 2 --nproc-per-node 1 --node-rank N`` agent meeting at one c10d
 rendezvous; every process runs ``lit-commeff trainer=multinode`` itself, and global rank 0 creates and
-fills the MLflow run. ``trainer=gpu`` needs CUDA and is only composed (``test_cli.py``).
+fills the MLflow run. ``trainer=gpu`` runs where there are 2 or more CUDA GPUs (a hub strategy needs two
+processes), and is only composed elsewhere (``test_cli.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-RUN = [
-    "trainer=multinode",
-    "trainer.num_nodes=2",
-    "trainer.devices=1",
-    "trainer.accelerator=cpu",
+#: A short run of the default recipe and strategy.
+SHORT = [
     "recipe.data.synthetic_rows=1200",
     "recipe.data.batch_size=32",
     "trainer.max_steps=6",
@@ -29,6 +28,13 @@ RUN = [
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
+]
+RUN = [
+    "trainer=multinode",
+    "trainer.num_nodes=2",
+    "trainer.devices=1",
+    "trainer.accelerator=cpu",
+    *SHORT,
     "logger.experiment=multinode",
 ]
 
@@ -75,3 +81,20 @@ def test_two_torchrun_nodes_train_and_log_comm_metrics(tmp_path: Path) -> None:
     for name in ("comm/downlink_bytes", "comm/cc3", "train/loss"):
         assert name in run.data.metrics, name
     assert not list(tmp_path.glob("node*/run/rank*.log"))  # torchrun started the ranks, not lit-commeff
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="trainer=gpu with a hub strategy needs 2 or more CUDA GPUs")
+def test_trainer_gpu_runs_one_process_per_gpu_over_nccl(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+    env["PYTHONWARNINGS"] = "ignore"
+    gpu = ["trainer=gpu", *SHORT, "logger.experiment=gpu", f"checkpoint_dir={tmp_path / 'ckpt'}"]
+    cmd = [sys.executable, "-m", "lit_commeff.cli.main", *gpu]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("gpu").experiment_id])
+    assert run.data.tags["lit_commeff.backend"] == "nccl"
+    assert run.data.tags["lit_commeff.world_size"] == str(torch.cuda.device_count())
+    assert client.get_metric_history(run.info.run_id, "comm/uplink_bytes")[-1].value > 0
