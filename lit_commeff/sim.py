@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from lit_commeff.algorithms import ALGORITHMS, Algorithm, ProblemOracle
 from lit_commeff.compression import Compressor, build
+from lit_commeff.compression.registry import accepts
 from lit_commeff.transport import SimulatorTransport
 
 CompressorSpec = Compressor | str | tuple[str, Mapping[str, Any]] | None
@@ -83,14 +85,44 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def resolve_compressor(spec: CompressorSpec) -> Compressor | None:
-    """A compressor from an instance, a registry name, or ``(name, options)``."""
+def resolve_compressor(spec: CompressorSpec, *, seed: int | None = None) -> Compressor | None:
+    """A compressor from an instance, a registry name, or ``(name, options)``.
+
+    Args:
+        spec: The compressor, its registered name, or ``(name, options)``.
+        seed: Seed of a built compressor's draws, used when ``options`` give no ``seed`` and the compressor
+            takes one (RandK, QSGD, LowRank); ``None`` keeps the compressor's default. An explicit
+            ``options["seed"]`` wins. An instance is returned as it is (its own ``seed`` stands).
+    """
     if spec is None or isinstance(spec, Compressor):
         return spec
-    if isinstance(spec, str):
-        return build(spec)
-    name, options = spec
-    return build(name, **dict(options))
+    name, options = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
+    if seed is not None and "seed" not in options and accepts(name, "seed"):
+        options["seed"] = seed
+    return build(name, **options)
+
+
+def _seeded_compressors(compressor: CompressorSpec, params: dict[str, Any], seed: int) -> Compressor | None:
+    """Build ``compressor`` with the run's seed, and give named ``*_compressor`` options that seed too.
+
+    A ``<field>_compressor`` option given by name (OLGA's ``dense_compressor``/``downlink_compressor``) gets
+    ``seed`` added to its ``<field>_compressor_options`` unless those set one. An instance whose ``seed``
+    differs from the run's keeps its own, with a warning.
+    """
+    for key, spec in [("compressor", compressor), *params.items()]:
+        if isinstance(spec, Compressor) and getattr(spec, "seed", seed) != seed:
+            warnings.warn(
+                f"{key}: the instance {spec!r} keeps its own seed {spec.seed}, not sim.run's seed={seed}; "
+                f"pass it by name, e.g. ({spec.name!r}, {{...}}), to let seed drive its draws, or build it "
+                f"with seed={seed}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if key != "compressor" and key.endswith("_compressor") and isinstance(spec, str):
+            options = dict(params.get(f"{key}_options") or {})
+            if "seed" not in options and accepts(spec, "seed"):
+                params[f"{key}_options"] = {**options, "seed": seed}
+    return resolve_compressor(compressor, seed=seed)
 
 
 def make_algorithm(
@@ -149,11 +181,16 @@ def run(
     Args:
         problem: A :class:`lit_commeff.problems.Problem` (its shards fix M and d).
         algorithm: A name from :data:`lit_commeff.algorithms.ALGORITHMS` or an Algorithm class.
-        compressor: For compressing methods: an instance, a registry name or ``(name, options)``.
+        compressor: For compressing methods: an instance, a registry name or ``(name, options)``. A name or
+            ``(name, options)`` is built with ``seed`` as the compressor's seed unless ``options`` set
+            ``"seed"`` (an explicit compressor seed wins); an instance keeps its own seed (a warning says
+            so when it differs from ``seed``).
         rounds: Stop after this many communication rounds.
         cc3_budget: Stop once this many CC-3 units are spent.
         tol: Stop once the relative suboptimality is at or below ``tol``.
-        seed: Seed of every random choice (epoch lengths, compressor draws).
+        seed: Seed of every random choice: epoch lengths, sampled clients and coins of the method, and the
+            draws of the compressors it builds (``compressor`` and named ``*_compressor`` options, such
+            as OLGA's ``dense_compressor``). Same seed, same history.
         x0: Starting point (zeros by default).
         **params: Method options (``preset``, ``theta``, ``p``, ...).
 
@@ -166,9 +203,8 @@ def run(
         raise ValueError(f"rounds: rounds={rounds} must be >= 1.")
     transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim, dtype=problem.dtype)
     start = x0 if x0 is not None else torch.zeros(problem.dim, dtype=problem.dtype, device=problem.device)
-    method = make_algorithm(
-        problem, algorithm, transport, compressor=resolve_compressor(compressor), x0=start, seed=seed, params=params
-    )
+    built = _seeded_compressors(compressor, params, seed)
+    method = make_algorithm(problem, algorithm, transport, compressor=built, x0=start, seed=seed, params=params)
     f0 = problem.suboptimality(start)
     scale = f0 if f0 > 0 else 1.0
     history = History(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,16 +33,31 @@ def available(*, aliases: bool = True) -> list[str]:
     return sorted(_REGISTRY) if aliases else sorted(_CANONICAL)
 
 
+def _factory(name: str) -> Callable[..., Compressor]:
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in _REGISTRY:
+        raise ValueError(f"compressor: unknown name {name!r}; known compressors: {', '.join(available())}.")
+    return _REGISTRY[key]
+
+
+def accepts(name: str, option: str) -> bool:
+    """Whether the compressor registered as ``name`` takes the keyword option ``option`` (e.g. ``"seed"``).
+
+    Raises:
+        ValueError: ``name`` is unknown (the message lists the known names).
+    """
+    parameter = inspect.signature(_factory(name)).parameters.get(option)
+    return parameter is not None and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+
+
 def build(name: str, /, **kwargs: Any) -> Compressor:
     """Instantiate the compressor registered as ``name`` with keyword options.
 
     Raises:
         ValueError: ``name`` is unknown (the message lists the known names), or an option is invalid.
     """
-    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
-    if key not in _REGISTRY:
-        raise ValueError(f"compressor: unknown name {name!r}; known compressors: {', '.join(available())}.")
+    factory = _factory(name)
     try:
-        return _REGISTRY[key](**kwargs)
+        return factory(**kwargs)
     except TypeError as err:  # unexpected keyword: name the compressor and the bad option
         raise ValueError(f"compressor {name!r}: {err}") from err
