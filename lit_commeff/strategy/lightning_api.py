@@ -4,8 +4,9 @@ The strategies drive Lightning's training step themselves (one step is one commu
 needs a few attributes that Lightning and torch do not document: the precision plugin's closure wrapper
 and gradient clipping, the loop closure's cached result, the training loop's per-step SIGTERM broadcast
 and the SIGTERM handler's own broadcast, DDPStrategy's protected hooks and kwargs, and torch's
-LR-scheduler flag. Each touch point is one function here. It checks, when called, that what it needs exists, and otherwise raises
-:class:`LightningAPIError` naming the installed version, the attribute and what to do.
+LR-scheduler flag. Each touch point is one function here. It checks, when called, that what it needs
+exists, and otherwise raises :class:`LightningAPIError` naming the installed version, the attribute and
+what to do.
 ``tests/test_lightning_api.py`` exercises every function against the installed Lightning, so an
 upgrade that moves one of them fails there, with that message, rather than somewhere in a training run.
 """
