@@ -1,15 +1,20 @@
 """B1: the AAAI'25 paper's convex experiments in the simulator, every method side by side.
 
 For each (problem, dataset, M, K) of the paper: OLGA (presets theory / similarity / auto, RandK K),
-EF-OLGA (TopK K, presets similarity / theory), Accelerated ExtraGradient, DIANA (RandK K) and EF21
+EF-OLGA (TopK K, presets similarity / theory), Accelerated ExtraGradient, AccSVRS (its constants are
+not verified against the paper's algorithm box), ADIANA and LoCoDL (RandK K), DIANA (RandK K) and EF21
 (TopK K), all with theory parameters and no tuning (ω = d/K as in the paper). Reports CC-3 units to
 reach relative suboptimality 1e-6 and 1e-8 (inf if never within the budget), the ratio of OLGA's
 best preset to the best baseline, uplink/downlink bytes, and one convergence plot per configuration.
 
     python benchmarks/b1_paper_reproduction.py --quick     # a9a ridge M=100 K=1, mushrooms ridge M=75 K=1
     python benchmarks/b1_paper_reproduction.py             # every configuration of the paper (long)
+    python benchmarks/b1_paper_reproduction.py --libsvm path/to/w8a --problems ridge logistic --workers 50 --ks 1 10
 
-Datasets are read from ``../shared/datasets`` (override with ``--data``).
+The paper's datasets are read from ``../shared/datasets`` (override with ``--data``). ``--libsvm FILE ...`` runs
+every method on any binary LibSVM files instead (labels ±1, 0/1 or 1/2; the features are the largest index
+in each file), for each of ``--problems`` (default ridge), ``--workers`` M (default 20) and ``--ks`` K (default
+1), and writes ``b1_libsvm_<file names>.json``.
 """
 
 from __future__ import annotations
@@ -74,9 +79,22 @@ def configurations(quick: bool) -> list[tuple[str, str, int, int]]:
     return [(kind, data, m, k) for (kind, data), (ms, ks) in PAPER.items() for m in ms for k in ks]
 
 
+def libsvm_configurations(files: list[Path], kinds: list[str], workers: list[int], ks: list[int]) -> list[tuple]:
+    """(problem, file, M, K) for every LibSVM file given with ``--libsvm``."""
+    return [(kind, str(path), m, k) for path in files for kind in kinds for m in workers for k in ks]
+
+
 def build_problem(kind: str, dataset: str, workers: int, data_dir: Path):
+    """The ridge or logistic problem on ``data_dir / dataset`` (an absolute ``dataset`` path is used as is)."""
     cls = Ridge if kind == "ridge" else Logistic
     return cls.from_libsvm(data_dir / dataset, workers=workers, seed=0)
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """``b1.json``, ``b1_quick.json``, or ``b1_libsvm_<file names>.json`` for ``--libsvm`` runs."""
+    if args.libsvm:
+        return args.out / ("b1_libsvm_" + "_".join(Path(f).name for f in args.libsvm) + ".json")
+    return args.out / f"b1{'_quick' if args.quick else ''}.json"
 
 
 def run_config(problem, k: int, budget: float, seed: int) -> list[dict]:
@@ -146,15 +164,33 @@ def plot(config: tuple, rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="the two target configurations only")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with a9a and mushrooms")
+    parser.add_argument(
+        "--libsvm",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="any binary LibSVM files instead of the paper's a9a/mushrooms grid (with --problems, --workers, --ks); "
+        "writes b1_libsvm_<file names>.json",
+    )
+    parser.add_argument(
+        "--problems", nargs="+", choices=("ridge", "logistic"), default=["ridge"], help="with --libsvm (default ridge)"
+    )
+    parser.add_argument("--workers", nargs="+", type=int, default=[20], help="with --libsvm: worker counts M (20)")
     parser.add_argument("--budget", type=float, default=None, help="CC-3 budget per run (default 300; quick 150)")
     parser.add_argument("--only", nargs="*", help="only these problem/dataset pairs, e.g. ridge/a9a")
-    parser.add_argument("--ks", nargs="*", type=int, help="only these K values")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1")
+    parser.add_argument("--ks", nargs="*", type=int, help="only these K values (with --libsvm: the K values; 1)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of epoch lengths, sampled clients and compressor draws (0)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder of the JSON")
+    parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1", help="folder of the plots")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument("--replot", type=Path, help="redraw plots and tables from a results JSON; run nothing")
     args = parser.parse_args(argv)
@@ -162,22 +198,39 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(args.replot.read_text())
         args.out.mkdir(parents=True, exist_ok=True)
         args.quick = saved["meta"]["quick"]
+        args.libsvm = saved["meta"].get("libsvm")
         for res in saved["results"]:
             config = (res["problem"], res["dataset"], res["workers"], res["k"])
             plot(config, res["methods"], ROOT / res["plot"])
         write_outputs(args, saved["results"], saved["meta"]["budget"], final=True)
         return 0
-    for name in ("a9a", "mushrooms"):
-        if not (args.data / name).is_file():
-            parser.error(f"--data: {args.data / name} not found; point --data at the folder holding a9a and mushrooms.")
+    if args.libsvm:
+        if args.quick or args.only:
+            parser.error("--quick/--only: not with --libsvm; choose the runs with --problems, --workers and --ks.")
+        for path in args.libsvm:
+            if not path.is_file():
+                parser.error(f"--libsvm: {path} not found; give the path of a LibSVM file.")
+        if args.ks is not None and (not args.ks or min(args.ks) < 1):
+            parser.error(f"--ks: {args.ks} must list K values >= 1.")
+    else:
+        for name in ("a9a", "mushrooms"):
+            if not (args.data / name).is_file():
+                parser.error(
+                    f"--data: {args.data / name} not found; point --data at the folder holding a9a and mushrooms, "
+                    "or run on other files with --libsvm FILE."
+                )
     budget = args.budget or (150.0 if args.quick else 300.0)
     args.out.mkdir(parents=True, exist_ok=True)
     args.plots.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     problems: dict = {}
-    for config in configurations(args.quick):
+    if args.libsvm:
+        configs = libsvm_configurations([p.resolve() for p in args.libsvm], args.problems, args.workers, args.ks or [1])
+    else:
+        configs = configurations(args.quick)
+    for config in configs:
         kind, data, m, k = config
-        if (args.only and f"{kind}/{data}" not in args.only) or (args.ks and k not in args.ks):
+        if not args.libsvm and ((args.only and f"{kind}/{data}" not in args.only) or (args.ks and k not in args.ks)):
             continue
         key = (kind, data, m)
         if key not in problems:
@@ -186,10 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind} {data} M={m} K={k}: d={problem.dim} L={problem.L:.4g} mu={problem.mu:.4g} "
               f"delta={problem.delta:.4g}", file=sys.stderr)  # fmt: skip
         rows = run_config(problem, k, budget, args.seed)
-        png = args.plots / f"{kind}_{data}_M{m}_K{k}.png"
-        plot(config, rows, png)
+        name = Path(data).name
+        png = args.plots / f"{kind}_{name}_M{m}_K{k}.png"
+        plot((kind, name, m, k), rows, png)
         results.append({
-            "problem": kind, "dataset": data, "workers": m, "k": k, "dim": problem.dim, "L": problem.L,
+            "problem": kind, "dataset": name, "workers": m, "k": k, "dim": problem.dim, "L": problem.L,
             "mu": problem.mu, "delta": problem.delta, "lam": problem.lam,
             "ratio_1e6": ratio(rows, "cc3_1e6"), "ratio_1e8": ratio(rows, "cc3_1e8"),
             "ratio_vs_diana_1e6": ratio(rows, "cc3_1e6", ("DIANA",)),
@@ -242,7 +296,9 @@ def write_outputs(args: argparse.Namespace, results: list[dict], budget: float, 
         "benchmark": "B1", "quick": args.quick, "budget": budget, "seed": args.seed, "complete": final,
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
-    path = args.out / f"b1{'_quick' if args.quick else ''}.json"
+    if args.libsvm:
+        meta["libsvm"] = [str(p) for p in args.libsvm]
+    path = output_path(args)
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     if args.markdown:
         args.markdown.write_text("\n".join(md) + "\n")
