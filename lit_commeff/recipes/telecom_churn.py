@@ -168,8 +168,13 @@ class ChurnDataModule(TabularDataModule):
     The layout sets the option defaults: ``target_column="Churn"`` (``positive_label="Yes"``),
     ``id_column="customerID"`` (ignored), ``categorical_columns=None`` (every text column except id and
     target), ``numeric_columns`` ``SeniorCitizen``, ``tenure``, ``MonthlyCharges`` and ``TotalCharges`` (so
-    that a non-number there is an error, not a category; ``TotalCharges``' blanks are missing values), and
-    7,000 rows of :func:`synthetic_churn` without a ``path``.
+    that a non-number there is an error, not a category; ``TotalCharges``' blanks are missing values), a
+    header row, the delimiter detected, and 7,000 rows of :func:`synthetic_churn` without a ``path``. While
+    ``positive_label`` is that default ``"Yes"``, a 0/1 target is accepted too (1 = churn); any other coding
+    (``Y``/``N``, ``True``/``False``) needs ``positive_label``.
+
+    Another operator's table: set the column options to its layout, e.g. ``ChurnDataModule(path="subs.tsv",
+    target_column="churned", id_column=None, numeric_columns=None, group_column="plan")``.
     """
 
     layout: ClassVar[TabularLayout] = TabularLayout(
