@@ -24,6 +24,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from lit_commeff.compression import Compressor, Identity, build
+from lit_commeff.compression.registry import accepts
 
 __all__ = [
     "DOWNLINKS",
@@ -164,9 +165,13 @@ def require_biased(compressor: Compressor, method: str, alternative: str, *, fie
 
 
 def resolve_compressor(
-    spec: CompressorSpec, options: Mapping[str, Any] | None, *, field: str = "compressor"
+    spec: CompressorSpec, options: Mapping[str, Any] | None, *, field: str = "compressor", seed: int | None = None
 ) -> Compressor:
-    """A compressor from a registered name plus options, or an instance (options must then be empty)."""
+    """A compressor from a registered name plus options, or an instance (options must then be empty).
+
+    ``seed``: the method's seed, given to a named compressor that takes one unless its options set it (so one seed
+    drives every random draw of a run, as in :func:`lit_commeff.sim.run`); an instance keeps its own.
+    """
     if isinstance(spec, Compressor):
         if options:
             raise OptionError(
@@ -180,7 +185,10 @@ def resolve_compressor(
         raise OptionError(
             field, spec, "is neither a compressor name nor a Compressor", "use e.g. 'randk' or RandK(...)"
         )
-    return build(spec, **dict(options or {}))
+    kwargs = dict(options or {})
+    if seed is not None and "seed" not in kwargs and accepts(spec, "seed"):
+        kwargs["seed"] = seed
+    return build(spec, **kwargs)
 
 
 def _optional_compressor(
@@ -200,7 +208,7 @@ def _optional_compressor(
                 f"name one (e.g. {name}='topk') or drop the options",
             )
         return None
-    compressor = resolve_compressor(spec, extra, field=name)
+    compressor = resolve_compressor(spec, extra, field=name, seed=getattr(options, "seed", None))
     require_biased(compressor, f"{name} ({method})", f"{name}=null", field=name)
     for applies, statement, fix in conflicts:
         if applies:
@@ -328,9 +336,9 @@ class HubOptions(Options):
         )
         if self.compressor is None:
             name, defaults = self.default_compressor
-            compressor = resolve_compressor(name, {**defaults, **(self.compressor_options or {})})
+            compressor = resolve_compressor(name, {**defaults, **(self.compressor_options or {})}, seed=self.seed)
         else:
-            compressor = resolve_compressor(self.compressor, self.compressor_options)
+            compressor = resolve_compressor(self.compressor, self.compressor_options, seed=self.seed)
         self._cache("_compressor", compressor)
 
 

@@ -21,16 +21,20 @@ def test_every_compressor_has_a_config():
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_config_instantiates(path):
-    compressor = instantiate(OmegaConf.load(path))
+    # As composed by the CLI: under a root config whose `seed` drives the compressor's draws.
+    root = OmegaConf.create({"seed": 7, "compressor": OmegaConf.load(path)})
+    compressor = instantiate(root.compressor)
     assert isinstance(compressor, Compressor)
+    if "seed" in root.compressor:
+        assert compressor.seed == 7
     x = torch.randn(64, 32)
     y = compressor.roundtrip(x)
     assert y.shape == x.shape
 
 
 def test_cli_style_override():
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "randk.yaml"), OmegaConf.from_dotlist(["ratio=0.5"]))
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "randk.yaml"), OmegaConf.from_dotlist(["ratio=0.5", "seed=0"]))
     assert instantiate(cfg).k_for(100) == 50
-    bad = OmegaConf.merge(OmegaConf.load(CONF / "randk.yaml"), OmegaConf.from_dotlist(["ratio=1.5"]))
+    bad = OmegaConf.merge(OmegaConf.load(CONF / "randk.yaml"), OmegaConf.from_dotlist(["ratio=1.5", "seed=0"]))
     with pytest.raises(Exception, match=r"randk\.ratio: ratio=1\.5"):
         instantiate(bad)

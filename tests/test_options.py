@@ -272,3 +272,16 @@ def test_cli_reports_an_option_error_and_starts_nothing(tmp_path):
         "(the paper uses 0.9; 0 disables momentum); set strategy.outer_momentum accordingly."
     ) in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_methods_seed_drives_a_named_compressors_draws():
+    from lit_commeff.compression import RandK
+    from lit_commeff.options import OLGAOptions
+
+    assert OLGAOptions(seed=3).built_compressor.seed == 3  # the default RandK
+    assert OLGAOptions(seed=3, compressor="randk", compressor_options={"ratio": 0.1}).built_compressor.seed == 3
+    explicit = OLGAOptions(seed=3, compressor="randk", compressor_options={"ratio": 0.1, "seed": 5})
+    assert explicit.built_compressor.seed == 5
+    assert OLGAOptions(seed=3, compressor=RandK(ratio=0.1, seed=9)).built_compressor.seed == 9
+    dense = OLGAOptions(seed=4, dense_compressor="powersgd").built_dense_compressor
+    assert dense is not None and dense.seed == 4
