@@ -16,7 +16,6 @@ from __future__ import annotations
 import multiprocessing
 import re
 import subprocess
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,16 +25,14 @@ from typing import Any
 
 import pytest
 import torch
+from _cli_utils import validate_overrides
 from _strategy_utils import TinyRegressor, regression_data, trainer
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
 import lit_commeff
 from lit_commeff.cli import schema
-from lit_commeff.cli.validate import ConfigError, validate
+from lit_commeff.cli.validate import ConfigError
 from lit_commeff.problems import LibSVMFormatError, load_libsvm
 from lit_commeff.recipes.finance_credit import synthetic_credit
 from lit_commeff.recipes.telecom_churn import synthetic_churn
@@ -527,15 +524,7 @@ CASES: list[Case] = [
 # ----------------------------------------------------------------------------------- running a case
 def _validate(overrides: list[str]) -> None:
     """Compose the overrides as ``lit-commeff`` does and run its pre-launch validation."""
-    with initialize_config_module(config_module="lit_commeff.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # the ${hydra:...} resolver reads the HydraConfig instance set above
-        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            validate(resolved, strategy_choice="test")
+    validate_overrides(overrides)
 
 
 def _chain(err: BaseException) -> str:

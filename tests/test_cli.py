@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _cli_utils import FAST, free_port, validate_overrides
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 
 from lit_commeff.cli import schema
-from lit_commeff.cli.validate import ConfigError, validate
+from lit_commeff.cli.validate import ConfigError
 from lit_commeff.tracking.mlflow_run import MASK, flatten, mask_secrets
 
 schema.register()
@@ -31,14 +31,6 @@ TINY = {
         "recipe.model.hidden=16",
     ],
 }
-FAST = [
-    "trainer.max_steps=6",
-    "trainer.val_check_interval=3",
-    "trainer.limit_val_batches=2",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-]
 
 
 def _env() -> dict[str, str]:
@@ -96,17 +88,7 @@ def test_hydra_rejects_unknown_keys_groups_and_types(overrides, message):
 
 
 def _validate(overrides: list[str]):
-    from hydra.core.hydra_config import HydraConfig
-
-    with initialize_config_module(config_module="lit_commeff.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        from omegaconf import OmegaConf, open_dict
-
-        with open_dict(cfg):
-            del cfg["hydra"]  # the ${hydra:...} resolver reads the HydraConfig instance set above
-        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        return validate(resolved, strategy_choice="test")
+    return validate_overrides(overrides)
 
 
 @pytest.mark.parametrize(
@@ -186,14 +168,8 @@ def test_sweep_makes_one_run_per_job_and_compare_reads_them(workdir):
     assert (workdir / "cmp.png").stat().st_size > 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_server_logger_and_rest_api(tmp_path):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--workers", "1"],

@@ -9,26 +9,17 @@ processes), and is only composed elsewhere (``test_cli.py``).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli_utils import FAST, free_port
 from mlflow.tracking import MlflowClient
 
 #: A short run of the default recipe and strategy.
-SHORT = [
-    "recipe.data.synthetic_rows=1200",
-    "recipe.data.batch_size=32",
-    "trainer.max_steps=6",
-    "trainer.val_check_interval=3",
-    "trainer.limit_val_batches=2",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-]
+SHORT = ["recipe.data.synthetic_rows=1200", "recipe.data.batch_size=32", *FAST]
 RUN = [
     "trainer=multinode",
     "trainer.num_nodes=2",
@@ -39,17 +30,11 @@ RUN = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_torchrun_nodes_train_and_log_comm_metrics(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "RANK", "LOCAL_RANK", "WORLD_SIZE"))}
     env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    port = _free_port()
+    port = free_port()
     nodes = []
     for node in range(2):
         cwd = tmp_path / f"node{node}"

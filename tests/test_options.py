@@ -14,20 +14,19 @@ import os
 import pickle
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from _cli_utils import validate_overrides
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import get_class
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from lit_commeff.algorithms import EFOLGA, OLGA, ProblemOracle
 from lit_commeff.cli import schema
-from lit_commeff.cli.validate import ConfigError, validate
+from lit_commeff.cli.validate import ConfigError
 from lit_commeff.compression import build
 from lit_commeff.options import (
     STRATEGY_OPTIONS,
@@ -63,15 +62,7 @@ def _compose(overrides: list[str]):
 
 
 def _validate(overrides: list[str]):
-    with initialize_config_module(config_module="lit_commeff.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # the ${hydra:...} resolver reads the HydraConfig instance set above
-        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return validate(resolved, strategy_choice="olga")
+    return validate_overrides(overrides, strategy_choice="olga")
 
 
 # ----------------------------------------------------------------------------------- yaml, dataclass, docs

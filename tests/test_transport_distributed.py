@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _cli_utils import spawn_reports
 
 from lit_commeff.algorithms import ALGORITHMS, ProblemOracle
 from lit_commeff.compression import build
@@ -111,17 +110,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def distributed_reports(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("dist") / "report")
-    mp.start_processes(_worker, args=(_free_port(), out), nprocs=WORLD, join=True, start_method="spawn")
-    return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(WORLD)]
+    return spawn_reports(_worker, tmp_path_factory.mktemp("dist"), WORLD)
 
 
 @pytest.mark.parametrize("downlink", DOWNLINKS)

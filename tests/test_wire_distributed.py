@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _cli_utils import free_port
 
 from lit_commeff.compression import build
 from lit_commeff.ledger import CommLedger, Direction
@@ -25,12 +25,6 @@ CASES = [
     ("fp16", {}),
     ("powersgd", {"rank": 2}),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _message(rank: int) -> torch.Tensor:
@@ -77,7 +71,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 def test_gathered_payloads_decode_on_the_hub(tmp_path):
     out = tmp_path / "report.json"
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")
     report = json.loads(out.read_text())
     assert set(report) == {name for name, _ in CASES}
     for name, r in report.items():
