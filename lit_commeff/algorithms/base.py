@@ -6,12 +6,13 @@ import copy
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
 
 # Re-exported: the methods check their compressors and constants with the options module's checks.
+from lit_commeff._state import need
 from lit_commeff.options import check_positive, require_biased, require_unbiased  # noqa: F401
 from lit_commeff.transport import Transport
 
@@ -82,6 +83,9 @@ class ProblemOracle:
         return self.problem.hub_prox(x_k, t, theta, worker=self.hub)
 
 
+_T = TypeVar("_T")
+
+
 class Algorithm(ABC):
     """A distributed method that advances one communication round per :meth:`step`.
 
@@ -140,6 +144,20 @@ class Algorithm(ABC):
 
     @abstractmethod
     def _step(self) -> None: ...
+
+    def _need(self, value: _T | None, name: str) -> _T:
+        """``value``, state this round needs (hub-only, set by an earlier round, or kept under an option).
+
+        Raises:
+            RuntimeError: It is ``None`` here: read off the hub, before the round that sets it, or with the option off.
+        """
+        return need(
+            value,
+            f"state {name!r}",
+            owner=self.name,
+            hint=f"round {self.round}, phase {getattr(self, 'phase', '-')!r}, "
+            f"{'hub' if self.transport.is_hub else 'worker process'}",
+        )
 
     def communicates(self) -> bool:
         """Whether the next :meth:`step` uses the transport.

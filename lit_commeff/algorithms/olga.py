@@ -312,8 +312,8 @@ class OLGA(Algorithm):
     def _round_anchor(self) -> None:
         t = self.transport
         if t.is_hub:
-            self.x = self.tau * self.z + (1 - self.tau) * self.y if self.accelerate else self.y
-        (x,) = t.broadcast(self.x if t.is_hub else torch.zeros_like(self.x0), tag="point")
+            self.x = self.tau * self._need(self.z, "z") + (1 - self.tau) * self.y if self.accelerate else self.y
+        (x,) = t.broadcast(self._need(self.x, "x") if t.is_hub else torch.zeros_like(self.x0), tag="point")
         grads = self.oracle.grads(x)
         if self.anchor_batches > 1:
             self._start_averaging(x, grads, "anchor_acc")
@@ -331,14 +331,19 @@ class OLGA(Algorithm):
 
     def _add_dense_grads(self) -> None:
         """A step of an averaged dense round: this process's gradient at its point on this step's batch."""
-        self.dense_acc = self.dense_acc + self.oracle.grads(self.dense_point)  # rebound, never in place
+        self.dense_acc = self._need(self.dense_acc, "dense_acc") + self.oracle.grads(
+            self._need(self.dense_point, "dense_point")
+        )  # rebound, never in place
         self.dense_n += 1
         self.dense_k += 1
 
     def _averaged_grads(self) -> tuple[Tensor, Tensor]:
         """The last step of an averaged dense round: its point, and this process's K-batch average there."""
         self._add_dense_grads()
-        point, grads = self.dense_point, self.dense_acc / self.dense_n
+        point, grads = (
+            self._need(self.dense_point, "dense_point"),
+            self._need(self.dense_acc, "dense_acc") / self.dense_n,
+        )
         self.dense_point, self.dense_acc, self.dense_n, self.dense_k = None, None, 0, 0
         return point, grads
 
@@ -355,7 +360,7 @@ class OLGA(Algorithm):
         t = self.transport
         if self.dense_compressor is None:
             return t.gather(grads, tag="dense")
-        estimate = self.grad_estimate
+        estimate = self._need(self.grad_estimate, "grad_estimate")
         own, received = t.gather_compressed(
             estimate.compensate(grads),
             self.dense_compressor,
@@ -366,7 +371,7 @@ class OLGA(Algorithm):
         estimate.update(own)
         if not t.is_hub:
             return None
-        estimate.update_aggregate(received)
+        estimate.update_aggregate(self._need(received, "received"))
         return estimate.aggregate  # callers only read it, and the next round rebinds it rather than changing it
 
     def _begin_epoch(self, x: Tensor, grads: Tensor, gathered: Tensor | None) -> None:
@@ -378,6 +383,7 @@ class OLGA(Algorithm):
         if self.downlink_estimate is not None:  # the dense anchor broadcast: every process holds x_0 exactly
             self.downlink_estimate.reset(x, g1, g1 if t.is_hub else None)
         if t.is_hub:
+            gathered = self._need(gathered, "gathered")
             self.gf0 = gathered.mean(dim=0)
             if self.estimate_delta:
                 self.dx = gathered - self.gf0  # ∇(f_m − f)(x) for δ̂
@@ -388,7 +394,7 @@ class OLGA(Algorithm):
         self.phase = "inner"
         if self.local_steps > 1:
             # Round 0 needs no message: at the anchor the correction ∇f(x_0) − ∇f_1(x_0) is known exactly.
-            self._start_round(self.gf0 - self.g1_0 if t.is_hub else None)
+            self._start_round(self._need(self.gf0, "gf0") - self.g1_0 if t.is_hub else None)
             self.phase = "local"
 
     def _round_inner(self) -> None:
@@ -409,12 +415,12 @@ class OLGA(Algorithm):
             ghat = self.oracle.grads(self.xk).sub_(self.oracle.grads(self.x0)).sub_(self.g1k)
         else:
             # ĝ = ∇f_m(x_k) − ∇f_1(x_k) − ∇f_m(x_0) + ∇f_1(x_0), in place on the fresh gradient block
-            ghat = self.oracle.grads(point).sub_(self.G0).add_(self.g1_0 - self.g1k)
+            ghat = self.oracle.grads(point).sub_(self._need(self.G0, "G0")).add_(self.g1_0 - self.g1k)
         hub_row = self.downlink_estimate.hub_error() if self.downlink_estimate is not None and t.is_hub else None
         t_k = self._send_differences(ghat, hub_row=hub_row)
         if t.is_hub:
             x_prev = self.xk
-            self.xk = self.oracle.prox(self.xk, t_k, self.theta)
+            self.xk = self.oracle.prox(self.xk, self._need(t_k, "t_k"), self.theta)
             if self.same_batch:  # the hub's difference ∇f_1(x_{k+1}) − ∇f_1(x_0) on one batch
                 self.g1k = self.oracle.hub_grad(self.xk) - self.oracle.hub_grad(self.x0)
             elif self.downlink_compressor is None:  # with it, the next round takes ∇f_1 at the point it sends
@@ -428,7 +434,9 @@ class OLGA(Algorithm):
 
     def _send_point(self) -> None:
         """The compressed broadcast of an inner round (``downlink_compressor``): every process moves w and v."""
-        t, c, down = self.transport, self.downlink_compressor, self.downlink_estimate
+        t = self.transport
+        c = self._need(self.downlink_compressor, "downlink_compressor")
+        down = self._need(self.downlink_estimate, "downlink_estimate")
         key = f"{self.name}/down"
         if t.is_hub:
             # message 0 is C(x_k − w): the hub knows w' before sending, and sends ∇f_1(w') against v with it
@@ -468,15 +476,16 @@ class OLGA(Algorithm):
             )  # fmt: skip
         if not t.is_hub:
             return None
-        g = received.mean(dim=0)
+        gf0 = self._need(self.gf0, "gf0")
+        g = self._need(received, "received").mean(dim=0)
         if self.error_feedback:
             g = g / self.theta
         if self.diagnostics is not None:
             self.diagnostics.update(
                 correction_norm=float(torch.linalg.vector_norm(g)),
-                anchor_grad_norm=float(torch.linalg.vector_norm(self.gf0)),
+                anchor_grad_norm=float(torch.linalg.vector_norm(gf0)),
             )
-        g = g - self.g1_0 + self.gf0
+        g = g - self.g1_0 + gf0
         return g if hub_row is None else g - hub_row
 
     def _end_round(self) -> None:
@@ -507,12 +516,14 @@ class OLGA(Algorithm):
         t = self.transport
         # this rank's gradients at x_{k-1}, averaged over the round's batches; if the guard dropped every step
         # of that round here, the anchor's gradient is the last one this rank has
-        avg = self.acc / self.acc_n if self.acc is not None else self.G0.clone()
+        avg = self.acc / self.acc_n if self.acc is not None else self._need(self.G0, "G0").clone()
         x_prev = self.xk
-        self.xk, g1avg = t.broadcast(self.xloc if t.is_hub else self.xk, self._hub_row(avg), tag="point")
+        self.xk, g1avg = t.broadcast(
+            self._need(self.xloc, "xloc") if t.is_hub else self.xk, self._hub_row(avg), tag="point"
+        )
         self.last = self.xk
         # ĝ = ∇̄f_m(x_{k-1}) − ∇̄f_1(x_{k-1}) − ∇f_m(x_0) + ∇f_1(x_0)
-        t_k = self._send_differences(avg - self.G0 + (self.g1_0 - g1avg))
+        t_k = self._send_differences(avg - self._need(self.G0, "G0") + (self.g1_0 - g1avg))
         self._start_round(t_k)
         if t.is_hub and self.diagnostics is not None:
             self.diagnostics.update(
@@ -531,7 +542,7 @@ class OLGA(Algorithm):
             if prox_from is not None:
                 self.xloc = prox_from(self.xloc, self.xk, self.tk, self.theta)
             elif self.local_k == 0:  # an exact solver: once per round
-                self.xloc = self.oracle.prox(self.xk, self.tk, self.theta)
+                self.xloc = self.oracle.prox(self.xk, self._need(self.tk, "tk"), self.theta)
         self._advance_local()
 
     def skip_local_step(self) -> None:
@@ -555,7 +566,7 @@ class OLGA(Algorithm):
         self.local_k = 0
         self._end_round()
         if self.phase != "inner" and self.transport.is_hub:  # the epoch ends at the hub's last iterate
-            self.xk = self.xloc
+            self.xk = self._need(self.xloc, "xloc")
 
     def _gate_closes(self) -> bool:
         """Similarity gate: the hub decides whether the epoch ends now and tells every process (tag ``gate``)."""
@@ -563,14 +574,16 @@ class OLGA(Algorithm):
         flag = torch.zeros(1, dtype=self.x0.dtype, device=self.x0.device)
         if t.is_hub and self.delta_hat is not None:
             drift = float(torch.linalg.vector_norm(self.xk - self.x0)) * self.delta_hat
-            flag.fill_(float(drift >= self.gate * float(torch.linalg.vector_norm(self.gf0))))
+            gate, gf0 = self._need(self.gate, "gate"), self._need(self.gf0, "gf0")
+            flag.fill_(float(drift >= gate * float(torch.linalg.vector_norm(gf0))))
         (flag,) = t.broadcast(flag, tag="gate")
         return bool(flag.item() > 0)
 
     def _round_error(self) -> None:
-        gathered = self.transport.gather(self.error_memory.rows, tag="dense")
+        memory = self._need(self.error_memory, "error_memory")
+        gathered = self.transport.gather(self._need(memory.rows, "error_memory.rows"), tag="dense")
         if self.transport.is_hub:
-            self.error_memory.aggregate = gathered.mean(dim=0)  # ē
+            memory.aggregate = self._need(gathered, "gathered").mean(dim=0)  # ē
         self.phase = "y"
 
     def _round_y(self) -> None:
@@ -588,21 +601,22 @@ class OLGA(Algorithm):
         t = self.transport
         gathered = self._gather_grads(grads)
         if t.is_hub:
+            gathered = self._need(gathered, "gathered")
             gfy = gathered.mean(dim=0)
             g1y = gathered[t.hub]
             if self.accelerate:
-                t_k = (self.g1_0 - self.gf0) - (g1y - gfy)
-                y_tilde = y - self.error_memory.aggregate if self.error_memory is not None else y
-                big_g = self.p * (t_k + (self.x - y_tilde) / self.theta)
+                t_k = (self.g1_0 - self._need(self.gf0, "gf0")) - (g1y - gfy)
+                y_tilde = y - self._need(self.error_memory.aggregate, "ē") if self.error_memory is not None else y
+                big_g = self.p * (t_k + (self._need(self.x, "x") - y_tilde) / self.theta)
                 am = self.alpha * self._mu
-                self.z = (self.z + am * y - self.alpha * big_g) / (1 + am)
+                self.z = (self._need(self.z, "z") + am * y - self.alpha * big_g) / (1 + am)
             else:
                 big_g = torch.zeros_like(y)
             if self.diagnostics is not None:
                 self.diagnostics.update(
                     outer_G_norm=float(torch.linalg.vector_norm(big_g)),
                     outer_step=float(torch.linalg.vector_norm(y - self.y)),
-                    z_minus_y=float(torch.linalg.vector_norm(self.z - y)),
+                    z_minus_y=float(torch.linalg.vector_norm(self._need(self.z, "z") - y)),
                 )
             self.y = y
             if self.estimate_delta:
@@ -616,10 +630,10 @@ class OLGA(Algorithm):
             self._begin_epoch(y, grads, gathered)
 
     def _update_delta_hat(self, y: Tensor, dy: Tensor) -> None:
-        step = float(torch.linalg.vector_norm(y - self.x))
+        step = float(torch.linalg.vector_norm(y - self._need(self.x, "x")))
         if step == 0.0:
             return
-        estimate = float(torch.linalg.vector_norm(dy - self.dx, dim=1).max()) / step
+        estimate = float(torch.linalg.vector_norm(dy - self._need(self.dx, "dx"), dim=1).max()) / step
         self.delta_hat = estimate if self.delta_hat is None else max(self.delta_hat, estimate)
         if self.preset == "auto" and self._overrides["theta"] is None and self.delta_hat > 0:
             self._resolve(self.delta_hat)
