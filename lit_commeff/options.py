@@ -346,8 +346,9 @@ class HubOptions(Options):
 class OLGAOptions(HubOptions):
     """OLGA's options (Bylinkin & Beznosikov, AAAI'25, Algorithms 1–2, and our neural-network extensions).
 
-    The defaults are the neural-network ones, measured on the credit MLP over 3 seeds and checked on the
-    churn and throughput recipes (``docs/neural-adaptation.md``): RandK 10 %, θ = 1, S = 2, no momentum,
+    The defaults are the neural-network ones, chosen in loopback runs on the credit MLP (3 seeds) and checked
+    on the churn and throughput recipes, whose raw data were not kept (``docs/neural-adaptation.md`` says what
+    the committed B3 data back): RandK 10 %, θ = 1, S = 2, no momentum,
     p = 1/γ of the compressor. The algorithm used on its own takes the paper's instead
     (:attr:`paper_defaults`: θ from the preset, momentum on, output ``y``). Each field's meaning is in its
     ``metadata["doc"]`` and in ``docs/strategies.md``; the algorithm's docstring
@@ -368,7 +369,8 @@ class OLGAOptions(HubOptions):
     inner_steps: int = field(
         default=2,
         metadata=_doc(
-            "S ≥ 1, optimizer steps of the hub per prox solve (measured: S = 2 beats S = 1 on the credit MLP)"
+            "S ≥ 1, optimizer steps of the hub per prox solve (S = 2 was chosen over S = 1 on the credit MLP in runs "
+            "whose raw data were not kept)"
         ),
     )
     mu: float = field(default=0.0, metadata=_doc("μ ≥ 0 of the momentum (z) step (0 for neural networks)"))
@@ -405,7 +407,7 @@ class OLGAOptions(HubOptions):
     accelerate: bool = field(
         default=False,
         metadata=_doc(
-            "Katyusha-X momentum (measured: off for OLGA, on for EF-OLGA). `False` sets x = y and makes the y round's "
+            "Katyusha-X momentum (default off for OLGA, on for EF-OLGA). `False` sets x = y and makes the y round's "
             "dense gradients the next anchor (one dense round per outer iteration; EF-OLGA also drops its error "
             "round); μ, τ, α are then unused"
         ),
@@ -422,8 +424,8 @@ class OLGAOptions(HubOptions):
         metadata=_doc(
             "also compress the anchor and y rounds' gradient gathers, EF21-style: each rank keeps an estimate h_m of "
             "its gradient and sends C(∇f_m − h_m) with this biased compressor (e.g. `topk`); the hub uses the "
-            "estimates where the paper uses the gathered gradients. `None` keeps the paper's dense rounds. Measured "
-            "in [neural-adaptation.md](neural-adaptation.md)"
+            "estimates where the paper uses the gathered gradients. `None` keeps the paper's dense rounds. See "
+            "[neural-adaptation.md](neural-adaptation.md)"
         ),
     )
     dense_compressor_options: dict[str, Any] | None = field(
@@ -435,7 +437,7 @@ class OLGAOptions(HubOptions):
             "also compress the hub's broadcast in inner rounds, EF21-P-style: every rank holds a point w and an "
             "estimate v of the hub's gradient there, and the hub sends C(x_k − w) and C(∇f_1(w) − v) with this biased "
             "compressor (e.g. `topk`). Workers take their gradients at w; the hub keeps its exact x_k and removes v's "
-            "error from its correction. The model holds w. Needs `local_steps=1`, `same_batch=false`. Measured in "
+            "error from its correction. The model holds w. Needs `local_steps=1`, `same_batch=false`. See "
             "[neural-adaptation.md](neural-adaptation.md)"
         ),
     )
@@ -449,7 +451,7 @@ class OLGAOptions(HubOptions):
             "its gradient at the round's centre x_k to a running average and the hub takes its S optimizer steps on "
             "its subproblem; the next round sends the compressed difference of the averages (a one-round-stale "
             "correction that uses every batch). The model holds x_k until the next round. Needs `gate=None`, "
-            "`same_batch=false`. Measured in [neural-adaptation.md](neural-adaptation.md) and "
+            "`same_batch=false`. See [neural-adaptation.md](neural-adaptation.md) and "
             "[benchmarks.md](benchmarks.md)"
         ),
     )
@@ -460,7 +462,7 @@ class OLGAOptions(HubOptions):
             "first broadcasts it, the last gathers every rank's K-batch average, and the steps between are silent "
             "(the model does not move). The anchor gradient is the control variate of a whole inner epoch, so its "
             "batch noise reaches every compressed difference; the average has 1/K of it. Without `accelerate` the y "
-            "round is the next anchor and is averaged too. Same collectives and bytes as K = 1. Measured in "
+            "round is the next anchor and is averaged too. Same collectives and bytes as K = 1. See "
             "[neural-adaptation.md](neural-adaptation.md)"
         ),
     )
@@ -570,8 +572,8 @@ class OLGAOptions(HubOptions):
 class EFOLGAOptions(OLGAOptions):
     """EF-OLGA's options (same paper, Algorithms 3–4).
 
-    OLGA's, with a biased compressor (default TopK 1 %) and momentum on by default (measured,
-    ``docs/neural-adaptation.md``).
+    OLGA's, with a biased compressor (default TopK 1 %) and momentum on by default (chosen in loopback
+    runs, ``docs/neural-adaptation.md``).
     """
 
     method: ClassVar[str] = "EF-OLGA"
