@@ -70,23 +70,25 @@ class AccExtraGradient(Algorithm):
         return {"theta": self.theta, "tau": self.tau, "eta": self.eta, "alpha": self.alpha}
 
     def output(self) -> Tensor:
-        return self.xf
+        return self._need(self.xf, "xf")
 
     def _step(self) -> None:
         t = self.transport
         t.begin_round()
         if self.phase == "xg":
             if t.is_hub:
-                self.xg = self.tau * self.x + (1 - self.tau) * self.xf
+                self.xg = self.tau * self._need(self.x, "x") + (1 - self.tau) * self._need(self.xf, "xf")
             (xg,) = t.broadcast(self.xg, tag="point")
             gathered = t.gather(self.oracle.grads(xg), tag="dense")
             if t.is_hub:
+                gathered = self._need(gathered, "gathered")
                 grad_p = gathered.mean(dim=0) - gathered[t.hub]
                 self.xf = self.oracle.prox(xg, grad_p, self.theta)
             self.phase = "xf"
         else:
-            (xf,) = t.broadcast(self.xf if t.is_hub else torch.zeros_like(self.xg), tag="point")
+            (xf,) = t.broadcast(self._need(self.xf, "xf") if t.is_hub else torch.zeros_like(self.xg), tag="point")
             gathered = t.gather(self.oracle.grads(xf), tag="dense")
             if t.is_hub:
-                self.x = self.x + self.eta * self.alpha * (xf - self.x) - self.eta * gathered.mean(dim=0)
+                x = self._need(self.x, "x")
+                self.x = x + self.eta * self.alpha * (xf - x) - self.eta * self._need(gathered, "gathered").mean(dim=0)
             self.phase = "xg"

@@ -82,12 +82,12 @@ class AccSVRS(OLGA):
             self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
         i = self.sampled_worker(self.round)
         grads = self.oracle.grads(self.xk)
-        ghat = grads - self.g1k - self.G0 + self.g1_0
+        ghat = grads - self.g1k - self._need(self.G0, "G0") + self.g1_0
         if t.is_hub:
             ghat[t.hub_row] = 0
         received = t.gather(ghat, tag="dense", senders=[i])
         if t.is_hub:
-            t_k = received[i] - self.g1_0 + self.gf0  # E_i[ĝ_i] = mean_m ĝ_m
+            t_k = self._need(received, "received")[i] - self.g1_0 + self._need(self.gf0, "gf0")  # E_i[ĝ_i] = mean_m ĝ_m
             self.xk = self.oracle.prox(self.xk, t_k, self.theta)
             self.g1k = self.oracle.hub_grad(self.xk)
         self.inner_k += 1

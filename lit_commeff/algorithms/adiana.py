@@ -128,7 +128,7 @@ class ADIANA(Algorithm):
         }
 
     def output(self) -> Tensor:
-        return self.y
+        return self._need(self.y, "y")
 
     def _coin(self) -> bool:
         if self.p >= 1.0:
@@ -140,8 +140,9 @@ class ADIANA(Algorithm):
         t = self.transport
         t.begin_round()
         if t.is_hub:
-            self.x = self.theta1 * self.z + self.theta2 * self.w + (1 - self.theta1 - self.theta2) * self.y
-        x_out = self.x if t.is_hub else torch.zeros_like(self.w)
+            z, y = self._need(self.z, "z"), self._need(self.y, "y")
+            self.x = self.theta1 * z + self.theta2 * self.w + (1 - self.theta1 - self.theta2) * y
+        x_out = self._need(self.x, "x") if t.is_hub else torch.zeros_like(self.w)
         if self.w_pending:
             x, w = t.broadcast(x_out, self.w, tag="point")
             self.w, self.gw = w, None
@@ -160,9 +161,9 @@ class ADIANA(Algorithm):
         shift.update(own_w)  # only the messages at w move the shifts
         self.w_pending = self._coin()
         if t.is_hub:
-            g = shift.aggregate + received_x.mean(dim=0)
-            shift.update_aggregate(received_w.mean(dim=0))
-            y_old, self.y = self.y, x - self.eta * g
-            self.z = self.beta * self.z + (1 - self.beta) * x + (self.gamma / self.eta) * (self.y - x)
+            g = self._need(shift.aggregate, "shift.aggregate") + self._need(received_x, "received_x").mean(dim=0)
+            shift.update_aggregate(self._need(received_w, "received_w").mean(dim=0))
+            y_old, self.y = self._need(self.y, "y"), x - self.eta * g
+            self.z = self.beta * self._need(self.z, "z") + (1 - self.beta) * x + (self.gamma / self.eta) * (self.y - x)
             if self.w_pending:
                 self.w = y_old

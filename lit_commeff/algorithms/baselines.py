@@ -48,9 +48,11 @@ class GradientDescent(Algorithm):
         seed: int = 0,
     ) -> None:
         super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
-        if lr is None and L is None:
-            raise ValueError("lr: gradient descent needs a step size lr or the smoothness L (lr = 1/L).")
-        self.lr = check_positive("lr", lr if lr is not None else 1 / check_positive("L", L))
+        if lr is None:
+            if L is None:
+                raise ValueError("lr: gradient descent needs a step size lr or the smoothness L (lr = 1/L).")
+            lr = 1 / check_positive("L", L)
+        self.lr = check_positive("lr", lr)
         self.x = x0.detach().clone()
 
     def hyperparameters(self) -> dict[str, float]:
@@ -64,7 +66,7 @@ class GradientDescent(Algorithm):
         t = self.transport
         t.begin_round()
         gathered = t.gather(self.oracle.grads(self.x), tag="dense")
-        x = descend(self.oracle, self.x, gathered.mean(dim=0), self.lr) if t.is_hub else self.x
+        x = descend(self.oracle, self.x, self._need(gathered, "gathered").mean(dim=0), self.lr) if t.is_hub else self.x
         (self.x,) = t.broadcast(x, tag="point")
 
 
@@ -140,8 +142,8 @@ class DIANA(Algorithm):
         shift.update(own)
         x = self.x
         if t.is_hub:
-            mean = received.mean(dim=0)
-            x = descend(self.oracle, x, shift.aggregate + mean, self.gamma)
+            mean = self._need(received, "received").mean(dim=0)
+            x = descend(self.oracle, x, self._need(shift.aggregate, "shift.aggregate") + mean, self.gamma)
             shift.update_aggregate(mean)
         (self.x,) = t.broadcast(x, tag="point")
 
@@ -218,7 +220,7 @@ class EF21(Algorithm):
         if not self.started:  # dense initialisation round
             grads = self.oracle.grads(self.x)
             gathered = t.gather(grads, tag="dense")
-            estimate.reset(grads, gathered.mean(dim=0) if t.is_hub else None)
+            estimate.reset(grads, self._need(gathered, "gathered").mean(dim=0) if t.is_hub else None)
             self.started = True
         else:
             own, received = t.gather_compressed(
@@ -226,7 +228,11 @@ class EF21(Algorithm):
             )
             estimate.update(own)
             if t.is_hub:
-                estimate.update_aggregate(received.mean(dim=0))
+                estimate.update_aggregate(self._need(received, "received").mean(dim=0))
         # The hub steps and broadcasts the new iterate in the same round, so every process holds x.
-        x = descend(self.oracle, self.x, estimate.aggregate, self.gamma) if t.is_hub else self.x
+        x = (
+            descend(self.oracle, self.x, self._need(estimate.aggregate, "estimate.aggregate"), self.gamma)
+            if t.is_hub
+            else self.x
+        )
         (self.x,) = t.broadcast(x, tag="point")

@@ -152,8 +152,8 @@ class LoCoDL(Algorithm):
 
     def _local(self) -> tuple[Tensor, Tensor]:
         """One local iteration: ``(x̂, ŷ)``."""
-        u, v = self.control.rows, self.control.shared
-        x_hat = self.x - self.gamma * (self.oracle.grads(self.x) - self.mu_g * self.x - u)
+        u, v, x = self._need(self.control.rows, "control.rows"), self.control.shared, self._need(self.x, "x")
+        x_hat = x - self.gamma * (self.oracle.grads(x) - self.mu_g * x - u)
         y_hat = self.y - self.gamma * (self.mu_g * self.y - v)
         return x_hat, y_hat
 
@@ -170,7 +170,9 @@ class LoCoDL(Algorithm):
         x_hat, y_hat = self._local()
         self.local_steps += 1
         own, received = t.gather_compressed(x_hat - y_hat, self.compressor, step=self.round, key=self.name)
-        dbar = received.sum(dim=0) / (2 * t.num_workers) if t.is_hub else torch.zeros_like(self.y)
+        dbar = (
+            self._need(received, "received").sum(dim=0) / (2 * t.num_workers) if t.is_hub else torch.zeros_like(self.y)
+        )
         (dbar,) = t.broadcast(dbar, tag="dbar")
         self.x = (1 - self.rho) * x_hat + self.rho * (y_hat + dbar)
         self.y = y_hat + self.rho * dbar

@@ -20,10 +20,14 @@ changes a held tensor in place, so :meth:`Memory.state_dict` may return the tens
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor
+
+from lit_commeff._state import need
+
+_T = TypeVar("_T")
 
 
 class Memory:
@@ -33,6 +37,10 @@ class Memory:
     """
 
     _fields: ClassVar[tuple[str, ...]] = ()
+
+    def _need(self, value: _T | None, name: str) -> _T:
+        """``value``, a field this update needs: set by ``reset``, or held only on the hub."""
+        return need(value, name, owner=type(self).__name__, hint="reset() sets it; aggregates exist on the hub only")
 
     def state_dict(self) -> dict[str, Tensor | None]:
         """The fields by reference, not copied (an update rebinds them; it never writes into them)."""
@@ -79,7 +87,7 @@ class ErrorFeedback(Memory):
 
     def compensate(self, x: Tensor) -> Tensor:
         """What the workers compress: ``e + x``."""
-        return self.rows + x
+        return self._need(self.rows, "rows") + x
 
     def update(self, compensated: Tensor, decoded: Tensor) -> None:
         """``e ← compensated − decoded``: the part of the message the compressor dropped."""
@@ -120,11 +128,11 @@ class ShiftedEstimate(Memory):
 
     def update(self, decoded: Tensor) -> None:
         """``h ← h + α decoded`` (this process's workers)."""
-        self.rows = self.rows + self._scaled(decoded)
+        self.rows = self._need(self.rows, "rows") + self._scaled(decoded)
 
     def update_aggregate(self, received: Tensor) -> None:
         """``aggregate ← aggregate + α received`` (the hub: what it received, or its mean)."""
-        self.aggregate = self.aggregate + self._scaled(received)
+        self.aggregate = self._need(self.aggregate, "aggregate") + self._scaled(received)
 
     def _scaled(self, x: Tensor) -> Tensor:
         return x if self.alpha is None else self.alpha * x
@@ -199,7 +207,7 @@ class EF21PDownlink(Memory):
 
     def hub_error(self) -> Tensor:
         """The hub's ``∇f_1(w) − v``: what v misses of the hub's exact gradient."""
-        return self.exact_grad - self.grad
+        return self._need(self.exact_grad, "exact_grad") - self.grad
 
 
 class ControlVariates(Memory):
@@ -225,7 +233,7 @@ class ControlVariates(Memory):
 
     def update(self, sent: Tensor, mean: Tensor, step: float) -> None:
         """``u_m ← u_m + step (d̄ − d_m)``, ``v ← v + step d̄``."""
-        self.rows = self.rows + step * (mean - sent)
+        self.rows = self._need(self.rows, "rows") + step * (mean - sent)
         self.shared = self.shared + step * mean
 
 
