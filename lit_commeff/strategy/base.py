@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch.accelerators import Accelerator
 from lightning.pytorch.plugins.environments import ClusterEnvironment
@@ -19,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.distributed.constants import default_pg_timeout
 from typing_extensions import override
 
+from lit_commeff._state import need
 from lit_commeff.options import OptionError
 from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy import state as rank_state
@@ -29,6 +31,9 @@ from lit_commeff.transport.objects import all_gather
 StartMethod = Literal["popen", "spawn", "fork", "forkserver"]
 
 log = logging.getLogger(__name__)
+
+
+_T = TypeVar("_T")
 
 
 class CommStrategy(DDPStrategy):
@@ -89,6 +94,21 @@ class CommStrategy(DDPStrategy):
         self._stop_agreed = False  # rank 0's SIGTERM, learnt by every rank in a step's own round
 
     # ------------------------------------------------------------------------------- subclass API
+    def _built(self, value: _T | None, what: str) -> _T:
+        """``value``, something ``setup()`` builds (the algorithm, transport, metering, ...), read after it.
+
+        Raises:
+            RuntimeError: It is ``None``: the strategy was used before the Trainer set it up.
+        """
+        return need(
+            value, what, owner=type(self).__name__, hint="setup() builds it; let the Trainer set the strategy up"
+        )
+
+    @property
+    def _module(self) -> pl.LightningModule:
+        """The LightningModule being trained (set by the Trainer before ``setup()``)."""
+        return self._built(self.lightning_module, "lightning_module")
+
     def rank_state_dict(self) -> dict[str, Any]:
         """This rank's method state (tensors and plain types) for the checkpoint."""
         return {}
@@ -126,7 +146,7 @@ class CommStrategy(DDPStrategy):
 
     @override
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], filepath: str | os.PathLike[str], storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], filepath: str | Path, storage_options: Any | None = None
     ) -> None:
         # Lightning calls this on every rank (rank 0 writes): the gather below is a collective.
         if self.metering is not None:
@@ -137,9 +157,7 @@ class CommStrategy(DDPStrategy):
         super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
 
     @override
-    def load_checkpoint(
-        self, checkpoint_path: str | os.PathLike[str], weights_only: bool | None = None
-    ) -> dict[str, Any]:
+    def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
         checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
         entry = checkpoint.get(rank_state.CHECKPOINT_KEY)
         if entry is not None:
@@ -200,7 +218,7 @@ class CommStrategy(DDPStrategy):
     def on_train_start(self) -> None:
         super().on_train_start()
         self._stop_agreed = False
-        self._install_sigterm_check(self.lightning_module.trainer)
+        self._install_sigterm_check(self._module.trainer)
         pending, self._pending_rank_state = self._pending_rank_state, None
         if pending is None:
             return
@@ -242,7 +260,7 @@ class CommStrategy(DDPStrategy):
             accumulate_fix: What to do instead of gradient accumulation, for the message.
         """
         name = type(self).__name__
-        if not self.lightning_module.automatic_optimization:
+        if not self._module.automatic_optimization:
             raise ValueError(
                 f"automatic_optimization: {name} drives the optimizer itself and needs automatic optimization; "
                 "remove `self.automatic_optimization = False` from the LightningModule."

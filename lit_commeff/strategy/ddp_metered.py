@@ -39,7 +39,7 @@ class BucketMessage(NamedTuple):
 
 
 class _BucketRecord(NamedTuple):
-    index: int
+    bucket: int  # the bucket's index (not `index`, which would shadow tuple.index)
     messages: list[BucketMessage]
     seconds: float
 
@@ -152,7 +152,7 @@ class MeteredDDPStrategy(CommStrategy):
         super().setup(trainer)
         if trainer.state.fn != TrainerFn.FITTING:
             return
-        params = [p for p in self.lightning_module.parameters() if p.requires_grad]
+        params = [p for p in self._module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("model: the LightningModule has no trainable parameters (requires_grad=True) to train.")
         ledger = CommLedger(
@@ -180,9 +180,9 @@ class MeteredDDPStrategy(CommStrategy):
     def _flush_pending(self) -> None:
         """Move the buckets' records (collectives already complete) into the open ledger round."""
         records, self._pending = self._pending, []
-        ledger = self.metering.ledger
+        ledger = self._built(self.metering, "metering").ledger
         senders = list(range(self.world_size))
-        for record in sorted(records, key=lambda r: r.index):
+        for record in sorted(records, key=lambda r: r.bucket):
             last = len(record.messages) - 1
             for i, message in enumerate(record.messages):
                 ledger.record(

@@ -93,7 +93,7 @@ class DiLoCoStrategy(CommStrategy):
     @override
     def configure_ddp(self) -> None:
         # No DDP wrapper; every rank starts from rank 0's parameters and buffers (in setup, once the ledger exists).
-        module = self.lightning_module
+        module = self._module
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._check_same_model([p for _, p in named], [n for n, _ in named])
 
@@ -113,17 +113,17 @@ class DiLoCoStrategy(CommStrategy):
                 f"configure_optimizers: {type(self).__name__} needs exactly one (inner) optimizer, got "
                 f"{len(self.optimizers)}; put every parameter group into one optimizer."
             )
-        module = self.lightning_module
+        module = self._module
         params, _ = trainable_parameters(module, self.optimizers[0])
         ledger = CommLedger(
             dim=sum(p.numel() for p in params), num_workers=self.world_size, dense_dtype=dense_dtype_of(params)
         )
         self.metering = CommMetering(ledger, method=self.strategy_name)
-        self.transport = DistributedTransport(
+        self.transport = transport = DistributedTransport(
             dim=ledger.dim, dtype=dense_dtype_of(params), device=self.root_device, hub=0, ledger=ledger
         )
         ledger.begin_round()
-        self.transport.broadcast_parameters([*module.parameters(), *module.buffers()], tag="setup")
+        transport.broadcast_parameters([*module.parameters(), *module.buffers()], tag="setup")
         self._params = params
         self._buffers = [b for b in module.buffers() if b.is_floating_point()]
         self._global = self._flat_params().clone()
@@ -204,13 +204,14 @@ class DiLoCoStrategy(CommStrategy):
         model: pl.LightningModule | torch.nn.Module | None = None,
         **kwargs: Any,
     ) -> Any:
-        self.metering.ledger.begin_round()
+        metering = self._built(self.metering, "metering")
+        metering.ledger.begin_round()
         output = super().optimizer_step(optimizer, closure, model, **kwargs)
         self.local_steps += 1
         if self.local_steps % self.inner_steps == 0:
             self._sync()
             if log.isEnabledFor(logging.DEBUG):
-                ledger = self.metering.ledger
+                ledger = metering.ledger
                 log.debug(
                     "%s: outer sync after %d local steps (rank %d); all-reduce total %d B",
                     type(self).__name__,
@@ -218,7 +219,7 @@ class DiLoCoStrategy(CommStrategy):
                     self.global_rank,
                     ledger.allreduce_bytes,
                 )
-        self.metering.log_comm_metrics(self.lightning_module)
+        metering.log_comm_metrics(self._module)
         return output
 
     @override
@@ -228,10 +229,11 @@ class DiLoCoStrategy(CommStrategy):
     @torch.no_grad()
     def _sync(self) -> None:
         """All-reduce Δ = θ − θ_local, take the outer step on θ, load θ; average the floating-point buffers."""
-        transport = self.transport
-        delta = transport.all_reduce((self._global - self._flat_params()).unsqueeze(0), op="mean", tag="delta")
+        transport = self._built(self.transport, "transport")
+        global_params = self._built(self._global, "global parameters")
+        delta = transport.all_reduce((global_params - self._flat_params()).unsqueeze(0), op="mean", tag="delta")
         self._global, self._momentum = nesterov_outer_step(
-            self._global, delta, self._momentum, lr=self.outer_lr, momentum=self.outer_momentum
+            global_params, delta, self._momentum, lr=self.outer_lr, momentum=self.outer_momentum
         )
         self._load(self._global, [b.detach() for b in self._buffers])
         for dtype in dict.fromkeys(b.dtype for b in self._buffers):
@@ -253,7 +255,7 @@ class DiLoCoStrategy(CommStrategy):
             "outer_momentum_buffer": None if self._momentum is None else self._momentum.clone(),
             "local_steps": self.local_steps,
             "local_params": self._flat_params().clone(),
-            "buffers": [b.detach().clone() for b in self.lightning_module.buffers()],
+            "buffers": [b.detach().clone() for b in self._module.buffers()],
             "global_buffers": [b.clone() for b in self._global_buffers],
             "inner_optimizer": self.optimizers[0].state_dict(),
         }
@@ -274,7 +276,7 @@ class DiLoCoStrategy(CommStrategy):
             for p in self._params:
                 p.copy_(local[offset : offset + p.numel()].view_as(p))
                 offset += p.numel()
-            for b, saved in zip(self.lightning_module.buffers(), state["buffers"], strict=True):
+            for b, saved in zip(self._module.buffers(), state["buffers"], strict=True):
                 b.copy_(saved)
             self._global_buffers = [b.clone() for b in state["global_buffers"]]
         if "outer_momentum_buffer" in state:

@@ -143,17 +143,15 @@ class HubAlgorithmStrategy(CommStrategy):
                 f"configure_optimizers: {type(self).__name__} needs exactly one optimizer, got {len(self.optimizers)}; "
                 "put every parameter group into one optimizer."
             )
-        module = self.lightning_module
+        module = self._module
         optimizer: Optimizer = self.optimizers[0]
         params, names = trainable_parameters(module, optimizer)
         self._check_same_model(params, names)
-        self._flat = FlatParams(params)
-        ledger = CommLedger(
-            dim=self._flat.numel, num_workers=self.world_size, dense_dtype=dense_dtype_of(params), hub=0
-        )
-        transport_args = {
-            "dim": self._flat.numel,
-            "dtype": self._flat.dtype,
+        self._flat = flat = FlatParams(params)
+        ledger = CommLedger(dim=flat.numel, num_workers=self.world_size, dense_dtype=dense_dtype_of(params), hub=0)
+        transport_args: dict[str, Any] = {
+            "dim": flat.numel,
+            "dtype": flat.dtype,
             "device": self.root_device,
             "hub": 0,
             "ledger": ledger,
@@ -164,7 +162,7 @@ class HubAlgorithmStrategy(CommStrategy):
             self.transport = DistributedTransport(**transport_args)
         else:
             self._guard = NonFiniteGuard(
-                names=names, numels=self._flat.numels, rank=self.global_rank, world_size=self.world_size
+                names=names, numels=flat.numels, rank=self.global_rank, world_size=self.world_size
             )
             self.transport = GuardedTransport(guard=self._guard, **transport_args)
         self.metering = CommMetering(ledger, method=self.strategy_name)
@@ -172,12 +170,12 @@ class HubAlgorithmStrategy(CommStrategy):
         self._buffers = [b for b in module.buffers() if b.is_floating_point()]
         self._oracle = LightningOracle(
             module=module,
-            flat=self._flat,
+            flat=flat,
             optimizer=optimizer,
             inner_steps=getattr(self, "inner_steps", 1),
             guard=self._guard,
         )
-        self.algorithm = self.make_algorithm(transport=self.transport, oracle=self._oracle, x0=self._flat.get())
+        self.algorithm = self.make_algorithm(transport=self.transport, oracle=self._oracle, x0=flat.get())
         log.debug(
             "%s: rank %d ready: %s over %d ranks, d=%d, downlink %s, nonfinite %s",
             type(self).__name__,
@@ -205,7 +203,9 @@ class HubAlgorithmStrategy(CommStrategy):
     def _sync_initial_state(self, module: torch.nn.Module, ledger: CommLedger) -> None:
         """Start every rank from rank 0's parameters and buffers, as DDP does (counted, tag ``setup``)."""
         ledger.begin_round()
-        self.transport.broadcast_parameters([*module.parameters(), *module.buffers()], tag="setup")
+        self._built(self.transport, "transport").broadcast_parameters(
+            [*module.parameters(), *module.buffers()], tag="setup"
+        )
 
     # ------------------------------------------------------------------------------- training
     @override
@@ -216,33 +216,36 @@ class HubAlgorithmStrategy(CommStrategy):
         model: pl.LightningModule | torch.nn.Module | None = None,
         **kwargs: Any,
     ) -> Any:
-        model = model or self.lightning_module
-        trainer = self.lightning_module.trainer
+        module = self._module
+        model = model or module
+        trainer = module.trainer
         precision = self.precision_plugin
         first = lightning_api.first_evaluation(precision, model, optimizer, closure)
         clip = lightning_api.gradient_clipper(precision, model, optimizer, trainer)
-        oracle = self._oracle
+        oracle = self._built(self._oracle, "oracle")
+        algorithm = self._built(self.algorithm, "algorithm")
         oracle.bind(closure, first, clip)
         guard = self._guard
         snapshot = None
-        communicates = self.algorithm.communicates()  # False: a local step, no collective on any rank
+        communicates = algorithm.communicates()  # False: a local step, no collective on any rank
         if guard is not None:
             guard.begin(trainer.global_step)
-            snapshot = Snapshot.take(self.algorithm, optimizer, self._buffers)
+            snapshot = Snapshot.take(algorithm, optimizer, self._buffers)
         try:
-            self.algorithm.step()
+            algorithm.step()
             if oracle.evaluations == 0:  # a round without local gradients (EF-OLGA's error round)
                 oracle.evaluate()
-            output = self.algorithm.output()
+            output = algorithm.output()
             if guard is not None:
                 guard.check(output, "iterate")
-            self._flat.set(output)  # the oracle moved the parameters; the model holds the output iterate
+            self._built(self._flat, "flat").set(output)  # the oracle moved the parameters; the model holds the output
             if self._buffers and communicates:  # as DDP does (broadcast_buffers=True): ranks hold the hub's buffers
-                synced = self.transport.broadcast(*self._buffers, tag="buffers")
+                synced = self._built(self.transport, "transport").broadcast(*self._buffers, tag="buffers")
                 with torch.no_grad():
                     for buffer, value in zip(self._buffers, synced, strict=True):
                         buffer.copy_(value)
             if guard is not None:
+                snapshot = self._built(snapshot, "snapshot")
                 if communicates:
                     self._settle(guard, snapshot, optimizer)
                 else:
@@ -254,10 +257,10 @@ class HubAlgorithmStrategy(CommStrategy):
         finally:
             oracle.release()
         lightning_api.mark_optimizer_stepped(optimizer)  # workers take no optimizer step of their own
-        if self.metering.log_comm_metrics(self.lightning_module, delta_hat=self.delta_hat()):
-            self.log_diagnostics(self.lightning_module)
+        if self._built(self.metering, "metering").log_comm_metrics(module, delta_hat=self.delta_hat()):
+            self.log_diagnostics(module)
             if guard is not None:
-                self.lightning_module.log("comm/skipped_rounds", float(self.skipped_rounds), rank_zero_only=True)
+                module.log("comm/skipped_rounds", float(self.skipped_rounds), rank_zero_only=True)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s: step %d done on rank %d (%s, %d gradient evaluations)",
@@ -284,13 +287,17 @@ class HubAlgorithmStrategy(CommStrategy):
         if self._pending is not None:  # a local step's fault under "raise": every rank stops here
             guard.fault = guard.fault or self._pending
             self._pending = None
-        trainer = self.lightning_module.trainer
-        faulty = guard.agree(self.transport, stop=self.global_rank == 0 and lightning_api.sigterm_received(trainer))
+        trainer = self._module.trainer
+        faulty = guard.agree(
+            self._built(self.transport, "transport"),
+            stop=self.global_rank == 0 and lightning_api.sigterm_received(trainer),
+        )
         self._stop_agreed = self._stop_agreed or guard.stop
         if not faulty:
             return
-        snapshot.restore(self.algorithm, optimizer, self._buffers)
-        self._flat.set(self.algorithm.output())
+        algorithm = self._built(self.algorithm, "algorithm")
+        snapshot.restore(algorithm, optimizer, self._buffers)
+        self._built(self._flat, "flat").set(algorithm.output())
         if self.nonfinite == "raise":
             raise guard.error(faulty)
         self.skipped_rounds += 1
@@ -306,9 +313,10 @@ class HubAlgorithmStrategy(CommStrategy):
         """
         if guard.fault is None:
             return
-        snapshot.restore(self.algorithm, optimizer, self._buffers)
-        self.algorithm.skip_local_step()  # stay on the shared schedule: the next communicating step is everyone's
-        self._flat.set(self.algorithm.output())
+        algorithm = self._built(self.algorithm, "algorithm")
+        snapshot.restore(algorithm, optimizer, self._buffers)
+        algorithm.skip_local_step()  # stay on the shared schedule: the next communicating step is everyone's
+        self._built(self._flat, "flat").set(algorithm.output())
         if self.nonfinite == "raise":
             self._pending = self._pending or guard.fault
             return
@@ -328,7 +336,7 @@ class HubAlgorithmStrategy(CommStrategy):
             return
         self.skipped_rounds = int(state.get("skipped_rounds", 0))
         self.algorithm.load_state_dict(state["algorithm"])
-        self._flat.set(self.algorithm.output())
+        self._built(self._flat, "flat").set(self.algorithm.output())
 
     def hyperparameters(self) -> dict[str, float]:
         """The algorithm's resolved hyper-parameters (after setup)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -169,7 +170,7 @@ def _logs_now(trainer: Any, steps: int) -> bool:
     )
 
 
-def dense_dtype_of(params: list[torch.Tensor]) -> torch.dtype:
+def dense_dtype_of(params: Sequence[torch.Tensor]) -> torch.dtype:
     """The dtype of a dense message for these parameters (they must agree)."""
     dtypes = {p.dtype for p in params}
     if len(dtypes) != 1:

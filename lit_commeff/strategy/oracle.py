@@ -75,17 +75,18 @@ class LightningOracle:
 
     def evaluate(self) -> None:
         """Run the step's closure at the parameters the model holds now (gradients land in ``.grad``)."""
-        if self._closure is None:
+        closure, first, clip = self._closure, self._first, self._clip
+        if closure is None or first is None or clip is None:  # bind() sets all three
             raise RuntimeError(
                 "LightningOracle: no closure bound; gradients are only available inside a training step."
             )
         if self.evaluations == 0:
-            self.first_loss = self._first()  # the loop's own evaluation (logging, hooks, reported loss)
+            self.first_loss = first()  # the loop's own evaluation (logging, hooks, reported loss)
         else:
             # Lightning reports the first evaluation's loss and logged values; later ones stay silent
-            with lightning_api.preserved_closure_result(self._closure), lightning_api.silenced_logging(self.module):
-                self._closure()
-            self._clip()
+            with lightning_api.preserved_closure_result(closure), lightning_api.silenced_logging(self.module):
+                closure()
+            clip()
         self.evaluations += 1
 
     def gradient(self, x: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -170,16 +170,20 @@ class PowerSGDStrategy(MeteredDDPStrategy):
             warm_start=True,
             random_seed=self.seed,
         )
-        self._param_names = {id(p): n for n, p in self.lightning_module.named_parameters()}
+        self._param_names = {id(p): n for n, p in self._module.named_parameters()}
         self._layouts, self._touched, self._pool = {}, set(), {}
         return self.powersgd_state, powerSGD_hook
+
+    @property
+    def _hook_state(self) -> PowerSGDState:
+        return self._built(self.powersgd_state, "powersgd_state")
 
     def _plan(self, shapes: Sequence[torch.Size]) -> _BucketPlan:
         return _bucket_plan(shapes, self.matrix_approximation_rank, self.min_compression_rate)
 
     @override
     def _before_bucket(self, bucket: dist.GradBucket) -> _BucketPlan | None:
-        state = self.powersgd_state
+        state = self._hook_state
         params = bucket.parameters()
         names = tuple(self._param_names[id(p)] for p in params)
         shapes = tuple(p.shape for p in params)
@@ -201,8 +205,8 @@ class PowerSGDStrategy(MeteredDDPStrategy):
         if context is None:
             return [BucketMessage("dense", buffer.numel() * buffer.element_size())]
         index = bucket.index()
-        p = self.powersgd_state.p_memory_dict[index]
-        q = self.powersgd_state.q_memory_dict[index]
+        p = self._hook_state.p_memory_dict[index]
+        q = self._hook_state.q_memory_dict[index]
         return [
             BucketMessage("uncompressed", context.uncompressed_numel * buffer.element_size()),
             BucketMessage("powersgd_p", p.numel() * p.element_size()),
@@ -228,7 +232,7 @@ class PowerSGDStrategy(MeteredDDPStrategy):
 
     def _split(self, index: int) -> dict[str, dict[str, Any]]:
         """Bucket ``index``'s hook state, per parameter name (copies)."""
-        state = self.powersgd_state
+        state = self._hook_state
         names, shapes = self._layouts[index]
         error = state.error_dict.get(index)
         p, q = state.p_memory_dict.get(index), state.q_memory_dict.get(index)
@@ -244,13 +248,13 @@ class PowerSGDStrategy(MeteredDDPStrategy):
             entry: dict[str, Any] = {"warm": p is not None}
             if error is not None:
                 entry["error"] = cut(error, (seg.offset, seg.numel))
-            if p is not None and seg.p is not None:
+            if p is not None and q is not None and seg.p is not None and seg.q is not None:  # the hook sets both
                 entry["p"], entry["q"] = cut(p, seg.p), cut(q, seg.q)
             out[name] = entry
         return out
 
     def _to_pool(self, indices: list[int]) -> None:
-        state = self.powersgd_state
+        state = self._hook_state
         for b in indices:
             self._pool.update(self._split(b))
             del self._layouts[b]
@@ -267,17 +271,16 @@ class PowerSGDStrategy(MeteredDDPStrategy):
                 f"powersgd: saved state covers only part of gradient bucket {index} (missing {missing}); "
                 "resume with the same model and DDP options (bucket_cap_mb, find_unused_parameters)."
             )
-        for n in names:
-            del self._pool[n]
-        state = self.powersgd_state
+        full = [self._pool.pop(n) for n in names]  # every entry, now that none is missing
+        state = self._hook_state
         device, dtype = buffer.device, buffer.dtype
-        if all("error" in e for e in entries):
-            state.error_dict[index] = torch.cat([e["error"].reshape(-1) for e in entries]).to(device, dtype)
-        if all(e["warm"] for e in entries):
+        if all("error" in e for e in full):
+            state.error_dict[index] = torch.cat([e["error"].reshape(-1) for e in full]).to(device, dtype)
+        if all(e["warm"] for e in full):
             order = self._plan(shapes).compressed_order
             empty = torch.empty(0, device=device, dtype=dtype)
-            state.p_memory_dict[index] = torch.cat([empty, *(entries[i]["p"].to(device, dtype) for i in order)])
-            state.q_memory_dict[index] = torch.cat([empty, *(entries[i]["q"].to(device, dtype) for i in order)])
+            state.p_memory_dict[index] = torch.cat([empty, *(full[i]["p"].to(device, dtype) for i in order)])
+            state.q_memory_dict[index] = torch.cat([empty, *(full[i]["q"].to(device, dtype) for i in order)])
 
     # ------------------------------------------------------------------------------- state
     def _config(self) -> dict[str, Any]:
@@ -295,7 +298,9 @@ class PowerSGDStrategy(MeteredDDPStrategy):
         params = {name: dict(entry) for name, entry in self._pool.items()}
         for b in self._layouts:
             params.update(self._split(b))
-        _, keys, pos, has_gauss, cached_gaussian = state.rng.get_state()
+        # get_state() returns the legacy tuple by default; numpy's stub types that default as the dict form
+        legacy = cast("tuple[str, np.ndarray, int, int, float]", state.rng.get_state())
+        _, keys, pos, has_gauss, cached_gaussian = legacy
         return {
             "config": self._config(),
             "iter": int(state.iter),

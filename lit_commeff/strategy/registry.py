@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lightning.pytorch.strategies import StrategyRegistry
 
 from lit_commeff.strategy.base import CommStrategy
+
+if TYPE_CHECKING:  # the class of Lightning's StrategyRegistry (a dict with register())
+    from lightning.fabric.strategies.registry import _StrategyRegistry
 
 #: name -> (class path, description); classes are imported lazily where possible.
 DESCRIPTIONS = {
@@ -35,7 +40,7 @@ def strategy_classes() -> dict[str, type[CommStrategy]]:
     return classes
 
 
-def register_strategies(registry: dict | None = None) -> list[str]:
+def register_strategies(registry: _StrategyRegistry | None = None) -> list[str]:
     """Register every lit_commeff strategy in Lightning's registry (idempotent); returns the names.
 
     Each method gets three names, as Lightning's ``ddp`` does: ``olga`` starts processes like
