@@ -21,7 +21,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from omegaconf import OmegaConf
 
 from lit_commeff.compression import Compressor, Identity, build
 from lit_commeff.compression.registry import accepts
@@ -164,6 +167,30 @@ def require_biased(compressor: Compressor, method: str, alternative: str, *, fie
         )
 
 
+#: Options of which a compressor takes exactly one: given one, the config's default of the other is dropped.
+_EXCLUSIVE = (("k", "ratio"),)
+
+
+def _config_defaults(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of ``compressor=<name>`` (``lit_commeff/conf/compressor/<name>.yaml``).
+
+    A compressor named inside another option (``dense_compressor=topk``) starts from the same values as the
+    top-level ``compressor`` group, instead of failing for want of its options.
+    """
+    path = Path(__file__).parent / "conf" / "compressor" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(config, dict):
+        return {}
+    defaults = {str(k): v for k, v in config.items() if k not in ("_target_", "seed")}
+    for pair in _EXCLUSIVE:
+        if any(options.get(key) is not None for key in pair):
+            for key in pair:
+                defaults.pop(key, None)
+    return defaults
+
+
 def resolve_compressor(
     spec: CompressorSpec, options: Mapping[str, Any] | None, *, field: str = "compressor", seed: int | None = None
 ) -> Compressor:
@@ -185,7 +212,7 @@ def resolve_compressor(
         raise OptionError(
             field, spec, "is neither a compressor name nor a Compressor", "use e.g. 'randk' or RandK(...)"
         )
-    kwargs = dict(options or {})
+    kwargs = {**_config_defaults(spec, options or {}), **dict(options or {})}
     if seed is not None and "seed" not in kwargs and accepts(spec, "seed"):
         kwargs["seed"] = seed
     return build(spec, **kwargs)
@@ -699,7 +726,8 @@ def _default_text(cls: type[Options], f: Field) -> str:
         name, options = cls.default_compressor
         shown = ", ".join(f"{k} {v}" for k, v in options.items())
         return f"`None` (`{name}`{' ' + shown if shown else ''})"
-    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    # ignored: mypy cannot narrow away dataclasses' MISSING sentinel; a field without a default has a factory
+    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
     return f"`{default!r}`"
 
 

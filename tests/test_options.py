@@ -276,3 +276,12 @@ def test_the_methods_seed_drives_a_named_compressors_draws():
     assert OLGAOptions(seed=3, compressor=RandK(ratio=0.1, seed=9)).built_compressor.seed == 9
     dense = OLGAOptions(seed=4, dense_compressor="powersgd").built_dense_compressor
     assert dense is not None and dense.seed == 4
+
+
+def test_a_compressor_named_inside_an_option_takes_its_config_defaults():
+    """`strategy.downlink_compressor=topk` alone works, as `compressor=topk` does (issue 18): the yaml's defaults."""
+    assert EFOLGAOptions(downlink_compressor="topk").built_downlink_compressor.ratio == 0.01
+    given_k = EFOLGAOptions(dense_compressor="topk", dense_compressor_options={"k": 5}).built_dense_compressor
+    assert (given_k.k, given_k.ratio) == (5, None)  # k given: the config's ratio is not added
+    assert OLGAOptions(compressor="qsgd").built_compressor.s == 1
+    assert OLGAOptions().built_compressor.ratio == 0.1  # the method's own default is unchanged
