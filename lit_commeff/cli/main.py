@@ -18,7 +18,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     cwd = Path(hydra.utils.get_original_cwd())
     choices = dict(hc.runtime.choices)
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))  # created from a dict
     external = launched_externally()
     is_rank0 = not external or external_rank() == 0
     try:
@@ -114,7 +114,7 @@ def main(cfg: DictConfig) -> None:
             tracking_uri=tracking_uri,
             experiment=str(resolved.logger.experiment),
             run_name=run_name,
-            params=flatten(OmegaConf.to_container(resolved)),
+            params=flatten(cast(dict[str, Any], OmegaConf.to_container(resolved))),
             tags=_tags(resolved, choices, plan.world_size),
             artifact_location=_artifact_location(tracking_uri, cwd),
         )

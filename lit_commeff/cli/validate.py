@@ -29,7 +29,7 @@ import re
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import lightning.pytorch as pl
@@ -273,7 +273,7 @@ def _check_trainer_keys(trainer: DictConfig) -> None:
             close = difflib.get_close_matches(str(name), sorted(accepted), n=1)
             hint = f"did you mean trainer.{close[0]}? " if close else ""
             raise ConfigError(
-                f"trainer.{name}: {name!r} is not an argument of lightning.pytorch.Trainer; {hint}remove it."
+                f"trainer.{name!s}: {name!r} is not an argument of lightning.pytorch.Trainer; {hint}remove it."
             )
 
 
@@ -324,7 +324,7 @@ def _check_logger(logger: DictConfig) -> None:
     known = [f.name for f in fields(LoggerSchema)]
     for name in logger:
         if name not in known:
-            raise ConfigError(f"logger.{name}: {name!r} is not a logger option; remove it or use one of {known}.")
+            raise ConfigError(f"logger.{name!s}: {name!r} is not a logger option; remove it or use one of {known}.")
     uri = logger.get("tracking_uri")
     fix = (
         "set logger.tracking_uri to sqlite:///ABSOLUTE/PATH/mlflow.db (logger=mlflow_local), "
@@ -372,7 +372,7 @@ def _accepted_options(target: Any) -> set[str] | None:
     """
     if inspect.isclass(target):
         inits = [cls.__dict__["__init__"] for cls in target.__mro__ if "__init__" in cls.__dict__]
-        owners = [cls for cls in target.__mro__ if "__init__" in cls.__dict__]
+        owners: list[type | None] = [cls for cls in target.__mro__ if "__init__" in cls.__dict__]
     else:
         inits, owners = [target], [None]
     options = getattr(target, "options_cls", None)
@@ -412,7 +412,7 @@ def _check_options(node: Any, key: str) -> None:
         close = difflib.get_close_matches(str(name), sorted(accepted), n=1)
         hint = f"did you mean {key}.{close[0]}? " if close else ""
         raise ConfigError(
-            f"{key}.{name}: {name!r} is not an option of {getattr(target, '__name__', target)}; {hint}remove it "
+            f"{key}.{name!s}: {name!r} is not an option of {getattr(target, '__name__', target)}; {hint}remove it "
             f"or use one of its options {documented}."
         )
 
@@ -423,7 +423,7 @@ def _check_recipe_keys(recipe: Any) -> None:
     for name in recipe:
         if name not in ("name", "data", "model"):
             raise ConfigError(
-                f"recipe.{name}: a recipe has the keys name, data and model, not {name!r}; remove it, or move it "
+                f"recipe.{name!s}: a recipe has the keys name, data and model, not {name!r}; remove it, or move it "
                 f"under recipe.data or recipe.model."
             )
     for part in ("data", "model"):
@@ -480,7 +480,7 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
         instantiate(cfg.recipe.model)
     except Exception as err:
         raise _wrap("recipe.model", err, "recipe.model") from None
-    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    options = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))  # stub: any container
     try:  # Lightning's own checks (precision, accelerator, devices) and the strategy's world-size check
         pl.Trainer(
             **options,
@@ -493,3 +493,193 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
     except Exception as err:
         raise _wrap_trainer(options, err) from None
     return Plan(world_size=world, datamodule=datamodule, strategy=strategy)
+
+
+# ----------------------------------------------------------------------------------- errors Hydra raises
+#: Config groups whose options a key may live under (``compressor=randk`` has ``ratio``).
+_GROUPS = ("compressor", "strategy", "recipe", "trainer", "logger")
+#: Hydra's schema entries in the groups, not options a user picks.
+_NOT_OPTIONS = ("schema",)
+#: OmegaConf's type names in its conversion errors, as a user would say them.
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _compose_keys(overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+    """Compose the config with ``overrides`` (unresolved); its dotted keys with their values.
+
+    Returns:
+        The composed config as a plain container, and ``{"recipe.data.batch_size": 64, ...}`` (leaves only).
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lit_commeff.cli import schema
+
+    schema.register()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="lit_commeff.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    keys: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for name, value in node.items():
+                walk(value, f"{prefix}.{name}" if prefix else str(name))
+        elif prefix:
+            keys[prefix] = node
+
+    walk(tree, "")
+    return tree, keys
+
+
+def _base_keys(overrides: list[str], drop: str) -> tuple[Any, dict[str, Any]]:
+    """The config's keys without the override of ``drop`` (and without sweeps and ``hydra.`` overrides).
+
+    Falls back to the group choices only, then to the defaults, if the other overrides do not compose either.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # the overrides do not parse: the defaults
+        parsed = []
+    kept = [
+        o
+        for o in parsed
+        if not o.is_sweep_override() and o.key_or_group != drop and not o.key_or_group.startswith("hydra")
+    ]
+    groups = [o for o in kept if o.key_or_group in _GROUPS and not o.is_delete()]
+    for attempt in ([o.input_line for o in kept], [o.input_line for o in groups], []):
+        try:
+            return _compose_keys([str(a) for a in attempt])
+        except Exception:  # noqa: S112 - try the next, smaller set of overrides
+            continue
+    return {}, {}
+
+
+def _group_options(group: str) -> list[str]:
+    """The options of a config group (``compressor``: ``bf16``, ..., ``topk``), without the schema entries."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="lit_commeff.conf", version_base=None):
+        names = GlobalHydra.instance().config_loader().get_group_options(group)
+    return sorted(name for name in names if name not in _NOT_OPTIONS)
+
+
+def _options_with(group: str) -> dict[str, list[str]]:
+    """``{option: its keys}`` for every option of ``group``, composed with ``group=option`` (keys below the group)."""
+    result: dict[str, list[str]] = {}
+    for option in _group_options(group):
+        try:
+            _, keys = _compose_keys([f"{group}={option}"])
+        except Exception:  # noqa: S112 - an option that does not compose alone is not offered
+            continue
+        result[option] = [k[len(group) + 1 :] for k in keys if k.startswith(f"{group}.") and not k.startswith(f"{group}._")]
+    return result
+
+
+def _override_value(overrides: list[str], key: str) -> str:
+    for item in overrides:
+        name, _, value = item.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return "VALUE"
+
+
+def _missing_key(key: str, overrides: list[str]) -> str:
+    """``key`` is not in the composed config: the group option that has it, or the nearest real key."""
+    value = _override_value(overrides, key)
+    tree, keys = _base_keys(overrides, key)
+    head, _, rel = key.partition(".")
+    leaf = key.rsplit(".", 1)[-1]
+    if head in _GROUPS and rel:
+        choice = None
+        try:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            for o in OverridesParser.create().parse_overrides(overrides):
+                if o.key_or_group == head and not o.is_sweep_override():
+                    choice = str(o.value())
+        except Exception:  # noqa: S110 - no choice given: the default
+            pass
+        options = _options_with(head)
+        having = [name for name, names in options.items() if rel in names]
+        if having and (choice is None or choice not in having):
+            current = f"{head}={choice}" if choice else f"{head}=null (the default)"
+            if tree.get(head) is None and choice is None:
+                what = f"{current} has no options of its own"
+            else:
+                own = [n for n in (options.get(choice or "", [])) if "." not in n] or sorted(
+                    k[len(head) + 1 :] for k in keys if k.startswith(f"{head}.") and not k.startswith(f"{head}._")
+                )
+                what = f"{current} has no {rel!r} (it has {', '.join(own) or 'no options'})"
+            has = "; ".join(f"{head}={name} has {rel}" for name in having)
+            example = f"{head}={having[0]} {key}={value}"
+            if rel == "k" and "ratio" in options.get(having[0], []):
+                example += f" {head}.ratio=null"
+            return f"{key}: {what}; {has}: choose one, e.g. {example}."
+    suffix = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and not leaf.startswith("_")]
+    close = suffix or difflib.get_close_matches(key, [k for k in keys if "._" not in k], n=3, cutoff=0.6)
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    known = sorted(
+        {
+            k[len(parent) + 1 :].split(".")[0] if parent else k.split(".")[0]
+            for k in keys
+            if (k.startswith(f"{parent}.") if parent else True) and not k.rsplit(".", 1)[-1].startswith("_")
+        }
+    )
+    where = f"{parent} has" if parent else "the config has"
+    if close:
+        return f"{key}: no such key; did you mean {close[0]}? set {close[0]}={value}."
+    return f"{key}: no such key ({where} {', '.join(known) or 'no keys'}); remove it or set one of those."
+
+
+def explain_hydra_error(err: BaseException, overrides: list[str]) -> str:
+    """One line ``<key>: <what is wrong>; <fix>`` for an error Hydra raised while composing ``overrides``.
+
+    Hydra's own text advises ``+key=...`` for a key that exists under another path or under another
+    option of its group; this names the real key (the nearest one in the composed config) or the group
+    options that have it, the options of an unknown group choice, and the type a value must have.
+
+    Args:
+        err: What Hydra raised (``MissingConfigException``, ``ConfigCompositionException``,
+            ``OverrideParseException``).
+        overrides: The command line's overrides, to compose the config without the failing one.
+    """
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    cause = err.__cause__
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, name = str(err.missing_cfg_file).rpartition("/")
+        options = [o for o in err.options if o not in _NOT_OPTIONS]
+        close = difflib.get_close_matches(name, options, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        listed = ", ".join(f"{group}={o}" for o in options)
+        return f"{group}: {name!r} is not an option of the {group} group; {hint}use one of {listed}."
+    if isinstance(err, OverrideParseException):
+        return (
+            f"{err.override}: cannot parse this override ({first}); write KEY=VALUE, quoting a value with spaces "
+            "or special characters (see https://hydra.cc/docs/advanced/override_grammar/basic)."
+        )
+    if isinstance(cause, ValidationError) and cause.full_key:
+        key = str(cause.full_key)
+        words = re.search(r"converted to (\w+)", str(cause))
+        wanted = _TYPE_WORDS.get(words.group(1), f"a {words.group(1)}") if words else "a value of the right type"
+        message = str(cause).splitlines()[0]
+        _, keys = _base_keys(overrides, key)
+        default = keys.get(key)
+        example = f" (the default is {key}={default})" if default is not None and not isinstance(default, dict) else ""
+        return f"{key}: {message} ({key}={_override_value(overrides, key)}); set {key} to {wanted}{example}."
+    if isinstance(cause, ConfigKeyError | AttributeError) and getattr(cause, "full_key", None):
+        return _missing_key(str(cause.full_key), overrides)
+    already = re.search(r"An item is already at '([^']+)'", text)
+    if already:
+        key = already.group(1)
+        return f"{key}: the key exists, so +{key}=... cannot add it; set it without the +: {key}={_override_value(overrides, key)}."
+    return f"{first.rstrip('.')}; fix the override (lit-commeff --help lists the groups and keys)."

@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
@@ -70,7 +70,7 @@ def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
         ),
         *faults.from_env(),
     ]
-    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_options = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))  # a mapping node
     trainer = pl.Trainer(
         **trainer_options,
         strategy=strategy,
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lit_commeff.cli.worker RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(args[0])
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    cfg = cast(DictConfig, OmegaConf.load(run_dir / CONFIG_FILE))  # main() saved a mapping there
     run_id_path = run_dir / RUN_ID_FILE
     run_id = run_id_path.read_text().strip() if run_id_path.exists() else None
     train(cfg, run_dir, run_id)

@@ -154,8 +154,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         connect = f"TCP connect {rtt.connect_ms:.2f} ms"
         rows.append(("RTT", f"{profile.rtt_ms:g} ms", f"{rtt.median_ms:.2f} ms (median)", connect))
     print(f"{'':<10} {'configured':<16} {'measured':<24} note")
-    for label, configured, measured, note in rows:
-        print(f"{label:<10} {configured:<16} {measured:<24} {note}")
+    for label, configured_text, measured, note in rows:
+        print(f"{label:<10} {configured_text:<16} {measured:<24} {note}")
     return 0
 
 

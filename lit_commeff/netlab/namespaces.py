@@ -621,7 +621,7 @@ def _host_networks() -> list[ipaddress.IPv4Network]:
         for token in run_cmd(argv, check=False).stdout.split():
             if re.match(r"^\d+\.\d+\.\d+\.\d+(/\d+)?$", token):
                 with contextlib.suppress(ValueError):
-                    networks.append(ipaddress.ip_network(token, strict=False))
+                    networks.append(ipaddress.IPv4Network(token, strict=False))  # the pattern is IPv4
     return [n for n in networks if n.prefixlen > 0]
 
 
@@ -629,7 +629,7 @@ def _pick_subnet(seed: int) -> ipaddress.IPv4Network:
     """A /24 in 10.213.0.0/16 that no host address or route overlaps."""
     used = _host_networks()
     for i in range(254):
-        candidate = ipaddress.ip_network(f"10.213.{(seed + i) % 254 + 1}.0/24")
+        candidate = ipaddress.IPv4Network(f"10.213.{(seed + i) % 254 + 1}.0/24")
         if not any(candidate.overlaps(n) for n in used):
             return candidate
     raise NetLabError("every 10.213.x.0/24 subnet is routed on this host: free one or change _pick_subnet")
