@@ -9,8 +9,8 @@ own count would include the batch Lightning pre-fetches).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sized
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -83,13 +83,15 @@ class ResumableDataLoader(DataLoader):
         num_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        sampler = EpochSampler(len(dataset), seed, num_samples)
+        # a map-style dataset has a length; torch's Dataset type leaves __len__ out
+        sampler = EpochSampler(len(cast(Sized, dataset)), seed, num_samples)
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
         self.progress = progress
+        self._epoch_sampler, self._batch_rows = sampler, batch_size  # self.sampler / batch_size, typed
 
     def state_dict(self) -> dict[str, int]:
         """Where training is: the epoch and the batches already processed in it."""
-        epoch, batches = self.progress() if self.progress is not None else (self.sampler.epoch, 0)
+        epoch, batches = self.progress() if self.progress is not None else (self._epoch_sampler.epoch, 0)
         return {"epoch": int(epoch), "batches": int(batches)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -98,7 +100,7 @@ class ResumableDataLoader(DataLoader):
         Lightning stores global rank 0's loader state and hands it to every rank; the place (epoch,
         batches) is the same on every rank, while each rank's own seed stays what its config says.
         """
-        self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
+        self._epoch_sampler.resume(int(state["epoch"]), int(state["batches"]) * self._batch_rows)
 
 
 def trainer_progress(owner: Any) -> Callable[[], tuple[int, int]]:

@@ -489,9 +489,11 @@ class TabularDataModule(pl.LightningDataModule):
         self.train_rows, self.val_rows = train_rows, val_rows
         self.shard_rank, self.shard_world_size = rank, world
 
-    def _require_setup(self) -> None:
+    def _require_setup(self) -> tuple[TensorDataset, TensorDataset]:
+        """The training and validation datasets, which ``setup()`` builds."""
         if self.train_dataset is None or self.val_dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader.")
+        return self.train_dataset, self.val_dataset
 
     @override
     def train_dataloader(self) -> DataLoader:
@@ -499,9 +501,9 @@ class TabularDataModule(pl.LightningDataModule):
 
         The loader resumes mid-epoch exactly from a Lightning checkpoint (see :mod:`lit_commeff.recipes.resumable`).
         """
-        self._require_setup()
+        train_dataset, _ = self._require_setup()
         return ResumableDataLoader(
-            self.train_dataset,
+            train_dataset,
             batch_size=self.batch_size,
             seed=self.seed + self.shard_rank,
             progress=trainer_progress(self),
@@ -511,8 +513,8 @@ class TabularDataModule(pl.LightningDataModule):
     @override
     def val_dataloader(self) -> DataLoader:
         """This rank's share of the validation rows, in order."""
-        self._require_setup()
-        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False)
+        _, val_dataset = self._require_setup()
+        return DataLoader(val_dataset, batch_size=self.batch_size, shuffle=False)
 
 
 __all__ = ["LAYOUT", "TabularData", "TabularDataModule"]

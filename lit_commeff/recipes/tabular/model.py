@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import AttributeDict
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
 from typing_extensions import override
@@ -99,6 +100,12 @@ class TabularClassifier(pl.LightningModule):
             self._build(int(num_numeric), cards)
 
     # ------------------------------------------------------------------------------- building
+    @property
+    @override
+    def hparams(self) -> AttributeDict:
+        """The saved hyper-parameters, read as attributes (Lightning's annotation is a plain mapping)."""
+        return cast(AttributeDict, super().hparams)  # save_hyperparameters() stores an AttributeDict
+
     @property
     def built(self) -> bool:
         """Whether the layers exist."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import AttributeDict
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, SymmetricMeanAbsolutePercentageError
 from typing_extensions import override
 
+from lit_commeff._state import need
 from lit_commeff.recipes.throughput.reading import positive_int
 from lit_commeff.strategy import lightning_api
 
@@ -141,6 +143,12 @@ class ThroughputForecaster(pl.LightningModule):
             self._build(num_features, window)
 
     # ------------------------------------------------------------------------------------ building
+    @property
+    @override
+    def hparams(self) -> AttributeDict:
+        """The saved hyper-parameters, read as attributes (Lightning's annotation is a plain mapping)."""
+        return cast(AttributeDict, super().hparams)  # save_hyperparameters() stores an AttributeDict
+
     def _build(self, num_features: int, window: int | None) -> None:
         seed = self.hparams.seed if self.hparams.seed is not None else torch.initial_seed()
         # On the CPU and from a private generator: identical on every rank under the same seed (the
@@ -150,6 +158,9 @@ class ThroughputForecaster(pl.LightningModule):
             if self.hparams.arch == "gru":
                 net: nn.Module = _GRUNet(num_features, self.hparams.hidden, self.hparams.layers)
             else:
+                window = need(
+                    window, "window", owner=type(self).__name__, hint="a transformer is built for a window length"
+                )
                 net = _TransformerNet(num_features, self.hparams.hidden, self.hparams.layers, window)
         self.net = net
         self.hparams.num_features, self.hparams.window = num_features, window
@@ -157,8 +168,9 @@ class ThroughputForecaster(pl.LightningModule):
     @override
     def configure_model(self) -> None:
         datamodule = getattr(lightning_api.attached_trainer(self), "datamodule", None)
-        if self.target_transform is None and getattr(datamodule, "target_transform", None) is not None:
-            self.target_transform = dict(datamodule.target_transform)
+        transform = getattr(datamodule, "target_transform", None)
+        if self.target_transform is None and transform is not None:
+            self.target_transform = dict(transform)
         if self.net is not None:
             return
         num_features = self.hparams.num_features or getattr(datamodule, "num_features", None)
