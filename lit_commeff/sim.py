@@ -110,9 +110,10 @@ def _seeded_compressors(compressor: CompressorSpec, params: dict[str, Any], seed
     differs from the run's keeps its own, with a warning.
     """
     for key, spec in [("compressor", compressor), *params.items()]:
-        if isinstance(spec, Compressor) and getattr(spec, "seed", seed) != seed:
+        own_seed = getattr(spec, "seed", seed)  # not every compressor has a seed
+        if isinstance(spec, Compressor) and own_seed != seed:
             warnings.warn(
-                f"{key}: the instance {spec!r} keeps its own seed {spec.seed}, not sim.run's seed={seed}; "
+                f"{key}: the instance {spec!r} keeps its own seed {own_seed}, not sim.run's seed={seed}; "
                 f"pass it by name, e.g. ({spec.name!r}, {{...}}), to let seed drive its draws, or build it "
                 f"with seed={seed}.",
                 UserWarning,
