@@ -15,26 +15,33 @@ MLflow UI is printed.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import hydra
+from hydra._internal.utils import get_args_parser, run_and_report
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from lit_commeff.cli import schema
 from lit_commeff.cli.launch import LaunchError, external_rank, launch_local, launched_externally
-from lit_commeff.cli.validate import ConfigError, check_resume, validate
+from lit_commeff.cli.validate import ConfigError, check_resume, explain_hydra_error, validate
 from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, checkpoint_dir, train
 from lit_commeff.tracking.history import HISTORY_FILE, SUMMARY_FILE, plot_metric_vs_bytes, read_history
 from lit_commeff.tracking.mlflow_run import finish_run, flatten, git_commit, start_run, ui_command
 
 schema.register()
 PLOT_FILE = "metric_vs_uplink.png"
+#: Hydra's switch for raising its errors rather than printing them and exiting with 1.
+_FULL_ERROR = "HYDRA_FULL_ERROR"
 
 
 def _tags(cfg: DictConfig, choices: dict[str, Any], world: int) -> dict[str, str]:
@@ -83,9 +90,27 @@ def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[P
     return [run_dir / CONFIG_FILE, summary_path, plot, run_dir / HISTORY_FILE]
 
 
+def _discard(run_dir: Path, cwd: Path) -> None:
+    """Remove the job folder Hydra made for a rejected config, and its parents up to ``cwd`` if left empty.
+
+    Only while it holds nothing but Hydra's own files (``.hydra/`` and the job's log): a rejected config
+    writes nothing.
+    """
+    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:
+        if parent == cwd or cwd not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
+
+
 @hydra.main(version_base=None, config_path="pkg://lit_commeff.conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point of ``lit-commeff`` (one job)."""
+def _job(cfg: DictConfig) -> None:
+    """Hydra task function of ``lit-commeff`` (one job)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     cwd = Path(hydra.utils.get_original_cwd())
@@ -100,6 +125,7 @@ def main(cfg: DictConfig) -> None:
         check_resume(resolved, checkpoint_dir(resolved, run_dir))
     except ConfigError as err:
         print(f"lit-commeff: error: {err}", file=sys.stderr)
+        _discard(run_dir, cwd)
         raise SystemExit(2) from None
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(resolved, run_dir / CONFIG_FILE)
@@ -140,6 +166,34 @@ def main(cfg: DictConfig) -> None:
                 summary = json.loads(path.read_text()) if path.exists() else None
             finish_run(tracking_uri=tracking_uri, run_id=run_id, artifacts=artifacts, status=status, summary=summary)
             print(f"MLflow run {run_id} ({status}) in {tracking_uri}; review it with:\n  {ui_command(tracking_uri)}")
+
+
+def main() -> None:
+    """Entry point of ``lit-commeff``: the Hydra application, with Hydra's composition errors as one line.
+
+    An unknown group option, a key that is not in the config or a value of the wrong type is reported as
+    ``lit-commeff: error: <key>: <what is wrong>; <fix>`` with exit code 2 (nothing is written), like the
+    errors :func:`~lit_commeff.cli.validate.validate` finds. ``HYDRA_FULL_ERROR=1`` keeps Hydra's own report.
+    """
+    if os.environ.get(_FULL_ERROR):
+        _job()
+        return
+    os.environ[_FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them and exiting with 1
+    try:
+        _job()
+    except (ConfigCompositionException, OverrideParseException) as err:
+        overrides = list(get_args_parser().parse_known_args()[0].overrides or [])
+        print(f"lit-commeff: error: {explain_hydra_error(err, overrides)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:  # anything else: Hydra's usual short report and exit code 1
+        os.environ.pop(_FULL_ERROR, None)
+        run_and_report(partial(_reraise, err))
+    finally:
+        os.environ.pop(_FULL_ERROR, None)
+
+
+def _reraise(err: Exception) -> None:
+    raise err
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from hydra.utils import get_object, instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from lit_commeff.cli.schema import LoggerSchema
+from lit_commeff.cli.schema import ConfigSchema, LoggerSchema
 from lit_commeff.cli.worker import build_strategy
 from lit_commeff.options import OptionError
 
@@ -417,6 +417,31 @@ def _check_options(node: Any, key: str) -> None:
         )
 
 
+def _check_k_or_ratio(node: DictConfig, key: str) -> None:
+    """A sparsifier takes ``k`` or ``ratio``; its preset holds a ratio, so setting ``k`` needs ``ratio=null``."""
+    k, ratio = node.get("k"), node.get("ratio")
+    if k is not None and ratio is not None:
+        raise ConfigError(
+            f"{key}.k: {key}.k={k!r} and {key}.ratio={ratio!r} are both set (the preset holds ratio={ratio!r}); "
+            f"a compressor takes one of them: set {key}.ratio=null to use {key}.k={k!r}, or {key}.k=null to keep "
+            "the ratio."
+        )
+
+
+def _check_top_keys(cfg: DictConfig) -> None:
+    """Keys added at the top level (``+anything=1``) are no option of ``lit-commeff``."""
+    known = [f.name for f in fields(ConfigSchema)]
+    for name in cfg:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(
+            f"{name!s}: {name!r} is not a lit-commeff key (+{name!s}=... added it); {hint}remove it, or use one of the "
+            f"top-level keys {known}."
+        )
+
+
 def _check_recipe_keys(recipe: Any) -> None:
     if not isinstance(recipe, DictConfig):
         raise ConfigError(f"recipe: recipe={recipe!r} is not a recipe; use recipe=finance_credit (or another recipe).")
@@ -438,6 +463,7 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
     Raises:
         ConfigError: The first problem found, naming the config key, the value and the fix.
     """
+    _check_top_keys(cfg)
     _check_run_keys(cfg)
     _check_accelerator(cfg)
     world = world_size(cfg)
@@ -451,7 +477,15 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
             stacklevel=2,
         )
     if cfg.compressor is not None:
+        if not isinstance(cfg.compressor, DictConfig) or "_target_" not in cfg.compressor:
+            given = OmegaConf.to_container(cfg.compressor) if isinstance(cfg.compressor, DictConfig) else cfg.compressor
+            raise ConfigError(
+                f"compressor: compressor={given!r} "
+                "names no compressor; pick one from the group first (compressor=topk, compressor=randk, ...), "
+                "then set its keys, or compressor=null for the strategy's own default."
+            )
         _check_options(cfg.compressor, "compressor")
+        _check_k_or_ratio(cfg.compressor, "compressor")
         try:
             instantiate(cfg.compressor)
         except Exception as err:  # the compressor's own message names its option
@@ -553,7 +587,7 @@ def _base_keys(overrides: list[str], drop: str) -> tuple[Any, dict[str, Any]]:
     for attempt in ([o.input_line for o in kept], [o.input_line for o in groups], []):
         try:
             return _compose_keys([str(a) for a in attempt])
-        except Exception:  # noqa: S112 - try the next, smaller set of overrides
+        except Exception:  # any composition error: try the next, smaller set of overrides
             continue
     return {}, {}
 
@@ -575,9 +609,11 @@ def _options_with(group: str) -> dict[str, list[str]]:
     for option in _group_options(group):
         try:
             _, keys = _compose_keys([f"{group}={option}"])
-        except Exception:  # noqa: S112 - an option that does not compose alone is not offered
+        except Exception:  # an option that does not compose alone is not offered
             continue
-        result[option] = [k[len(group) + 1 :] for k in keys if k.startswith(f"{group}.") and not k.startswith(f"{group}._")]
+        result[option] = [
+            k[len(group) + 1 :] for k in keys if k.startswith(f"{group}.") and not k.startswith(f"{group}._")
+        ]
     return result
 
 
@@ -603,7 +639,7 @@ def _missing_key(key: str, overrides: list[str]) -> str:
             for o in OverridesParser.create().parse_overrides(overrides):
                 if o.key_or_group == head and not o.is_sweep_override():
                     choice = str(o.value())
-        except Exception:  # noqa: S110 - no choice given: the default
+        except Exception:  # the overrides do not parse: no choice, the group's default
             pass
         options = _options_with(head)
         having = [name for name, names in options.items() if rel in names]
@@ -621,20 +657,21 @@ def _missing_key(key: str, overrides: list[str]) -> str:
             if rel == "k" and "ratio" in options.get(having[0], []):
                 example += f" {head}.ratio=null"
             return f"{key}: {what}; {has}: choose one, e.g. {example}."
-    suffix = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and not leaf.startswith("_")]
-    close = suffix or difflib.get_close_matches(key, [k for k in keys if "._" not in k], n=3, cutoff=0.6)
     parent = key.rsplit(".", 1)[0] if "." in key else ""
-    known = sorted(
+    siblings = sorted(
         {
-            k[len(parent) + 1 :].split(".")[0] if parent else k.split(".")[0]
+            (k[len(parent) + 1 :] if parent else k).split(".")[0]
             for k in keys
             if (k.startswith(f"{parent}.") if parent else True) and not k.rsplit(".", 1)[-1].startswith("_")
         }
     )
-    where = f"{parent} has" if parent else "the config has"
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and not leaf.startswith("_")]
+    near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.7)
+    close = same_leaf or [f"{parent}.{n}" if parent else n for n in near]
     if close:
         return f"{key}: no such key; did you mean {close[0]}? set {close[0]}={value}."
-    return f"{key}: no such key ({where} {', '.join(known) or 'no keys'}); remove it or set one of those."
+    where = f"{parent} has" if parent else "the top level has"
+    return f"{key}: no such key; remove it, or set one of the keys {where}: {', '.join(siblings) or 'none'}."
 
 
 def explain_hydra_error(err: BaseException, overrides: list[str]) -> str:
@@ -676,10 +713,12 @@ def explain_hydra_error(err: BaseException, overrides: list[str]) -> str:
         default = keys.get(key)
         example = f" (the default is {key}={default})" if default is not None and not isinstance(default, dict) else ""
         return f"{key}: {message} ({key}={_override_value(overrides, key)}); set {key} to {wanted}{example}."
-    if isinstance(cause, ConfigKeyError | AttributeError) and getattr(cause, "full_key", None):
-        return _missing_key(str(cause.full_key), overrides)
+    missing = getattr(cause, "full_key", None) if isinstance(cause, ConfigKeyError | AttributeError) else None
+    if missing:
+        return _missing_key(str(missing), overrides)
     already = re.search(r"An item is already at '([^']+)'", text)
     if already:
         key = already.group(1)
-        return f"{key}: the key exists, so +{key}=... cannot add it; set it without the +: {key}={_override_value(overrides, key)}."
+        value = _override_value(overrides, key)
+        return f"{key}: the key exists, so +{key}=... cannot add it; set it without the +: {key}={value}."
     return f"{first.rstrip('.')}; fix the override (lit-commeff --help lists the groups and keys)."
