@@ -86,6 +86,10 @@ CASES = [
     Case("added-misspelt-top-level-key", ("+sed=1",), "sed:", ("did you mean seed?",)),
     Case("unparsable-override", ("seed=[",), "seed=[:", ("cannot parse this override", "KEY=VALUE")),
     Case("caught-by-the-checks", ("seed=-1",), "seed:", ("seed=-1 is out of range", "e.g. seed=0")),
+    Case("sweep-caught-by-the-checks", ("-m", "seed=-1,-2"), "seed:", ("seed=-1 is out of range",)),
+    Case(
+        "sweep-unknown-group-option", ("-m", "compressor=topkk,topk"), "compressor:", ("did you mean compressor=topk?",)
+    ),
 ]
 
 
@@ -139,7 +143,7 @@ def test_a_rejected_config_is_one_line_with_the_fix_and_writes_nothing(case: Cas
     assert "+" not in message.split("; ")[-1] or "without the +" in message  # never Hydra's "use +key=..."
     for text in case.says:
         assert text in message, f"{text!r} not in: {message}"
-    assert sorted(p.name for p in cwd.iterdir()) == []  # no outputs/, mlflow.db, mlartifacts/ or checkpoints/
+    assert sorted(p.name for p in cwd.iterdir()) == []  # no outputs/ (multirun/), mlflow.db, mlartifacts/, checkpoints/
 
 
 def test_the_documented_errors_are_what_the_command_prints(results) -> None:

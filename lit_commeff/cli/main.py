@@ -18,15 +18,16 @@ import json
 import os
 import shutil
 import sys
+import traceback
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import hydra
-from hydra._internal.utils import get_args_parser, run_and_report
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -42,6 +43,8 @@ schema.register()
 PLOT_FILE = "metric_vs_uplink.png"
 #: Hydra's switch for raising its errors rather than printing them and exiting with 1.
 _FULL_ERROR = "HYDRA_FULL_ERROR"
+#: What Hydra writes in a sweep's folder before its jobs run.
+_SWEEP_FILE = "multirun.yaml"
 
 
 def _tags(cfg: DictConfig, choices: dict[str, Any], world: int) -> dict[str, str]:
@@ -90,22 +93,31 @@ def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[P
     return [run_dir / CONFIG_FILE, summary_path, plot, run_dir / HISTORY_FILE]
 
 
-def _discard(run_dir: Path, cwd: Path) -> None:
-    """Remove the job folder Hydra made for a rejected config, and its parents up to ``cwd`` if left empty.
+def _discard(folder: Path, cwd: Path) -> None:
+    """Remove the folder Hydra made for a rejected config, and its parents below ``cwd`` left with nothing of theirs.
 
-    Only while it holds nothing but Hydra's own files (``.hydra/`` and the job's log): a rejected config
-    writes nothing.
+    Only while it holds nothing but Hydra's own files (``.hydra/``, the job's log, a sweep's ``multirun.yaml``):
+    a rejected config writes nothing.
     """
-    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+
+    def hydras_only(path: Path) -> bool:
+        return all(p.name in (".hydra", _SWEEP_FILE) or p.suffix == ".log" for p in path.iterdir())
+
+    if not folder.is_dir() or not hydras_only(folder):
         return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in run_dir.parents:
-        if parent == cwd or cwd not in parent.parents:
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == cwd or cwd not in parent.parents or not parent.is_dir() or not hydras_only(parent):
             break
-        try:
-            parent.rmdir()  # only if empty
-        except OSError:
-            break
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _sweep_dir() -> Path | None:
+    """The folder of the ``-m`` sweep being run (Hydra made it, with ``multirun.yaml``, before any job); else None."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(str(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
 
 
 @hydra.main(version_base=None, config_path="pkg://lit_commeff.conf", config_name="config")
@@ -126,6 +138,9 @@ def _job(cfg: DictConfig) -> None:
     except ConfigError as err:
         print(f"lit-commeff: error: {err}", file=sys.stderr)
         _discard(run_dir, cwd)
+        sweep = _sweep_dir()
+        if sweep is not None:
+            _discard(sweep, cwd)
         raise SystemExit(2) from None
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(resolved, run_dir / CONFIG_FILE)
@@ -179,21 +194,24 @@ def main() -> None:
         _job()
         return
     os.environ[_FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them and exiting with 1
+    sweeps = set(Path.cwd().glob(f"multirun/*/*/{_SWEEP_FILE}"))  # Hydra's default hydra.sweep.dir
     try:
         _job()
     except (ConfigCompositionException, OverrideParseException) as err:
         overrides = list(get_args_parser().parse_known_args()[0].overrides or [])
         print(f"lit-commeff: error: {explain_hydra_error(err, overrides)}", file=sys.stderr)
+        for made in set(Path.cwd().glob(f"multirun/*/*/{_SWEEP_FILE}")) - sweeps:  # a sweep stopped at its first job
+            _discard(made.parent, Path.cwd())
         raise SystemExit(2) from None
-    except Exception as err:  # anything else: Hydra's usual short report and exit code 1
-        os.environ.pop(_FULL_ERROR, None)
-        run_and_report(partial(_reraise, err))
+    except Exception as err:  # anything else: Hydra's usual report (the job's own frames) and exit code 1
+        tb = err.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_name != "run_job":
+            tb = tb.tb_next
+        traceback.print_exception(type(err), err, tb.tb_next if tb is not None else err.__traceback__)
+        print(f"\nSet the environment variable {_FULL_ERROR}=1 for a complete stack trace.", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         os.environ.pop(_FULL_ERROR, None)
-
-
-def _reraise(err: Exception) -> None:
-    raise err
 
 
 if __name__ == "__main__":
