@@ -16,7 +16,10 @@ types (the strategies' schemas are their options objects). Here:
   fix are used as they are; the other objects' ``ValueError`` text is read for the option it names;
 * the data, loaded and checked for the run's world size (``recipe.data: path: ...``).
 
-Every message reads ``<config key>: <what is wrong, with the value>; <how to fix it>``.
+Every message reads ``<config key>: <what is wrong, with the value>; <how to fix it>``. The errors Hydra
+raises while composing (an unknown group option, a key at the wrong path, a wrong type) are put in the
+same form by :func:`explain_hydra_error`, which names the nearest real key or the group options that have
+the key; the top level rejects keys added with ``+`` too.
 """
 
 from __future__ import annotations
