@@ -36,6 +36,7 @@ from lit_commeff.cli import schema
 from lit_commeff.cli.launch import LaunchError, external_rank, launch_local, launched_externally
 from lit_commeff.cli.validate import ConfigError, check_resume, explain_hydra_error, validate
 from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, checkpoint_dir, train
+from lit_commeff.strategy.metering import WIRE_VS_DDP, vs_ddp_key
 from lit_commeff.tracking.history import HISTORY_FILE, SUMMARY_FILE, plot_metric_vs_bytes, read_history
 from lit_commeff.tracking.mlflow_run import finish_run, flatten, git_commit, start_run, ui_command
 
@@ -67,7 +68,7 @@ def _artifact_location(tracking_uri: str, cwd: Path) -> str | None:
 
 
 def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[Path]:
-    """Plot the metric against uplink bytes, print a summary; return the artifact paths."""
+    """Plot the metric against uplink bytes, print a summary (wire bytes against DDP's); return the artifact paths."""
     history = read_history(run_dir / HISTORY_FILE)
     summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -78,18 +79,22 @@ def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[P
     table = Table(title=f"lit-commeff run {run_id}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
+    table.add_column("dense DDP, same steps", justify="right")
+    table.add_column("x DDP", justify="right")
     if history:
         table.add_row(f"final {monitor}", f"{history[-1]['value']:.4f}" if history[-1]["value"] is not None else "-")
-    for key, label_, scale in (
-        ("worker_uplink_bytes", "uplink per worker (MB)", 1e6),
-        ("worker_downlink_bytes", "downlink per worker (MB)", 1e6),
-        ("ddp_equivalent_bytes", "dense DDP, same steps (MB)", 1e6),
-        ("uplink_reduction", "uplink reduction vs DDP", 1),
-        ("steps", "steps", 1),
-    ):
+    for key, (label_, ddp_key) in WIRE_VS_DDP.items():
         if key in summary:
-            table.add_row(label_, f"{summary[key] / scale:,.3f}")
+            r = summary[vs_ddp_key(key)]
+            more = " MORE" if r > 1 else ""
+            table.add_row(
+                f"{label_} (MB)", f"{summary[key] / 1e6:,.3f}", f"{summary[ddp_key] / 1e6:,.3f}", f"{r:,.2f}x{more}"
+            )
+    if "steps" in summary:
+        table.add_row("steps", f"{summary['steps']:,}", f"{summary['steps']:,}", "")
     Console().print(table)
+    if "vs_ddp" in summary:
+        Console().print(summary["vs_ddp"], highlight=False)
     return [run_dir / CONFIG_FILE, summary_path, plot, run_dir / HISTORY_FILE]
 
 

@@ -1,5 +1,5 @@
 """Communication accounting: :class:`CommLedger` records every transfer and derives CC-1/2/3, bytes and γ."""
 
-from lit_commeff.ledger.ledger import CommLedger, Direction, RoundStats
+from lit_commeff.ledger.ledger import CommLedger, Direction, RoundStats, ring_wire_bytes
 
-__all__ = ["CommLedger", "Direction", "RoundStats"]
+__all__ = ["CommLedger", "Direction", "RoundStats", "ring_wire_bytes"]

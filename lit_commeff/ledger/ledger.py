@@ -14,6 +14,24 @@ import torch
 _STATE_VERSION = 1
 
 
+def ring_wire_bytes(nbytes: int, num_workers: int) -> int:
+    """Bytes one rank sends, and the same it receives, in a ring all-reduce of ``nbytes`` per rank.
+
+    A ring all-reduce is a reduce-scatter then an all-gather, each of ``M - 1`` steps that move one
+    ``1/M`` chunk per rank: ``2 (M - 1) / M * nbytes`` each way, rounded to the nearest byte (``0``
+    for one rank, ``nbytes`` for two).
+
+    Args:
+        nbytes: Bytes each rank hands to the all-reduce.
+        num_workers: Ranks in the ring, M.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        raise ValueError(f"ring_wire_bytes: nbytes={nbytes!r} is invalid; byte counts are integers >= 0.")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"ring_wire_bytes: num_workers={num_workers!r} is invalid; use an integer >= 1.")
+    return (2 * (num_workers - 1) * nbytes + num_workers // 2) // num_workers
+
+
 class Direction(str, Enum):
     """Which way a transfer goes in the star topology."""
 
@@ -62,6 +80,21 @@ class CommLedger:
     (``dim * itemsize(dense_dtype)`` bytes): a dense round costs 1, a RandK round K/d.
     Downlink (hub->worker) bytes are free in the paper's model and always counted here, per receiving
     worker. **γ** is measured as dense-equivalent bytes over bytes actually sent.
+
+    Two views of the same transfers:
+
+    * **Handed bytes** (:attr:`uplink_bytes`, :attr:`downlink_bytes`, :attr:`allreduce_bytes` and the
+      per-worker lists): the bytes of the tensors handed to each collective. CC-2, CC-3 and γ count
+      these; an all-reduce books each rank's whole contribution as uplink and nothing as downlink.
+    * **Wire bytes** (:meth:`wire_sent_bytes_per_rank`, :meth:`wire_received_bytes_per_rank`,
+      :attr:`hub_egress_bytes`, :attr:`hub_ingress_bytes`): what each rank's link carries in each
+      direction, derived from the handed bytes under a fixed model. A star transfer crosses one link
+      end to end: a gather of ``n`` bytes per worker puts ``n`` on each sender's uplink and
+      ``(M - 1) n`` on the hub's ingress; a broadcast of ``n`` bytes puts ``n`` on each receiver's
+      downlink and ``n`` per receiver on the hub's egress (the hub sends one copy to each worker, as
+      the transport's scatter does). An all-reduce of ``n`` bytes per rank is a **ring**: every rank,
+      the hub included, sends and receives ``2 (M - 1) / M * n`` bytes (:func:`ring_wire_bytes`; a
+      backend's tree or a broadcast's relay through workers may move bytes differently).
 
     Transports call :meth:`begin_round` once per round and :meth:`record` (or :meth:`measure`
     around the collective) for each transfer, with the bytes of the tensors they hand to it:
@@ -302,6 +335,39 @@ class CommLedger:
         """Bytes each worker received from the hub (index = worker id)."""
         return list(self._downlink)
 
+    def wire_sent_bytes_per_rank(self) -> list[int]:
+        """Bytes each rank's link carries outwards (index = worker id), under the ring/star model above.
+
+        A worker: its gather messages plus its ring share of every all-reduce. The hub: its ring share
+        plus one copy of every downlink for each receiver (its egress, :attr:`hub_egress_bytes`).
+        """
+        m = self.num_workers
+        out = [up - ar + ring_wire_bytes(ar, m) for up, ar in zip(self._uplink, self._allreduce, strict=True)]
+        out[self.hub] += sum(self._downlink)
+        return out
+
+    def wire_received_bytes_per_rank(self) -> list[int]:
+        """Bytes each rank's link carries inwards (index = worker id), under the ring/star model above.
+
+        A worker: what the hub sent it plus its ring share of every all-reduce. The hub: its ring share
+        plus every worker's gather messages (its ingress, :attr:`hub_ingress_bytes`).
+        """
+        m = self.num_workers
+        out = [down + ring_wire_bytes(ar, m) for down, ar in zip(self._downlink, self._allreduce, strict=True)]
+        star = [up - ar for up, ar in zip(self._uplink, self._allreduce, strict=True)]
+        out[self.hub] += sum(star) - star[self.hub]  # every worker's gather messages reach the hub
+        return out
+
+    @property
+    def hub_egress_bytes(self) -> int:
+        """Bytes the hub's link sends: every downlink once per receiver plus its ring share of all-reduces."""
+        return self.wire_sent_bytes_per_rank()[self.hub]
+
+    @property
+    def hub_ingress_bytes(self) -> int:
+        """Bytes the hub's link receives: every worker's gather messages plus its ring share of all-reduces."""
+        return self.wire_received_bytes_per_rank()[self.hub]
+
     def gamma(self, tag: str | None = None) -> float:
         """Measured compression power: dense-equivalent bytes over bytes sent (uplink).
 
@@ -332,6 +398,10 @@ class CommLedger:
             "control_bytes": self.control_bytes,
             "uplink_bytes_per_worker": self.uplink_bytes_per_worker(),
             "downlink_bytes_per_worker": self.downlink_bytes_per_worker(),
+            "wire_sent_bytes_per_rank": self.wire_sent_bytes_per_rank(),
+            "wire_received_bytes_per_rank": self.wire_received_bytes_per_rank(),
+            "hub_egress_bytes": self.hub_egress_bytes,
+            "hub_ingress_bytes": self.hub_ingress_bytes,
             "gamma": self.gamma(),
             "gamma_by_tag": {t: self.gamma(t) for t in sorted(self._tags)},
             "comm_time_s": self.comm_time_s,

@@ -20,7 +20,7 @@ SUMMARY_FILE = "ledger_summary.json"
 
 
 class CommHistory(pl.Callback):
-    """After each validation (rank 0), appends ``{step, monitor value, uplink/downlink bytes, seconds}`` to a file.
+    """After each validation (rank 0), appends ``{step, monitor value, bytes, seconds}`` to a file.
 
     ``seconds`` is the wall time since training started; ``train_seconds`` is the same minus every pause
     of training for validation, i.e. the training time a run with less frequent validation would need
@@ -30,7 +30,9 @@ class CommHistory(pl.Callback):
     the logging. How often a run validates and checkpoints is the caller's choice, not the method's.
 
     Bytes are the strategy's exact per-worker totals (``trainer.strategy.comm_summary()``) at that
-    moment; at the end of training the full summary is written to ``ledger_summary.json``.
+    moment: ``uplink_bytes`` and ``downlink_bytes`` handed to collectives, and ``wire_up_bytes``,
+    ``wire_down_bytes`` and ``wire_total_bytes`` on the busiest worker's link (ring all-reduce, star
+    gather/broadcast); at the end of training the full summary is written to ``ledger_summary.json``.
 
     Args:
         out_dir: Directory of ``history.jsonl`` and ``ledger_summary.json``.
@@ -83,6 +85,9 @@ class CommHistory(pl.Callback):
             "value": None if value is None else float(value),
             "uplink_bytes": summary.get("worker_uplink_bytes"),
             "downlink_bytes": summary.get("worker_downlink_bytes"),
+            "wire_up_bytes": summary.get("worker_wire_up_bytes"),
+            "wire_down_bytes": summary.get("worker_wire_down_bytes"),
+            "wire_total_bytes": summary.get("worker_wire_total_bytes"),
             "seconds": now - self._start,
             "train_seconds": self._pause_start - self._start - self._paused,
         }

@@ -23,6 +23,29 @@ _SECRET = re.compile(r"(pass(word)?|secret|token|api[_-]?key|credential|private[
 MASK = "********"
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 
+#: Keys of the strategy's ``comm_summary()`` logged as ``final/<key>`` when the run ends: the handed bytes,
+#: the wire bytes of a worker and of the hub, dense DDP's wire bytes for the same steps and the ratios.
+FINAL_METRICS = (
+    "worker_uplink_bytes",
+    "worker_downlink_bytes",
+    "cc1",
+    "cc3",
+    "uplink_reduction",
+    "worker_wire_up_bytes",
+    "worker_wire_down_bytes",
+    "worker_wire_total_bytes",
+    "hub_egress_bytes",
+    "hub_ingress_bytes",
+    "ddp_wire_up_bytes",
+    "ddp_wire_down_bytes",
+    "ddp_wire_total_bytes",
+    "wire_up_vs_ddp",
+    "wire_down_vs_ddp",
+    "wire_total_vs_ddp",
+    "hub_egress_vs_ddp",
+    "hub_ingress_vs_ddp",
+)
+
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept as their string form."""
@@ -83,16 +106,25 @@ def start_run(
 def finish_run(
     *, tracking_uri: str, run_id: str, artifacts: list[Path], status: str = "FINISHED", summary: Mapping | None = None
 ) -> None:
-    """Log artifacts (and final summary metrics) and mark the run finished or failed."""
+    """Log artifacts (and final summary metrics) and mark the run finished or failed.
+
+    ``summary`` is the strategy's ``comm_summary()``: its :data:`FINAL_METRICS` become ``final/*`` metrics,
+    and its verdict against DDP the tags ``lit_commeff.more_than_ddp`` (the quantities above DDP's, or
+    ``none``) and ``lit_commeff.vs_ddp`` (one sentence).
+    """
     client = MlflowClient(tracking_uri=tracking_uri)
     for path in artifacts:
         if Path(path).exists():
             client.log_artifact(run_id, str(path))
     if summary:
-        for key in ("worker_uplink_bytes", "worker_downlink_bytes", "cc1", "cc3", "uplink_reduction"):
+        for key in FINAL_METRICS:
             value = summary.get(key)
             if isinstance(value, int | float) and value == value and abs(value) != float("inf"):
                 client.log_metric(run_id, f"final/{key}", float(value))
+        if isinstance(summary.get("vs_ddp"), str):
+            more = summary.get("more_than_ddp") or []
+            client.set_tag(run_id, "lit_commeff.more_than_ddp", ", ".join(more) if more else "none")
+            client.set_tag(run_id, "lit_commeff.vs_ddp", summary["vs_ddp"])
     client.set_terminated(run_id, status=status)
 
 
