@@ -37,6 +37,7 @@ __all__ = [
     "CompressedOptions",
     "DiLoCoOptions",
     "EFOLGAOptions",
+    "GatedDANEOptions",
     "HubOptions",
     "OLGAOptions",
     "OptionError",
@@ -679,6 +680,185 @@ class DiLoCoOptions(Options):
 
 
 @dataclass(frozen=True)
+class GatedDANEOptions(HubOptions):
+    """Gated DANE's options: every rank trains on its similarity-corrected subproblem, sync gated by drift.
+
+    :class:`~lit_commeff.algorithms.gated_dane.GatedDANE` gives the mathematics. The Lightning defaults are
+    DiLoCo's outer step (Nesterov, ``outer_lr`` 0.7, ``outer_momentum`` 0.9) around corrected local steps;
+    the algorithm used on its own (simulator) extrapolates with β from μ and θ
+    (:attr:`paper_defaults`).
+    """
+
+    method: ClassVar[str] = "Gated DANE"
+    default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("identity", {})
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"outer": "extrapolate"}
+
+    grad_compressor: Any = field(
+        default=None,
+        metadata=_doc("compressor of the anchor-gradient uplink (biased: EF21 estimates per rank); `None`: dense"),
+    )
+    grad_compressor_options: dict[str, Any] | None = field(
+        default=None, metadata=_doc("options of a named `grad_compressor`")
+    )
+    downlink_compressor: Any = field(
+        default=None,
+        metadata=_doc(
+            "compressor of the new anchor's broadcast (biased; every rank adds C(x_next − anchor) to the anchor it "
+            "holds, EF21-P style); `None`: dense"
+        ),
+    )
+    downlink_compressor_options: dict[str, Any] | None = field(
+        default=None, metadata=_doc("options of a named `downlink_compressor`")
+    )
+    error_feedback: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "error feedback (EF14 residuals) on the compressed model change; `None`: on for biased compressors"
+        ),
+    )
+    inner_steps: int = field(
+        default=50,
+        metadata=_doc("H ≥ 1 local optimizer steps per round (`sync: fixed`), or the cap H_max (`sync: gated`)"),
+    )
+    min_inner_steps: int | None = field(
+        default=None,
+        metadata=_doc(
+            "`sync: gated`: the first round's H and the smallest H, in [1, inner_steps]; `None`: min(5, inner_steps)"
+        ),
+    )
+    sync: str = field(
+        default="gated",
+        metadata=_doc(
+            "`gated`: each rank reports the local step at which its round was done (drift or local solve, below); "
+            "the next round lasts the slowest rank's count (doubled, up to `inner_steps`, if one was not done); "
+            "`fixed`: every round lasts `inner_steps`"
+        ),
+    )
+    gate: float = field(
+        default=0.5,
+        metadata=_doc(
+            "drift threshold, without a prox term: a rank is done when δ̂·‖x_m − x_r‖ ≥ gate·‖ĝ_r‖ (its correction "
+            "is stale); δ̂ is `delta` or each rank's running estimate from its anchor gradients"
+        ),
+    )
+    gate_tol: float = field(
+        default=0.1,
+        metadata=_doc(
+            "local-solve threshold: a rank is done when ‖∇F_m(x_m)‖ ≤ gate_tol·‖x_m − x_r‖/θ (S-DANE's inexactness "
+            "criterion; θ = 1/(2δ̂) without a prox term, ‖ĝ_r‖ on the right before δ̂ exists)"
+        ),
+    )
+    theta: float | None = field(
+        default=None,
+        metadata=_doc("θ > 0 of the prox term ‖x − x_r‖²/(2θ); `None`: 1/(2·delta) with `delta`, else no prox term"),
+    )
+    delta: float | None = field(
+        default=None, metadata=_doc("Hessian similarity δ, if known (θ and the drift gate); `None`: estimated")
+    )
+    outer: str = field(
+        default="nesterov",
+        metadata=_doc(
+            "outer step on the averaged model change: `nesterov` (DiLoCo's: `outer_lr`, `outer_momentum`) or "
+            "`extrapolate` (Katyusha-X style: x_next = x̄ + β(x̄ − x̄_prev))"
+        ),
+    )
+    outer_lr: float = field(default=0.7, metadata=_doc("`outer: nesterov`: learning rate of the outer step"))
+    outer_momentum: float = field(default=0.9, metadata=_doc("`outer: nesterov`: Nesterov momentum in [0, 1)"))
+    beta: float | None = field(
+        default=None,
+        metadata=_doc(
+            "`outer: extrapolate`: β in [0, 1); `None`: (1 − √q)/(1 + √q), q = μθ/(1 + μθ) (needs `mu` > 0 and θ)"
+        ),
+    )
+    mu: float = field(default=0.0, metadata=_doc("strong convexity μ ≥ 0, for the default β (0 for neural networks)"))
+
+    @property
+    def built_grad_compressor(self) -> Compressor | None:
+        """The ``grad_compressor`` instance, or ``None``."""
+        return self.__dict__["_grad_compressor"]
+
+    @property
+    def built_downlink_compressor(self) -> Compressor | None:
+        """The ``downlink_compressor`` instance, or ``None``."""
+        return self.__dict__["_downlink_compressor"]
+
+    @property
+    def min_steps(self) -> int:
+        """The smallest (and first) H of a gated round."""
+        return min(5, self.inner_steps) if self.min_inner_steps is None else int(self.min_inner_steps)
+
+    @property
+    def resolved_theta(self) -> float | None:
+        """θ in force: ``theta``, else ``1/(2 delta)``, else ``None`` (no prox term)."""
+        if self.theta is not None:
+            return float(self.theta)
+        return None if self.delta is None else 1.0 / (2.0 * float(self.delta))
+
+    @property
+    def uses_error_feedback(self) -> bool:
+        """Whether the model change is sent with error feedback."""
+        if self.error_feedback is None:
+            return not self.built_compressor.unbiased and not isinstance(self.built_compressor, Identity)
+        return bool(self.error_feedback)
+
+    @property
+    def resolved_beta(self) -> float:
+        """The extrapolation β (``outer: extrapolate``)."""
+        if self.beta is not None:
+            return float(self.beta)
+        theta = self.resolved_theta
+        assert theta is not None and self.mu > 0  # check() guarantees it
+        q = self.mu * theta / (1 + self.mu * theta)
+        return (1 - math.sqrt(q)) / (1 + math.sqrt(q))
+
+    def check(self) -> None:
+        super().check()
+        _check_int("inner_steps", self.inner_steps, minimum=1, fix="use an integer >= 1 (e.g. 50)")
+        if self.min_inner_steps is not None:
+            _check_int(
+                "min_inner_steps",
+                self.min_inner_steps,
+                minimum=1,
+                fix=f"use an integer in [1, inner_steps={self.inner_steps}], or None",
+            )
+        if self.sync == "gated" and self.min_steps > self.inner_steps:
+            raise OptionError(
+                "min_inner_steps",
+                self.min_inner_steps,
+                f"exceeds inner_steps={self.inner_steps}",
+                "lower it, or raise inner_steps (the cap of a gated round)",
+            )
+        _check_choice(
+            "sync", self.sync, ("gated", "fixed"), "use 'gated' (drift decides H) or 'fixed' (H = inner_steps)"
+        )
+        _check_choice("outer", self.outer, ("nesterov", "extrapolate"), "use 'nesterov' or 'extrapolate'")
+        for name in ("gate", "gate_tol", "outer_lr"):
+            check_positive(name, getattr(self, name))
+        for name in ("theta", "delta"):
+            _optional_positive(name, getattr(self, name))
+        if self.error_feedback is not None:
+            _check_bool("error_feedback", self.error_feedback)
+        if not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1:
+            raise OptionError("outer_momentum", self.outer_momentum, "is invalid", "use a number in [0, 1) (0: none)")
+        if not _is_real(self.mu) or not math.isfinite(self.mu) or self.mu < 0:
+            raise OptionError("mu", self.mu, "is out of range", "use a finite value >= 0 (0 for neural networks)")
+        if self.beta is not None and (not _is_real(self.beta) or not 0 <= self.beta < 1):
+            raise OptionError("beta", self.beta, "is invalid", "use a number in [0, 1) (0: no extrapolation)")
+        if self.outer == "extrapolate" and self.beta is None and (self.mu <= 0 or self.resolved_theta is None):
+            raise OptionError(
+                "beta",
+                None,
+                "",
+                "pass beta (e.g. 0.8), or mu > 0 together with theta or delta",
+                statement="outer='extrapolate' takes its default β from μ and θ",
+            )
+        self._cache("_grad_compressor", _optional_compressor(self, "grad_compressor", "EF21 estimates"))
+        self._cache(
+            "_downlink_compressor", _optional_compressor(self, "downlink_compressor", "a shared anchor estimate")
+        )
+
+
+@dataclass(frozen=True)
 class PowerSGDOptions(Options):
     """PowerSGD's options (Vogels et al., NeurIPS 2019), as torch's ``PowerSGDState`` takes them."""
 
@@ -756,6 +936,7 @@ STRATEGY_OPTIONS: dict[str, type[Options]] = {
     "compressed": CompressedOptions,
     "diloco": DiLoCoOptions,
     "powersgd": PowerSGDOptions,
+    "gated_dane": GatedDANEOptions,
 }
 _TABLE = re.compile(r"(<!-- options: ([\w ]+) -->\n)(.*?)(<!-- /options -->)", re.DOTALL)
 

@@ -58,6 +58,13 @@ CASES = {
         "algorithm": "olga", "compressor": ("randk", {"k": 3}), "preset": "similarity", "p": 0.3,
         "accelerate": False, "anchor_batches": 3,
     },
+    # every rank trains: silent local steps, a gated round length agreed at each sync, δ̂ estimated on each rank
+    "gated_dane": {"compressor": ("topk", {"k": 3}), "delta": None, "mu": 0.05, "theta": 0.5, "min_inner_steps": 2,
+                   "inner_steps": 6, "outer": "extrapolate"},
+    "gated_dane+compressed": {
+        "algorithm": "gated_dane", "compressor": ("randk", {"k": 4}), "grad_compressor": ("topk", {"k": 4}),
+        "downlink_compressor": ("topk", {"k": 5}), "sync": "fixed", "inner_steps": 3, "outer": "nesterov",
+    },
 }  # fmt: skip
 
 
@@ -65,11 +72,16 @@ def _problem():
     return synthetic_ridge(workers=WORLD, n=30, dim=8, similarity=0.3, lam=0.1, seed=1)
 
 
+def _shared_output(name: str) -> bool:
+    """Whether every rank holds the output iterate (OLGA's ``output='last'``; Gated DANE's anchor)."""
+    return CASES[name].get("output") == "last" or CASES[name].get("algorithm", name) == "gated_dane"
+
+
 def _run(name: str, transport) -> torch.Tensor | None:
     problem = _problem()
     options = dict(CASES[name])
     algorithm = ALGORITHMS[options.pop("algorithm", name)]
-    for field in ("compressor", "dense_compressor", "downlink_compressor"):
+    for field in ("compressor", "dense_compressor", "downlink_compressor", "grad_compressor"):
         if field in options:
             cname, copts = options[field]
             options[field] = build(cname, **copts)
@@ -77,7 +89,7 @@ def _run(name: str, transport) -> torch.Tensor | None:
     accepted = (
         algorithm.__init__.__code__.co_varnames + getattr(getattr(algorithm, "options_cls", None), "names", tuple)()
     )
-    options.update({k: v for k, v in constants.items() if k in accepted})
+    options.update({k: v for k, v in constants.items() if k in accepted and k not in CASES[name]})
     alg = algorithm(
         transport=transport,
         oracle=ProblemOracle(problem, transport.workers),
@@ -87,7 +99,7 @@ def _run(name: str, transport) -> torch.Tensor | None:
     )
     for _ in range(ROUNDS):
         alg.step()
-    if transport.is_hub or CASES[name].get("output") == "last":
+    if transport.is_hub or _shared_output(name):
         return alg.output()
     return None  # the output iterate lives on the hub (Algorithm.output raises in a worker process)
 
@@ -130,7 +142,7 @@ def test_distributed_matches_simulator(distributed_reports, name, downlink):
     for rank in range(WORLD):  # every rank holds the same ledger, equal to the simulator's
         assert distributed_reports[rank][f"{name}/{downlink}"]["ledger"] == expected, (name, rank)
     assert hub["comm_time_s"] > 0
-    if CASES[name].get("output") == "last":  # what the model holds is the same on every rank
+    if _shared_output(name):  # what the model holds is the same on every rank
         for rank in range(1, WORLD):
             assert distributed_reports[rank][f"{name}/{downlink}"]["y"] == hub["y"], (name, rank)
 

@@ -9,6 +9,7 @@ from lit_commeff.algorithms.accsvrs import AccSVRS
 from lit_commeff.algorithms.adiana import ADIANA
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, ProblemOracle
 from lit_commeff.algorithms.baselines import DIANA, EF21, GradientDescent
+from lit_commeff.algorithms.gated_dane import GatedDANE
 from lit_commeff.algorithms.local_sgd import DiLoCo, LocalSGD
 from lit_commeff.algorithms.locodl import LoCoDL
 from lit_commeff.algorithms.olga import EFOLGA, OLGA
@@ -17,7 +18,20 @@ from lit_commeff.algorithms.prox import ExactProx, NewtonProx, OptimizerProx
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     cls.name: cls
-    for cls in (OLGA, EFOLGA, AccExtraGradient, AccSVRS, GradientDescent, DIANA, EF21, ADIANA, LoCoDL, LocalSGD, DiLoCo)
+    for cls in (
+        OLGA,
+        EFOLGA,
+        AccExtraGradient,
+        AccSVRS,
+        GradientDescent,
+        DIANA,
+        EF21,
+        ADIANA,
+        LoCoDL,
+        LocalSGD,
+        DiLoCo,
+        GatedDANE,
+    )
 }
 
 __all__ = [
@@ -33,6 +47,7 @@ __all__ = [
     "Algorithm",
     "DiLoCo",
     "ExactProx",
+    "GatedDANE",
     "GradientDescent",
     "LoCoDL",
     "LocalOracle",

@@ -1,4 +1,4 @@
-"""Lightning strategies: ``Trainer(strategy="olga")``, ``"ef_olga"``, ``"compressed"``, ``"powersgd"``, ``"diloco"``.
+"""Lightning strategies: ``Trainer(strategy="olga")`` and the other names of ``strategy.registry``.
 
 Importing :mod:`lit_commeff` registers the names in Lightning's strategy registry.
 """
@@ -7,6 +7,7 @@ from lit_commeff.strategy.base import CommStrategy
 from lit_commeff.strategy.compressed import CompressedStrategy
 from lit_commeff.strategy.ddp_metered import MeteredDDPStrategy
 from lit_commeff.strategy.diloco import DiLoCoStrategy
+from lit_commeff.strategy.gated_dane import GatedDANEStrategy
 from lit_commeff.strategy.hub import HubAlgorithmStrategy
 from lit_commeff.strategy.metering import COMM_METRICS, CommMetering
 from lit_commeff.strategy.olga import EFOLGAStrategy, OLGAStrategy
@@ -20,6 +21,7 @@ __all__ = [
     "CompressedStrategy",
     "DiLoCoStrategy",
     "EFOLGAStrategy",
+    "GatedDANEStrategy",
     "HubAlgorithmStrategy",
     "MeteredDDPStrategy",
     "OLGAStrategy",

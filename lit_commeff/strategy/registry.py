@@ -19,6 +19,7 @@ DESCRIPTIONS = {
     "powersgd": "DDP with torch's PowerSGD hook on every backend (CPU/gloo included), bytes metered",
     "diloco": "DiLoCo / local SGD: local steps + periodic averaging of deltas with outer Nesterov",
     "ddp_metered": "Lightning DDP with the bytes of every all-reduce metered (dense reference)",
+    "gated_dane": "Gated DANE: every rank trains on its similarity-corrected subproblem; compressed, drift-gated sync",
 }
 
 
@@ -34,9 +35,11 @@ def strategy_classes() -> dict[str, type[CommStrategy]]:
     }
     from lit_commeff.strategy.ddp_metered import MeteredDDPStrategy
     from lit_commeff.strategy.diloco import DiLoCoStrategy
+    from lit_commeff.strategy.gated_dane import GatedDANEStrategy
     from lit_commeff.strategy.powersgd import PowerSGDStrategy
 
     classes.update({"powersgd": PowerSGDStrategy, "diloco": DiLoCoStrategy, "ddp_metered": MeteredDDPStrategy})
+    classes["gated_dane"] = GatedDANEStrategy
     return classes
 
 

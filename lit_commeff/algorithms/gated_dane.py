@@ -1,0 +1,317 @@
+"""Gated DANE: every rank trains on its similarity-corrected subproblem; compressed, gated, accelerated sync.
+
+In OLGA only the hub's prox steps move the model. Here every worker solves, in parallel and inexactly, the
+subproblem OLGA's hub solves, each on its own data:
+
+    x_m ≈ argmin_x  F_m(x) = f_m(x) + ⟨ĝ_r − ∇f_m(x_r), x⟩ + ‖x − x_r‖² / (2θ),     ĝ_r ≈ ∇f(x_r),
+
+by local gradient steps (the user's optimizer in Lightning). The linear term cancels worker m's gradient bias
+at the anchor x_r, so the local minimiser differs from the global prox step by O(δ‖x − x_r‖) only, δ being
+the Hessian similarity of the shards: corrected local steps do not drift to a floor as uncorrected ones
+(local SGD, DiLoCo) do when the shards differ.
+
+One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of them):
+
+1. **Anchor** (first step, communicating): every worker sends ∇f_m(x_r) (dense, or EF21-compressed with
+   ``grad_compressor``); the hub averages and broadcasts ĝ_r; worker m keeps its correction
+   c_m = ĝ_r − ∇f_m(x_r). Its first local step is then a step along ĝ_r, since ∇F_m(x_r) = ĝ_r.
+2. **Local steps** (silent): x_m ← x_m − η ∇F_m(x_m), with no communication.
+3. **Sync** (the H-th step, communicating): every worker sends its model change Δ_m = x_r − x_m, compressed
+   (error feedback for biased compressors); the hub averages to Δ̄, takes the **outer step** — DiLoCo's
+   Nesterov step, or the Katyusha-X-style extrapolation x_{r+1} = x̄ + β(x̄ − x̄_prev) with x̄ = x_r − Δ̄ —
+   and sends the new anchor (dense, or compressed: every process adds C(x_{r+1} − x_r) to the anchor it
+   holds, so all hold the same anchor bit for bit).
+4. **Similarity-gated length** (``sync="gated"``): during the local steps each worker records the first
+   step at which its round was done — its local solve reached ‖∇F_m(x_m)‖ ≤ ``gate_tol``·‖x_m − x_r‖/θ
+   (the inexactness criterion of S-DANE: more steps would not improve the outer step), or, without a prox
+   term, its drift δ̂·‖x_m − x_r‖ reached ``gate``·‖ĝ_r‖ (its correction is stale). Since θ = 1/(2δ), a
+   small δ asks for an accurate solve (long rounds) and a large δ for a coarse one (short rounds). The
+   sync agrees these counts (one int32 per worker, tag ``"gate"``); the next round lasts the largest one,
+   or twice this round if some worker was not done, within [``min_inner_steps``, ``inner_steps``]. Rounds
+   are short where the shards differ and long where they agree. δ̂ is ``delta`` or each worker's running
+   maximum of ‖(∇f_m(x_r) − ∇f_m(x_{r−1})) − (ĝ_r − ĝ_{r−1})‖ / ‖x_r − x_{r−1}‖, which it computes from
+   what it already holds.
+
+References: DANE (Shamir, Srebro & Zhang, ICML 2014, "Communication-Efficient Distributed Optimization using
+an Approximate Newton-type Method") for the corrected subproblem; SCAFFOLD (Karimireddy et al., ICML 2020)
+for its stochastic, step-wise form; S-DANE / Accelerated S-DANE (Jiang, Rodomanov & Stich, NeurIPS 2024) for
+inexact local solves with a √(δ/μ) round complexity; DiLoCo (Douillard et al., 2023, arXiv:2311.08455) for
+the outer Nesterov step; Bylinkin & Beznosikov (AAAI 2025, OLGA / EF-OLGA) for the prox subproblem under
+similarity, compression with error feedback and the Katyusha-X-style extrapolation; EF21 (Richtárik et al.,
+NeurIPS 2021) and EF21-P (Gruntkowska et al., ICML 2023) for the compressed gradient and anchor estimates.
+What none of them has and this method adds is the drift-gated round length.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, descend
+from lit_commeff.algorithms.local_sgd import nesterov_outer_step
+from lit_commeff.algorithms.memory import EF21Estimate, ErrorFeedback
+from lit_commeff.options import GatedDANEOptions
+from lit_commeff.transport import Transport
+
+
+class GatedDANE(Algorithm):
+    """Every worker trains on its similarity-corrected subproblem; compressed, drift-gated, accelerated sync.
+
+    The module docstring gives the method. Each :meth:`step` is one local step; the first step of a round
+    (anchor gradients) and its last (model changes, new anchor) communicate, the others are silent
+    (:meth:`communicates`). :meth:`output` is the anchor x_r, the same on every process.
+
+    Args:
+        transport: Message transport.
+        oracle: Local gradients (and, in Lightning, the user's optimizer through ``descend``).
+        x0: Starting point (every process passes the same one).
+        options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options
+            over :attr:`~lit_commeff.options.GatedDANEOptions.paper_defaults`.
+        L: Smoothness of f; the default local step is ``1 / (L + 1/θ)`` (``1/L`` without a prox term).
+        lr: Explicit local step size (overrides the default; Lightning's optimizer ignores it).
+        seed: Seed of the compressor draws.
+        **kwargs: Instead of ``options``: its fields.
+    """
+
+    name: ClassVar[str] = "gated_dane"
+    options_cls: ClassVar[type[GatedDANEOptions]] = GatedDANEOptions
+    _state: ClassVar[tuple[str, ...]] = (
+        "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
+        "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
+    )  # fmt: skip
+    _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        oracle: LocalOracle,
+        x0: Tensor,
+        options: GatedDANEOptions | None = None,
+        L: float | None = None,
+        lr: float | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(transport=transport, oracle=oracle, x0=x0, seed=seed)
+        if options is None:
+            kwargs.setdefault("seed", seed)
+        self.options = options = self.options_cls.of(options, defaults=self.options_cls.paper_defaults, **kwargs)
+        self.compressor = options.built_compressor
+        self.grad_compressor = options.built_grad_compressor
+        self.downlink_compressor = options.built_downlink_compressor
+        self.theta = options.resolved_theta
+        self.beta = options.resolved_beta if options.outer == "extrapolate" else 0.0
+        if lr is None:
+            if L is None:
+                lr = 0.0  # unused: the oracle's own descend (the user's optimizer) takes the step
+                if getattr(oracle, "descend", None) is None:
+                    raise ValueError(f"lr: {self.name} needs a local step size lr or the smoothness L.")
+            else:
+                lr = 1.0 / (check_positive("L", L) + (0.0 if self.theta is None else 1.0 / self.theta))
+        self.lr = float(lr)
+        rows = transport.workers.numel()
+        self.phase = "anchor"
+        #: Local steps taken in this round, and this round's length.
+        self.k = 0
+        self.H = options.min_steps if options.sync == "gated" else options.inner_steps
+        self.anchor = x0.detach().clone()
+        self.ghat: Tensor | None = None
+        self.corr: Tensor | None = None
+        self.y: Tensor | None = None
+        #: Per row: the local step at which the round was done (0: not yet).
+        self.done_at = torch.zeros(rows, dtype=torch.int64)
+        #: Per row: the similarity used by the drift gate (``delta``, or the running estimate).
+        self.delta_hat: Tensor | None = (
+            None if options.delta is None else torch.full((rows,), float(options.delta), dtype=torch.float64)
+        )
+        self.prev_anchor: Tensor | None = None
+        self.prev_ghat: Tensor | None = None
+        self.prev_grads: Tensor | None = None
+        self.prev_mean: Tensor | None = None  # the hub's previous x̄ (extrapolation)
+        self.momentum: Tensor | None = None  # the hub's Nesterov buffer
+        #: Lengths of the finished rounds (for logs and the gate's tests).
+        self.history_h: list[int] = []
+        self.error_memory = ErrorFeedback() if options.uses_error_feedback else None
+        self.grad_estimate: EF21Estimate | None = None
+        if self.grad_compressor is not None:
+            agg = torch.zeros(transport.num_workers, self.dim, dtype=x0.dtype, device=x0.device)
+            self.grad_estimate = EF21Estimate(aggregate=agg if transport.is_hub else None)
+
+    # ------------------------------------------------------------------------------- schedule
+    def hyperparameters(self) -> dict[str, float]:
+        out = {
+            "lr": self.lr,
+            "inner_steps": float(self.options.inner_steps),
+            "H": float(self.H),
+            "theta": float("inf") if self.theta is None else self.theta,
+            "beta": self.beta,
+        }
+        if self.options.outer == "nesterov":
+            out.update(outer_lr=float(self.options.outer_lr), outer_momentum=float(self.options.outer_momentum))
+        return out
+
+    def output(self) -> Tensor:
+        return self.anchor
+
+    def communicates(self) -> bool:
+        return self.phase == "anchor" or self.k + 1 >= self.H
+
+    def round_kind(self) -> str:
+        if self.phase == "anchor":
+            return "anchor" if self.H > 1 else "anchor+sync"
+        return "sync" if self.communicates() else "local"
+
+    def skip_local_step(self) -> None:
+        if self.communicates():
+            raise RuntimeError(f"{self.name}: skip_local_step() called on a communicating step, not a local step.")
+        self.k += 1
+
+    @property
+    def drift(self) -> float:
+        """This process's largest δ̂·‖x_m − x_r‖ / ‖ĝ_r‖ in the current round (0 at the anchor)."""
+        if self.y is None or self.ghat is None or self.delta_hat is None:
+            return 0.0
+        gnorm = float(torch.linalg.vector_norm(self.ghat)) or 1.0
+        dist = torch.linalg.vector_norm(self.y - self.anchor, dim=-1).to(torch.float64)
+        return float((self.delta_hat * dist).max()) / gnorm
+
+    # ------------------------------------------------------------------------------- one step
+    def _step(self) -> None:
+        if self.phase == "anchor":
+            self.transport.begin_round()
+            ghat = self._anchor_round()
+            rows = self.anchor.expand(self.transport.workers.numel(), -1)
+            self.y = self._descend(rows, ghat.expand_as(rows))  # ∇F_m(x_r) = ĝ_r
+            self.k, self.phase = 1, "local"
+        else:
+            y = self._need(self.y, "y")
+            g = self.oracle.grads(y) + self._need(self.corr, "corr")
+            if self.theta is not None:
+                g = g + (y - self.anchor) / self.theta
+            self._gate(y, g)
+            self.y = self._descend(y, g)
+            self.k += 1
+        if self.k >= self.H:
+            self.transport.begin_round()
+            self._sync()
+
+    def _descend(self, y: Tensor, g: Tensor) -> Tensor:
+        if getattr(self.oracle, "descend", None) is None:
+            return y - self.lr * g
+        return torch.stack([descend(self.oracle, y[i], g[i], self.lr) for i in range(y.shape[0])])
+
+    def _gate(self, y: Tensor, g: Tensor) -> None:
+        """Mark the rows whose round is done at ``y`` (after ``k`` steps): local solve accurate, or drifted.
+
+        Solved (inexact DANE / S-DANE's criterion): ‖∇F_m(y)‖ ≤ gate_tol·‖y − x_r‖/θ, so the round's outer
+        step is as good as an exact prox step; more local steps would not help. Without a prox term θ is
+        1/(2δ̂), and a rank whose drift δ̂·‖y − x_r‖ reaches ``gate``·‖ĝ_r‖ is done too (its correction is
+        stale). With neither θ nor δ̂ yet: ‖∇F_m(y)‖ ≤ gate_tol·‖ĝ_r‖.
+        """
+        gnorm = torch.linalg.vector_norm(self._need(self.ghat, "ghat"))
+        residual = torch.linalg.vector_norm(g, dim=-1)
+        dist = torch.linalg.vector_norm(y - self.anchor, dim=-1)
+        delta = None if self.delta_hat is None else self.delta_hat.to(device=y.device, dtype=y.dtype)
+        if self.theta is not None:
+            done = residual <= self.options.gate_tol * dist / self.theta
+        elif delta is not None:
+            done = (residual <= self.options.gate_tol * 2 * delta * dist) | (delta * dist >= self.options.gate * gnorm)
+        else:
+            done = residual <= self.options.gate_tol * gnorm
+        self.done_at = torch.where((self.done_at == 0) & done.cpu(), self.k, self.done_at)
+
+    def _anchor_round(self) -> Tensor:
+        """Every worker's gradient at the anchor → ĝ_r on every process; corrections; δ̂."""
+        t = self.transport
+        grads = self.oracle.grads(self.anchor)
+        if self.grad_estimate is None:
+            gathered = t.gather(grads, tag="grad")
+            mean = None if gathered is None else gathered.mean(dim=0)
+        else:
+            own, received = t.gather_compressed(
+                self.grad_estimate.compensate(grads),
+                self.grad_compressor,  # type: ignore[arg-type]  # set together with grad_estimate
+                step=self.round,
+                key=f"{self.name}/grad",
+                tag="grad_compressed",
+            )
+            self.grad_estimate.update(own)
+            mean = None
+            if t.is_hub:
+                self.grad_estimate.update_aggregate(self._need(received, "received"))
+                mean = self._need(self.grad_estimate.aggregate, "aggregate").mean(dim=0)
+        (ghat,) = t.broadcast(mean if mean is not None else torch.empty_like(self.anchor), tag="anchor_grad")
+        if self.options.delta is None and self.prev_anchor is not None:
+            self._estimate_delta(grads, ghat)
+        self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
+        self.ghat, self.corr = ghat, ghat - grads
+        return ghat
+
+    def _estimate_delta(self, grads: Tensor, ghat: Tensor) -> None:
+        step = float(torch.linalg.vector_norm(self.anchor - self._need(self.prev_anchor, "prev_anchor")))
+        if step == 0.0:
+            return
+        change = (grads - self._need(self.prev_grads, "prev_grads")) - (ghat - self._need(self.prev_ghat, "prev_ghat"))
+        estimate = (torch.linalg.vector_norm(change, dim=-1) / step).to(torch.float64).cpu()
+        self.delta_hat = estimate if self.delta_hat is None else torch.maximum(self.delta_hat, estimate)
+
+    def _sync(self) -> None:
+        """Compressed model changes → the hub's outer step → the new anchor everywhere; the next H."""
+        t = self.transport
+        change = self.anchor - self._need(self.y, "y")
+        if self.error_memory is not None:
+            if self.error_memory.rows is None:
+                self.error_memory.reset(change)
+            sent = self.error_memory.compensate(change)
+            own, received = t.gather_compressed(sent, self.compressor, step=self.round, key=self.name, tag="delta")
+            self.error_memory.update(sent, own)
+        else:
+            _, received = t.gather_compressed(change, self.compressor, step=self.round, key=self.name, tag="delta")
+        target = torch.empty_like(self.anchor)
+        if t.is_hub:
+            target = self._outer_step(self._need(received, "received").mean(dim=0))
+        if self.downlink_compressor is None:
+            (self.anchor,) = t.broadcast(target, tag="anchor")
+        else:
+            (step,) = t.broadcast_compressed(
+                target - self.anchor,
+                compressor=self.downlink_compressor,
+                step=self.round,
+                key=f"{self.name}/down",
+                tag="anchor_compressed",
+            )
+            self.anchor = self.anchor + step
+        self.history_h = [*self.history_h, self.H]
+        if self.options.sync == "gated":
+            self.H = self._next_length(t.agree(self.done_at, tag="gate"))
+        self.y, self.k, self.phase = None, 0, "anchor"
+        self.done_at = torch.zeros_like(self.done_at)
+
+    def _outer_step(self, mean_change: Tensor) -> Tensor:
+        """The hub's new anchor from the averaged model change Δ̄."""
+        if self.options.outer == "nesterov":
+            target, self.momentum = nesterov_outer_step(
+                self.anchor,
+                mean_change,
+                self.momentum,
+                lr=float(self.options.outer_lr),
+                momentum=float(self.options.outer_momentum),
+            )
+            return target
+        mean = self.anchor - mean_change
+        target = mean if self.prev_mean is None else mean + self.beta * (mean - self.prev_mean)
+        self.prev_mean = mean
+        return target
+
+    def _next_length(self, done_at: Tensor) -> int:
+        """The next round's H from every worker's count (0: not done in this round)."""
+        lo, hi = self.options.min_steps, self.options.inner_steps
+        if bool((done_at == 0).any()):
+            return min(hi, max(lo, 2 * self.H))
+        return min(hi, max(lo, int(done_at.max())))
+
+
+__all__ = ["GatedDANE"]

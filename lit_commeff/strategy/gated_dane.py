@@ -1,0 +1,86 @@
+"""``Trainer(strategy="gated_dane")``: every rank trains on its similarity-corrected subproblem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from torch import Tensor
+from typing_extensions import override
+
+from lit_commeff.algorithms.gated_dane import GatedDANE
+from lit_commeff.options import GatedDANEOptions
+from lit_commeff.strategy.hub import HubAlgorithmStrategy
+from lit_commeff.strategy.oracle import LightningOracle
+from lit_commeff.transport import DistributedTransport
+
+
+class GatedDANEStrategy(HubAlgorithmStrategy):
+    """Gated DANE: corrected local steps of the user's optimizer on every rank; compressed, gated, accelerated sync.
+
+    The method (:class:`~lit_commeff.algorithms.gated_dane.GatedDANE`, which cites DANE, SCAFFOLD, S-DANE,
+    DiLoCo and the OLGA paper) in Lightning: one training step is one local step of the optimizer from
+    ``configure_optimizers`` on this rank's batch (its learning rate, momentum and schedule apply), along the
+    minibatch gradient plus the rank's correction ĝ_r − ∇f_m(x_r) (plus (x − x_r)/θ with a prox term). The
+    first step of a round also gathers every rank's gradient at the anchor x_r and broadcasts their mean ĝ_r;
+    the last one gathers the (compressed) model changes, takes the outer step on the hub (rank 0) and
+    broadcasts the new anchor. Under ``sync="gated"`` the round's length follows the ranks' drift. Between
+    syncs each rank's optimizer works on its own local iterate; the model Lightning validates and checkpoints
+    is the anchor, the same on every rank. Per rank, the checkpoint holds the algorithm's state (local
+    iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
+    stopped mid-round resumes exactly on CPU.
+
+    Logged besides ``comm/*``: ``gated_dane/H`` (the current round's length), ``gated_dane/drift`` (the
+    largest δ̂·‖x_m − x_r‖/‖ĝ_r‖ over ranks) and ``gated_dane/delta_hat`` (the largest similarity estimate).
+
+    Args:
+        options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
+        **kwargs: Its fields as keywords, then those of
+            :class:`~lit_commeff.strategy.hub.HubAlgorithmStrategy`.
+    """
+
+    strategy_name: ClassVar[str] = "gated_dane"
+    options_cls: ClassVar[type[GatedDANEOptions]] = GatedDANEOptions
+    options: GatedDANEOptions
+
+    def __init__(self, *, options: GatedDANEOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options=options, **kwargs)
+
+    @override
+    def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
+        return GatedDANE(transport=transport, oracle=oracle, x0=x0, options=self.options)
+
+    @override
+    def log_diagnostics(self, module: Any) -> None:
+        algorithm = self.algorithm
+        if not isinstance(algorithm, GatedDANE):
+            return
+        module.log("gated_dane/H", float(algorithm.H), rank_zero_only=True, batch_size=1)
+        module.log("gated_dane/drift", algorithm.drift, sync_dist=True, reduce_fx="max", batch_size=1)
+        delta = self.delta_hat()
+        if delta is not None:
+            module.log("gated_dane/delta_hat", delta, sync_dist=True, reduce_fx="max", batch_size=1)
+
+    @override
+    def delta_hat(self) -> float | None:
+        algorithm = self.algorithm
+        if not isinstance(algorithm, GatedDANE) or algorithm.delta_hat is None:
+            return None
+        return float(algorithm.delta_hat.max())
+
+    @override
+    def rank_state_dict(self) -> dict[str, Any]:
+        state = super().rank_state_dict()
+        if state and self.optimizers:
+            # every rank's optimizer walks its own local iterate (Lightning would restore rank 0's everywhere)
+            state["optimizer"] = self.optimizers[0].state_dict()
+        return state
+
+    @override
+    def load_rank_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_rank_state_dict(state)
+        if "optimizer" in state and self.optimizers:
+            self.optimizers[0].load_state_dict(state["optimizer"])
+
+
+__all__ = ["GatedDANEStrategy"]

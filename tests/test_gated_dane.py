@@ -1,0 +1,212 @@
+"""Gated DANE in the simulator: convergence where local steps drift, the gate, the outer step, bytes, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_commeff import sim
+from lit_commeff.algorithms import ALGORITHMS, GatedDANE, ProblemOracle
+from lit_commeff.compression import build
+from lit_commeff.options import GatedDANEOptions, OptionError
+from lit_commeff.problems import Ridge, synthetic_ridge
+from lit_commeff.transport import SimulatorTransport
+
+
+def _label_sorted_ridge(workers: int = 4, n: int = 480, dim: int = 12, seed: int = 0) -> Ridge:
+    """Ridge on data whose shards differ: rows sorted by a label, so each worker sees one slice of it."""
+    gen = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, -1.5, dim, dtype=torch.float64)  # ill-conditioned design
+    A = torch.randn(n, dim, generator=gen, dtype=torch.float64) * scales
+    label = (A @ torch.randn(dim, generator=gen, dtype=torch.float64) > 0).to(torch.float64)
+    A = A + 0.8 * label[:, None] * torch.randn(dim, generator=gen, dtype=torch.float64)  # label-dependent shift
+    b = label * 2 - 1 + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
+    return Ridge.from_data(A, b, workers, perm=torch.argsort(label, stable=True), lam_div=100.0)
+
+
+@pytest.fixture(scope="module")
+def hetero() -> Ridge:
+    return _label_sorted_ridge()
+
+
+def test_registered():
+    assert ALGORITHMS["gated_dane"] is GatedDANE
+
+
+def test_converges_linearly_where_local_steps_stall_at_a_drift_floor(hetero):
+    """The correction removes the drift floor: 1e-8 with H local steps where DiLoCo/local SGD stop far above."""
+    H = 10
+    dane = sim.run(hetero, "gated_dane", compressor="identity", sync="fixed", inner_steps=H, rounds=6000, tol=1e-8)
+    assert dane.rows[-1]["rel_subopt"] <= 1e-8
+    local = sim.run(hetero, "local_sgd", inner_steps=H, rounds=6000)
+    floor = min(r["rel_subopt"] for r in local.rows[-H * 20 :])
+    assert floor > 1e-5, floor  # the drift floor of uncorrected local steps on these shards
+    diloco = sim.run(hetero, "diloco", inner_steps=H, outer_lr=1.0, outer_momentum=0.5, rounds=6000)
+    assert min(r["rel_subopt"] for r in diloco.rows[-H * 20 :]) > 1e-5
+    # linear: over every stretch of 5 rounds the suboptimality at the round ends falls by a fixed factor
+    ends = [r["rel_subopt"] for r in dane.rows if r["round"] % H == 0]
+    assert len(ends) >= 10
+    assert all(later < 0.5 * earlier for earlier, later in zip(ends, ends[5:], strict=False))
+
+
+def test_logistic_converges_with_compression_and_error_feedback():
+    from lit_commeff.problems import Logistic
+
+    gen = torch.Generator().manual_seed(3)
+    A = torch.randn(400, 8, generator=gen, dtype=torch.float64)
+    b = torch.where(A @ torch.randn(8, generator=gen, dtype=torch.float64) > 0, 1.0, -1.0)
+    problem = Logistic.from_data(A, b, 4, perm=torch.argsort(b, stable=True), lam_div=10.0)
+    history = sim.run(problem, "gated_dane", compressor=("topk", {"ratio": 0.5}), rounds=4000, tol=1e-8)
+    assert history.rows[-1]["rel_subopt"] <= 1e-8
+    alg = GatedDANE(
+        transport=SimulatorTransport(num_workers=4, dim=8),
+        oracle=ProblemOracle(problem, torch.arange(4)),
+        x0=torch.zeros(8, dtype=torch.float64),
+        compressor=build("topk", ratio=0.5),
+        L=problem.L,
+        mu=problem.mu,
+        delta=problem.delta,
+    )
+    assert alg.error_memory is not None
+
+
+def test_extrapolation_pays_when_shards_differ(hetero):
+    """The outer step's extrapolation cuts the rounds where δ/μ is large (the prototype's finding)."""
+
+    def rounds(**options):
+        h = sim.run(hetero, "gated_dane", compressor="identity", sync="fixed", inner_steps=20, rounds=20000, tol=1e-6,
+                    **options)  # fmt: skip
+        assert h.rows[-1]["rel_subopt"] <= 1e-6
+        return h.rows[-1]["cc1"]
+
+    assert hetero.delta / hetero.mu > 10
+    assert rounds() < 0.7 * rounds(beta=0.0)
+
+
+def test_the_gate_syncs_often_when_shards_differ_and_rarely_when_they_agree():
+    lengths = {}
+    for s in (0.05, 2.0):
+        problem = synthetic_ridge(workers=4, n=40, dim=10, similarity=s, lam=0.05, seed=2)
+        h = sim.run(problem, "gated_dane", compressor="identity", inner_steps=64, rounds=3000, tol=1e-8)
+        assert h.rows[-1]["rel_subopt"] <= 1e-8
+        steps, syncs = h.rows[-1]["round"], h.rows[-1]["cc1"] / 2
+        lengths[s] = steps / syncs
+    assert lengths[0.05] > 2 * lengths[2.0], lengths
+
+
+def test_gate_rule_and_estimated_delta(hetero):
+    """Without ``delta`` every worker estimates it from its anchor gradients (a lower bound of the true δ)."""
+    transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+    alg = GatedDANE(
+        transport=transport,
+        oracle=ProblemOracle(hetero, transport.workers),
+        x0=torch.zeros(hetero.dim, dtype=torch.float64),
+        compressor=build("identity"),
+        L=hetero.L,
+        theta=1 / (2 * hetero.delta),
+        beta=0.5,
+        inner_steps=40,
+        min_inner_steps=3,
+    )
+    assert alg.H == 3
+    while len(alg.history_h) < 8:
+        alg.step()
+    assert alg.history_h[0] == 3
+    assert all(3 <= h <= 40 for h in alg.history_h)
+    assert alg.delta_hat is not None and float(alg.delta_hat.max()) <= hetero.delta * (1 + 1e-9)
+    assert float(alg.delta_hat.max()) > 0
+    # the rule: all done -> the largest count; someone not done -> twice the length, capped
+    assert alg._next_length(torch.tensor([2, 7, 4, 1])) == 7
+    alg.H = 30
+    assert alg._next_length(torch.tensor([2, 0, 4, 1])) == 40
+    assert alg._next_length(torch.tensor([1, 1, 1, 1])) == 3
+
+
+def test_bytes_per_round_are_the_messages_handed_to_the_transport():
+    """Dense anchor round + dense sync: each worker but the hub sends d values twice, receives d twice."""
+    problem = synthetic_ridge(workers=4, n=30, dim=6, similarity=0.5, lam=0.1, seed=0)
+    h = sim.run(problem, "gated_dane", compressor="identity", sync="fixed", inner_steps=3, rounds=9)
+    last = h.rows[-1]
+    syncs, d, itemsize, others = 3, 6, 8, 3
+    assert last["cc1"] == 2 * syncs
+    assert last["uplink_bytes"] == syncs * 2 * others * d * itemsize
+    assert last["downlink_bytes"] == syncs * 2 * others * d * itemsize
+    topk = sim.run(problem, "gated_dane", compressor=("topk", {"k": 2}), sync="fixed", inner_steps=3, rounds=9)
+    up = topk.rows[-1]["uplink_bytes"] - syncs * others * d * itemsize  # minus the dense anchor gradients
+    assert 0 < up < syncs * others * d * itemsize  # the model changes travel compressed
+
+
+@pytest.mark.parametrize("stop", [1, 5, 7])
+def test_resume_mid_round_is_bitwise(hetero, stop):
+    def make():
+        transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+        return GatedDANE(
+            transport=transport,
+            oracle=ProblemOracle(hetero, transport.workers),
+            x0=torch.zeros(hetero.dim, dtype=torch.float64),
+            compressor=build("topk", k=4),
+            grad_compressor=build("topk", k=6),
+            downlink_compressor=build("topk", k=8),
+            L=hetero.L,
+            delta=None,
+            theta=0.5,
+            beta=0.3,
+            inner_steps=6,
+            min_inner_steps=2,
+        )
+
+    straight = make()
+    for _ in range(stop + 20):
+        straight.step()
+    first = make()
+    for _ in range(stop):
+        first.step()
+    state = first.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    for _ in range(20):
+        resumed.step()
+    assert torch.equal(resumed.output(), straight.output())
+    assert resumed.history_h == straight.history_h
+    assert resumed.error_memory is not None and straight.error_memory is not None
+    assert torch.equal(resumed.error_memory.rows, straight.error_memory.rows)
+
+
+def test_hyperparameters_resolve_from_the_problem(hetero):
+    h = sim.run(hetero, "gated_dane", compressor="identity", rounds=3)
+    hp = h.meta["hyperparameters"]
+    theta = 1 / (2 * hetero.delta)
+    assert hp["theta"] == pytest.approx(theta)
+    q = hetero.mu * theta / (1 + hetero.mu * theta)
+    assert hp["beta"] == pytest.approx((1 - math.sqrt(q)) / (1 + math.sqrt(q)))
+    assert hp["lr"] == pytest.approx(1 / (hetero.L + 1 / theta))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"inner_steps": 0}, "inner_steps: inner_steps=0"),
+        ({"inner_steps": 4, "min_inner_steps": 6}, "min_inner_steps: min_inner_steps=6 exceeds inner_steps=4"),
+        ({"sync": "sometimes"}, "sync: sync='sometimes'"),
+        ({"outer": "adam"}, "outer: outer='adam'"),
+        ({"outer": "extrapolate"}, "beta: outer='extrapolate' takes its default β from μ and θ; pass beta"),
+        ({"beta": 1.0}, "beta: beta=1.0 is invalid"),
+        ({"gate": 0}, "gate"),
+        ({"grad_compressor": "randk"}, "grad_compressor"),  # EF21 estimates need a contractive compressor
+        ({"grad_compressor_options": {"k": 2}}, "grad_compressor_options: .* were given without grad_compressor"),
+    ],
+)
+def test_options_name_the_field_and_the_fix(options, match):
+    with pytest.raises(OptionError, match=match):
+        GatedDANEOptions(**options)
+
+
+def test_defaults():
+    options = GatedDANEOptions()
+    assert options.sync == "gated" and options.outer == "nesterov" and options.min_steps == 5
+    assert options.resolved_theta is None and not options.uses_error_feedback
+    assert GatedDANEOptions(inner_steps=3).min_steps == 3
+    assert GatedDANEOptions(delta=2.0).resolved_theta == 0.25
+    assert GatedDANEOptions(compressor="topk").uses_error_feedback
