@@ -120,7 +120,8 @@ def fit(
 ) -> tuple[pl.Trainer, list[dict[str, Any]]]:
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(0, verbose=False)  # before building the model: same initial weights in every run
-    callbacks: list[pl.Callback] = [Recorder(out)] + ([SaveAtStep(save, max_steps)] if save else [])
+    callbacks: list[pl.Callback] = [Recorder(out), *trainer_kw.pop("callbacks", [])]
+    callbacks += [SaveAtStep(save, max_steps)] if save else []
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=WORLD,

@@ -1,0 +1,110 @@
+"""``strategy="gated_dane"`` over real gloo processes: training, shared anchors, exact bytes, resume mid-round."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from test_strategy_baselines import EPOCH_OF_4, MLP, WORLD, dense_dim, falls, fit
+
+from lit_commeff.options import OptionError
+from lit_commeff.strategy import GatedDANEStrategy
+
+
+def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path):
+    h, steps = 3, 24
+    _, ranks = fit(
+        GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, nonfinite="off"),
+        tmp_path,
+        max_steps=steps,
+    )
+    d = dense_dim(MLP())
+    rounds = steps // h
+    for step in range(steps):  # the model Lightning sees is the anchor: the same on every rank after every step
+        assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
+    anchors = [ranks[0]["step_params"][s] for s in range(h - 1, steps, h)]
+    assert all(not torch.equal(a, b) for a, b in itertools.pairwise(anchors))  # each sync moves it
+    for r in ranks:
+        assert falls(r["losses"]), r["losses"]
+        s = r["summary"]
+        # per round: the anchor gradient and the model change up (d float32 each), both back down, dense
+        assert s["worker_uplink_bytes"] == rounds * 2 * d * 4
+        assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * 2 * d * 4  # + the setup broadcast
+        assert s["cc1"] == 1 + 2 * rounds
+        assert set(s["gamma_by_tag"]) == {"grad", "delta"}
+
+
+class _Rounds(pl.Callback):
+    """Writes each rank's finished round lengths and whether it keeps error-feedback residuals."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        algorithm = trainer.strategy.algorithm
+        record = {"history_h": algorithm.history_h, "ef": algorithm.error_memory is not None}
+        (self.out / f"rounds{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
+    steps = 30
+    strategy = GatedDANEStrategy(
+        start_method="fork", compressor="topk", compressor_options={"ratio": 0.1}, inner_steps=8, min_inner_steps=2
+    )
+    _, ranks = fit(strategy, tmp_path, max_steps=steps, callbacks=[_Rounds(tmp_path)])
+    rounds = [json.loads((tmp_path / f"rounds{r}.json").read_text()) for r in range(WORLD)]
+    for r, record in zip(ranks, rounds, strict=True):
+        assert falls(r["losses"]), r["losses"]
+        gamma = r["summary"]["gamma_by_tag"]
+        assert gamma["grad"] == pytest.approx(1.0)
+        assert 3 < gamma["delta"] < 10  # TopK 10 %: about d/(values + indices) = 5-10 times smaller
+        assert record["ef"]  # TopK is biased: error feedback on the model change
+        assert record["history_h"] == rounds[0]["history_h"]  # the agreed lengths are the same everywhere
+        assert record["history_h"][0] == 2 and all(2 <= h <= 8 for h in record["history_h"])
+        assert sum(record["history_h"]) <= steps
+
+
+def test_resume_mid_round_is_bitwise(tmp_path):
+    """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states."""
+    strategy = lambda: GatedDANEStrategy(  # noqa: E731
+        start_method="fork", sync="fixed", inner_steps=3, compressor="topk", compressor_options={"ratio": 0.2}
+    )
+    model = lambda: MLP(adam=True, lr=0.01)  # noqa: E731
+    _, full = fit(strategy(), tmp_path / "full", model=model, max_steps=8, n=EPOCH_OF_4)
+    ckpt = tmp_path / "part.ckpt"
+    _, _part = fit(strategy(), tmp_path / "part", model=model, max_steps=4, save=ckpt, n=EPOCH_OF_4)
+    _, resumed = fit(strategy(), tmp_path / "resumed", model=model, max_steps=8, ckpt_path=ckpt, n=EPOCH_OF_4)
+    for r in range(WORLD):
+        assert resumed[r]["losses"] == full[r]["losses"][4:]
+        assert torch.equal(resumed[r]["params"], full[r]["params"])
+        s, f = resumed[r]["summary"], full[r]["summary"]
+        for key in ("worker_uplink_bytes", "cc1", "cc2", "cc3", "steps"):
+            assert s[key] == f[key], key
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"sync": "never"}, "sync"),
+        ({"outer": "extrapolate"}, "beta"),
+        ({"outer_momentum": 1.0}, "outer_momentum"),
+        ({"grad_compressor": "randk"}, "grad_compressor"),
+        ({"bucket_cap_mb": 1}, "bucket_cap_mb"),
+    ],
+)
+def test_options_are_validated_up_front(options, field):
+    with pytest.raises(OptionError) as info:
+        GatedDANEStrategy(**options)
+    assert info.value.field == field
+
+
+def test_registered_names():
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(strategy="gated_dane_fork", accelerator="cpu", devices=2, logger=False)
+    assert isinstance(trainer.strategy, GatedDANEStrategy)
