@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
+from lit_commeff.strategy.metering import times
 from lit_commeff.tracking.history import HISTORY_FILE, plot_metric_vs_bytes, read_history
 
 
@@ -159,7 +160,7 @@ def more_than_ddp_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
         if row["more_than_ddp"]:
-            over = ", ".join(f"{d} {row[f'{d}_vs_ddp']:,.2f}x" for d in row["more_than_ddp"])
+            over = ", ".join(f"{d} {times(row[f'{d}_vs_ddp'])}" for d in row["more_than_ddp"])
             lines.append(f"{row['name']} ({row['algorithm']}) moves MORE bytes per worker than DDP: {over}.")
     return lines
 
@@ -185,20 +186,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = Table(title=f"{args.experiment}: {metric} ({mode}); target {target if target is None else f'{target:.4f}'}")
     sources = sorted({row["ddp_reference"] for row in rows if row["ddp_reference"]})
     table.caption = (
-        "MB per worker on the wire (ring all-reduce, star gather/broadcast); (x DDP) against dense DDP from "
+        "MB per worker on the wire (ring all-reduce, star gather/broadcast); (xDDP) against dense DDP from "
         + ("; ".join(sources) if sources else "nothing: no run has wire bytes")
     )
     for column in (
         "run",
         "algorithm",
         f"final {metric}",
-        "up MB (x DDP)",
-        "down MB (x DDP)",
-        "total MB (x DDP)",
+        "up MB (xDDP)",
+        "down MB (xDDP)",
+        "total MB (xDDP)",
         "up MB to target",
         "wall s",
     ):
-        table.add_column(column, justify="left" if column in ("run", "algorithm") else "right", no_wrap=column == "run")
+        table.add_column(column, justify="left" if column in ("run", "algorithm") else "right", no_wrap=True)
 
     def fmt(value: float | None, digits: int = 3) -> str:
         return "never" if value is None else f"{value:,.{digits}f}"
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         value, r = row[f"wire_{direction}_mb"], row[f"{direction}_vs_ddp"]
         if value is None:
             return "-"
-        return f"{value:,.3f}" + ("" if r is None else f" ({r:,.2f}x{' MORE' if r > 1 else ''})")
+        return f"{value:,.3f}" + ("" if r is None else f" ({times(r)})")  # the lines below the table say MORE
 
     for row in rows:
         table.add_row(
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt(row["to_target_mb"]),
             f"{row['wall_s']:.0f}",
         )
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(160, Console().width))  # no cell wraps: each row stays one line
     console.print(table)
     for line in more_than_ddp_lines(rows):
         console.print(line, highlight=False)

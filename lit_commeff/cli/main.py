@@ -36,7 +36,7 @@ from lit_commeff.cli import schema
 from lit_commeff.cli.launch import LaunchError, external_rank, launch_local, launched_externally
 from lit_commeff.cli.validate import ConfigError, check_resume, explain_hydra_error, validate
 from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, checkpoint_dir, train
-from lit_commeff.strategy.metering import WIRE_VS_DDP, vs_ddp_key
+from lit_commeff.strategy.metering import WIRE_VS_DDP, times, vs_ddp_key
 from lit_commeff.tracking.history import HISTORY_FILE, SUMMARY_FILE, plot_metric_vs_bytes, read_history
 from lit_commeff.tracking.mlflow_run import finish_run, flatten, git_commit, start_run, ui_command
 
@@ -88,7 +88,7 @@ def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[P
             r = summary[vs_ddp_key(key)]
             more = " MORE" if r > 1 else ""
             table.add_row(
-                f"{label_} (MB)", f"{summary[key] / 1e6:,.3f}", f"{summary[ddp_key] / 1e6:,.3f}", f"{r:,.2f}x{more}"
+                f"{label_} (MB)", f"{summary[key] / 1e6:,.3f}", f"{summary[ddp_key] / 1e6:,.3f}", times(r) + more
             )
     if "steps" in summary:
         table.add_row("steps", f"{summary['steps']:,}", f"{summary['steps']:,}", "")

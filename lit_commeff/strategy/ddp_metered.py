@@ -91,6 +91,8 @@ class MeteredDDPStrategy(CommStrategy):
     the bytes of the tensor it hands to the all-reduce (``bucket.buffer()``: ``numel * element_size``),
     tag ``"dense"``. One optimizer step is one ledger round; per-rank bytes per step are the bytes of
     every trainable parameter's gradient in the parameters' dtype (DDP's buckets hold exactly those).
+    On the wire (the metering's ``comm/wire_*``) each rank of the ring sends and receives
+    ``2 (M - 1) / M`` of them per step, the dense reference every method's ratios are taken against.
 
     Each bucket is recorded as one all-reduce message, so a model spread over several buckets sends
     several messages per round; ``comm_time_s`` adds each bucket's time from the hook call to the end

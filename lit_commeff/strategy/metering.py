@@ -241,6 +241,11 @@ def ratio(value: float, reference: float) -> float:
     return math.inf if value else math.nan
 
 
+def times(r: float) -> str:
+    """A ratio as ``0.18x``; within half a percent of 1 with four decimals, so ``1.0017x`` never reads ``1.00x``."""
+    return f"{r:,.4f}x" if r != 1 and abs(r - 1) < 0.005 else f"{r:,.2f}x"
+
+
 def vs_ddp_key(key: str) -> str:
     """The summary key of a wire quantity's ratio to DDP (``worker_wire_up_bytes`` -> ``wire_up_vs_ddp``)."""
     return key.removeprefix("worker_").removesuffix("_bytes") + "_vs_ddp"
@@ -254,7 +259,7 @@ def more_than_ddp(summary: dict[str, Any]) -> list[str]:
 def vs_ddp_sentence(method: str, summary: dict[str, Any], *, reference: str = "dense DDP") -> str:
     """One plain sentence: where ``method`` moves more bytes than DDP, or that it moves fewer everywhere."""
     over = [
-        f"{label} {summary[vs_ddp_key(key)]:,.2f}x"
+        f"{label} {times(summary[vs_ddp_key(key)])}"
         for key, (label, _) in WIRE_VS_DDP.items()
         if summary.get(vs_ddp_key(key), math.nan) > 1
     ]
@@ -280,13 +285,13 @@ def summary_table(s: dict[str, Any]) -> Table:
             label + (" (sent)" if key == "hub_egress_bytes" else " (received)" if key == "hub_ingress_bytes" else ""),
             f"{s[key] / mb:,.3f} MB",
             f"{s[ddp_key] / mb:,.3f} MB",
-            f"{r:,.2f}x" + (" MORE" if r > 1 else ""),
+            times(r) + (" MORE" if r > 1 else ""),
         )
     table.add_row(
         "uplink handed (paper's count)",
         f"{s['worker_uplink_bytes'] / mb:,.3f} MB",
         f"{s['ddp_equivalent_bytes'] / mb:,.3f} MB",
-        f"{ratio(s['worker_uplink_bytes'], s['ddp_equivalent_bytes']):,.2f}x",
+        times(ratio(s["worker_uplink_bytes"], s["ddp_equivalent_bytes"])),
     )
     table.add_row("rounds (CC-1)", f"{s['cc1']:,}", f"{s['steps']:,}", "")
     table.add_row("CC-3 (dense units)", f"{s['cc3']:,.2f}", f"{float(s['steps']):,.2f}", "")

@@ -108,8 +108,9 @@ class Transport(ABC):
         included, hands its dense row (``d * itemsize`` bytes) to the collective, recorded as ``M``
         contributions of direction ``allreduce`` (each one a CC-2 message, so CC-3 grows by one dense unit
         for a row of the ledger's dense dtype). These are the bytes handed to the collective, as for every
-        other transfer and for DDP's buckets; the backend's own schedule (a ring forwards ``2 (M - 1) / M``
-        of them per rank) is not counted.
+        other transfer and for DDP's buckets. What the links carry is the ledger's wire view, derived from
+        them: a ring in which every rank sends and receives ``2 (M - 1) / M`` of its row
+        (:func:`~lit_commeff.ledger.ring_wire_bytes`).
 
         Args:
             x: This process's block of rows, ``(R, d)``.
