@@ -150,6 +150,13 @@ def test_each_recipe_trains_end_to_end_and_lands_in_mlflow(recipe, workdir):
         Path(client.download_artifacts(run.info.run_id, "ledger_summary.json", str(workdir))).read_text()
     )
     assert summary["worker_uplink_bytes"] == history[-1].value
+    # both directions on the wire, against dense DDP, in comm/*, final/* and the tags
+    wire_down = client.get_metric_history(run.info.run_id, "comm/wire_down_bytes")
+    assert len(wire_down) == 6 and wire_down[-1].value == summary["worker_wire_down_bytes"] > 0
+    assert run.data.metrics["final/worker_wire_total_bytes"] == summary["worker_wire_total_bytes"]
+    assert run.data.metrics["final/hub_egress_bytes"] == summary["hub_egress_bytes"]
+    assert run.data.metrics["final/wire_down_vs_ddp"] == pytest.approx(summary["wire_down_vs_ddp"])
+    assert run.data.tags["lit_commeff.vs_ddp"] == summary["vs_ddp"]
 
 
 def test_sweep_makes_one_run_per_job_and_compare_reads_them(workdir):
@@ -165,6 +172,11 @@ def test_sweep_makes_one_run_per_job_and_compare_reads_them(workdir):
     assert out.returncode == 0, out.stderr[-3000:]
     table = json.loads((workdir / "cmp.json").read_text())
     assert {r["algorithm"] for r in table["rows"]} == {"ddp", "olga"} and table["target"] is not None
+    rows = {r["algorithm"]: r for r in table["rows"]}
+    assert (rows["ddp"]["up_vs_ddp"], rows["ddp"]["down_vs_ddp"], rows["ddp"]["total_vs_ddp"]) == (1.0, 1.0, 1.0)
+    assert rows["ddp"]["wire_down_mb"] == rows["ddp"]["wire_up_mb"] > 0  # DDP's all-reduce comes back down
+    assert rows["olga"]["ddp_reference"].startswith("run ") and "down" in rows["olga"]["more_than_ddp"]
+    assert "moves MORE bytes per worker than DDP: down" in out.stdout
     assert (workdir / "cmp.png").stat().st_size > 1000
 
 
