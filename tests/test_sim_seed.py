@@ -30,13 +30,13 @@ def _run(problem, name, seed, compressor=("randk", {"k": 2}), rounds=40):
 def base_seeds(monkeypatch):
     """The base seeds RandK derives its index sets from, as the run draws them."""
     seen: set[int] = set()
-    derive = randk.derive_seed
+    derive = randk.derive_seeds
 
-    def spy(seed, step, worker, key="", stream=0):
+    def spy(seed, step, workers, key="", stream=0, device="cpu"):
         seen.add(seed)
-        return derive(seed, step, worker, key, stream)
+        return derive(seed, step, workers, key, stream, device)
 
-    monkeypatch.setattr(randk, "derive_seed", spy)
+    monkeypatch.setattr(randk, "derive_seeds", spy)
     return seen
 
 

@@ -18,7 +18,7 @@ from lit_commeff.compression.base import (
     resolve_k,
 )
 from lit_commeff.compression.registry import register
-from lit_commeff.compression.seeding import SHARED_WORKER, block_indices, derive_seed
+from lit_commeff.compression.seeding import SHARED_WORKER, block_indices, derive_seeds
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -82,9 +82,8 @@ class RandK(Compressor):
         self, d: int, *, step: int, workers: Sequence[int], key: str = "", device: torch.device | str = "cpu"
     ) -> Tensor:
         """Index sets ``(R, K)`` of a block of workers at one step; row r equals ``indices(worker=workers[r])``."""
-        ids = [SHARED_WORKER if self.shared_indices else int(w) for w in workers]
-        seeds = torch.tensor([derive_seed(self.seed, step, w, key) for w in ids], dtype=torch.int64, device=device)
-        return block_indices(d, self.k_for(d), seeds)
+        ids = [SHARED_WORKER] * len(workers) if self.shared_indices else workers
+        return block_indices(d, self.k_for(d), derive_seeds(self.seed, step, ids, key, device=device))
 
     def _compress(self, x: Tensor, *, step: int, worker: int, key: str) -> dict[str, Tensor]:
         flat = x.detach().reshape(-1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -32,6 +33,23 @@ def derive_seed(seed: int, step: int, worker: int, key: str = "", stream: int = 
     for part in (step, worker, zlib.crc32(key.encode()), stream):
         z = _splitmix64(z ^ (part & _MASK64))
     return z & ((1 << 63) - 1)
+
+
+def derive_seeds(
+    seed: int, step: int, workers: Sequence[int], key: str = "", stream: int = 0, device: torch.device | str = "cpu"
+) -> Tensor:
+    """:func:`derive_seed` for a block of workers at once, as an int64 tensor ``(R,)`` (the same values).
+
+    The ids shared by the block are mixed once in Python, the worker ids with wrapping int64 tensor
+    arithmetic: no Python loop over workers (the simulator draws for thousands of workers per round).
+    """
+    z = _splitmix64(_splitmix64(seed & _MASK64) ^ (step & _MASK64))
+    ids = torch.as_tensor(workers, dtype=torch.int64, device=device).reshape(-1)
+    zero = torch.zeros((), dtype=torch.int64, device=device)
+    mixed = splitmix64(ids ^ _to_int64(z), zero)
+    mixed = splitmix64(mixed ^ zlib.crc32(key.encode()), zero)
+    mixed = splitmix64(mixed ^ _to_int64(stream & _MASK64), zero)
+    return mixed & ((1 << 63) - 1)
 
 
 def generator(

@@ -248,7 +248,10 @@ class Problem(ABC):
             raise ValueError(
                 f"workers ids must lie in [0, {self.num_workers}), got min {int(idx.min())} max {int(idx.max())}"
             )
-        return idx.to(device=self.device, dtype=torch.long)
+        idx = idx.to(device=self.device, dtype=torch.long)
+        if idx.shape[0] == self.num_workers and torch.equal(idx, torch.arange(self.num_workers, device=self.device)):
+            return None  # every worker in order (the simulator's oracle): no gather copy of the (M, ...) data
+        return idx
 
     def _check_worker(self, worker: int) -> int:
         if isinstance(worker, bool):

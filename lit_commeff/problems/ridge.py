@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -15,11 +17,26 @@ from lit_commeff.problems.libsvm import load_libsvm
 #: How many (theta, worker) Cholesky factors :meth:`Ridge.hub_prox` keeps (least recently used dropped).
 PROX_CACHE_SIZE = 16
 
+#: ``grad_path="auto"`` takes the sparse data path when ``SPARSE_COST * nnz(A) < M d²``: a sparse product
+#: costs a few times a dense flop per stored entry, and the data path makes two of them (measured on CPU).
+SPARSE_COST = 4
+
+GradPath = Literal["auto", "hessian", "data"]
+
 
 def _ridge_losses(A: Tensor, b: Tensor, lam: float, x: Tensor) -> Tensor:
     """``(1/n)||A_m x - b_m||^2 + lam ||x||^2`` for every shard, shape (M,)."""
     residual = A @ x - b
     return residual.square().mean(-1) + lam * (x @ x)
+
+
+def _csr(row: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A CSR matrix from COO entries, with int32 indices where they fit (a faster product on CPU)."""
+    matrix = torch.sparse_coo_tensor(torch.stack([row, col]), values, shape).coalesce().to_sparse_csr()
+    if max(*shape, values.numel()) >= 2**31:
+        return matrix
+    crow, cols = matrix.crow_indices().to(torch.int32), matrix.col_indices().to(torch.int32)
+    return torch.sparse_csr_tensor(crow, cols, matrix.values(), shape)
 
 
 class Ridge(Problem):
@@ -36,11 +53,20 @@ class Ridge(Problem):
 
     Constants are computed in float64 whatever the working dtype.
 
+    Every worker's gradient at one point, the simulator's most frequent call, takes one of two paths:
+    ``hessian`` reads the (M, d, d) Hessians (``H_m x − c_m``, M d² flops); ``data`` makes two sparse
+    products with the rows (``(2/n) A_mᵀ(A_m x − b_m) + 2 lam x``, about 4 nnz(A) flops), far cheaper on
+    sparse LibSVM data with d in the hundreds (e.g. 50,000 rows × 300 features at 4% density: 1.2 M
+    against 9 M). Both are exact; they differ by rounding (a few ulps).
+
     Args:
         A: Shards, shape (M, n, d) (see :func:`~lit_commeff.problems.split_shards`).
         b: Targets, shape (M, n), same dtype and device as ``A``.
         lam: Regularisation coefficient (>= 0). Default ``L_data / lam_div``.
         lam_div: Divisor of the default ``lam`` (> 0).
+        grad_path: ``"hessian"``, ``"data"`` or ``"auto"`` (the data path when
+            ``SPARSE_COST · nnz(A) < M d²``). Points given per worker and subsets of workers always take
+            the Hessian path.
 
     Attributes:
         L_data: ``λ_max((2/N) AᵀA)``, the smoothness of the data term.
@@ -50,9 +76,13 @@ class Ridge(Problem):
         H: Hessian of f, shape (d, d).
     """
 
-    def __init__(self, A: Tensor, b: Tensor, *, lam: float | None = None, lam_div: float = 100.0) -> None:
+    def __init__(
+        self, A: Tensor, b: Tensor, *, lam: float | None = None, lam_div: float = 100.0, grad_path: GradPath = "auto"
+    ) -> None:
         super().__init__(A, b, 0.0 if lam is None else lam)
         lam_div = check_float(lam_div, "lam_div", positive=True)
+        if grad_path not in ("auto", "hessian", "data"):
+            raise ValueError(f"grad_path: got {grad_path!r}; use 'auto', 'hessian' or 'data'.")
         M, n, d = self.num_workers, self.n_per_worker, self.dim
         A64, b64 = A.to(torch.float64), b.to(torch.float64)
         gram_m = A64.transpose(1, 2) @ A64  # (M, d, d)
@@ -74,6 +104,30 @@ class Ridge(Problem):
         self.c_m = c_m.to(self.dtype)
         self.H = H.to(self.dtype)
         self._prox_cache: OrderedDict[tuple[float, int], Tensor] = OrderedDict()
+        nnz = int(torch.count_nonzero(A))
+        if grad_path == "auto":
+            grad_path = "data" if SPARSE_COST * nnz < M * d * d else "hessian"
+        #: The path every worker's gradient at one point takes (``"hessian"`` or ``"data"``).
+        self.grad_path: str = grad_path
+        self._rows: Tensor | None = None  # data path: A as a CSR matrix (M n, d) ...
+        self._rows_t: Tensor | None = None  # ... and the block transpose (M d, M n): row (m, j) holds A_m[:, j]
+        if grad_path == "data":
+            self._build_sparse()
+
+    def _build_sparse(self) -> None:
+        M, n, d = self.num_workers, self.n_per_worker, self.dim
+        flat = self.A.reshape(M * n, d)
+        row, col = flat.nonzero().unbind(1)
+        values = flat[row, col]
+        with warnings.catch_warnings():  # torch calls its CSR support beta; the two products used here are stable
+            warnings.simplefilter("ignore", UserWarning)
+            self._build_csr(row, col, values)
+
+    def _build_csr(self, row: Tensor, col: Tensor, values: Tensor) -> None:
+        M, n, d = self.num_workers, self.n_per_worker, self.dim
+        block_row = (row // n) * d + col
+        self._rows = _csr(row, col, values, (M * n, d))
+        self._rows_t = _csr(block_row, row, values, (M * d, M * n))
 
     @classmethod
     def from_data(
@@ -84,6 +138,7 @@ class Ridge(Problem):
         *,
         lam: float | None = None,
         lam_div: float = 100.0,
+        grad_path: GradPath = "auto",
         seed: int = 0,
         perm: Tensor | Sequence[int] | None = None,
         dtype: torch.dtype = torch.float64,
@@ -98,6 +153,7 @@ class Ridge(Problem):
             lam: Regularisation coefficient. Default: λ = L/100 where L is the smoothness of the data term
                 of the full objective (``L_data / lam_div``, ``L_data = λ_max((2/N) AᵀA)`` over kept rows).
             lam_div: Divisor of the default ``lam``.
+            grad_path: How every worker's gradient is computed (see :class:`Ridge`).
             seed: Seed of the shuffle (see :func:`~lit_commeff.problems.split_shards`).
             perm: Explicit row permutation, overriding ``seed``.
             dtype: Working dtype.
@@ -110,7 +166,7 @@ class Ridge(Problem):
         A = torch.as_tensor(A).to(dtype=dtype, device=device)
         b = torch.as_tensor(b).to(dtype=dtype, device=device)
         A_shards, b_shards = split_shards(A, b, workers, seed, perm=perm)
-        return cls(A_shards, b_shards, lam=lam, lam_div=lam_div)
+        return cls(A_shards, b_shards, lam=lam, lam_div=lam_div, grad_path=grad_path)
 
     @classmethod
     def from_libsvm(
@@ -141,6 +197,10 @@ class Ridge(Problem):
         return self.H @ self._as_point(x, "x") - self.c_m.mean(0)
 
     def _worker_grads(self, X: Tensor, idx: Tensor | None) -> Tensor:
+        if idx is None and X.dim() == 1 and self._rows is not None and self._rows_t is not None:
+            residual = (self._rows @ X).sub_(self.b.reshape(-1))
+            grads = (self._rows_t @ residual).view(self.num_workers, self.dim)
+            return grads.mul_(2.0 / self.n_per_worker).add_(X, alpha=2.0 * self.lam)
         H_m = self.H_m if idx is None else self.H_m[idx]
         c_m = self.c_m if idx is None else self.c_m[idx]
         if X.dim() == 1:
@@ -182,3 +242,5 @@ class Ridge(Problem):
 
     def _clear_caches(self) -> None:
         self._prox_cache.clear()
+        if self.grad_path == "data":  # sparse tensors are rebuilt on the new device
+            self._build_sparse()

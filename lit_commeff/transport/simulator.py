@@ -45,11 +45,22 @@ class SimulatorTransport(Transport):
             raise ValueError(
                 f"workers: M={num_workers!r} is too small; a hub and at least one worker are needed (M >= 2)."
             )
+        if isinstance(hub, bool) or not isinstance(hub, int) or not 0 <= hub < num_workers:
+            raise ValueError(f"hub: hub={hub!r} is not a worker id; use an int in [0, {num_workers - 1}].")
         self.num_workers = num_workers
         self.workers = torch.arange(num_workers)
         self.hub = hub
         self.ledger = ledger or CommLedger(dim=dim, num_workers=num_workers, dense_dtype=dtype, hub=hub)
         self._senders = [w for w in range(num_workers) if w != hub]
+
+    # One process holds every worker, the hub included: constants, not a tensor search per call (hot path).
+    @property
+    def is_hub(self) -> bool:
+        return True
+
+    @property
+    def hub_row(self) -> int:
+        return self.hub
 
     def broadcast(self, *tensors: Tensor, tag: str = "") -> tuple[Tensor, ...]:
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
