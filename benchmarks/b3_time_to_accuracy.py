@@ -48,7 +48,7 @@ DATA = {
     "telecom_throughput": ["recipe=telecom_throughput", f"recipe.data.path={SHARED / '5G-production-dataset.zip'}"],
     "telecom_churn": ["recipe=telecom_churn", f"recipe.data.path={SHARED / 'Telco-Customer-Churn.csv'}"],
 }
-METHODS = ("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga")
+METHODS = ("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga", "gated_dane")
 BASELINES = ("powersgd", "diloco")
 
 

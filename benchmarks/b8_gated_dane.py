@@ -1,0 +1,246 @@
+"""B8: Gated DANE on convex problems (simulator): drift floors, the δ sweep, and the B1 ridge configurations.
+
+Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed table each:
+
+1. **Shards that differ** — a9a ridge (λ = L/100), M = 10, IID and label-sorted shards (as
+   ``../shared/reference/local_dane_reference.py``): rounds (CC-1 / 2 for the two-collective rounds of Gated
+   DANE) and CC-3 units to relative suboptimality 1e-6 and 1e-8, and the floor (best value reached) of local
+   SGD and DiLoCo, which have no correction.
+2. **δ sweep** — synthetic ridge with controlled similarity (``synthetic_ridge``), fixed H: rounds to 1e-6
+   with the extrapolated outer step (β from μ and θ) and without (β = 0), and the slope of log(rounds) against
+   log(δ/μ) for each (theory: 1/2 accelerated, 1 without).
+3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
+   Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
+
+    python benchmarks/b8_gated_dane.py                # parts 1 and 2 (a few minutes on 2 cores)
+    python benchmarks/b8_gated_dane.py --b1           # and part 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from lit_commeff import sim
+from lit_commeff.problems import Ridge, synthetic_ridge
+from lit_commeff.problems.libsvm import load_libsvm
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets"
+OUT = ROOT / "benchmarks" / "results" / "b8_gated_dane.json"
+
+
+def reached(history: sim.History, tol: float) -> dict[str, float]:
+    """CC-1 rounds, CC-3 units and steps at the first row at or below ``tol`` (inf if never)."""
+    for row in history.rows:
+        if row["rel_subopt"] <= tol:
+            return {"cc1": row["cc1"], "cc3": row["cc3"], "steps": row["round"]}
+    return {"cc1": math.inf, "cc3": math.inf, "steps": math.inf}
+
+
+def summarize(label: str, history: sim.History, seconds: float) -> dict:
+    return {
+        "method": label,
+        "to_1e6": reached(history, 1e-6),
+        "to_1e8": reached(history, 1e-8),
+        "floor": min(r["rel_subopt"] for r in history.rows),
+        "final_cc1": history.final["cc1"],
+        "final_steps": history.final["round"],
+        "uplink_bytes": history.final["uplink_bytes"],
+        "downlink_bytes": history.final["downlink_bytes"],
+        "hyperparameters": history.meta["hyperparameters"],
+        "seconds": seconds,
+    }
+
+
+def run(problem, label: str, algorithm: str, **options) -> dict:
+    start = time.perf_counter()
+    history = sim.run(problem, algorithm, **options)
+    row = summarize(label, history, time.perf_counter() - start)
+    print(
+        f"  {label:>34}: CC-3 to 1e-6 {row['to_1e6']['cc3']:8.2f}  1e-8 {row['to_1e8']['cc3']:8.2f}  floor "
+        f"{row['floor']:.1e}  ({row['seconds']:.0f}s)",
+        file=sys.stderr,
+    )
+    return row
+
+
+# ----------------------------------------------------------------------------------- part 1
+def shards_that_differ(data: Path) -> list[dict]:
+    A, b = load_libsvm(data / "a9a")
+    out = []
+    for sorted_ in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        perm = torch.randperm(len(b), generator=gen)
+        if sorted_:  # label, then the first feature: every worker sees a skewed slice (the prototype's split)
+            keys = b[perm] * 4 + A[perm, 0]
+            perm = perm[torch.argsort(keys, stable=True)]
+        problem = Ridge.from_data(A, b, 10, perm=perm)
+        split = "label-sorted" if sorted_ else "IID"
+        print(f"{split}: L={problem.L:.3f} mu={problem.mu:.4f} delta={problem.delta:.3f}", file=sys.stderr)
+        budget = {"rounds": 6000, "tol": 1e-9}
+        rows = [
+            run(problem, "GD", "gd", **budget),
+            run(problem, "local SGD H=10", "local_sgd", inner_steps=10, **budget),
+            run(problem, "DiLoCo H=10 (0.7, 0.9)", "diloco", inner_steps=10, **budget),
+            run(problem, "DiLoCo H=50 (0.7, 0.9)", "diloco", inner_steps=50, **{**budget, "rounds": 20000}),
+            run(
+                problem,
+                "Gated DANE fixed H=50, β=0",
+                "gated_dane",
+                compressor="identity",
+                sync="fixed",
+                inner_steps=50,
+                beta=0.0,
+                **{**budget, "rounds": 40000},
+            ),
+            run(
+                problem,
+                "Gated DANE fixed H=50",
+                "gated_dane",
+                compressor="identity",
+                sync="fixed",
+                inner_steps=50,
+                **{**budget, "rounds": 40000},
+            ),
+            run(problem, "Gated DANE gated (H<=50)", "gated_dane", compressor="identity", **budget),
+            run(
+                problem,
+                "Gated DANE gated, TopK 50% EF",
+                "gated_dane",
+                compressor=("topk", {"ratio": 0.5}),
+                **{**budget, "rounds": 20000},
+            ),
+            run(
+                problem,
+                "Gated DANE gated, RandK 10%",
+                "gated_dane",
+                compressor=("randk", {"ratio": 0.1}),
+                **{**budget, "rounds": 20000},
+            ),
+        ]
+        out.append({"split": split, "L": problem.L, "mu": problem.mu, "delta": problem.delta, "rows": rows})
+    return out
+
+
+# ----------------------------------------------------------------------------------- part 2
+def delta_sweep() -> dict:
+    sims = [0.3, 0.6, 1.2, 2.4, 4.8]
+    rows = []
+    for s in sims:
+        problem = synthetic_ridge(workers=8, n=200, dim=40, similarity=s, lam=0.01, seed=0)
+        ratio = problem.delta / problem.mu
+        entry = {"similarity": s, "delta_over_mu": ratio, "L": problem.L, "mu": problem.mu, "delta": problem.delta}
+        for label, beta in (("extrapolated", None), ("beta0", 0.0)):
+            options = {"compressor": "identity", "sync": "fixed", "inner_steps": 100, "rounds": 100 * 4000, "tol": 1e-6}
+            if beta is not None:
+                options["beta"] = beta
+            h = sim.run(problem, "gated_dane", **options)
+            entry[label] = reached(h, 1e-6)["cc1"] / 2  # two collectives per round
+        print(f"  δ/μ={ratio:7.2f}: rounds extrapolated {entry['extrapolated']}, β=0 {entry['beta0']}", file=sys.stderr)
+        rows.append(entry)
+
+    def slope(key: str) -> float:
+        x = torch.tensor([math.log(r["delta_over_mu"]) for r in rows], dtype=torch.float64)
+        y = torch.tensor([math.log(r[key]) for r in rows], dtype=torch.float64)
+        xc = x - x.mean()
+        return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+
+    return {"rows": rows, "slope_extrapolated": slope("extrapolated"), "slope_beta0": slope("beta0")}
+
+
+# ----------------------------------------------------------------------------------- part 3
+B1_VARIANTS = [
+    ("Gated DANE dense", {"compressor": "identity"}),
+    (
+        "Gated DANE RandK 1 + grad TopK 12",
+        {"compressor": ("randk", {"k": 1}), "grad_compressor": "topk", "grad_compressor_options": {"k": 12}},
+    ),
+    (
+        "Gated DANE RandK 4 + grad TopK 4",
+        {"compressor": ("randk", {"k": 4}), "grad_compressor": "topk", "grad_compressor_options": {"k": 4}},
+    ),
+    (
+        "Gated DANE RandK 2 + grad TopK 8",
+        {"compressor": ("randk", {"k": 2}), "grad_compressor": "topk", "grad_compressor_options": {"k": 8}},
+    ),
+]
+
+
+def b1_configs(data: Path) -> list[dict]:
+    committed = json.loads((ROOT / "benchmarks" / "results" / "b1_quick.json").read_text())["results"]
+    out = []
+    for config in committed:
+        problem = Ridge.from_libsvm(data / config["dataset"], workers=config["workers"], seed=0)
+        print(f"{config['dataset']} ridge M={config['workers']}", file=sys.stderr)
+        rows = [run(problem, label, "gated_dane", cc3_budget=30, tol=1e-9, **opts) for label, opts in B1_VARIANTS]
+        baselines = [
+            {"method": m["method"], "cc3_1e6": m["cc3_1e6"], "cc3_1e8": m["cc3_1e8"]} for m in config["methods"]
+        ]
+        out.append({"dataset": config["dataset"], "workers": config["workers"], "k": config["k"], "rows": rows,
+                    "b1_committed": baselines})  # fmt: skip
+    return out
+
+
+def show(result: dict) -> None:
+    console = Console(width=140)
+    for part in result.get("shards", []):
+        table = Table(title=f"a9a ridge M=10, {part['split']} shards (δ/μ = {part['delta'] / part['mu']:.1f})")
+        for col in ("method", "rounds to 1e-6", "CC-3 to 1e-6", "rounds to 1e-8", "CC-3 to 1e-8", "floor"):
+            table.add_column(col, justify="right")
+        for r in part["rows"]:
+            table.add_row(r["method"], f"{r['to_1e6']['cc1']}", f"{r['to_1e6']['cc3']:.1f}", f"{r['to_1e8']['cc1']}",
+                          f"{r['to_1e8']['cc3']:.1f}", f"{r['floor']:.1e}")  # fmt: skip
+        console.print(table)
+    if "sweep" in result:
+        sweep = result["sweep"]
+        table = Table(title="δ sweep (synthetic ridge, H=100): rounds to 1e-6")
+        for col in ("δ/μ", "extrapolated", "β = 0"):
+            table.add_column(col, justify="right")
+        for r in sweep["rows"]:
+            table.add_row(f"{r['delta_over_mu']:.2f}", f"{r['extrapolated']:.0f}", f"{r['beta0']:.0f}")
+        console.print(table)
+        console.print(f"slope of log rounds vs log δ/μ: extrapolated {sweep['slope_extrapolated']:.2f}, "
+                      f"β=0 {sweep['slope_beta0']:.2f}")  # fmt: skip
+    for config in result.get("b1", []):
+        table = Table(title=f"B1 {config['dataset']} ridge M={config['workers']} K={config['k']}: CC-3 units")
+        for col in ("method", "to 1e-6", "to 1e-8"):
+            table.add_column(col, justify="right")
+        for r in config["rows"]:
+            table.add_row(r["method"], f"{r['to_1e6']['cc3']:.2f}", f"{r['to_1e8']['cc3']:.2f}")
+        for r in config["b1_committed"]:
+            table.add_row(f"(B1) {r['method']}", f"{r['cc3_1e6']:.2f}", f"{r['cc3_1e8']:.2f}")
+        console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--b1", action="store_true", help="also part 3, the B1 ridge configurations")
+    parser.add_argument("--parts", nargs="+", default=["shards", "sweep"], choices=["shards", "sweep"])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result: dict = {"meta": {"argv": sys.argv, "when": datetime.now(timezone.utc).isoformat()}}
+    if "shards" in args.parts:
+        result["shards"] = shards_that_differ(args.data)
+    if "sweep" in args.parts:
+        result["sweep"] = delta_sweep()
+    if args.b1:
+        result["b1"] = b1_configs(args.data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str))
+    show(result)
+
+
+if __name__ == "__main__":
+    main()
