@@ -97,6 +97,45 @@ def output_path(args: argparse.Namespace) -> Path:
     return args.out / f"b1{'_quick' if args.quick else ''}.json"
 
 
+def locodl_choices(problem, k: int) -> list[tuple[str, dict]]:
+    """LoCoDL under each of its constants' choices (issue 20): the defaults, then one earlier choice at a time."""
+    d, n = problem.dim, problem.num_workers
+    l_max = problem.L + problem.delta  # our bound on the largest worker smoothness; L_s + μ_s = l_max
+    kappa = (l_max - problem.mu / 2) / (problem.mu / 2)
+
+    def half_balance(w: float) -> float:  # the earlier default p = √((1 + 2ω)(1 + ω/n)/κ)
+        return min(1.0, math.sqrt((1 + 2 * w) * (1 + w / n) / kappa))
+
+    old_w = d / k
+    return [
+        ("defaults (ω = d/K − 1, γ = 0.99 bound, hub compressed, balancing p)", {}),
+        ("ω = d/K (OLGA paper's)", {"omega": old_w}),
+        ("γ = 2/(L_s + μ_s) (the bound itself)", {"gamma": 2 / l_max}),
+        ("hub message exact", {"hub_compressed": False}),
+        ("p = earlier formula (≈ half the balance)", {"p": half_balance(d / k - 1)}),
+        (
+            "all earlier choices",
+            {"omega": old_w, "gamma": 2 / l_max, "hub_compressed": False, "p": half_balance(old_w)},
+        ),
+    ]
+
+
+def run_locodl_choices(problem, k: int, budget: float, seed: int) -> list[dict]:
+    rows = []
+    for label, options in locodl_choices(problem, k):
+        start = time.perf_counter()
+        randk = ("randk", {"k": k})
+        h = sim.run(problem, "locodl", compressor=randk, cc3_budget=budget, tol=1e-9, seed=seed, **options)
+        rows.append({
+            "choice": label, "options": options, "cc3_1e6": h.cc3_to(1e-6), "cc3_1e8": h.cc3_to(1e-8),
+            "final_rel_subopt": h.final["rel_subopt"], "hyperparameters": h.meta["hyperparameters"],
+            "seconds": time.perf_counter() - start,
+        })  # fmt: skip
+        print(f"  LoCoDL {label:70s} CC-3 to 1e-6 {rows[-1]['cc3_1e6']:8.2f}  1e-8 {rows[-1]['cc3_1e8']:8.2f}",
+              file=sys.stderr)  # fmt: skip
+    return rows
+
+
 def run_config(problem, k: int, budget: float, seed: int) -> list[dict]:
     rows = []
     for label, name, options in methods(k):
@@ -193,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks" / "b1", help="folder of the plots")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument("--replot", type=Path, help="redraw plots and tables from a results JSON; run nothing")
+    parser.add_argument(
+        "--locodl-choices",
+        action="store_true",
+        help="run only LoCoDL, under each choice of its constants (defaults, then one earlier choice at a time); "
+        "writes b1_locodl_choices[_quick].json",
+    )
     args = parser.parse_args(argv)
     if args.replot:
         saved = json.loads(args.replot.read_text())
@@ -238,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         problem = problems[key]
         print(f"{kind} {data} M={m} K={k}: d={problem.dim} L={problem.L:.4g} mu={problem.mu:.4g} "
               f"delta={problem.delta:.4g}", file=sys.stderr)  # fmt: skip
-        rows = run_config(problem, k, budget, args.seed)
         name = Path(data).name
+        if args.locodl_choices:
+            results.append({"problem": kind, "dataset": name, "workers": m, "k": k, "dim": problem.dim,
+                            "methods": run_locodl_choices(problem, k, budget, args.seed)})  # fmt: skip
+            continue
+        rows = run_config(problem, k, budget, args.seed)
         png = args.plots / f"{kind}_{name}_M{m}_K{k}.png"
         plot((kind, name, m, k), rows, png)
         results.append({
@@ -251,8 +300,31 @@ def main(argv: list[str] | None = None) -> int:
             "plot": str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png), "methods": rows,
         })  # fmt: skip
         write_outputs(args, results, budget)
+    if args.locodl_choices:
+        write_locodl_choices(args, results, budget)
+        return 0
     write_outputs(args, results, budget, final=True)
     return 0
+
+
+def write_locodl_choices(args: argparse.Namespace, results: list[dict], budget: float) -> None:
+    """``b1_locodl_choices[_quick].json`` and a Markdown table: CC-3 to 1e-6 / 1e-8 per choice and config."""
+    path = args.out / f"b1_locodl_choices{'_quick' if args.quick else ''}.json"
+    command = "python benchmarks/b1_paper_reproduction.py " + " ".join(sys.argv[1:])
+    meta = {"benchmark": "B1 LoCoDL choices", "command": command, "budget": budget, "seed": args.seed,
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+    configs = [f"{r['problem']} {r['dataset']} M={r['workers']} K={r['k']}" for r in results]
+    lines = ["| choice | " + " | ".join(configs) + " |", "|---|" + "---|" * len(configs)]
+    for i, (label, _) in enumerate(locodl_choices_labels(results)):
+        cells = [f"{r['methods'][i]['cc3_1e6']:.1f} / {r['methods'][i]['cc3_1e8']:.1f}" for r in results]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def locodl_choices_labels(results: list[dict]) -> list[tuple[str, dict]]:
+    return [(row["choice"], row["options"]) for row in results[0]["methods"]] if results else []
 
 
 RATIOS = (

@@ -72,15 +72,37 @@ def test_adiana_constants(problem):
 
 
 def test_locodl_constants(problem):
+    """The poster's ω = d/K − 1 and γ < 2/(L + μ); p balances the two terms of the rate (issue 20)."""
     alg = _make(problem, LoCoDL, build("randk", k=2))
-    w, n = problem.dim / 2, problem.num_workers
+    w, n = problem.dim / 2 - 1, problem.num_workers
     mu_g = problem.mu / 2
     l_s = problem.L + problem.delta - mu_g
     got = alg.hyperparameters()
+    assert got["omega_used"] == w
     assert got["mu_g"] == pytest.approx(mu_g)
-    assert got["gamma"] == pytest.approx(2 / (l_s + mu_g))
-    assert got["rho"] == got["chi"] == pytest.approx(1 / (1 + w / n))
-    assert got["p"] == pytest.approx(min(1.0, math.sqrt((1 + 2 * w) * (1 + w / n) * mu_g / l_s)))
+    assert got["gamma"] == pytest.approx(0.99 * 2 / (l_s + mu_g))
+    assert got["gamma"] < 2 / (l_s + mu_g)
+    chi = 1 / (1 + w / n)
+    assert got["rho"] == got["chi"] == pytest.approx(chi)
+    rate_gamma = (1 - got["gamma"] * mu_g) ** 2
+    assert got["p"] == pytest.approx(min(1.0, math.sqrt((1 + 2 * w) * (1 - rate_gamma) / chi)))
+    if got["p"] < 1:  # the two terms of the rate balance
+        assert 1 - got["p"] ** 2 * chi / (1 + 2 * w) == pytest.approx(rate_gamma)
+    assert got["hub_compressed"] == 1.0
+
+
+def test_locodl_hub_message_is_compressed_and_free(problem):
+    """The poster's server holds no data: the hub's client message is compressed too, and costs no bytes."""
+    compressor = build("randk", k=2)
+    on, off = (_make(problem, LoCoDL, compressor, p=1.0, hub_compressed=h) for h in (True, False))
+    for alg in (on, off):
+        alg.step()
+    assert on.transport.ledger.uplink_bytes == off.transport.ledger.uplink_bytes
+    # the hub's row of u moved by its compressed message, not by its exact one
+    u_hub_on, u_hub_off = on.control.rows[0], off.control.rows[0]
+    assert not torch.equal(u_hub_on, u_hub_off)
+    zero = torch.zeros(problem.dim, dtype=torch.float64)
+    assert torch.allclose(on.control.rows.mean(dim=0) + on.control.shared, zero)  # (1/n) Σ u_m + v = 0 holds
 
 
 def test_adiana_ledger_two_messages_per_round_and_w_resent_only_after_change(problem):
