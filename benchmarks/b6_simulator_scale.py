@@ -8,6 +8,11 @@ profiles of BENCHMARKS.md (uplink time of the busiest worker + downlink time + o
 
     python benchmarks/b6_simulator_scale.py --quick      # M in {100, 1000}, d in {1e3, 1e5}
     python benchmarks/b6_simulator_scale.py              # adds M = 10000 (d = 1e3 and 1e5)
+    python benchmarks/b6_simulator_scale.py --configs 10000x20000 --chunk-workers 0 1000 --rounds 6
+
+``--chunk-workers C`` compresses the workers' messages in slices of C rows
+(``SimulatorTransport(chunk_workers=C)``, same results bit for bit; 0 = whole blocks); each listed value is
+one run per configuration. ``--configs MxD ...`` replaces the grid.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"edge": (10e6, 100e6, 0.020), "wan": (100e6, 100e6, 0.040), "lan": (1e9, 1e9, 0.0005)}
 
 
-def measure(workers: int, dim: int, rounds: int, device: str) -> dict:
+def measure(workers: int, dim: int, rounds: int, device: str, chunk: int = 0) -> dict:
     """Run in a fresh process: build the problem, run ``rounds`` OLGA rounds, time each kind of round."""
     from lit_commeff.algorithms import OLGA, ProblemOracle
     from lit_commeff.compression import build
@@ -40,7 +45,7 @@ def measure(workers: int, dim: int, rounds: int, device: str) -> dict:
     t0 = time.perf_counter()
     problem = SeparableQuadratic(workers=workers, dim=dim, device=device)
     setup_s = time.perf_counter() - t0
-    transport = SimulatorTransport(num_workers=workers, dim=dim, dtype=torch.float32)
+    transport = SimulatorTransport(num_workers=workers, dim=dim, dtype=torch.float32, chunk_workers=chunk or None)
     alg = OLGA(
         transport=transport, oracle=ProblemOracle(problem, transport.workers),
         x0=torch.zeros(dim, device=device), compressor=build("randk", ratio=0.01), mu=problem.mu,
@@ -64,7 +69,7 @@ def measure(workers: int, dim: int, rounds: int, device: str) -> dict:
         projected[name] = sum(seconds) / len(seconds)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "workers": workers, "dim": dim, "rounds": rounds, "setup_s": setup_s,
+        "workers": workers, "dim": dim, "chunk_workers": chunk, "rounds": rounds, "setup_s": setup_s,
         "round_s": {k: (sum(v) / len(v) if v else None) for k, v in times.items()},
         "mean_round_s": sum(sum(v) for v in times.values()) / rounds,
         "peak_rss_mib": peak_kib / 1024, "projected_round_s": projected,
@@ -89,20 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per configuration (default 20; quick 10)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)  # internal: one config
+    parser.add_argument("--configs", nargs="+", help="MxD pairs replacing the grid, e.g. 10000x20000")
+    parser.add_argument("--chunk-workers", nargs="+", type=int, default=[0], help="slices of the workers (0: none)")
+    parser.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)  # internal: one config
     args = parser.parse_args(argv)
     rounds = args.rounds or (10 if args.quick else 20)
     if args.worker:
-        print(json.dumps(measure(args.worker[0], args.worker[1], rounds, args.device)))
+        print(json.dumps(measure(args.worker[0], args.worker[1], rounds, args.device, args.worker[2])))
         return 0
     grid = [(m, d) for m in (100, 1000) for d in (1_000, 100_000)]
     if not args.quick:
         grid += [(10_000, 1_000), (10_000, 100_000)]
+    if args.configs:
+        grid = [(int(m), int(d)) for m, d in (c.lower().split("x") for c in args.configs)]
     rows = []
     available = _available_bytes()
-    for m, d in grid:
-        # OLGA holds about six (M, d) float32 blocks at once (anchor gradients, gradients, messages, ...).
-        need = 6 * m * d * 4
+    for (m, d), chunk in ((g, c) for g in grid for c in args.chunk_workers):
+        # At the peak of an inner round: the problem's curvatures and linear terms, OLGA's anchor gradients,
+        # the fresh gradients and the decoded messages (five (M, d) float32 blocks), plus the compressor's
+        # temporaries, about two blocks of the rows it compresses at once.
+        need = (5 * m + 2 * (chunk or m)) * d * 4
         if available and need > 0.7 * available:
             rows.append(
                 {
@@ -113,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"M={m} d={d}: skipped, {rows[-1]['error']}", file=sys.stderr)
             continue
-        cmd = [sys.executable, __file__, "--worker", str(m), str(d), "--rounds", str(rounds), "--device", args.device]
+        cmd = [sys.executable, __file__, "--worker", str(m), str(d), str(chunk), "--rounds", str(rounds)]
+        cmd += ["--device", args.device]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or ["(no message)"]
@@ -125,15 +137,27 @@ def main(argv: list[str] | None = None) -> int:
             f"M={m} d={d}: {rows[-1]['mean_round_s']:.3f} s/round, {rows[-1]['peak_rss_mib']:.0f} MiB", file=sys.stderr
         )
     table = Table(title=f"B6: OLGA round cost in the simulator ({args.device}, float32, RandK 1%)")
-    for col in ("M", "d", "s/round (mean)", "anchor s", "inner s", "y s", "peak RSS MiB", "edge s", "wan s", "lan s"):
+    for col in (
+        "M",
+        "d",
+        "chunk",
+        "s/round (mean)",
+        "anchor s",
+        "inner s",
+        "y s",
+        "peak RSS MiB",
+        "edge s",
+        "wan s",
+        "lan s",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         if "error" in r:
-            table.add_row(f"{r['workers']:,}", f"{r['dim']:,}", r["error"][:60], *[""] * 7)
+            table.add_row(f"{r['workers']:,}", f"{r['dim']:,}", "", r["error"][:60], *[""] * 7)
             continue
         rs, pr = r["round_s"], r["projected_round_s"]
         table.add_row(
-            f"{r['workers']:,}", f"{r['dim']:,}", f"{r['mean_round_s']:.4f}",
+            f"{r['workers']:,}", f"{r['dim']:,}", f"{r.get('chunk_workers', 0) or '-'}", f"{r['mean_round_s']:.4f}",
             *[f"{rs[k]:.4f}" if rs[k] is not None else "-" for k in ("anchor", "inner", "y")],
             f"{r['peak_rss_mib']:.0f}", f"{pr['edge']:.3f}", f"{pr['wan']:.3f}", f"{pr['lan']:.4f}",
         )  # fmt: skip
@@ -144,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "B6",
         "device": args.device,
         "quick": args.quick,
+        "command": "python benchmarks/b6_simulator_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = args.out / f"b6_{args.device}{'_quick' if args.quick else ''}.json"
+    suffix = "_quick" if args.quick else ("_" + "_".join(args.configs) if args.configs else "")
+    path = args.out / f"b6_{args.device}{suffix}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {path}")
     return 0

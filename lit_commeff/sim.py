@@ -175,6 +175,7 @@ def run(
     tol: float | None = None,
     seed: int = 0,
     x0: Tensor | None = None,
+    chunk_workers: int | None = None,
     **params: Any,
 ) -> History:
     """Run ``algorithm`` on ``problem`` with one virtual worker per shard.
@@ -193,6 +194,8 @@ def run(
             draws of the compressors it builds (``compressor`` and named ``*_compressor`` options, such
             as OLGA's ``dense_compressor``). Same seed, same history.
         x0: Starting point (zeros by default).
+        chunk_workers: Compress the workers' messages in slices of this many rows (same results bit for bit,
+            smaller temporaries; see :class:`~lit_commeff.transport.SimulatorTransport`).
         **params: Method options (``preset``, ``theta``, ``p``, ...).
 
     Returns:
@@ -202,7 +205,9 @@ def run(
         raise ValueError("rounds/cc3_budget: give a stopping budget (rounds=... or cc3_budget=...).")
     if rounds is not None and rounds < 1:
         raise ValueError(f"rounds: rounds={rounds} must be >= 1.")
-    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim, dtype=problem.dtype)
+    transport = SimulatorTransport(
+        num_workers=problem.num_workers, dim=problem.dim, dtype=problem.dtype, chunk_workers=chunk_workers
+    )
     start = x0 if x0 is not None else torch.zeros(problem.dim, dtype=problem.dtype, device=problem.device)
     built = _seeded_compressors(compressor, params, seed)
     method = make_algorithm(problem, algorithm, transport, compressor=built, x0=start, seed=seed, params=params)

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+#: Above this many worker-coordinates (M·d) the problem is drawn slice by slice into the working dtype.
+LEAN_ELEMENTS = 2**24
+
 
 class SeparableQuadratic:
     """``f_m(x) = ½ Σ_j h_mj x_j² − c_mᵀx`` with diagonal Hessians, for scale benchmarks (B6).
@@ -50,27 +53,63 @@ class SeparableQuadratic:
         g = torch.Generator(device="cpu").manual_seed(seed)
         self.num_workers, self.dim, self.dtype, self.device = workers, dim, dtype, torch.device(device)
         base = torch.logspace(math.log10(mu), math.log10(L), dim, dtype=torch.float64)
-        noise = torch.rand(workers, dim, generator=g, dtype=torch.float64) * 2 - 1
-        h = base * (1 + similarity * noise)
-        h = h - h.mean(0) + base  # mean Hessian exactly the base spectrum
-        c = torch.randn(workers, dim, generator=g, dtype=torch.float64)
         self.mu, self.L = float(base.min()), float(base.max())
-        self.delta = float((h - base).abs().max())
-        self.L_tilde = float(h.max(dim=1).values.square().mean().sqrt())
         self.lam = 0.0
         self.n_per_worker = 1
-        self._x_star64 = c.mean(0) / base
-        self.f_star = float(-0.5 * (c.mean(0) * self._x_star64).sum())
-        self.h = h.to(dtype=dtype, device=self.device)
-        self.c = c.to(dtype=dtype, device=self.device)
+        if workers * dim > LEAN_ELEMENTS:
+            c_mean = self._build_lean(base, similarity, g)
+        else:
+            noise = torch.rand(workers, dim, generator=g, dtype=torch.float64) * 2 - 1
+            h = base * (1 + similarity * noise)
+            h = h - h.mean(0) + base  # mean Hessian exactly the base spectrum
+            c = torch.randn(workers, dim, generator=g, dtype=torch.float64)
+            self.delta = float((h - base).abs().max())
+            self.L_tilde = float(h.max(dim=1).values.square().mean().sqrt())
+            c_mean = c.mean(0)
+            self.h = h.to(dtype=dtype, device=self.device)
+            self.c = c.to(dtype=dtype, device=self.device)
+        self._x_star64 = c_mean / base
+        self.f_star = float(-0.5 * (c_mean * self._x_star64).sum())
         self.h_mean = base.to(dtype=dtype, device=self.device)
         self.x_star = self._x_star64.to(dtype=dtype, device=self.device)
 
+    def _build_lean(self, base: Tensor, similarity: float, g: torch.Generator) -> Tensor:
+        """Large M·d: draw and centre slices of workers into the working dtype (no float64 (M, d) block).
+
+        The same draws in the same order as the small-problem path; the centring is applied in the working
+        dtype, so values differ from a float64 centring by its rounding only.
+        """
+        M, d = self.num_workers, self.dim
+        rows = max(1, LEAN_ELEMENTS // d)
+        self.h = torch.empty(M, d, dtype=self.dtype, device=self.device)
+        self.c = torch.empty(M, d, dtype=self.dtype, device=self.device)
+        h_sum = torch.zeros(d, dtype=torch.float64)
+        for a in range(0, M, rows):
+            noise = torch.rand(min(rows, M - a), d, generator=g, dtype=torch.float64) * 2 - 1
+            h = base * (1 + similarity * noise)
+            h_sum += h.sum(0)
+            self.h[a : a + rows] = h.to(self.dtype)
+        shift = (h_sum / M - base).to(device=self.device, dtype=self.dtype)
+        delta, l_sq = 0.0, 0.0
+        for a in range(0, M, rows):
+            h = self.h[a : a + rows].sub_(shift)  # mean Hessian the base spectrum (up to rounding)
+            delta = max(delta, float((h.double() - base.to(self.device)).abs().max()))
+            l_sq += float(h.double().max(dim=1).values.square().sum())
+        self.delta, self.L_tilde = delta, math.sqrt(l_sq / M)
+        c_sum = torch.zeros(d, dtype=torch.float64)
+        for a in range(0, M, rows):
+            c = torch.randn(min(rows, M - a), d, generator=g, dtype=torch.float64)
+            c_sum += c.sum(0)
+            self.c[a : a + rows] = c.to(self.dtype)
+        return c_sum / M  # mean of the linear terms, float64
+
     def worker_grads(self, X: Tensor, workers: Tensor | Sequence[int] | None = None) -> Tensor:
         """``h_m ⊙ x − c_m`` for a block of workers (one shared point or one point per row)."""
-        if workers is None:
-            return self.h * X - self.c
-        idx = torch.as_tensor(workers, device=self.device)
+        idx = None if workers is None else torch.as_tensor(workers, device=self.device)
+        if idx is None or (
+            idx.numel() == self.num_workers and torch.equal(idx, torch.arange(idx.numel(), device=idx.device))
+        ):
+            return self.h * X - self.c  # every worker in order: no gathered copy of the (M, d) curvatures
         return self.h[idx] * X - self.c[idx]
 
     def grad(self, x: Tensor) -> Tensor:

@@ -30,6 +30,10 @@ class SimulatorTransport(Transport):
         dtype: Dtype of dense messages (float64 for the convex reproduction).
         hub: Id of the hub worker.
         ledger: Ledger to record into; a new one by default.
+        chunk_workers: Compress and decode the workers' messages in slices of this many rows (``None``: the
+            whole block at once). Every compressor treats each row alone, so the result is the same bit for
+            bit; only the compressor's temporaries shrink from (M, d) to (chunk_workers, d), which is what
+            lets M = 10,000 at d = 100,000 fit in a few GB.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class SimulatorTransport(Transport):
         dtype: torch.dtype = torch.float64,
         hub: int = 0,
         ledger: CommLedger | None = None,
+        chunk_workers: int | None = None,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 2:
             raise ValueError(
@@ -47,6 +52,11 @@ class SimulatorTransport(Transport):
             )
         if isinstance(hub, bool) or not isinstance(hub, int) or not 0 <= hub < num_workers:
             raise ValueError(f"hub: hub={hub!r} is not a worker id; use an int in [0, {num_workers - 1}].")
+        if chunk_workers is not None and (
+            isinstance(chunk_workers, bool) or not isinstance(chunk_workers, int) or chunk_workers < 1
+        ):
+            raise ValueError(f"chunk_workers: got {chunk_workers!r}; use an int >= 1, or None for whole blocks.")
+        self.chunk_workers = chunk_workers
         self.num_workers = num_workers
         self.workers = torch.arange(num_workers)
         self.hub = hub
@@ -91,12 +101,18 @@ class SimulatorTransport(Transport):
         self, x: Tensor, compressor: Compressor, *, step: int, key: str = "", tag: str = "compressed"
     ) -> tuple[Tensor, Tensor | None]:
         as_block(x, self.num_workers)
-        # With the hub first, the senders are a contiguous slice: no copy of an (M - 1, d) block.
-        rows = slice(1, None) if self.hub == 0 else self._senders
-        decoded, sizes = compressor.roundtrip_block(x[rows], step=step, workers=self._senders, key=key)
         out = torch.empty_like(x)
         out[self.hub] = x[self.hub]
-        out[rows] = decoded
+        senders = self._senders
+        step_rows = self.chunk_workers or len(senders)
+        sizes: list[int] = []
+        for start in range(0, len(senders), step_rows):
+            ids = senders[start : start + step_rows]
+            # With the hub first, the senders are a contiguous slice: no copy of the input rows.
+            rows: slice | list[int] = slice(ids[0], ids[-1] + 1) if self.hub == 0 else ids
+            decoded, chunk_sizes = compressor.roundtrip_block(x[rows], step=step, workers=ids, key=key)
+            out[rows] = decoded
+            sizes += chunk_sizes
         self.ledger.record(Direction.UPLINK, sender=self._senders, nbytes=sizes, tag=tag)
         return out, out
 
