@@ -32,8 +32,8 @@ class SimulatorTransport(Transport):
         ledger: Ledger to record into; a new one by default.
         chunk_workers: Compress and decode the workers' messages in slices of this many rows (``None``: the
             whole block at once). Every compressor treats each row alone, so the result is the same bit for
-            bit; only the compressor's temporaries shrink from (M, d) to (chunk_workers, d), which is what
-            lets M = 10,000 at d = 100,000 fit in a few GB.
+            bit; only the compressor's temporaries shrink from (M, d) to (chunk_workers, d). The method's own
+            (M, d) blocks (OLGA: anchor gradients, gradients, decoded messages) are not sliced.
     """
 
     def __init__(
