@@ -350,6 +350,58 @@ def render_b7(data: list[Any]) -> list[str]:
     return lines
 
 
+def _b8_cell(value: Any, fmt: str = ".0f") -> str:
+    return "never" if value is None or (isinstance(value, float) and math.isinf(value)) else format(value, fmt)
+
+
+def render_b8_shards(data: list[Any]) -> list[str]:
+    """Rounds (collectives) and CC-3 units to 1e-6 / 1e-8 and the floor, IID and label-sorted a9a shards."""
+    lines = _header(["shards (δ/μ)", "method", "CC-1 to 1e-6", "CC-3 to 1e-6", "CC-1 to 1e-8", "CC-3 to 1e-8",
+                     "best rel. subopt."], left=2)  # fmt: skip
+    for part in data[0]["shards"]:
+        label = f"{part['split']} ({part['delta'] / part['mu']:.1f})"
+        for r in part["rows"]:
+            lines.append(
+                _row([
+                    label, r["method"], _b8_cell(r["to_1e6"]["cc1"]), _b8_cell(r["to_1e6"]["cc3"], ".1f"),
+                    _b8_cell(r["to_1e8"]["cc1"]), _b8_cell(r["to_1e8"]["cc3"], ".1f"), f"{r['floor']:.1e}",
+                ])
+            )  # fmt: skip
+    return lines
+
+
+def render_b8_sweep(data: list[Any]) -> list[str]:
+    """Rounds to 1e-6 over the δ sweep, with the fitted slopes."""
+    sweep = data[0]["sweep"]
+    lines = _header(["δ/μ", "rounds, extrapolated (β from μ, θ)", "rounds, β = 0"], left=0)
+    for r in sweep["rows"]:
+        lines.append(_row([f"{r['delta_over_mu']:.2f}", f"{r['extrapolated']:.0f}", f"{r['beta0']:.0f}"]))
+    lines.append(
+        _row(["slope of log rounds vs log δ/μ", f"{sweep['slope_extrapolated']:.2f}", f"{sweep['slope_beta0']:.2f}"])
+    )
+    return lines
+
+
+def render_b8_b1(data: list[Any]) -> list[str]:
+    """CC-3 units to 1e-6 / 1e-8 on the B1 ridge configurations: Gated DANE variants beside the committed B1 run."""
+    configs = data[0]["b1"]
+    columns = [f"{c['dataset']} M={c['workers']}: 1e-6 / 1e-8" for c in configs]
+    lines = _header(["method", *columns])
+    methods = [r["method"] for r in configs[0]["rows"]] + [f"(B1) {r['method']}" for r in configs[0]["b1_committed"]]
+    for method in methods:
+        cells = [method]
+        for c in configs:
+            if method.startswith("(B1) "):
+                r = next(x for x in c["b1_committed"] if x["method"] == method[5:])
+                pair = (r["cc3_1e6"], r["cc3_1e8"])
+            else:
+                r = next(x for x in c["rows"] if x["method"] == method)
+                pair = (r["to_1e6"]["cc3"], r["to_1e8"]["cc3"])
+            cells.append(f"{_b8_cell(pair[0], '.2f')} / {_b8_cell(pair[1], '.2f')}")
+        lines.append(_row(cells))
+    return lines
+
+
 def _per_seed(results: list[dict]) -> dict[str, dict[int, dict]]:
     """``{method: {seed: run}}``, the first run of each (method, seed) in file order."""
     out: dict[str, dict[int, dict]] = {}
@@ -465,6 +517,9 @@ TABLES: dict[str, Spec] = {
     "b5-readme": Spec(render_b5_readme, ("b5_cpu.json",), "`python benchmarks/b5_compressor_throughput.py`"),
     "b6": Spec(render_b6, ("b6_cpu.json",), "`python benchmarks/b6_simulator_scale.py`"),
     "b7": Spec(render_b7, ("b7/b7_results.json",), "`python benchmarks/b7_robustness.py`"),
+    "b8-shards": Spec(render_b8_shards, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
+    "b8-sweep": Spec(render_b8_sweep, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
+    "b8-b1": Spec(render_b8_b1, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
     "b3-credit-lan": Spec(b3_from_runs(), ("b3/s6_credit_lan_results.json",), _B3_CREDIT),
     "b3-credit-wan": Spec(b3_from_runs(), _CREDIT_WAN, _B3_CREDIT),
