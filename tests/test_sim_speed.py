@@ -108,3 +108,19 @@ def test_sim_run_chunk_workers_same_history() -> None:
     assert whole.rows == chunked.rows
     with pytest.raises(ValueError, match="chunk_workers"):
         sim.run(problem, "diana", chunk_workers=0, **kw)
+
+
+def test_separable_quadratic_lean_build_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``LEAN_ELEMENTS`` the problem is drawn slice by slice: the same draws, centring rounded in float32."""
+    from lit_commeff.problems import separable
+
+    whole = separable.SeparableQuadratic(workers=50, dim=64)
+    monkeypatch.setattr(separable, "LEAN_ELEMENTS", 7 * 64)  # slices of 7 workers
+    lean = separable.SeparableQuadratic(workers=50, dim=64)
+    assert torch.equal(lean.c, whole.c)
+    torch.testing.assert_close(lean.h, whole.h, rtol=0, atol=1e-5)
+    assert lean.delta == pytest.approx(whole.delta, rel=1e-5)
+    assert lean.L_tilde == pytest.approx(whole.L_tilde, rel=1e-6)
+    assert lean.f_star == pytest.approx(whole.f_star, rel=1e-12)  # slice sums of the same draws
+    x = torch.randn(64)
+    assert torch.equal(lean.worker_grads(x, torch.arange(50)), lean.worker_grads(x))
