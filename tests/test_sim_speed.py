@@ -124,3 +124,14 @@ def test_separable_quadratic_lean_build_matches(monkeypatch: pytest.MonkeyPatch)
     assert lean.f_star == pytest.approx(whole.f_star, rel=1e-12)  # slice sums of the same draws
     x = torch.randn(64)
     assert torch.equal(lean.worker_grads(x, torch.arange(50)), lean.worker_grads(x))
+
+
+def test_ridge_data_path_copies_pickles_and_moves() -> None:
+    import copy
+    import pickle
+
+    problem = _sparse_ridge("data")
+    x = torch.randn(30, dtype=torch.float64)
+    expected = problem.worker_grads(x)
+    for other in (copy.deepcopy(problem), pickle.loads(pickle.dumps(problem)), problem.to("cpu")):
+        assert torch.equal(other.worker_grads(x), expected)

@@ -30,13 +30,21 @@ def _ridge_losses(A: Tensor, b: Tensor, lam: float, x: Tensor) -> Tensor:
     return residual.square().mean(-1) + lam * (x @ x)
 
 
-def _csr(row: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    """A CSR matrix from COO entries, with int32 indices where they fit (a faster product on CPU)."""
+def _csr_parts(row: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR ``(crow, col, values)`` from COO entries, int32 indices where they fit (a faster product on CPU).
+
+    Kept as plain tensors, so the problem still deep-copies, pickles and moves with :meth:`Problem.to`;
+    :func:`_csr` wraps them (no copy) for each product.
+    """
     matrix = torch.sparse_coo_tensor(torch.stack([row, col]), values, shape).coalesce().to_sparse_csr()
-    if max(*shape, values.numel()) >= 2**31:
-        return matrix
-    crow, cols = matrix.crow_indices().to(torch.int32), matrix.col_indices().to(torch.int32)
-    return torch.sparse_csr_tensor(crow, cols, matrix.values(), shape)
+    crow, cols = matrix.crow_indices(), matrix.col_indices()
+    if max(*shape, values.numel()) < 2**31:
+        crow, cols = crow.to(torch.int32), cols.to(torch.int32)
+    return crow, cols, matrix.values()
+
+
+def _csr(parts: tuple[Tensor, Tensor, Tensor], shape: tuple[int, int]) -> Tensor:
+    return torch.sparse_csr_tensor(*parts, shape, check_invariants=False)
 
 
 class Ridge(Problem):
@@ -109,8 +117,9 @@ class Ridge(Problem):
             grad_path = "data" if SPARSE_COST * nnz < M * d * d else "hessian"
         #: The path every worker's gradient at one point takes (``"hessian"`` or ``"data"``).
         self.grad_path: str = grad_path
-        self._rows: Tensor | None = None  # data path: A as a CSR matrix (M n, d) ...
-        self._rows_t: Tensor | None = None  # ... and the block transpose (M d, M n): row (m, j) holds A_m[:, j]
+        # data path: A as a CSR matrix (M n, d), and its block transpose (M d, M n) whose row (m, j) holds A_m[:, j]
+        self._rows: tuple[Tensor, Tensor, Tensor] | None = None
+        self._rows_t: tuple[Tensor, Tensor, Tensor] | None = None
         if grad_path == "data":
             self._build_sparse()
 
@@ -126,8 +135,8 @@ class Ridge(Problem):
     def _build_csr(self, row: Tensor, col: Tensor, values: Tensor) -> None:
         M, n, d = self.num_workers, self.n_per_worker, self.dim
         block_row = (row // n) * d + col
-        self._rows = _csr(row, col, values, (M * n, d))
-        self._rows_t = _csr(block_row, row, values, (M * d, M * n))
+        self._rows = _csr_parts(row, col, values, (M * n, d))
+        self._rows_t = _csr_parts(block_row, row, values, (M * d, M * n))
 
     @classmethod
     def from_data(
@@ -198,8 +207,9 @@ class Ridge(Problem):
 
     def _worker_grads(self, X: Tensor, idx: Tensor | None) -> Tensor:
         if idx is None and X.dim() == 1 and self._rows is not None and self._rows_t is not None:
-            residual = (self._rows @ X).sub_(self.b.reshape(-1))
-            grads = (self._rows_t @ residual).view(self.num_workers, self.dim)
+            M, n, d = self.num_workers, self.n_per_worker, self.dim
+            residual = (_csr(self._rows, (M * n, d)) @ X).sub_(self.b.reshape(-1))
+            grads = (_csr(self._rows_t, (M * d, M * n)) @ residual).view(M, d)
             return grads.mul_(2.0 / self.n_per_worker).add_(X, alpha=2.0 * self.lam)
         H_m = self.H_m if idx is None else self.H_m[idx]
         c_m = self.c_m if idx is None else self.c_m[idx]
