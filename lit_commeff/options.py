@@ -734,6 +734,14 @@ class GatedDANEOptions(HubOptions):
             "`fixed`: every round lasts `inner_steps`"
         ),
     )
+    correction: str = field(
+        default="fresh",
+        metadata=_doc(
+            "`fresh`: each round opens with a gather of the ranks' anchor gradients and a broadcast of their mean "
+            "(exact DANE corrections, 4 collectives a round); `lagged`: those gradients travel with the round's "
+            "sync and the next round uses them, one anchor old (SCAFFOLD's lag; 2 collectives a round)"
+        ),
+    )
     gate: float = field(
         default=0.5,
         metadata=_doc(
@@ -833,6 +841,7 @@ class GatedDANEOptions(HubOptions):
             "sync", self.sync, ("gated", "fixed"), "use 'gated' (drift decides H) or 'fixed' (H = inner_steps)"
         )
         _check_choice("outer", self.outer, ("nesterov", "extrapolate"), "use 'nesterov' or 'extrapolate'")
+        _check_choice("correction", self.correction, ("fresh", "lagged"), "use 'fresh' (own anchor round) or 'lagged'")
         for name in ("gate", "gate_tol", "outer_lr"):
             check_positive(name, getattr(self, name))
         for name in ("theta", "delta"):

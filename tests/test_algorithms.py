@@ -469,6 +469,18 @@ STEP_CONTRACT = [
             "inner_steps": 3,
         },
     ),
+    ("gated_dane", {"compressor": ("identity", {}), "correction": "lagged", "delta": None, "theta": 1.0, "beta": 0.5}),
+    (
+        "gated_dane",
+        {
+            "compressor": ("topk", {"k": 2}),
+            "grad_compressor": ("topk", {"k": 3}),
+            "correction": "lagged",
+            "downlink_compressor": ("topk", {"k": 3}),
+            "outer": "nesterov",
+            "inner_steps": 4,
+        },
+    ),
 ]
 
 

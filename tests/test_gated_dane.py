@@ -51,6 +51,33 @@ def test_converges_linearly_where_local_steps_stall_at_a_drift_floor(hetero):
     assert all(later < 0.5 * earlier for earlier, later in zip(ends, ends[5:], strict=False))
 
 
+@pytest.mark.parametrize("options", [{}, {"compressor": ("topk", {"ratio": 0.5})}], ids=["dense", "topk-ef"])
+def test_lagged_corrections_take_half_the_collectives_and_as_many_rounds(hetero, options):
+    """``correction='lagged'``: the anchor gradients ride with the sync; the rounds barely change."""
+    runs = {}
+    for correction in ("fresh", "lagged"):
+        options = {"compressor": "identity", **options}
+        h = sim.run(hetero, "gated_dane", correction=correction, sync="fixed", inner_steps=10, rounds=6000, tol=1e-8,
+                    **options)  # fmt: skip
+        assert h.rows[-1]["rel_subopt"] <= 1e-8, correction
+        runs[correction] = h.rows[-1]
+    fresh, lagged = runs["fresh"], runs["lagged"]
+    rounds_fresh, rounds_lagged = fresh["round"] / 10, lagged["round"] / 10
+    assert lagged["cc1"] == rounds_lagged  # one collective round per round
+    assert fresh["cc1"] == 2 * rounds_fresh
+    assert rounds_lagged <= 1.25 * rounds_fresh
+
+
+def test_lagged_dense_sync_is_one_message_of_change_gradient_and_count():
+    problem = synthetic_ridge(workers=4, n=30, dim=6, similarity=0.5, lam=0.1, seed=0)
+    h = sim.run(problem, "gated_dane", compressor="identity", correction="lagged", sync="fixed", inner_steps=3,
+                rounds=9)  # fmt: skip
+    last, syncs, d, itemsize, others = h.rows[-1], 3, 6, 8, 3
+    assert last["cc1"] == syncs
+    assert last["uplink_bytes"] == syncs * others * (2 * d + 1) * itemsize  # [Δ_m, ∇f_m(x_r), count]
+    assert last["downlink_bytes"] == syncs * others * (2 * d + 1) * itemsize  # [x_{r+1}, ĝ_r, next H]
+
+
 def test_logistic_converges_with_compression_and_error_feedback():
     from lit_commeff.problems import Logistic
 
@@ -138,8 +165,9 @@ def test_bytes_per_round_are_the_messages_handed_to_the_transport():
     assert 0 < up < syncs * others * d * itemsize  # the model changes travel compressed
 
 
+@pytest.mark.parametrize("correction", ["fresh", "lagged"])
 @pytest.mark.parametrize("stop", [1, 5, 7])
-def test_resume_mid_round_is_bitwise(hetero, stop):
+def test_resume_mid_round_is_bitwise(hetero, stop, correction):
     def make():
         transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
         return GatedDANE(
@@ -155,6 +183,7 @@ def test_resume_mid_round_is_bitwise(hetero, stop):
             beta=0.3,
             inner_steps=6,
             min_inner_steps=2,
+            correction=correction,
         )
 
     straight = make()
@@ -191,6 +220,7 @@ def test_hyperparameters_resolve_from_the_problem(hetero):
         ({"inner_steps": 4, "min_inner_steps": 6}, "min_inner_steps: min_inner_steps=6 exceeds inner_steps=4"),
         ({"sync": "sometimes"}, "sync: sync='sometimes'"),
         ({"outer": "adam"}, "outer: outer='adam'"),
+        ({"correction": "stale"}, "correction: correction='stale'"),
         ({"outer": "extrapolate"}, "beta: outer='extrapolate' takes its default β from μ and θ; pass beta"),
         ({"beta": 1.0}, "beta: beta=1.0 is invalid"),
         ({"gate": 0}, "gate"),

@@ -15,10 +15,11 @@ from lit_commeff.options import OptionError
 from lit_commeff.strategy import GatedDANEStrategy
 
 
-def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path):
+@pytest.mark.parametrize("correction", ["fresh", "lagged"])
+def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path, correction):
     h, steps = 3, 24
     _, ranks = fit(
-        GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, nonfinite="off"),
+        GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", correction=correction),
         tmp_path,
         max_steps=steps,
     )
@@ -31,11 +32,18 @@ def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path):
     for r in ranks:
         assert falls(r["losses"]), r["losses"]
         s = r["summary"]
-        # per round: the anchor gradient and the model change up (d float32 each), both back down, dense
-        assert s["worker_uplink_bytes"] == rounds * 2 * d * 4
-        assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * 2 * d * 4  # + the setup broadcast
-        assert s["cc1"] == 1 + 2 * rounds
-        assert set(s["gamma_by_tag"]) == {"grad", "delta"}
+        if correction == "fresh":
+            # per round: the anchor gradient and the model change up (d float32 each), both back down, dense
+            assert s["worker_uplink_bytes"] == rounds * 2 * d * 4
+            assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * 2 * d * 4  # + the setup broadcast
+            assert s["cc1"] == 1 + 2 * rounds
+            assert set(s["gamma_by_tag"]) == {"grad", "delta"}
+        else:
+            # per round one message each way: [Δ_m, ∇f_m(x_r), count] up, [x_{r+1}, ĝ_r, next H] down
+            assert s["worker_uplink_bytes"] == rounds * (2 * d + 1) * 4
+            assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (2 * d + 1) * 4
+            assert s["cc1"] == 1 + rounds
+            assert set(s["gamma_by_tag"]) == {"sync"}
 
 
 class _Rounds(pl.Callback):
@@ -68,10 +76,16 @@ def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
         assert sum(record["history_h"]) <= steps
 
 
-def test_resume_mid_round_is_bitwise(tmp_path):
+@pytest.mark.parametrize("correction", ["fresh", "lagged"])
+def test_resume_mid_round_is_bitwise(tmp_path, correction):
     """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states."""
     strategy = lambda: GatedDANEStrategy(  # noqa: E731
-        start_method="fork", sync="fixed", inner_steps=3, compressor="topk", compressor_options={"ratio": 0.2}
+        start_method="fork",
+        sync="fixed",
+        inner_steps=3,
+        compressor="topk",
+        compressor_options={"ratio": 0.2},
+        correction=correction,
     )
     model = lambda: MLP(adam=True, lr=0.01)  # noqa: E731
     _, full = fit(strategy(), tmp_path / "full", model=model, max_steps=8, n=EPOCH_OF_4)

@@ -65,6 +65,14 @@ CASES = {
         "algorithm": "gated_dane", "compressor": ("randk", {"k": 4}), "grad_compressor": ("topk", {"k": 4}),
         "downlink_compressor": ("topk", {"k": 5}), "sync": "fixed", "inner_steps": 3, "outer": "nesterov",
     },
+    "gated_dane+lagged": {
+        "algorithm": "gated_dane", "compressor": ("identity", {}), "correction": "lagged", "delta": None, "mu": 0.05,
+        "theta": 0.5, "min_inner_steps": 2, "inner_steps": 6, "outer": "extrapolate",
+    },
+    "gated_dane+lagged_compressed": {
+        "algorithm": "gated_dane", "compressor": ("topk", {"k": 3}), "grad_compressor": ("topk", {"k": 4}),
+        "correction": "lagged", "min_inner_steps": 2, "inner_steps": 5, "outer": "nesterov",
+    },
 }  # fmt: skip
 
 

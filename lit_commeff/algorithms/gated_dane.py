@@ -52,6 +52,7 @@ from torch import Tensor
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, descend
 from lit_commeff.algorithms.local_sgd import nesterov_outer_step
 from lit_commeff.algorithms.memory import EF21Estimate, ErrorFeedback
+from lit_commeff.compression import Identity
 from lit_commeff.options import GatedDANEOptions
 from lit_commeff.transport import Transport
 
@@ -80,7 +81,7 @@ class GatedDANE(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
-        "last_grads", "noise_sum", "noise_count",
+        "last_grads", "noise_sum", "noise_count", "anchor_grads",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -136,6 +137,9 @@ class GatedDANE(Algorithm):
         self.last_grads: Tensor | None = None
         self.noise_sum: Tensor | None = None
         self.noise_count = 0
+        #: ``correction="lagged"``: this process's gradients at the current anchor, sent with the round's sync.
+        self.anchor_grads: Tensor | None = None
+        self.lagged = options.correction == "lagged"
         self.prev_mean: Tensor | None = None  # the hub's previous x̄ (extrapolation)
         self.momentum: Tensor | None = None  # the hub's Nesterov buffer
         #: Lengths of the finished rounds (for logs and the gate's tests).
@@ -163,16 +167,21 @@ class GatedDANE(Algorithm):
         return self.anchor
 
     def communicates(self) -> bool:
-        return self.phase == "anchor" or self.k + 1 >= self.H
+        if self.phase == "anchor":
+            return not self.lagged or self.H <= 1
+        return self.k + 1 >= self.H
 
     def round_kind(self) -> str:
-        if self.phase == "anchor":
+        if self.phase == "anchor" and not self.lagged:
             return "anchor" if self.H > 1 else "anchor+sync"
         return "sync" if self.communicates() else "local"
 
     def skip_local_step(self) -> None:
         if self.communicates():
             raise RuntimeError(f"{self.name}: skip_local_step() called on a communicating step, not a local step.")
+        if self.phase == "anchor":  # a dropped lagged anchor step: the sync evaluates the anchor gradients itself
+            self.y = self.anchor.expand(self.transport.workers.numel(), -1)
+            self.anchor_grads, self.phase = None, "local"
         self.k += 1
 
     @property
@@ -186,7 +195,14 @@ class GatedDANE(Algorithm):
 
     # ------------------------------------------------------------------------------- one step
     def _step(self) -> None:
-        if self.phase == "anchor":
+        if self.phase == "anchor" and self.lagged:  # silent: this round's anchor gradients travel with its sync
+            grads = self.oracle.grads(self.anchor)
+            self.anchor_grads = grads
+            rows = self.anchor.expand(self.transport.workers.numel(), -1)
+            self.y = self._descend(rows, grads if self.corr is None else grads + self.corr)
+            self.last_grads, self.noise_sum, self.noise_count = grads, None, 0
+            self.k, self.phase = 1, "local"
+        elif self.phase == "anchor":
             self.transport.begin_round()
             ghat = self._anchor_round()
             rows = self.anchor.expand(self.transport.workers.numel(), -1)
@@ -196,15 +212,19 @@ class GatedDANE(Algorithm):
             y = self._need(self.y, "y")
             raw = self.oracle.grads(y)
             self._track_noise(raw)
-            g = raw + self._need(self.corr, "corr")
+            g = raw if self.corr is None else raw + self.corr  # no correction before the first lagged sync
             if self.theta is not None:
                 g = g + (y - self.anchor) / self.theta
-            self._gate(y, g)
+            if self.ghat is not None:
+                self._gate(y, g)
             self.y = self._descend(y, g)
             self.k += 1
         if self.k >= self.H:
             self.transport.begin_round()
-            self._sync()
+            if self.lagged:
+                self._sync_lagged()
+            else:
+                self._sync()
 
     def _descend(self, y: Tensor, g: Tensor) -> Tensor:
         if getattr(self.oracle, "descend", None) is None:
@@ -318,6 +338,92 @@ class GatedDANE(Algorithm):
             self.H = self._next_length(t.agree(self.done_at, tag="gate"))
         self.y, self.k, self.phase = None, 0, "anchor"
         self.done_at = torch.zeros_like(self.done_at)
+
+    def _sync_lagged(self) -> None:
+        """One gather (model changes, anchor gradients, gate counts) and one broadcast (anchor, ĝ, next H).
+
+        The corrections of the next round are ĝ_r − ∇f_m(x_r), one anchor old (SCAFFOLD's lag): they differ
+        from the fresh ones by O(δ‖x_{r+1} − x_r‖) and save the anchor round's two collectives.
+        """
+        t = self.transport
+        # dropped anchor step (non-finite guard, "skip"): evaluate the anchor gradients now
+        grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(self.anchor)
+        change = self.anchor - self._need(self.y, "y")
+        counts = self.done_at.to(device=grads.device, dtype=grads.dtype).unsqueeze(-1)
+        dense = isinstance(self.compressor, Identity) and self.error_memory is None and self.grad_estimate is None
+        if dense:  # one dense message per worker: [Δ_m, ∇f_m(x_r), count]
+            gathered = t.gather(torch.cat([change, grads, counts], dim=-1), tag="sync")
+            received_change = received_grads = received_counts = None
+            if gathered is not None:
+                d = self.dim
+                received_change, received_grads, received_counts = (
+                    gathered[:, :d],
+                    gathered[:, d : 2 * d],
+                    gathered[:, -1],
+                )
+        else:
+            received_change = self._gather_change(change)
+            if self.grad_estimate is None:
+                gathered = t.gather(torch.cat([grads, counts], dim=-1), tag="grad")
+                received_grads = None if gathered is None else gathered[:, : self.dim]
+                received_counts = None if gathered is None else gathered[:, -1]
+            else:
+                own, received = t.gather_compressed(
+                    self.grad_estimate.compensate(grads),
+                    self.grad_compressor,  # type: ignore[arg-type]  # set together with grad_estimate
+                    step=self.round,
+                    key=f"{self.name}/grad",
+                    tag="grad_compressed",
+                )
+                self.grad_estimate.update(own)
+                received_grads = received_counts = None
+                if t.is_hub:
+                    self.grad_estimate.update_aggregate(self._need(received, "received"))
+                    received_grads = self.grad_estimate.aggregate
+                flags = t.agree(self.done_at, tag="gate")
+                received_counts = flags.to(grads.dtype)
+        target, ghat, length = torch.empty_like(self.anchor), torch.empty_like(self.anchor), self.anchor.new_zeros(1)
+        if t.is_hub:
+            target = self._outer_step(self._need(received_change, "received").mean(dim=0))
+            ghat = self._need(received_grads, "received").mean(dim=0)
+            counts_all = self._need(received_counts, "received").round().to(torch.int64).cpu()
+            length = self.anchor.new_full((1,), float(self._next_length(counts_all)))
+        if self.downlink_compressor is None:
+            target, ghat, length = t.broadcast(target, ghat, length, tag="anchor")
+            new_anchor = target
+        else:
+            (step,) = t.broadcast_compressed(
+                target - self.anchor,
+                compressor=self.downlink_compressor,
+                step=self.round,
+                key=f"{self.name}/down",
+                tag="anchor_compressed",
+            )
+            ghat, length = t.broadcast(ghat, length, tag="anchor_grad")
+            new_anchor = self.anchor + step
+        if self.options.delta is None and self.prev_anchor is not None:
+            self._estimate_delta(grads, ghat)
+        self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
+        self.ghat, self.corr = ghat, ghat - grads
+        self.anchor = new_anchor
+        self.history_h = [*self.history_h, self.H]
+        if self.options.sync == "gated":
+            self.H = int(length.item())
+        self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
+        self.done_at = torch.zeros_like(self.done_at)
+
+    def _gather_change(self, change: Tensor) -> Tensor | None:
+        """The compressed gather of the model changes (error feedback for biased compressors)."""
+        t = self.transport
+        if self.error_memory is not None:
+            if self.error_memory.rows is None:
+                self.error_memory.reset(change)
+            sent = self.error_memory.compensate(change)
+            own, received = t.gather_compressed(sent, self.compressor, step=self.round, key=self.name, tag="delta")
+            self.error_memory.update(sent, own)
+            return received
+        _, received = t.gather_compressed(change, self.compressor, step=self.round, key=self.name, tag="delta")
+        return received
 
     def _outer_step(self, mean_change: Tensor) -> Tensor:
         """The hub's new anchor from the averaged model change Δ̄."""
