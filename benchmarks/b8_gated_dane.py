@@ -114,6 +114,9 @@ def shards_that_differ(data: Path) -> list[dict]:
             ),
             run(problem, "Gated DANE gated (H<=50)", "gated_dane", compressor="identity", **budget),
             run(
+                problem, "Gated DANE gated, lagged", "gated_dane", compressor="identity", correction="lagged", **budget
+            ),
+            run(
                 problem,
                 "Gated DANE gated, TopK 50% EF",
                 "gated_dane",
@@ -125,6 +128,14 @@ def shards_that_differ(data: Path) -> list[dict]:
                 "Gated DANE gated, RandK 10%",
                 "gated_dane",
                 compressor=("randk", {"ratio": 0.1}),
+                **{**budget, "rounds": 20000},
+            ),
+            run(
+                problem,
+                "Gated DANE gated, lagged, TopK 50% EF",
+                "gated_dane",
+                compressor=("topk", {"ratio": 0.5}),
+                correction="lagged",
                 **{**budget, "rounds": 20000},
             ),
         ]

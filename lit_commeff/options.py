@@ -730,7 +730,7 @@ class GatedDANEOptions(HubOptions):
         default="gated",
         metadata=_doc(
             "`gated`: each rank reports the local step at which its round was done (drift or local solve, below); "
-            "the next round lasts the slowest rank's count (doubled, up to `inner_steps`, if one was not done); "
+            "the next round lasts the first rank's count (doubled, up to `inner_steps`, if none was done); "
             "`fixed`: every round lasts `inner_steps`"
         ),
     )

@@ -144,11 +144,14 @@ def test_gate_rule_and_estimated_delta(hetero):
     assert all(3 <= h <= 40 for h in alg.history_h)
     assert alg.delta_hat is not None and float(alg.delta_hat.max()) <= hetero.delta * (1 + 1e-9)
     assert float(alg.delta_hat.max()) > 0
-    # the rule: all done -> the largest count; someone not done -> twice the length, capped
-    assert alg._next_length(torch.tensor([2, 7, 4, 1])) == 7
+    # the rule: the first worker done decides (within [3, 40]); none done -> twice the length, capped
+    assert alg._next_length(torch.tensor([5, 7, 4, 9])) == 4
+    assert alg._next_length(torch.tensor([0, 7, 0, 9])) == 7
+    assert alg._next_length(torch.tensor([2, 7, 4, 1])) == 3
     alg.H = 30
-    assert alg._next_length(torch.tensor([2, 0, 4, 1])) == 40
-    assert alg._next_length(torch.tensor([1, 1, 1, 1])) == 3
+    assert alg._next_length(torch.tensor([0, 0, 0, 0])) == 40
+    alg.H = 4
+    assert alg._next_length(torch.tensor([0, 0, 0, 0])) == 8
 
 
 def test_bytes_per_round_are_the_messages_handed_to_the_transport():

@@ -26,8 +26,9 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    (the inexactness criterion of S-DANE: more steps would not improve the outer step), or, without a prox
    term, its drift δ̂·‖x_m − x_r‖ reached ``gate``·‖ĝ_r‖ (its correction is stale). Since θ = 1/(2δ), a
    small δ asks for an accurate solve (long rounds) and a large δ for a coarse one (short rounds). The
-   sync agrees these counts (one int32 per worker, tag ``"gate"``); the next round lasts the largest one,
-   or twice this round if some worker was not done, within [``min_inner_steps``, ``inner_steps``]. Rounds
+   sync agrees these counts (one int32 per worker, tag ``"gate"``); the next round lasts the smallest one
+   (the first worker done), or twice this round if no worker was done, within [``min_inner_steps``,
+   ``inner_steps``]. Rounds
    are short where the shards differ and long where they agree. δ̂ is ``delta`` or each worker's running
    maximum of ‖(∇f_m(x_r) − ∇f_m(x_{r−1})) − (ĝ_r − ĝ_{r−1})‖ / ‖x_r − x_{r−1}‖, which it computes from
    what it already holds.
@@ -442,11 +443,19 @@ class GatedDANE(Algorithm):
         return target
 
     def _next_length(self, done_at: Tensor) -> int:
-        """The next round's H from every worker's count (0: not done in this round)."""
+        """The next round's H from every worker's count (0: not done in this round).
+
+        The first worker done decides (the smallest count): a stale correction on one rank biases the
+        average, and where the local solves finish together the smallest count is as good as the largest
+        (a9a, both splits: the same rounds). The largest count instead let a rank that never saw drift keep
+        the rounds long while others drifted: without a prox term on label-sorted a9a that diverged. No
+        worker done: twice this round.
+        """
         lo, hi = self.options.min_steps, self.options.inner_steps
-        if bool((done_at == 0).any()):
+        done = done_at[done_at > 0]
+        if done.numel() == 0:
             return min(hi, max(lo, 2 * self.H))
-        return min(hi, max(lo, int(done_at.max())))
+        return min(hi, max(lo, int(done.min())))
 
 
 __all__ = ["GatedDANE"]
