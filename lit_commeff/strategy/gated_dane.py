@@ -30,8 +30,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
     stopped mid-round resumes exactly on CPU.
 
-    Logged besides ``comm/*``: ``gated_dane/H`` (the current round's length), ``gated_dane/drift`` (the
-    largest δ̂·‖x_m − x_r‖/‖ĝ_r‖ over ranks) and ``gated_dane/delta_hat`` (the largest similarity estimate).
+    Logged besides ``comm/*``, from rank 0 (no extra collective): ``gated_dane/H`` (the current round's length,
+    the same on every rank), ``gated_dane/drift`` (rank 0's δ̂·‖x_m − x_r‖/‖ĝ_r‖) and ``gated_dane/delta_hat``
+    (rank 0's similarity estimate).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -52,14 +53,16 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     @override
     def log_diagnostics(self, module: Any) -> None:
+        # Rank 0's own values: a sync_dist reduction here would add two collectives (a round trip each on a slow
+        # link) to every logged step, which cost more than the method's own syncs on `edge` (B3, credit).
         algorithm = self.algorithm
         if not isinstance(algorithm, GatedDANE):
             return
         module.log("gated_dane/H", float(algorithm.H), rank_zero_only=True, batch_size=1)
-        module.log("gated_dane/drift", algorithm.drift, sync_dist=True, reduce_fx="max", batch_size=1)
+        module.log("gated_dane/drift", algorithm.drift, rank_zero_only=True, batch_size=1)
         delta = self.delta_hat()
         if delta is not None:
-            module.log("gated_dane/delta_hat", delta, sync_dist=True, reduce_fx="max", batch_size=1)
+            module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)
 
     @override
     def delta_hat(self) -> float | None:
