@@ -166,6 +166,15 @@ B3_NAMES = {
     "ef_olga+h10s1": "EF-OLGA, `local_steps=10`, θ = 10, S = 1",
     "ef_olga+h20": "EF-OLGA, `local_steps=20`, θ = 20",
     "ef_olga+down10": "EF-OLGA, `downlink_compressor` TopK 10 %",
+    "diloco+h10": "DiLoCo (H = 10)",
+    "diloco+h25": "DiLoCo (H = 25)",
+    "diloco+h100": "DiLoCo (H = 100)",
+    "gated_dane": "Gated DANE (defaults)",
+    "gated_dane+lag": "Gated DANE, `correction=lagged`",
+    "gated_dane+h10": "Gated DANE, fixed H = 10",
+    "gated_dane+h25": "Gated DANE, fixed H = 25",
+    "gated_dane+h50": "Gated DANE, fixed H = 50",
+    "gated_dane+lag_h10": "Gated DANE, `correction=lagged`, fixed H = 10",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",

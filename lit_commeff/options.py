@@ -684,14 +684,15 @@ class GatedDANEOptions(HubOptions):
     """Gated DANE's options: every rank trains on its similarity-corrected subproblem, sync gated by drift.
 
     :class:`~lit_commeff.algorithms.gated_dane.GatedDANE` gives the mathematics. The Lightning defaults are
-    DiLoCo's outer step (Nesterov, ``outer_lr`` 0.7, ``outer_momentum`` 0.9) around corrected local steps;
-    the algorithm used on its own (simulator) extrapolates with β from μ and θ
-    (:attr:`paper_defaults`).
+    DiLoCo's outer step (Nesterov, ``outer_lr`` 0.7, ``outer_momentum`` 0.9) around corrected local steps,
+    with the anchor gradients riding with the sync (``correction="lagged"``, chosen on credit ``by_group``
+    over ``edge``: ``docs/gated-dane.md``); the algorithm used on its own (simulator) takes fresh DANE
+    corrections and extrapolates with β from μ and θ (:attr:`paper_defaults`).
     """
 
     method: ClassVar[str] = "Gated DANE"
     default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("identity", {})
-    paper_defaults: ClassVar[Mapping[str, Any]] = {"outer": "extrapolate"}
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"outer": "extrapolate", "correction": "fresh"}
 
     grad_compressor: Any = field(
         default=None,
@@ -735,7 +736,7 @@ class GatedDANEOptions(HubOptions):
         ),
     )
     correction: str = field(
-        default="fresh",
+        default="lagged",
         metadata=_doc(
             "`fresh`: each round opens with a gather of the ranks' anchor gradients and a broadcast of their mean "
             "(exact DANE corrections, 4 collectives a round); `lagged`: those gradients travel with the round's "

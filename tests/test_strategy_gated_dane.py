@@ -68,7 +68,7 @@ def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
     for r, record in zip(ranks, rounds, strict=True):
         assert falls(r["losses"]), r["losses"]
         gamma = r["summary"]["gamma_by_tag"]
-        assert gamma["grad"] == pytest.approx(1.0)
+        assert gamma["grad"] == pytest.approx(1.0, rel=0.01)  # dense: the gradient and the gate count
         assert 3 < gamma["delta"] < 10  # TopK 10 %: about d/(values + indices) = 5-10 times smaller
         assert record["ef"]  # TopK is biased: error feedback on the model change
         assert record["history_h"] == rounds[0]["history_h"]  # the agreed lengths are the same everywhere
