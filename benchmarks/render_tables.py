@@ -170,7 +170,8 @@ B3_NAMES = {
     "diloco+h25": "DiLoCo (H = 25)",
     "diloco+h100": "DiLoCo (H = 100)",
     "gated_dane": "Gated DANE (defaults)",
-    "gated_dane+lag": "Gated DANE, `correction=lagged`",
+    "gated_dane+lag": "Gated DANE, `correction=lagged` (the default since)",
+    "gated_dane+fresh": "Gated DANE, `correction=fresh` (the default then)",
     "gated_dane+h10": "Gated DANE, fixed H = 10",
     "gated_dane+h25": "Gated DANE, fixed H = 25",
     "gated_dane+h50": "Gated DANE, fixed H = 50",
@@ -503,6 +504,12 @@ def render_recipes(data: list[Any]) -> list[str]:
     return lines
 
 
+_B3_BYGROUP = (
+    "`python benchmarks/b3_time_to_accuracy.py --recipes finance_credit --profiles edge --methods ... --seeds ... "
+    "--variant ... --common trainer.val_check_interval=15 recipe.data.partition=by_group` (the JSON's `meta.runs` "
+    "hold each run's argv)"
+)
+
 TABLES: dict[str, Spec] = {
     "b1-quick": Spec(render_b1, ("b1_quick.json",), "`python benchmarks/b1_paper_reproduction.py --quick`"),
     "b1-ridge": Spec(
@@ -530,6 +537,8 @@ TABLES: dict[str, Spec] = {
     "b8-sweep": Spec(render_b8_sweep, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b8-b1": Spec(render_b8_b1, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
+    "b3-credit-bygroup-edge-h": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_h.json",), _B3_BYGROUP),
+    "b3-credit-bygroup-edge-s0": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_s0.json",), _B3_BYGROUP),
     "b3-credit-lan": Spec(b3_from_runs(), ("b3/s6_credit_lan_results.json",), _B3_CREDIT),
     "b3-credit-wan": Spec(b3_from_runs(), _CREDIT_WAN, _B3_CREDIT),
     "b3-tput-edge": Spec(b3_from_runs(), _TPUT_EDGE, _B3_CREDIT),

@@ -747,8 +747,7 @@ class GatedDANEOptions(HubOptions):
         default=0.5,
         metadata=_doc(
             "drift threshold, without a prox term: a rank is done when δ̂·‖x_m − x_r‖ ≥ gate·‖ĝ_r‖ (its correction "
-            "is stale); δ̂ is `delta` or each rank's estimate from the change of its correction, minibatch noise "
-            "taken out"
+            "is stale); δ̂ is `delta` or each rank's estimate from the change of its correction between anchors"
         ),
     )
     gate_tol: float = field(
