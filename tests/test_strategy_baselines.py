@@ -138,6 +138,18 @@ def fit(
     return trainer, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+def assert_resumed_like_uninterrupted(resumed: list[dict], full: list[dict], *, stopped_at: int) -> None:
+    """Every rank's losses after the stop, final parameters and buffers, and byte totals equal the straight run's."""
+    for r in range(WORLD):
+        assert resumed[r]["losses"] == full[r]["losses"][stopped_at:]
+        assert torch.equal(resumed[r]["params"], full[r]["params"])
+        for a, b in zip(resumed[r]["buffers"], full[r]["buffers"], strict=True):
+            assert torch.equal(a, b)
+        s, f = resumed[r]["summary"], full[r]["summary"]
+        for key in ("worker_uplink_bytes", "cc1", "cc2", "cc3", "steps"):
+            assert s[key] == f[key], key
+
+
 def dense_dim(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -314,14 +326,7 @@ def test_diloco_resume_between_syncs_is_bitwise(tmp_path):
     _, part = fit(strategy(), tmp_path / "part", model=model, max_steps=4, save=ckpt, n=EPOCH_OF_4)
     assert not torch.equal(part[0]["params"], part[1]["params"])
     _, resumed = fit(strategy(), tmp_path / "resumed", model=model, max_steps=8, ckpt_path=ckpt, n=EPOCH_OF_4)
-    for r in range(WORLD):
-        assert resumed[r]["losses"] == full[r]["losses"][4:]
-        assert torch.equal(resumed[r]["params"], full[r]["params"])
-        for a, b in zip(resumed[r]["buffers"], full[r]["buffers"], strict=True):
-            assert torch.equal(a, b)
-        s, f = resumed[r]["summary"], full[r]["summary"]
-        for key in ("worker_uplink_bytes", "cc1", "cc2", "cc3", "steps"):
-            assert s[key] == f[key], key
+    assert_resumed_like_uninterrupted(resumed, full, stopped_at=4)
 
 
 @pytest.mark.parametrize(

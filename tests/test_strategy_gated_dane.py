@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from test_strategy_baselines import EPOCH_OF_4, MLP, WORLD, dense_dim, falls, fit
+from test_strategy_baselines import EPOCH_OF_4, MLP, WORLD, assert_resumed_like_uninterrupted, dense_dim, falls, fit
 
 from lit_commeff.options import OptionError
 from lit_commeff.strategy import GatedDANEStrategy
@@ -92,12 +92,7 @@ def test_resume_mid_round_is_bitwise(tmp_path, correction):
     ckpt = tmp_path / "part.ckpt"
     _, _part = fit(strategy(), tmp_path / "part", model=model, max_steps=4, save=ckpt, n=EPOCH_OF_4)
     _, resumed = fit(strategy(), tmp_path / "resumed", model=model, max_steps=8, ckpt_path=ckpt, n=EPOCH_OF_4)
-    for r in range(WORLD):
-        assert resumed[r]["losses"] == full[r]["losses"][4:]
-        assert torch.equal(resumed[r]["params"], full[r]["params"])
-        s, f = resumed[r]["summary"], full[r]["summary"]
-        for key in ("worker_uplink_bytes", "cc1", "cc2", "cc3", "steps"):
-            assert s[key] == f[key], key
+    assert_resumed_like_uninterrupted(resumed, full, stopped_at=4)
 
 
 @pytest.mark.parametrize(

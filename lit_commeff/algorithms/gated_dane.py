@@ -253,18 +253,8 @@ class GatedDANE(Algorithm):
             gathered = t.gather(grads, tag="grad")
             mean = None if gathered is None else gathered.mean(dim=0)
         else:
-            own, received = t.gather_compressed(
-                self.grad_estimate.compensate(grads),
-                self.grad_compressor,  # type: ignore[arg-type]  # set together with grad_estimate
-                step=self.round,
-                key=f"{self.name}/grad",
-                tag="grad_compressed",
-            )
-            self.grad_estimate.update(own)
-            mean = None
-            if t.is_hub:
-                self.grad_estimate.update_aggregate(self._need(received, "received"))
-                mean = self._need(self.grad_estimate.aggregate, "aggregate").mean(dim=0)
+            estimates = self._gather_grads_compressed(grads)
+            mean = None if estimates is None else estimates.mean(dim=0)
         (ghat,) = t.broadcast(mean if mean is not None else torch.empty_like(self.anchor), tag="anchor_grad")
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
@@ -292,15 +282,7 @@ class GatedDANE(Algorithm):
     def _sync(self) -> None:
         """Compressed model changes → the hub's outer step → the new anchor everywhere; the next H."""
         t = self.transport
-        change = self.anchor - self._need(self.y, "y")
-        if self.error_memory is not None:
-            if self.error_memory.rows is None:
-                self.error_memory.reset(change)
-            sent = self.error_memory.compensate(change)
-            own, received = t.gather_compressed(sent, self.compressor, step=self.round, key=self.name, tag="delta")
-            self.error_memory.update(sent, own)
-        else:
-            _, received = t.gather_compressed(change, self.compressor, step=self.round, key=self.name, tag="delta")
+        received = self._gather_change(self.anchor - self._need(self.y, "y"))
         target = torch.empty_like(self.anchor)
         if t.is_hub:
             target = self._outer_step(self._need(received, "received").mean(dim=0))
@@ -350,18 +332,7 @@ class GatedDANE(Algorithm):
                 received_grads = None if gathered is None else gathered[:, : self.dim]
                 received_counts = None if gathered is None else gathered[:, -1]
             else:
-                own, received = t.gather_compressed(
-                    self.grad_estimate.compensate(grads),
-                    self.grad_compressor,  # type: ignore[arg-type]  # set together with grad_estimate
-                    step=self.round,
-                    key=f"{self.name}/grad",
-                    tag="grad_compressed",
-                )
-                self.grad_estimate.update(own)
-                received_grads = received_counts = None
-                if t.is_hub:
-                    self.grad_estimate.update_aggregate(self._need(received, "received"))
-                    received_grads = self.grad_estimate.aggregate
+                received_grads = self._gather_grads_compressed(grads)
                 flags = t.agree(self.done_at, tag="gate")
                 received_counts = flags.to(grads.dtype)
         target, ghat, length = torch.empty_like(self.anchor), torch.empty_like(self.anchor), self.anchor.new_zeros(1)
@@ -393,6 +364,22 @@ class GatedDANE(Algorithm):
             self.H = int(length.item())
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
         self.done_at = torch.zeros_like(self.done_at)
+
+    def _gather_grads_compressed(self, grads: Tensor) -> Tensor | None:
+        """The EF21-compressed gather of the anchor gradients: every estimate on the hub (``None`` elsewhere)."""
+        estimate = self._need(self.grad_estimate, "grad_estimate")
+        own, received = self.transport.gather_compressed(
+            estimate.compensate(grads),
+            self._need(self.grad_compressor, "grad_compressor"),
+            step=self.round,
+            key=f"{self.name}/grad",
+            tag="grad_compressed",
+        )
+        estimate.update(own)
+        if not self.transport.is_hub:
+            return None
+        estimate.update_aggregate(self._need(received, "received"))
+        return estimate.aggregate
 
     def _gather_change(self, change: Tensor) -> Tensor | None:
         """The compressed gather of the model changes (error feedback for biased compressors)."""
