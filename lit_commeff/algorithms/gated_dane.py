@@ -289,14 +289,7 @@ class GatedDANE(Algorithm):
         if self.downlink_compressor is None:
             (self.anchor,) = t.broadcast(target, tag="anchor")
         else:
-            (step,) = t.broadcast_compressed(
-                target - self.anchor,
-                compressor=self.downlink_compressor,
-                step=self.round,
-                key=f"{self.name}/down",
-                tag="anchor_compressed",
-            )
-            self.anchor = self.anchor + step
+            self.anchor = self._compressed_anchor(target)
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
             self.H = self._next_length(t.agree(self.done_at, tag="gate"))
@@ -345,15 +338,8 @@ class GatedDANE(Algorithm):
             target, ghat, length = t.broadcast(target, ghat, length, tag="anchor")
             new_anchor = target
         else:
-            (step,) = t.broadcast_compressed(
-                target - self.anchor,
-                compressor=self.downlink_compressor,
-                step=self.round,
-                key=f"{self.name}/down",
-                tag="anchor_compressed",
-            )
+            new_anchor = self._compressed_anchor(target)
             ghat, length = t.broadcast(ghat, length, tag="anchor_grad")
-            new_anchor = self.anchor + step
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -364,6 +350,17 @@ class GatedDANE(Algorithm):
             self.H = int(length.item())
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
         self.done_at = torch.zeros_like(self.done_at)
+
+    def _compressed_anchor(self, target: Tensor) -> Tensor:
+        """The new anchor every process holds after the hub sends ``C(target − anchor)`` (bit for bit the same)."""
+        (step,) = self.transport.broadcast_compressed(
+            target - self.anchor,
+            compressor=self._need(self.downlink_compressor, "downlink_compressor"),
+            step=self.round,
+            key=f"{self.name}/down",
+            tag="anchor_compressed",
+        )
+        return self.anchor + step
 
     def _gather_grads_compressed(self, grads: Tensor) -> Tensor | None:
         """The EF21-compressed gather of the anchor gradients: every estimate on the hub (``None`` elsewhere)."""
