@@ -55,5 +55,5 @@ def test_python_m_lit_commeff_is_the_hydra_main_job():
     out = subprocess.run(
         [sys.executable, "-m", "lit_commeff", "--help"], capture_output=True, text=True, check=True, timeout=120
     ).stdout
-    assert "strategy: compressed, ddp, diloco, ef_olga, olga, powersgd" in out
+    assert "strategy: compressed, ddp, diloco, ef_olga, gated_dane, olga, powersgd" in out
     assert "recipe: finance_credit, telecom_churn, telecom_throughput" in out
