@@ -191,17 +191,15 @@ class GatedDANE(Algorithm):
 
     # ------------------------------------------------------------------------------- one step
     def _step(self) -> None:
-        if self.phase == "anchor" and self.lagged:  # silent: this round's anchor gradients travel with its sync
-            grads = self.oracle.grads(self.anchor)
-            self.anchor_grads = grads
+        if self.phase == "anchor":
             rows = self.anchor.expand(self.transport.workers.numel(), -1)
-            self.y = self._descend(rows, grads if self.corr is None else grads + self.corr)
-            self.k, self.phase = 1, "local"
-        elif self.phase == "anchor":
-            self.transport.begin_round()
-            ghat = self._anchor_round()
-            rows = self.anchor.expand(self.transport.workers.numel(), -1)
-            self.y = self._descend(rows, ghat.expand_as(rows))  # ∇F_m(x_r) = ĝ_r
+            if self.lagged:  # silent: this round's anchor gradients travel with its sync
+                grads = self.anchor_grads = self.oracle.grads(self.anchor)
+                direction = grads if self.corr is None else grads + self.corr
+            else:
+                self.transport.begin_round()
+                direction = self._anchor_round().expand_as(rows)  # ∇F_m(x_r) = ĝ_r
+            self.y = self._descend(rows, direction)
             self.k, self.phase = 1, "local"
         else:
             y = self._need(self.y, "y")
@@ -209,7 +207,7 @@ class GatedDANE(Algorithm):
             g = raw if self.corr is None else raw + self.corr  # no correction before the first lagged sync
             if self.theta is not None:
                 g = g + (y - self.anchor) / self.theta
-            if self.ghat is not None:
+            if self.options.sync == "gated" and self.ghat is not None:  # fixed rounds need no counts
                 self._gate(y, g)
             self.y = self._descend(y, g)
             self.k += 1
