@@ -254,6 +254,34 @@ def test_shaped_rates_follow_the_profile_under_load(backend: str, profile: str) 
         assert measured >= 0.8 * min(rate, free.mbit)  # ... and delivers it when the host can
 
 
+# The hub's own link (an aggregator's 1 Gbit/s port in the benchmarks): with unshaped workers, the hub's
+# rates alone cap what it sends (its uplink) and receives (its downlink).
+@pytest.mark.parametrize("backend", ["kernel", "tun"])
+@pytest.mark.root
+@pytest.mark.usefixtures("netlab_ok")
+def test_hub_profile_shapes_the_hubs_link(backend: str) -> None:
+    _backend_or_skip(backend)
+    with NetLab(2, backend=backend) as lab:
+        free = measure_throughput(lab, 1, 0, seconds=1.0)
+    with NetLab(2, None, hub_profile="up=10,down=40", backend=backend) as lab:
+        egress = measure_throughput(lab, 0, 1, seconds=1.5)
+        ingress = measure_throughput(lab, 1, 0, seconds=1.5)
+    print(f"{backend}: hub egress {egress.mbit:.2f}/10, ingress {ingress.mbit:.2f}/40, unshaped {free.mbit:.1f} Mbit/s")
+    for measured, rate in ((egress.mbit, 10), (ingress.mbit, 40)):
+        assert measured <= 1.2 * rate
+        assert measured >= 0.8 * min(rate, free.mbit)
+
+
+def test_link_profile_per_rank() -> None:
+    lab = NetLab(3, "edge", hub_profile="up=1000,down=1000,name=hub1g")
+    assert lab.link_profile(0).name == "hub1g" and lab.link_profile(0).up_mbit == 1000
+    assert lab.link_profile(1) is lab.link_profile(2) is lab.profile
+    assert NetLab(2, "edge").link_profile(0).up_mbit is None  # the default hub link stays unshaped
+    assert "hub_profile='hub1g'" in repr(lab)
+    with pytest.raises(ValueError, match=r"hub_profile='up=ten' is invalid.*write e.g. up=10"):
+        NetLab(2, "edge", hub_profile="up=ten")
+
+
 @pytest.mark.root
 @pytest.mark.usefixtures("netlab_ok")
 def test_rtt_through_tun_router() -> None:

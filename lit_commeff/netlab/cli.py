@@ -167,9 +167,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         print("run: give the command after --, e.g. run --world-size 2 -- python train.py", file=sys.stderr)
         return 2
-    with NetLab(args.world_size, args.profile, backend=args.backend) as lab:
+    with NetLab(args.world_size, args.profile, hub_profile=args.hub_profile, backend=args.backend) as lab:
+        hub = f"; hub {lab.hub_profile.describe()}" if args.hub_profile else ""
         print(
-            f"netlab: {lab.profile.describe()} [backend {lab.backend}]; "
+            f"netlab: {lab.profile.describe()}{hub} [backend {lab.backend}]; "
             f"MASTER_ADDR={lab.address(0)} MASTER_PORT={args.master_port}",
             file=sys.stderr,
         )
@@ -224,6 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--pings", type=int, default=20)
     run = sub.add_parser("run", help="run a command once per rank, each in its own shaped namespace")
     run.add_argument("--profile", default="edge", help=PROFILE_HELP)
+    run.add_argument(
+        "--hub-profile",
+        default=None,
+        help="the hub's (rank 0) own link, same forms as --profile, e.g. up=1000,down=1000 (default: unshaped)",
+    )
     run.add_argument("--world-size", type=int, required=True)
     run.add_argument("--backend", choices=BACKENDS, default="auto")
     run.add_argument("--master-port", type=int, default=29500)

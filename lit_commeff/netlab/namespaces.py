@@ -81,9 +81,12 @@ class NetLab:
             proc = lab.popen(1, [sys.executable, "worker.py"], env=lab.dist_env(1))
 
     Args:
-        world_size: Number of ranks (1 to 250); rank 0 is the hub on an unshaped link.
-        profile: A :class:`LinkProfile`, a profile string for
+        world_size: Number of ranks (1 to 250); rank 0 is the hub.
+        profile: The workers' (ranks >= 1) link: a :class:`LinkProfile`, a profile string for
             :func:`~lit_commeff.netlab.profiles.parse_profile`, or ``None`` for unshaped links.
+        hub_profile: The hub's (rank 0) own link, in the same forms; ``None`` (default) leaves it unshaped.
+            A real aggregator has a link of its own, e.g. ``"up=1000,down=1000,name=hub1g"``: every byte the
+            hub sends to or receives from the workers then shares that link's rate.
         backend: ``"auto"``, ``"kernel"`` (veth + bridge + tc) or ``"tun"`` (userspace router).
         prefix: Namespace name prefix (lowercase letters/digits, at most 10); default
             ``lc<pid % 10000><letters>``, chosen so parallel labs never collide.
@@ -100,6 +103,7 @@ class NetLab:
         world_size: int,
         profile: LinkProfile | str | None = None,
         *,
+        hub_profile: LinkProfile | str | None = None,
         backend: str = "auto",
         prefix: str | None = None,
         mtu: int = 1500,
@@ -120,7 +124,8 @@ class NetLab:
         if jitter not in JITTER_DISTRIBUTIONS:
             raise ValueError(f"NetLab jitter={jitter!r} is invalid: use one of {', '.join(JITTER_DISTRIBUTIONS)}")
         self.world_size = world_size
-        self.profile = UNSHAPED if profile is None else parse_profile(profile)
+        self.profile = _profile("profile", profile)
+        self.hub_profile = _profile("hub_profile", hub_profile)
         self.requested_backend = backend
         self.mtu = mtu
         self.jitter = jitter
@@ -152,7 +157,8 @@ class NetLab:
 
     def __repr__(self) -> str:
         return (
-            f"NetLab(world_size={self.world_size}, profile={self.profile.name!r}, backend={self.backend!r}, "
+            f"NetLab(world_size={self.world_size}, profile={self.profile.name!r}, "
+            f"hub_profile={self.hub_profile.name!r}, backend={self.backend!r}, "
             f"prefix={self.prefix!r}, active={self._active})"
         )
 
@@ -219,6 +225,11 @@ class NetLab:
         return self._active
 
     # ------------------------------------------------------------------ addressing and processes
+
+    def link_profile(self, rank: int) -> LinkProfile:
+        """The profile shaping ``rank``'s link: :attr:`hub_profile` for rank 0, :attr:`profile` for the workers."""
+        self._check_rank(rank)
+        return self.hub_profile if rank == 0 else self.profile
 
     def namespace(self, rank: int) -> str:
         """Name of rank ``rank``'s network namespace."""
@@ -349,13 +360,13 @@ class NetLab:
     # ------------------------------------------------------------------ construction
 
     def _resolve_backend(self) -> str:
-        impaired = self.profile.has_impairment
+        impaired = [p.name for p in (self.hub_profile, self.profile) if p.has_impairment]
         if self.requested_backend == "tun":
             return "tun"
         if self.requested_backend == "kernel":
             if impaired and not netem_available():
                 raise NetLabError(
-                    f"backend='kernel' cannot apply the delay/jitter/loss of profile {self.profile.name!r}: "
+                    f"backend='kernel' cannot apply the delay/jitter/loss of profile {impaired[0]!r}: "
                     "the kernel has no netem qdisc; use backend='tun' or 'auto' (userspace router)"
                 )
             return "kernel"
@@ -434,7 +445,6 @@ class NetLab:
         self._add_namespace(bridge)
         run_cmd(["ip", "-n", bridge, "link", "add", "br0", "type", "bridge", "forward_delay", "0"])
         run_cmd(["ip", "-n", bridge, "link", "set", "br0", "mtu", str(self.mtu), "up"])
-        use_netem = self.profile.has_impairment
         for rank in range(self.world_size):
             ns, port = self.namespace(rank), f"p{rank}"
             # Created directly inside the namespaces, so names never clash with the host's interfaces.
@@ -443,11 +453,14 @@ class NetLab:
             run_cmd(["ip", "link", "add", IFNAME, "netns", ns, "mtu", mtu, "type", "veth", *peer])
             run_cmd(["ip", "-n", bridge, "link", "set", port, "master", "br0", "up"])
             self._address_interface(rank)
-            if rank == 0:
-                continue  # the hub's link is unshaped
-            shape = functools.partial(kernel_shaping_commands, use_netem=use_netem, jitter=self.jitter, mtu=self.mtu)
-            up = shape(ns, IFNAME, self.profile.up_mbit, self.profile)
-            down = shape(bridge, port, self.profile.down_mbit, self.profile)
+            link = self.link_profile(rank)
+            if link is UNSHAPED:
+                continue
+            shape = functools.partial(
+                kernel_shaping_commands, use_netem=link.has_impairment, jitter=self.jitter, mtu=self.mtu
+            )
+            up = shape(ns, IFNAME, link.up_mbit, link)
+            down = shape(bridge, port, link.down_mbit, link)
             for command in up + down:
                 run_cmd(command)
 
@@ -464,17 +477,14 @@ class NetLab:
                 rename = ["name", IFNAME, "mtu", str(self.mtu), "addrgenmode", "none"]
                 run_cmd(["ip", "-n", ns, "link", "set", tmp_name, *rename])
                 self._address_interface(rank)
-                shaped = rank > 0
+                link = self.link_profile(rank)
+                shaped = link is not UNSHAPED
                 links.append(
                     {
                         "fd": fd,
                         "octet": rank + 1,
-                        "up": router_direction(self.profile.up_mbit, self.profile, mtu=self.mtu)
-                        if shaped
-                        else UNSHAPED_DIRECTION,
-                        "down": router_direction(self.profile.down_mbit, self.profile, mtu=self.mtu)
-                        if shaped
-                        else UNSHAPED_DIRECTION,
+                        "up": router_direction(link.up_mbit, link, mtu=self.mtu) if shaped else UNSHAPED_DIRECTION,
+                        "down": router_direction(link.down_mbit, link, mtu=self.mtu) if shaped else UNSHAPED_DIRECTION,
                     }
                 )
             config = {
@@ -584,6 +594,15 @@ class NetLab:
     def _check_rank(self, rank: int) -> None:
         if not isinstance(rank, int) or not 0 <= rank < self.world_size:
             raise ValueError(f"rank={rank!r} is out of range: this lab has ranks 0..{self.world_size - 1}")
+
+
+def _profile(field: str, value: LinkProfile | str | None) -> LinkProfile:
+    if value is None:
+        return UNSHAPED
+    try:
+        return parse_profile(value)
+    except ValueError as exc:
+        raise ValueError(f"NetLab {field}={value!r} is invalid: {exc}") from None
 
 
 def _reap(proc: subprocess.Popen[Any], timeout: float) -> bool:
