@@ -2,7 +2,8 @@
 
 Each run is the real ``lit-commeff`` job, started the way torchrun would start it, once per rank inside a
 :class:`lit_commeff.netlab.NetLab` namespace. gloo goes over the lab's links. The profile shapes every
-worker's link (rank >= 1); the hub (rank 0) sits on an unshaped link (``../shared/docs/BENCHMARKS.md``, B3).
+worker's link (rank >= 1); the hub (rank 0) has a link of its own, 1 Gbit/s each way by default
+(``--hub-profile``; ``../shared/docs/BENCHMARKS.md``, B3).
 Rank 0 records, at every validation, the seconds since training started, the metric and the bytes per
 worker so far (``history.jsonl``). From that record this script reports, per recipe × profile × method,
 over the repeats:
@@ -11,8 +12,21 @@ over the repeats:
 - the final metric;
 - ratios against DDP and against the best baseline (powersgd, diloco).
 
-The target is DDP's median final metric on the same recipe and profile, minus ``--auroc-tolerance`` for
-AUROC and times ``--mae-factor`` for MAE.
+The target comes from DDP's plateau (``--target plateau``, default): per DDP run, the best moving average of
+three consecutive validations; the median over DDP's runs of the same recipe and partition (the metric
+history does not depend on the link, so DDP's runs on any profile count), minus ``--auroc-tolerance`` for
+AUROC and times ``--mae-factor`` for MAE. ``--target final`` takes DDP's median final metric instead (the
+protocol before session 10). Whether DDP had plateaued is reported (``ddp_plateau``: the best moving
+average was reached before the last quarter of its validations, within the tolerance).
+
+``--partition`` sets ``recipe.data.partition`` (``iid`` or ``by_group``) and labels the rows; runs of
+several partitions can be merged and are analysed apart.
+
+``--derive-from-lan ddp powersgd``: the metric history of a run does not depend on the link, so on a slow
+profile those methods run only ``--timing-steps`` steps (to measure their step time there); their time to
+target on that profile is the step at which their ``lan`` run of the same seed reached the target times
+that step time. Their rows say ``(lan steps × <profile> step time)``. The ``lan`` runs must be in the
+same analysis (run them, or ``--merge`` their JSON).
 
     sudo python benchmarks/b3_time_to_accuracy.py --recipes finance_credit --profiles edge lan --repeats 1
     sudo python benchmarks/b3_time_to_accuracy.py --methods ddp olga --set olga:strategy.inner_steps=2
@@ -50,6 +64,7 @@ DATA = {
 }
 METHODS = ("ddp", "powersgd", "diloco", "compressed", "olga", "ef_olga", "gated_dane")
 BASELINES = ("powersgd", "diloco")  # and their variants (diloco+h10, ...)
+MODES = {"finance_credit": "max", "telecom_churn": "max", "telecom_throughput": "min"}
 
 
 def parse_sets(items: list[str]) -> dict[str, list[str]]:
@@ -89,6 +104,8 @@ def run_one(
     out: Path,
     port: int,
     strategy: str | None = None,
+    hub_profile: Any = None,
+    partition: str | None = None,
 ) -> dict[str, Any]:
     """One ``lit-commeff`` job through the lab; returns its validation history and how it ended.
 
@@ -96,7 +113,8 @@ def run_one(
     """
     from lit_commeff.netlab import NetLab
 
-    run_dir = out / f"{recipe}-{profile.name}-{method}-s{seed}"
+    part = f"-{partition}" if partition else ""
+    run_dir = out / f"{recipe}{part}-{profile.name}-{method}-s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("history.jsonl", "ledger_summary.json"):
         (run_dir / stale).unlink(missing_ok=True)
@@ -116,7 +134,7 @@ def run_one(
     argv = [sys.executable, "-m", "lit_commeff.cli.main", *overrides]
     env = {"PYTHONWARNINGS": "ignore"}
     start = time.monotonic()
-    with NetLab(ranks, profile) as lab:
+    with NetLab(ranks, profile, hub_profile=hub_profile) as lab:
         procs = []
         for rank in range(ranks):
             log = open(run_dir / f"b3_rank{rank}.log", "w")  # noqa: SIM115  (closed below)
@@ -132,9 +150,12 @@ def run_one(
     )
     return {
         "recipe": recipe,
+        "partition": partition,
         "profile": profile.name,
+        "hub_profile": None if hub_profile is None else hub_profile.name,
         "method": method,
         "seed": seed,
+        "overrides": overrides,
         "codes": codes,
         "wall_s": time.monotonic() - start,
         "history": history,
@@ -163,67 +184,149 @@ def spread(values: list[float]) -> str:
     return text
 
 
+def moving_best(history: list[dict[str, Any]], mode: str, window: int = 3) -> tuple[float, int]:
+    """The best moving average of ``window`` consecutive validations, and the index where its window ends."""
+    values = [r["value"] for r in history if r.get("value") is not None]
+    if len(values) < window:
+        return (max(values) if mode == "max" else min(values)) if values else math.nan, len(values) - 1
+    means = [statistics.fmean(values[i - window + 1 : i + 1]) for i in range(window - 1, len(values))]
+    best = max(range(len(means)), key=lambda i: means[i] if mode == "max" else -means[i])
+    return means[best], best + window - 1
+
+
+def group_key(result: dict[str, Any]) -> str:
+    """``recipe`` or ``recipe[partition]``: the unit that shares one target."""
+    part = result.get("partition")
+    return f"{result['recipe']}[{part}]" if part else result["recipe"]
+
+
+def targets(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per recipe (and partition): the target and how it was set, from DDP's full runs on any profile."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in dict.fromkeys(group_key(r) for r in results):
+        recipe = key.split("[")[0]
+        mode = MODES[recipe]
+        ddp = [r for r in results if group_key(r) == key and r["method"] == "ddp" and not r.get("timing_only")]
+        ddp = [r for r in ddp if r["history"]]
+        if not ddp:
+            continue
+        if getattr(args, "target", "plateau") == "final":
+            refs = [r["history"][-1]["value"] for r in ddp]
+            plateaued = None
+        else:
+            bests = [moving_best(r["history"], mode) for r in ddp]
+            refs = [b[0] for b in bests]
+            plateaued = []
+            for r, (best, _end) in zip(ddp, bests, strict=True):
+                tol = args.auroc_tolerance if mode == "max" else abs(best) * (args.mae_factor - 1)
+                n = len(r["history"])
+                early, _ = moving_best(r["history"][: max(3, (3 * n) // 4)], mode)
+                plateaued.append(abs(best - early) <= tol)
+        reference = statistics.median(refs)
+        target = reference - args.auroc_tolerance if mode == "max" else reference * args.mae_factor
+        out[key] = {
+            "mode": mode,
+            "reference": reference,
+            "target": target,
+            "how": f"DDP {getattr(args, 'target', 'plateau')}: median of {len(refs)} runs",
+            "ddp_plateau": plateaued,
+            "ddp_validations": [len(r["history"]) for r in ddp],
+        }
+    return out
+
+
+def _step_time(run: dict[str, Any]) -> float:
+    last = run["history"][-1]
+    return last.get("train_seconds", last["seconds"]) / last["step"]
+
+
 def analyse(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Targets, times and bytes to target, ratios: one row per recipe × profile × method."""
+    """Targets, times and bytes to target, ratios: one row per recipe (× partition) × profile × method."""
     rows = []
-    modes = {"finance_credit": "max", "telecom_churn": "max", "telecom_throughput": "min"}
-    for recipe in args.recipes:
-        mode = modes[recipe]
+    goals = targets(results, args)
+    for key, goal in goals.items():
+        mode, target = goal["mode"], goal["target"]
         for profile in args.profiles:
-            group = [r for r in results if r["recipe"] == recipe and r["profile"] == profile and r["history"]]
-            ddp_final = [r["history"][-1]["value"] for r in group if r["method"] == "ddp"]
-            if not ddp_final:
-                continue
-            reference = statistics.median(ddp_final)
-            target = reference - args.auroc_tolerance if mode == "max" else reference * args.mae_factor
+            group = [r for r in results if group_key(r) == key and r["profile"] == profile and r["history"]]
             per_method: dict[str, dict[str, Any]] = {}
             for method in args.methods:
                 runs = [r for r in group if r["method"] == method]
                 if not runs:
                     continue
-                hits = [reach(r["history"], target, mode) for r in runs]
-                times = [h.get("train_seconds", h["seconds"]) if h else math.inf for h in hits]
-                walls = [h["seconds"] if h else math.inf for h in hits]
-                ups = [h["uplink_bytes"] if h else math.inf for h in hits]
-                finals = [r["history"][-1]["value"] for r in runs]
+                derived = all(r.get("timing_only") for r in runs)
+                if derived:  # lan steps × this profile's step time
+                    lan = {
+                        r["seed"]: r
+                        for r in results
+                        if group_key(r) == key and r["profile"] == "lan" and r["method"] == method and r["history"]
+                    }
+                    hits, times, walls, ups = [], [], [], []
+                    for r in runs:
+                        hit = reach(lan[r["seed"]]["history"], target, mode) if r["seed"] in lan else None
+                        hits.append(hit)
+                        times.append(hit["step"] * _step_time(r) if hit else math.inf)
+                        walls.append(math.nan)
+                        ups.append(hit["uplink_bytes"] if hit else math.inf)
+                    full = [lan[r["seed"]] for r in runs if r["seed"] in lan]
+                else:
+                    hits = [reach(r["history"], target, mode) for r in runs]
+                    times = [h.get("train_seconds", h["seconds"]) if h else math.inf for h in hits]
+                    walls = [h["seconds"] if h else math.inf for h in hits]
+                    ups = [h["uplink_bytes"] if h else math.inf for h in hits]
+                    full = runs
+                if not full:
+                    continue
                 per_method[method] = {
+                    "derived": derived,
                     "times": times,
                     "walls": walls,
                     "uplink_to_target": ups,
-                    "final": finals,
-                    "final_uplink": [r["history"][-1]["uplink_bytes"] for r in runs],
-                    "final_downlink": [r["history"][-1]["downlink_bytes"] for r in runs],
+                    "total_to_target": [h.get("wire_total_bytes", math.nan) if h else math.inf for h in hits],
+                    "steps_to_target": [h["step"] if h else math.inf for h in hits],
+                    "step_time": [_step_time(r) for r in runs],
+                    "final": [r["history"][-1]["value"] for r in full],
+                    "best": [moving_best(r["history"], mode)[0] for r in full],
+                    "final_uplink": [r["history"][-1]["uplink_bytes"] for r in full],
+                    "final_downlink": [r["history"][-1]["downlink_bytes"] for r in full],
                     "wall_s": [r["history"][-1]["seconds"] for r in runs],
                     "train_s": [r["history"][-1].get("train_seconds", math.nan) for r in runs],
+                    "validations": [len(r["history"]) for r in runs],
                 }
             ddp_t = _median(per_method.get("ddp", {}).get("times", [math.inf]))
             ddp_w = _median(per_method.get("ddp", {}).get("walls", [math.inf]))
             # a baseline's tuned variants (diloco+h10, ...) are baselines too: the users' alternative is the tuned one
-            base_t = min(
-                (_median(s["times"]) for m, s in per_method.items() if m.split("+")[0] in BASELINES), default=math.inf
-            )
+            base = [(m, _median(s["times"])) for m, s in per_method.items() if m.split("+")[0] in BASELINES]
+            best_base, base_t = min(base, key=lambda mt: mt[1], default=("", math.inf))
             for method, stats in per_method.items():
                 t = _median(stats["times"])
                 rows.append(
                     {
-                        "recipe": recipe,
+                        "recipe": key,
                         "profile": profile,
-                        "method": method,
+                        "method": method + (f" (lan steps × {profile} step time)" if stats["derived"] else ""),
                         "target": target,
+                        "target_how": goal["how"],
+                        "ddp_plateau": goal["ddp_plateau"],
                         "time_to_target": spread(stats["times"]),
+                        "times": stats["times"],
+                        "reached": sum(math.isfinite(x) for x in stats["times"]),
                         "median_time": t,
-                        "speedup_vs_ddp": ddp_t / t if math.isfinite(t) and math.isfinite(ddp_t) else math.nan,
-                        "speedup_vs_best_baseline": base_t / t
-                        if math.isfinite(t) and math.isfinite(base_t)
-                        else math.nan,
+                        "speedup_vs_ddp": _ratio(ddp_t, t),
+                        "best_baseline": best_base,
+                        "speedup_vs_best_baseline": _ratio(base_t, t),
                         "wall_to_target": spread(stats["walls"]),
                         "wall_speedup_vs_ddp": _ratio(ddp_w, _median(stats["walls"])),
+                        "steps_to_target": _median(stats["steps_to_target"]),
+                        "step_time_s": statistics.median(stats["step_time"]),
                         "uplink_MB_to_target": _median(stats["uplink_to_target"]) / 1e6,
+                        "wire_total_MB_to_target": _median(stats["total_to_target"]) / 1e6,
                         "final": statistics.median(stats["final"]),
+                        "best_ma3": statistics.median(stats["best"]),
                         "final_uplink_MB": statistics.median(stats["final_uplink"]) / 1e6,
                         "final_downlink_MB": statistics.median(stats["final_downlink"]) / 1e6,
                         "wall_s": statistics.median(stats["wall_s"]),
                         "train_s": statistics.median(stats["train_s"]),
+                        "validations": min(stats["validations"]),
                         "repeats": len(stats["times"]),
                     }
                 )
@@ -242,17 +345,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     console = Console(width=200)
     for recipe, profile in dict.fromkeys((r["recipe"], r["profile"]) for r in rows):
         sub = [r for r in rows if r["recipe"] == recipe and r["profile"] == profile]
-        table = Table(title=f"B3 {recipe} on '{profile}': target {sub[0]['target']:.4f}")
-        for column in ("method", "train s to target (median, min–max)", "× vs DDP", "× vs best baseline",
-                       "wall s to target (with validation)", "× vs DDP (wall)",
-                       "up MB to target", "final", "up MB", "down MB", "train s", "wall s"):  # fmt: skip
+        plateau = sub[0].get("ddp_plateau")
+        title = (
+            f"B3 {recipe} on '{profile}': target {sub[0]['target']:.4f} ({sub[0].get('target_how', 'DDP final')}"
+            + (f"; DDP plateaued: {plateau}" if plateau is not None else "")
+            + ")"
+        )
+        table = Table(title=title)
+        for column in ("method", "reached", "train s to target (median, min–max)", "× vs DDP", "× vs best baseline",
+                       "wall s to target (with validation)", "× vs DDP (wall)", "steps to target", "s/step",
+                       "up MB to target", "up+down MB to target", "final", "best MA3", "vals", "train s",
+                       "wall s"):  # fmt: skip
             table.add_column(column, justify="left" if column == "method" else "right")
         for r in sub:
             table.add_row(
-                r["method"], r["time_to_target"], f"{r['speedup_vs_ddp']:.2f}", f"{r['speedup_vs_best_baseline']:.2f}",
+                r["method"], f"{r.get('reached', '?')}/{r['repeats']}", r["time_to_target"],
+                f"{r['speedup_vs_ddp']:.2f}", f"{r['speedup_vs_best_baseline']:.2f}",
                 r.get("wall_to_target", ""), f"{r.get('wall_speedup_vs_ddp', math.nan):.2f}",
-                f"{r['uplink_MB_to_target']:.3f}", f"{r['final']:.4f}", f"{r['final_uplink_MB']:.3f}",
-                f"{r['final_downlink_MB']:.3f}", f"{r['train_s']:.1f}", f"{r.get('wall_s', math.nan):.1f}",
+                f"{r.get('steps_to_target', math.nan):g}", f"{r.get('step_time_s', math.nan):.3f}",
+                f"{r['uplink_MB_to_target']:.3f}", f"{r.get('wire_total_MB_to_target', math.nan):.3f}",
+                f"{r['final']:.4f}", f"{r.get('best_ma3', math.nan):.4f}", f"{r.get('validations', '')}",
+                f"{r['train_s']:.1f}", f"{r.get('wall_s', math.nan):.1f}",
             )  # fmt: skip
         console.print(table)
 
@@ -324,6 +437,21 @@ def main(argv: list[str] | None = None) -> int:
         help="also run METHOD with these overrides, reported as its own row LABEL (repeatable)",
     )
     parser.add_argument("--common", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
+    parser.add_argument(
+        "--hub-profile",
+        default="up=1000,down=1000,name=hub1g",
+        help="the hub's own link (a profile spec; 'none': unshaped, the protocol before session 10)",
+    )
+    parser.add_argument("--partition", choices=["iid", "by_group"], default=None, help="recipe.data.partition")
+    parser.add_argument("--target", choices=["plateau", "final"], default="plateau", help="how DDP sets the target")
+    parser.add_argument(
+        "--derive-from-lan",
+        nargs="*",
+        default=[],
+        metavar="METHOD",
+        help="on profiles other than lan, run METHOD only --timing-steps steps; time = lan steps × step time",
+    )
+    parser.add_argument("--timing-steps", type=int, default=60, help="steps of a --derive-from-lan timing run")
     parser.add_argument("--auroc-tolerance", type=float, default=0.005)
     parser.add_argument("--mae-factor", type=float, default=1.02)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "b3")
@@ -346,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"b3: {status.reason}")
         profiles = [parse_profile(p) for p in args.profiles]
         args.profiles = [p.name for p in profiles]
+        hub = None if args.hub_profile.lower() == "none" else parse_profile(args.hub_profile)
         extra = parse_sets(args.set)
         variants = parse_variants(args.variant)
         args.methods = [*args.methods, *variants]
@@ -358,11 +487,17 @@ def main(argv: list[str] | None = None) -> int:
                     for method in args.methods:
                         port += 1
                         base, options = variants.get(method, (method, []))
+                        timing = method in args.derive_from_lan and profile.name != "lan"
+                        steps = args.timing_steps
+                        timing_set = [f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}"]
+                        partition = [f"recipe.data.partition={args.partition}"] if args.partition else []
                         result = run_one(
                             recipe=recipe, profile=profile, method=method, seed=seed, ranks=args.ranks,
-                            extra=[*args.common, *extra.get(base, []), *options], out=args.out, port=port,
-                            strategy=base,
+                            extra=[*partition, *args.common, *extra.get(base, []), *options,
+                                   *(timing_set if timing else [])],
+                            out=args.out, port=port, strategy=base, hub_profile=hub, partition=args.partition,
                         )  # fmt: skip
+                        result["timing_only"] = timing
                         last = result["history"][-1] if result["history"] else {}
                         print(
                             f"{recipe} {profile.name} {method} s{seed}: codes {result['codes']}, "

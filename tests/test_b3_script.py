@@ -25,12 +25,19 @@ def test_variants_are_parsed_and_bad_ones_name_the_fix():
             b3.parse_variants([bad])
 
 
-def _run(method: str, seed: int, values: list[float], seconds: list[float]) -> dict:
+def _run(method: str, seed: int, values: list[float], seconds: list[float], profile: str = "edge") -> dict:
     history = [
-        {"value": v, "seconds": s + 1.0, "train_seconds": s, "uplink_bytes": 1000 * (i + 1), "downlink_bytes": 0}
+        {
+            "step": 10 * (i + 1),
+            "value": v,
+            "seconds": s + 1.0,
+            "train_seconds": s,
+            "uplink_bytes": 1000 * (i + 1),
+            "downlink_bytes": 0,
+        }
         for i, (v, s) in enumerate(zip(values, seconds, strict=True))
     ]
-    return {"recipe": "finance_credit", "profile": "edge", "method": method, "seed": seed, "history": history}
+    return {"recipe": "finance_credit", "profile": profile, "method": method, "seed": seed, "history": history}
 
 
 def test_a_variant_gets_its_own_row_and_ratios():
@@ -42,7 +49,7 @@ def test_a_variant_gets_its_own_row_and_ratios():
     ]
     args = argparse.Namespace(
         recipes=["finance_credit"], profiles=["edge"], methods=["ddp", "diloco", "ef_olga", "ef_olga+h2"],
-        auroc_tolerance=0.005, mae_factor=1.02,
+        auroc_tolerance=0.005, mae_factor=1.02, target="final",
     )  # fmt: skip
     rows = {r["method"]: r for r in b3.analyse(results, args)}
     assert rows["ddp"]["target"] == pytest.approx(0.765)
@@ -51,3 +58,40 @@ def test_a_variant_gets_its_own_row_and_ratios():
     assert rows["ef_olga"]["speedup_vs_best_baseline"] == pytest.approx(0.4)  # DiLoCo: 4 s
     assert rows["ef_olga+h2"]["time_to_target"] == "never"
     assert math.isnan(rows["ef_olga+h2"]["speedup_vs_ddp"])
+
+
+def test_plateau_target_and_times_derived_from_lan_steps():
+    # DDP's full run on lan: it plateaus at 0.78 (moving average of three), reached first at step 40.
+    lan = _run("ddp", 0, [0.70, 0.74, 0.76, 0.776, 0.78, 0.782, 0.778, 0.78], [1.0 * i for i in range(1, 9)], "lan")
+    # On edge DDP only ran 60 steps to time a step there: 0.5 s per step.
+    timing = _run("ddp", 0, [0.5], [30.0])
+    timing["history"][0]["step"] = 60
+    timing["timing_only"] = True
+    diloco = _run("diloco", 0, [0.70, 0.776, 0.78], [2.0, 4.0, 6.0])
+    args = argparse.Namespace(
+        recipes=["finance_credit"], profiles=["edge", "lan"], methods=["ddp", "diloco"],
+        auroc_tolerance=0.005, mae_factor=1.02, target="plateau",
+    )  # fmt: skip
+    rows = {(r["profile"], r["method"].split()[0]): r for r in b3.analyse([lan, timing, diloco], args)}
+    edge_ddp = rows[("edge", "ddp")]
+    assert edge_ddp["target"] == pytest.approx((0.78 + 0.782 + 0.778) / 3 - 0.005)
+    assert edge_ddp["ddp_plateau"] == [True]
+    assert edge_ddp["steps_to_target"] == 40  # the first lan validation at or above 0.775
+    assert edge_ddp["median_time"] == pytest.approx(40 * 0.5)  # lan steps × edge step time
+    assert "lan steps × edge step time" in edge_ddp["method"]
+    assert rows[("edge", "diloco")]["median_time"] == 4.0
+    assert rows[("edge", "diloco")]["speedup_vs_ddp"] == pytest.approx(20 / 4)
+    assert rows[("lan", "ddp")]["median_time"] == 4.0  # a full run is read directly
+
+
+def test_partitions_are_analysed_apart():
+    iid = _run("ddp", 0, [0.76, 0.77, 0.77], [1.0, 2.0, 3.0])
+    grouped = _run("ddp", 0, [0.70, 0.72, 0.72], [1.0, 2.0, 3.0])
+    iid["partition"], grouped["partition"] = "iid", "by_group"
+    args = argparse.Namespace(
+        recipes=["finance_credit"], profiles=["edge"], methods=["ddp"], auroc_tolerance=0.0, mae_factor=1.02,
+        target="final",
+    )  # fmt: skip
+    rows = {r["recipe"]: r for r in b3.analyse([iid, grouped], args)}
+    assert rows["finance_credit[iid]"]["target"] == pytest.approx(0.77)
+    assert rows["finance_credit[by_group]"]["target"] == pytest.approx(0.72)
