@@ -10,11 +10,14 @@ best preset to the best baseline, uplink/downlink bytes, and one convergence plo
     python benchmarks/b1_paper_reproduction.py --quick     # a9a ridge M=100 K=1, mushrooms ridge M=75 K=1
     python benchmarks/b1_paper_reproduction.py             # every configuration of the paper (long)
     python benchmarks/b1_paper_reproduction.py --libsvm path/to/w8a --problems ridge logistic --workers 50 --ks 1 10
+    python benchmarks/b1_paper_reproduction.py --update benchmarks/results/b1_ridge.json --methods LoCoDL
 
 The paper's datasets are read from ``../shared/datasets`` (override with ``--data``). ``--libsvm FILE ...`` runs
 every method on any binary LibSVM files instead (labels ±1, 0/1 or 1/2; the features are the largest index
 in each file), for each of ``--problems`` (default ridge), ``--workers`` M (default 20) and ``--ks`` K (default
-1), and writes ``b1_libsvm_<file names>.json``.
+1), and writes ``b1_libsvm_<file names>.json``. ``--update RESULTS_JSON --methods LABEL ...`` re-runs only those
+methods in every configuration of a results file (its budget and seed) and rewrites it, e.g. after a method's
+constants changed.
 """
 
 from __future__ import annotations
@@ -136,9 +139,12 @@ def run_locodl_choices(problem, k: int, budget: float, seed: int) -> list[dict]:
     return rows
 
 
-def run_config(problem, k: int, budget: float, seed: int) -> list[dict]:
+def run_config(problem, k: int, budget: float, seed: int, only: list[str] | None = None) -> list[dict]:
+    """Every method of :func:`methods` on one configuration (``only``: just these labels)."""
     rows = []
     for label, name, options in methods(k):
+        if only is not None and label not in only:
+            continue
         start = time.perf_counter()
         h = sim.run(problem, name, cc3_budget=budget, tol=1e-9, seed=seed, **options)
         rows.append(
@@ -233,6 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument("--replot", type=Path, help="redraw plots and tables from a results JSON; run nothing")
     parser.add_argument(
+        "--update",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="re-run only the --methods rows of every configuration in this B1 results file, with its budget and "
+        "seed, and write the file back (ratios recomputed, plots redrawn, meta.updates records the command)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="LABEL",
+        help="with --update: the method labels to re-run, e.g. LoCoDL or 'OLGA auto'",
+    )
+    parser.add_argument(
         "--locodl-choices",
         action="store_true",
         help="run only LoCoDL, under each choice of its constants (defaults, then one earlier choice at a time); "
@@ -249,6 +268,18 @@ def main(argv: list[str] | None = None) -> int:
             plot(config, res["methods"], ROOT / res["plot"])
         write_outputs(args, saved["results"], saved["meta"]["budget"], final=True)
         return 0
+    if args.update or args.methods:
+        labels = [label for label, _, _ in methods(1)]
+        if not (args.update and args.methods):
+            parser.error(
+                "--update/--methods: give both, e.g. --update benchmarks/results/b1_ridge.json --methods LoCoDL."
+            )
+        unknown = sorted(set(args.methods) - set(labels))
+        if unknown:
+            parser.error(f"--methods: unknown label(s) {unknown}; the labels are {labels}.")
+        if not args.update.is_file():
+            parser.error(f"--update: {args.update} not found; give a results JSON written by this script.")
+        return update_results(args)
     if args.libsvm:
         if args.quick or args.only:
             parser.error("--quick/--only: not with --libsvm; choose the runs with --problems, --workers and --ks.")
@@ -294,9 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append({
             "problem": kind, "dataset": name, "workers": m, "k": k, "dim": problem.dim, "L": problem.L,
             "mu": problem.mu, "delta": problem.delta, "lam": problem.lam,
-            "ratio_1e6": ratio(rows, "cc3_1e6"), "ratio_1e8": ratio(rows, "cc3_1e8"),
-            "ratio_vs_diana_1e6": ratio(rows, "cc3_1e6", ("DIANA",)),
-            "ratio_efolga_vs_ef21_1e6": ratio_ef(rows),
+            **_result_fields(rows),
             "plot": str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png), "methods": rows,
         })  # fmt: skip
         write_outputs(args, results, budget)
@@ -304,6 +333,58 @@ def main(argv: list[str] | None = None) -> int:
         write_locodl_choices(args, results, budget)
         return 0
     write_outputs(args, results, budget, final=True)
+    return 0
+
+
+def _result_fields(rows: list[dict]) -> dict:
+    """The per-configuration ratios computed from its method rows."""
+    return {
+        "ratio_1e6": ratio(rows, "cc3_1e6"), "ratio_1e8": ratio(rows, "cc3_1e8"),
+        "ratio_vs_diana_1e6": ratio(rows, "cc3_1e6", ("DIANA",)), "ratio_efolga_vs_ef21_1e6": ratio_ef(rows),
+    }  # fmt: skip
+
+
+def update_results(args: argparse.Namespace) -> int:
+    """``--update FILE --methods ...``: re-run some methods' rows in a results file, in place.
+
+    Each configuration of the file is rebuilt (the paper's data from ``--data``; a ``--libsvm`` file from the
+    path in ``meta.libsvm``) and only the named methods run, with the file's budget and seed. Their rows are
+    replaced, the ratios recomputed and the plot redrawn; the file is rewritten after every configuration.
+    """
+    path = args.update
+    saved = json.loads(path.read_text())
+    meta = saved["meta"]
+    budget, seed = float(meta["budget"]), int(meta.get("seed", 0))
+    files = {Path(f).name: Path(f) for f in meta.get("libsvm") or []}
+    update = {
+        "methods": args.methods,
+        "command": "python benchmarks/b1_paper_reproduction.py " + " ".join(sys.argv[1:]),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "configurations_done": 0,
+    }
+    meta.setdefault("updates", []).append(update)
+    problems: dict = {}
+    for res in saved["results"]:
+        kind, name, m, k = res["problem"], res["dataset"], res["workers"], res["k"]
+        if (args.only and f"{kind}/{name}" not in args.only) or (args.ks and k not in args.ks):
+            continue
+        dataset = str(files[name]) if name in files else name
+        key = (kind, dataset, m)
+        if key not in problems:
+            problems = {key: build_problem(kind, dataset, m, args.data)}
+        problem = problems[key]
+        print(f"{kind} {name} M={m} K={k}: re-running {', '.join(args.methods)}", file=sys.stderr)
+        fresh = {r["method"]: r for r in run_config(problem, k, budget, seed, only=args.methods)}
+        res["methods"] = [fresh.get(r["method"], r) for r in res["methods"]]
+        res.update(_result_fields(res["methods"]))
+        png = args.plots / f"{kind}_{name}_M{m}_K{k}.png"
+        args.plots.mkdir(parents=True, exist_ok=True)
+        plot((kind, name, m, k), res["methods"], png)
+        res["plot"] = str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png)
+        update["configurations_done"] += 1
+        update["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        path.write_text(json.dumps(saved, indent=1, default=str))
+    print(f"wrote {path} ({update['configurations_done']} configurations updated)", file=sys.stderr)
     return 0
 
 
