@@ -1,16 +1,20 @@
-"""``lit-commeff-compare``: the runs of an MLflow experiment side by side, and validation metric vs uplink bytes.
+"""``lit-commeff-compare``: the runs of an MLflow experiment side by side, like with like, and metric vs bytes.
 
     lit-commeff-compare                                   # ./mlflow.db, experiment lit_commeff
     lit-commeff-compare --experiment credit --metric val/auroc --tolerance 0.005 --out compare.png
 
-For every finished run: the final value of the monitored metric; uplink, downlink and total MB per
-worker on the wire (ring all-reduce, star gather/broadcast), each with its ratio to dense DDP's; uplink MB
-to reach the target (the reference run's final metric minus/plus ``--tolerance``; the reference is the
-run whose algorithm is ``--reference``, default ``ddp``), and wall time. DDP's bytes are the reference
-run's, measured, when the experiment has one; otherwise each run's own dense-DDP figure computed from its
-model size and steps (the table says which). A line under the table names every run that moves more bytes
-than DDP in some direction. Curves come from each run's ``history.jsonl`` artifact (exact bytes at every
-validation).
+Runs are grouped by recipe and data set (tags ``lit_commeff.recipe`` and ``lit_commeff.dataset``): each
+group has its own table, its own target and its own plot, since a metric on one data set says nothing
+about another. For every finished run of a group: the final value of the monitored metric (default
+``val/mae`` for the throughput recipe, ``val/auroc`` otherwise); uplink, downlink and total MB per worker
+on the wire (ring all-reduce, star gather/broadcast), each with its ratio to dense DDP's; uplink MB to reach
+the target (the group's reference run's final metric minus/plus ``--tolerance``; the reference is the run
+whose algorithm is ``--reference``, default ``ddp``), and wall time. DDP's bytes are the group's reference
+run's, measured, when it has one; otherwise each run's own dense-DDP figure computed from its model size
+and steps (the table says which). A line under the table names every run that moves more bytes than DDP
+in some direction. The plot has two panels, the metric against uplink MB and against total MB per
+worker; points at 0 MB (a method whose first sync comes after its first validation, such as DiLoCo) stay
+on it. Curves come from each run's ``history.jsonl`` artifact (exact bytes at every validation).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,30 @@ from rich.table import Table
 
 from lit_commeff.strategy.metering import times
 from lit_commeff.tracking.history import HISTORY_FILE, plot_metric_vs_bytes, read_history
+
+#: MLflow's switch for its artifact download progress bars (noise in a table-printing command).
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    before = os.environ.get(_PROGRESS_BAR_ENV)
+    os.environ[_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[_PROGRESS_BAR_ENV] = before
+
+
+def _dataset(tags: dict[str, str], params: dict[str, str]) -> str:
+    """The run's data set: its tag, or (runs from before the tag) the data file's name or ``synthetic``."""
+    if tags.get("lit_commeff.dataset"):
+        return tags["lit_commeff.dataset"]
+    path = params.get("recipe.data.path")
+    return Path(path).name if path and path != "None" else "synthetic"
 
 
 def load_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
@@ -40,24 +71,48 @@ def load_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'")
     out = []
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
             try:
                 path = client.download_artifacts(run.info.run_id, HISTORY_FILE, tmp)
                 history = read_history(path)
             except Exception:  # a run without the artifact (e.g. logged by another tool)
                 history = []
+        tags, params = dict(run.data.tags), dict(run.data.params)
         out.append(
             {
                 "run_id": run.info.run_id,
                 "name": run.info.run_name,
-                "algorithm": run.data.tags.get("lit_commeff.algorithm", "?"),
-                "recipe": run.data.tags.get("lit_commeff.recipe", "?"),
+                "algorithm": tags.get("lit_commeff.algorithm", "?"),
+                "recipe": tags.get("lit_commeff.recipe", "?"),
+                "dataset": _dataset(tags, params),
                 "metrics": dict(run.data.metrics),
                 "history": history,
                 "wall_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
             }
         )
     return out
+
+
+def group_runs(runs: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Runs by ``(recipe, data set)``, in order of each group's first run; runs keep their order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((str(run.get("recipe", "?")), str(run.get("dataset", "?"))), []).append(run)
+    return groups
+
+
+def default_metric(recipe: str) -> str:
+    """The metric a recipe's runs are compared on: ``val/mae`` for throughput, ``val/auroc`` otherwise."""
+    return "val/mae" if recipe == "telecom_throughput" else "val/auroc"
+
+
+def group_plot_path(out: str | Path, group: tuple[str, str], several: bool) -> Path:
+    """``out`` for a single group; ``<stem>-<recipe>-<data set><suffix>`` when there are several."""
+    out = Path(out)
+    if not several:
+        return out
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(group)).strip("_")
+    return out.with_name(f"{out.stem}-{slug}{out.suffix or '.png'}")
 
 
 def bytes_to_target(history: Sequence[dict[str, Any]], target: float, mode: str) -> float | None:
@@ -165,25 +220,8 @@ def more_than_ddp_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="lit-commeff-compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    parser.add_argument("--experiment", default="lit_commeff")
-    parser.add_argument("--metric", default=None, help="validation metric (default: val/auroc, or val/mae)")
-    parser.add_argument("--mode", choices=["max", "min"], default=None)
-    parser.add_argument("--tolerance", type=float, default=0.005)
-    parser.add_argument("--reference", default="ddp", help="algorithm whose final value sets the target")
-    parser.add_argument("--out", default="compare.png", help="PNG of the metric against uplink bytes")
-    parser.add_argument("--json", default=None, help="also write the table as JSON here")
-    args = parser.parse_args(argv)
-    runs = load_runs(args.tracking_uri, args.experiment)
-    if not runs:
-        raise SystemExit(f"lit-commeff-compare: no finished runs in experiment {args.experiment!r}.")
-    metric = args.metric or ("val/mae" if any(r["recipe"] == "telecom_throughput" for r in runs) else "val/auroc")
-    mode = args.mode or ("min" if metric.endswith(("mae", "smape", "loss")) else "max")
-    rows, target = compare(runs, metric=metric, mode=mode, tolerance=args.tolerance, reference=args.reference)
-    table = Table(title=f"{args.experiment}: {metric} ({mode}); target {target if target is None else f'{target:.4f}'}")
+def _table(title: str, metric: str, rows: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title=title)
     sources = sorted({row["ddp_reference"] for row in rows if row["ddp_reference"]})
     table.caption = (
         "MB per worker on the wire (ring all-reduce, star gather/broadcast); (xDDP) against dense DDP from "
@@ -219,15 +257,61 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt(row["to_target_mb"]),
             f"{row['wall_s']:.0f}",
         )
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="lit-commeff-compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    parser.add_argument("--experiment", default="lit_commeff")
+    parser.add_argument(
+        "--metric", default=None, help="validation metric (default: val/mae for telecom_throughput, else val/auroc)"
+    )
+    parser.add_argument("--mode", choices=["max", "min"], default=None)
+    parser.add_argument("--tolerance", type=float, default=0.005)
+    parser.add_argument("--reference", default="ddp", help="algorithm whose final value sets each group's target")
+    parser.add_argument(
+        "--out",
+        default="compare.png",
+        help="PNG of the metric against uplink and total bytes (one per recipe and data set: -<recipe>-<data> added)",
+    )
+    parser.add_argument("--json", default=None, help="also write the tables as JSON here")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.tracking_uri, args.experiment)
+    if not runs:
+        raise SystemExit(f"lit-commeff-compare: no finished runs in experiment {args.experiment!r}.")
+    groups = group_runs(runs)
     console = Console(width=max(160, Console().width))  # no cell wraps: each row stays one line
-    console.print(table)
-    for line in more_than_ddp_lines(rows):
-        console.print(line, highlight=False)
-    curves = {f"{r['name']}": [(h["uplink_bytes"], h["value"]) for h in r["history"]] for r in runs}
-    plot = plot_metric_vs_bytes(curves, metric=metric, out=args.out, title=f"{args.experiment}: {metric} vs uplink")
-    print(f"wrote {plot}")
+    report: list[dict[str, Any]] = []
+    for group, members in groups.items():
+        recipe, dataset = group
+        metric = args.metric or default_metric(recipe)
+        mode = args.mode or ("min" if metric.endswith(("mae", "smape", "loss")) else "max")
+        rows, target = compare(members, metric=metric, mode=mode, tolerance=args.tolerance, reference=args.reference)
+        title = (
+            f"{args.experiment}: {recipe} on {dataset}: {metric} ({mode}); "
+            f"target {'none (no ' + args.reference + ' run)' if target is None else f'{target:.4f}'}"
+        )
+        console.print(_table(title, metric, rows))
+        for line in more_than_ddp_lines(rows):
+            console.print(line, highlight=False)
+        curves = {str(r["name"]): r["history"] for r in members}
+        plot = plot_metric_vs_bytes(
+            curves,
+            metric=metric,
+            out=group_plot_path(args.out, group, len(groups) > 1),
+            title=f"{args.experiment}: {recipe} on {dataset}: {metric} vs MB per worker",
+        )
+        print(f"wrote {plot}")
+        report.append(
+            {"recipe": recipe, "dataset": dataset, "metric": metric, "target": target, "rows": rows, "plot": str(plot)}
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"metric": metric, "target": target, "rows": rows}, indent=2))
+        payload: dict[str, Any] = {"groups": report}
+        if len(report) == 1:  # one group: its table at the top level too
+            payload.update({k: report[0][k] for k in ("metric", "target", "rows")})
+        Path(args.json).write_text(json.dumps(payload, indent=2))
     return 0
 
 

@@ -28,6 +28,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -37,8 +38,30 @@ from lit_commeff.cli.launch import LaunchError, external_rank, launch_local, lau
 from lit_commeff.cli.validate import ConfigError, check_resume, explain_hydra_error, validate
 from lit_commeff.cli.worker import CONFIG_FILE, RUN_ID_FILE, checkpoint_dir, train
 from lit_commeff.strategy.metering import WIRE_VS_DDP, times, vs_ddp_key
-from lit_commeff.tracking.history import HISTORY_FILE, SUMMARY_FILE, plot_metric_vs_bytes, read_history
-from lit_commeff.tracking.mlflow_run import finish_run, flatten, git_commit, start_run, ui_command
+from lit_commeff.tracking.glossary import run_description
+from lit_commeff.tracking.history import (
+    HISTORY_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    dedupe_history,
+    plot_metric_vs_bytes,
+    read_history,
+    write_history,
+)
+from lit_commeff.tracking.mlflow_run import (
+    config_hash,
+    continue_run,
+    finish_run,
+    git_commit,
+    recall_run,
+    remember_run,
+    run_params,
+    set_description,
+    start_run,
+    ui_command,
+    unique_run_name,
+)
+from lit_commeff.tracking.quiet import child_warnings_env, info_silenced, quiet_third_party
 
 schema.register()
 PLOT_FILE = "metric_vs_uplink.png"
@@ -48,12 +71,32 @@ _FULL_ERROR = "HYDRA_FULL_ERROR"
 _SWEEP_FILE = "multirun.yaml"
 
 
-def _tags(cfg: DictConfig, choices: dict[str, Any], world: int) -> dict[str, str]:
+def _compressor_name(plan: Any, choices: dict[str, Any]) -> str:
+    """The compressor the workers send with: the built one's name (the method's default resolved), else none."""
+    built = getattr(plan.strategy, "compressor", None)
+    if built is not None:
+        return str(getattr(built, "name", type(built).__name__))
+    return str(choices.get("compressor") or "none")
+
+
+def _dataset(cfg: DictConfig) -> str:
+    """The data set a run trains on, for grouping runs: the file's name, or ``synthetic`` with its size."""
+    data = cfg.recipe.get("data") or {}
+    path = data.get("path")
+    if path:
+        return Path(str(path)).name
+    size = {k: data.get(k) for k in ("synthetic_rows", "synthetic_traces", "synthetic_length") if data.get(k)}
+    return "synthetic" + ("(" + ", ".join(f"{k.removeprefix('synthetic_')}={v}" for k, v in size.items()) + ")")
+
+
+def _tags(cfg: DictConfig, choices: dict[str, Any], world: int, compressor: str) -> dict[str, str]:
     accelerator = str(cfg.trainer.accelerator)
     tags = {
         "lit_commeff.algorithm": str(choices.get("strategy")),
-        "lit_commeff.compressor": str(choices.get("compressor") or "default"),
+        "lit_commeff.compressor": compressor,
         "lit_commeff.recipe": str(cfg.recipe.get("name", choices.get("recipe"))),
+        "lit_commeff.dataset": _dataset(cfg),
+        "lit_commeff.config_hash": config_hash(cast(dict[str, Any], OmegaConf.to_container(cfg)), length=12),
         "lit_commeff.world_size": str(world),
         "lit_commeff.backend": "nccl" if accelerator in ("gpu", "cuda") else "gloo",
     }
@@ -63,20 +106,38 @@ def _tags(cfg: DictConfig, choices: dict[str, Any], world: int) -> dict[str, str
     return tags
 
 
+def _resume_dir(cfg: DictConfig, checkpoints: Path) -> Path | None:
+    """The checkpoint folder a resumed run reads (``ckpt_path=last``: the run's; a file: its folder); else None."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        return None
+    return checkpoints if str(ckpt) == "last" else Path(str(ckpt)).parent
+
+
+def _title(cfg: DictConfig, choices: dict[str, Any], world: int, compressor: str) -> str:
+    return (
+        f"{cfg.recipe.get('name')} ({_dataset(cfg)}) trained with {choices.get('strategy')}, compressor {compressor}, "
+        f"on {world} processes, seed {cfg.seed}"
+    )
+
+
 def _artifact_location(tracking_uri: str, cwd: Path) -> str | None:
     return (cwd / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite:") else None
 
 
 def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[Path]:
-    """Plot the metric against uplink bytes, print a summary (wire bytes against DDP's); return the artifact paths."""
+    """Plot the metric against uplink and total bytes, print the run's result in MB; return the artifact paths.
+
+    Rank 0 has already printed the strategy's full traffic table; this adds the run's name and metric and
+    repeats only the total against DDP's.
+    """
     history = read_history(run_dir / HISTORY_FILE)
     summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     label = f"{cfg.recipe.get('name')} / {HydraConfig.get().runtime.choices.get('strategy')}"
-    plot = plot_metric_vs_bytes(
-        {label: [(r["uplink_bytes"], r["value"]) for r in history]}, metric=monitor, out=run_dir / PLOT_FILE
-    )
-    table = Table(title=f"lit-commeff run {run_id}")
+    plot = plot_metric_vs_bytes({label: history}, metric=monitor, out=run_dir / PLOT_FILE)
+    name = cfg.logger.run_name or _run_name(cfg.logger.tracking_uri, run_id)
+    table = Table(title=f"lit-commeff run {name} ({run_id})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("dense DDP, same steps", justify="right")
@@ -84,18 +145,21 @@ def _report(cfg: DictConfig, run_dir: Path, monitor: str, run_id: str) -> list[P
     if history:
         table.add_row(f"final {monitor}", f"{history[-1]['value']:.4f}" if history[-1]["value"] is not None else "-")
     for key, (label_, ddp_key) in WIRE_VS_DDP.items():
-        if key in summary:
+        if key in summary and key.startswith("worker_"):
             r = summary[vs_ddp_key(key)]
             more = " MORE" if r > 1 else ""
-            table.add_row(
-                f"{label_} (MB)", f"{summary[key] / 1e6:,.3f}", f"{summary[ddp_key] / 1e6:,.3f}", times(r) + more
-            )
+            table.add_row(label_, f"{summary[key] / 1e6:,.3f} MB", f"{summary[ddp_key] / 1e6:,.3f} MB", times(r) + more)
     if "steps" in summary:
         table.add_row("steps", f"{summary['steps']:,}", f"{summary['steps']:,}", "")
     Console().print(table)
-    if "vs_ddp" in summary:
-        Console().print(summary["vs_ddp"], highlight=False)
-    return [run_dir / CONFIG_FILE, summary_path, plot, run_dir / HISTORY_FILE]
+    return [run_dir / CONFIG_FILE, summary_path, plot, run_dir / HISTORY_FILE, run_dir / SETTINGS_FILE]
+
+
+def _run_name(tracking_uri: str, run_id: str) -> str:
+    try:
+        return str(MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.run_name)
+    except Exception:  # the store unreachable at the end: the id alone names the run
+        return "?"
 
 
 def _discard(folder: Path, cwd: Path) -> None:
@@ -135,11 +199,13 @@ def _job(cfg: DictConfig) -> None:
     resolved = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))  # created from a dict
     external = launched_externally()
     is_rank0 = not external or external_rank() == 0
+    checkpoints = checkpoint_dir(resolved, run_dir)
     try:
-        with warnings.catch_warnings():
+        # the checks build a Trainer: its information lines would repeat the ones rank 0 prints; warnings stay
+        with warnings.catch_warnings(), info_silenced():
             warnings.simplefilter("always")
             plan = validate(resolved, strategy_choice=str(choices.get("strategy")))
-        check_resume(resolved, checkpoint_dir(resolved, run_dir))
+        check_resume(resolved, checkpoints)
     except ConfigError as err:
         print(f"lit-commeff: error: {err}", file=sys.stderr)
         _discard(run_dir, cwd)
@@ -147,23 +213,38 @@ def _job(cfg: DictConfig) -> None:
         if sweep is not None:
             _discard(sweep, cwd)
         raise SystemExit(2) from None
+    config = cast(dict[str, Any], OmegaConf.to_container(resolved))
+    params = run_params(config)
+    # The run's params are the config's (above) and the settings resolved at setup (CommHistory logs them):
+    # Lightning's own logging of the model's hyper-parameters would log them a second time, unprefixed.
+    resolved.trainer.enable_autolog_hparams = False
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(resolved, run_dir / CONFIG_FILE)
     tracking_uri = str(resolved.logger.tracking_uri)
+    experiment = str(resolved.logger.experiment)
+    compressor = _compressor_name(plan, choices)
+    title = _title(resolved, choices, plan.world_size, compressor)
     run_id = None
     if is_rank0:
-        run_name = resolved.logger.run_name or (
-            f"{resolved.recipe.get('name')}-{choices.get('strategy')}-{choices.get('compressor') or 'default'}"
-            f"-s{resolved.seed}"
-        )
-        run_id = start_run(
-            tracking_uri=tracking_uri,
-            experiment=str(resolved.logger.experiment),
-            run_name=run_name,
-            params=flatten(cast(dict[str, Any], OmegaConf.to_container(resolved))),
-            tags=_tags(resolved, choices, plan.world_size),
-            artifact_location=_artifact_location(tracking_uri, cwd),
-        )
+        tags = _tags(resolved, choices, plan.world_size, compressor)
+        resume_dir = _resume_dir(resolved, checkpoints)
+        previous = recall_run(resume_dir, tracking_uri=tracking_uri, experiment=experiment) if resume_dir else None
+        if previous is not None:  # ckpt_path=last: the same MLflow run goes on (same id, metrics appended)
+            run_id = continue_run(tracking_uri=tracking_uri, run_id=previous["run_id"], params=params, tags=tags)
+            _carry_history(Path(previous.get("run_dir", "")), run_dir)
+        else:
+            base = f"{resolved.recipe.get('name')}-{choices.get('strategy')}-{compressor}-s{resolved.seed}"
+            params["logger.run_name"] = resolved.logger.run_name or unique_run_name(base, config)
+            run_id = start_run(
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                run_name=str(params["logger.run_name"]),
+                params=params,
+                tags=tags,
+                artifact_location=_artifact_location(tracking_uri, cwd),
+            )
+            set_description(tracking_uri, run_id, run_description(title=title, settings=params))
+        remember_run(checkpoints, tracking_uri=tracking_uri, experiment=experiment, run_id=run_id, run_dir=run_dir)
         (run_dir / RUN_ID_FILE).write_text(run_id)
     status = "FAILED"
     try:
@@ -177,15 +258,42 @@ def _job(cfg: DictConfig) -> None:
         raise SystemExit(1) from None
     finally:
         if is_rank0 and run_id is not None:
-            artifacts = [run_dir / CONFIG_FILE]
-            summary = None
-            if status == "FINISHED":
-                monitor = getattr(plan.datamodule, "monitor", "val/loss")
-                artifacts = _report(resolved, run_dir, monitor, run_id)
-                path = run_dir / SUMMARY_FILE
-                summary = json.loads(path.read_text()) if path.exists() else None
-            finish_run(tracking_uri=tracking_uri, run_id=run_id, artifacts=artifacts, status=status, summary=summary)
-            print(f"MLflow run {run_id} ({status}) in {tracking_uri}; review it with:\n  {ui_command(tracking_uri)}")
+            _close(resolved, plan, run_dir, run_id, status, title, params)
+
+
+def _carry_history(previous_dir: Path, run_dir: Path) -> None:
+    """Start this output folder's history with the continued run's (so the run's curve covers both parts)."""
+    records = read_history(previous_dir / HISTORY_FILE) if previous_dir.name else []
+    if records:
+        write_history(run_dir / HISTORY_FILE, dedupe_history(records))
+
+
+def _close(
+    cfg: DictConfig, plan: Any, run_dir: Path, run_id: str, status: str, title: str, params: dict[str, Any]
+) -> None:
+    """End the MLflow run: artifacts, final metrics, the description with the results; print where it is."""
+    tracking_uri = str(cfg.logger.tracking_uri)
+    history_path = run_dir / HISTORY_FILE
+    if history_path.exists():  # a resumed run re-does the steps after its checkpoint: the new records win
+        write_history(history_path, dedupe_history(read_history(history_path)))
+    artifacts = [run_dir / CONFIG_FILE, history_path]
+    summary = None
+    monitor = getattr(plan.datamodule, "monitor", "val/loss")
+    if status == "FINISHED":
+        artifacts = _report(cfg, run_dir, monitor, run_id)
+        path = run_dir / SUMMARY_FILE
+        summary = json.loads(path.read_text()) if path.exists() else None
+    settings_path = run_dir / SETTINGS_FILE
+    settings = {**params, **(json.loads(settings_path.read_text()) if settings_path.exists() else {})}
+    history = read_history(history_path)
+    final = (monitor, history[-1]["value"]) if history else None
+    try:
+        set_description(
+            tracking_uri, run_id, run_description(title=title, settings=settings, summary=summary, final=final)
+        )
+    finally:
+        finish_run(tracking_uri=tracking_uri, run_id=run_id, artifacts=artifacts, status=status, summary=summary)
+    print(f"MLflow run {run_id} ({status}) in {tracking_uri}; review it with:\n  {ui_command(tracking_uri)}")
 
 
 def main() -> None:
@@ -196,9 +304,13 @@ def main() -> None:
     errors :func:`~lit_commeff.cli.validate.validate` finds. ``HYDRA_FULL_ERROR=1`` keeps Hydra's own report.
     """
     if os.environ.get(_FULL_ERROR):
+        quiet_third_party()
+        os.environ["PYTHONWARNINGS"] = child_warnings_env()
         _job()
         return
     os.environ[_FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them and exiting with 1
+    quiet_third_party()
+    os.environ["PYTHONWARNINGS"] = child_warnings_env()  # the ranks' processes drop the same foreign warnings
     sweeps = set(Path.cwd().glob(f"multirun/*/*/{_SWEEP_FILE}"))  # Hydra's default hydra.sweep.dir
     try:
         _job()

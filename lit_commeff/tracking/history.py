@@ -11,12 +11,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import matplotlib
+from lightning.pytorch.loggers import MLFlowLogger
+
+from lit_commeff.tracking.mlflow_run import log_new_params
+from lit_commeff.tracking.settings import effective_settings
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 HISTORY_FILE = "history.jsonl"
 SUMMARY_FILE = "ledger_summary.json"
+SETTINGS_FILE = "effective_settings.json"
 
 
 class CommHistory(pl.Callback):
@@ -45,6 +50,22 @@ class CommHistory(pl.Callback):
         self._start = time.perf_counter()
         self._pause_start: float | None = None
         self._paused = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Rank 0: the settings in force (resolved defaults, see :mod:`lit_commeff.tracking.settings`).
+
+        Written to ``effective_settings.json`` and logged as params of every MLflow logger's run (keys
+        already there are kept; a changed value, e.g. on resume, is noted in the tag
+        ``lit_commeff.resume_changes``).
+        """
+        if not trainer.is_global_zero:
+            return
+        settings = effective_settings(trainer.strategy, pl_module)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, default=str))
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+                log_new_params(logger.experiment, logger.run_id, settings)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -109,26 +130,96 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_metric_vs_bytes(
-    curves: Mapping[str, Sequence[tuple[float, float]]], *, metric: str, out: str | Path, title: str = ""
-) -> Path:
-    """One line per run: validation metric against uplink MB per worker (log x when it helps)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    positive = False
-    for label, points in curves.items():
-        pts = [(b / 1e6, v) for b, v in points if b is not None and v is not None and math.isfinite(v)]
-        if not pts:
+def write_history(path: str | Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Write records as a ``history.jsonl`` (one JSON object a line)."""
+    Path(path).write_text("".join(json.dumps(dict(r)) + "\n" for r in records))
+
+
+def dedupe_history(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records in file order where a later record at step s replaces every earlier one at step >= s.
+
+    A resumed run re-does the steps after its checkpoint: what a crashed attempt recorded past the checkpoint
+    is superseded by what the resumed attempt records.
+    """
+    out: list[dict[str, Any]] = []
+    for record in records:
+        step = record.get("step")
+        if step is not None:
+            out = [r for r in out if r.get("step") is None or r["step"] < step]
+        out.append(dict(record))
+    return out
+
+
+#: The byte axes of the metric-vs-bytes plot: history key -> axis label (per worker, on the wire).
+PANELS = {
+    "wire_up_bytes": "uplink MB per worker (wire)",
+    "wire_total_bytes": "total MB per worker (wire: up + down)",
+}
+
+
+def points(records: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, float]]:
+    """``(MB, value)`` of the records with a finite value, MB from ``key``'s bytes.
+
+    Histories written before the wire view have handed bytes only: ``uplink_bytes`` stands for
+    ``wire_up_bytes``, up + down for ``wire_total_bytes``.
+
+    Zero bytes are kept: a method that validates before its first sync (DiLoCo) has points at 0 MB.
+    """
+    out = []
+    for r in records:
+        value = r.get("value")
+        if value is None or not math.isfinite(value):
             continue
-        positive = positive or all(b > 0 for b, _ in pts)
-        ax.plot([b for b, _ in pts], [v for _, v in pts], marker="o", markersize=3, label=label)
-    if positive:
-        ax.set_xscale("log")
-    ax.set_xlabel("uplink MB per worker (exact bytes handed to collectives)")
-    ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric} vs uplink bytes")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+        b = r.get(key)
+        if b is None and key == "wire_up_bytes":
+            b = r.get("uplink_bytes")
+        elif b is None and key == "wire_total_bytes" and r.get("uplink_bytes") is not None:
+            b = r["uplink_bytes"] + (r.get("downlink_bytes") or 0)
+        if b is not None:
+            out.append((b / 1e6, float(value)))
+    return out
+
+
+def metric_vs_bytes_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], *, metric: str, title: str = "") -> Any:
+    """The figure of :func:`plot_metric_vs_bytes`: one panel per :data:`PANELS` entry, one line per run.
+
+    The x axis is logarithmic above the smallest positive value and linear below it (``symlog``), so points
+    at 0 MB (validations before a first sync) stay on the plot instead of being dropped by a log axis.
+    """
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6.5 * len(PANELS), 4.5), squeeze=False)
+    for ax, (key, label) in zip(axes[0], PANELS.items(), strict=True):
+        all_x = []
+        for name, records in curves.items():
+            pts = points(records, key)
+            if not pts:
+                continue
+            all_x += [b for b, _ in pts]
+            ax.plot([b for b, _ in pts], [v for _, v in pts], marker="o", markersize=3, label=name)
+        positive = [x for x in all_x if x > 0]
+        if positive and max(positive) / min(positive) > 10:
+            ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title or f"{metric} vs bytes on the wire")
     fig.tight_layout()
+    return fig
+
+
+def plot_metric_vs_bytes(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], *, metric: str, out: str | Path, title: str = ""
+) -> Path:
+    """Write a PNG: the validation metric against uplink MB and against total MB per worker, one line per run.
+
+    Args:
+        curves: Run label -> its ``history.jsonl`` records.
+        metric: The metric's name (y axis).
+        out: The PNG's path.
+        title: The figure's title.
+    """
+    fig = metric_vs_bytes_figure(curves, metric=metric, title=title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
