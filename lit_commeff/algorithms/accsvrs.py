@@ -27,9 +27,11 @@ class AccSVRS(OLGA):
     Algorithm 2 with the full gradient at y (Lin et al. sample one client there; BASELINES.md keeps the
     full gradient). Cost per inner round: 1 CC-3 unit (one dense message).
 
-    Constants (to verify against the paper; the rate-consistent stand-in of BASELINES.md, OLGA's
-    Corollary 1 with ω/M replaced by 1): θ = min{√p/(8δ), 1/(2δ)}, τ = min{√(μθ/p)/4, 1/4},
-    α = θ/(8pτ).
+    Constants: **unverified**. Neither the paper's algorithm box nor the authors' code has been found
+    (searched again for issue 20: only the abstract, which names Katyusha X as the acceleration framework);
+    these are the rate-consistent stand-in of BASELINES.md, OLGA's Corollary 1 with ω/M replaced by 1:
+    θ = min{√p/(8δ), 1/(2δ)}, τ = min{√(μθ/p)/4, 1/4}, α = θ/(8pτ). Results with them are those of the
+    stand-in, not of Lin et al.'s method.
 
     Args:
         transport: Message transport.

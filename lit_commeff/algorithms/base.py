@@ -74,6 +74,13 @@ class ProblemOracle:
     def grads(self, x: Tensor) -> Tensor:
         return self.problem.worker_grads(x, self.workers)
 
+    def grads_slice(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Gradients ``(stop − start, d)`` at ``x`` of this process's workers ``start:stop`` (positions in ``workers``).
+
+        Lets a method walk the workers in slices (OLGA's ``worker_slices``) without an ``(M, d)`` block.
+        """
+        return self.problem.worker_grads(x, self.workers[start:stop])
+
     def hub_grad(self, x: Tensor) -> Tensor:
         return self.problem.worker_grads(x, self._hub_index)[0]
 

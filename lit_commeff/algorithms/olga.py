@@ -13,6 +13,7 @@ from lit_commeff.algorithms.base import Algorithm, LocalOracle
 from lit_commeff.algorithms.memory import EF21Estimate, EF21PDownlink, ErrorFeedback
 from lit_commeff.algorithms.params import OlgaParams, olga_params, paper_omega
 from lit_commeff.compression.seeding import SHARED_WORKER, generator
+from lit_commeff.ledger import Direction
 from lit_commeff.options import EFOLGAOptions, OLGAOptions, OptionError
 from lit_commeff.transport import Transport
 
@@ -53,6 +54,16 @@ class OLGA(Algorithm):
         omega: Compressor constant fed to the formulas (default: the paper's convention).
         estimate_delta: Track δ̂ from the dense rounds (default: under ``auto`` and with a gate, which
             need it; it costs one extra ``(M, d)`` block on the hub).
+        worker_slices: Simulator only (a transport holding every worker, e.g.
+            :class:`~lit_commeff.transport.SimulatorTransport`): run every round over slices of this many
+            workers and keep no ``(M, d)`` block. Each slice's gradients are evaluated (the oracle's
+            ``grads_slice``), its inner-round differences recomputed from ∇f_m(x_0) instead of kept from the
+            anchor, compressed and decoded, and only their sum kept; dense rounds keep only the mean gradient.
+            Memory is O(worker_slices · d) beyond the problem, for one more gradient evaluation per worker per
+            inner round. The messages, their seeds and the ledger are the same as without it; the iterates
+            differ only by the order of the sums over workers (float rounding). Needs the plain method: no
+            error feedback, ``dense_compressor``, ``downlink_compressor``, δ̂ estimate (``auto``, ``gate``),
+            ``diagnostics``, ``same_batch``, ``local_steps`` or ``anchor_batches`` > 1.
         **kwargs: Instead of ``options``: its fields, over the paper's defaults
             (``OLGAOptions.paper_defaults``: θ from the preset, ``accelerate=True``, ``output="y"``).
 
@@ -137,6 +148,7 @@ class OLGA(Algorithm):
         options: OLGAOptions | None = None,
         omega: float | None = None,
         estimate_delta: bool | None = None,
+        worker_slices: int | None = None,
         **kwargs: Any,
     ) -> None:
         options = self.options_cls.of(options, defaults=self.options_cls.paper_defaults, **kwargs)
@@ -217,6 +229,40 @@ class OLGA(Algorithm):
         self.dense_acc: Tensor | None = None
         self.dense_n = 0
         self.dense_k = 0
+        self.worker_slices = self._check_worker_slices(worker_slices, oracle)
+
+    def _check_worker_slices(self, worker_slices: int | None, oracle: LocalOracle) -> int | None:
+        """``worker_slices`` checked: the transport must hold every worker, the oracle evaluate slices."""
+        if worker_slices is None:
+            return None
+        if isinstance(worker_slices, bool) or not isinstance(worker_slices, int) or worker_slices < 1:
+            raise OptionError("worker_slices", worker_slices, "is not a slice size", "use an int >= 1, or None")
+        t = self.transport
+        if getattr(t, "ledger", None) is None or t.workers.numel() != t.num_workers:
+            raise OptionError(
+                "worker_slices", worker_slices, f"needs a transport holding every worker ({type(t).__name__} "
+                f"holds {t.workers.numel()} of {t.num_workers})", "use it with SimulatorTransport / sim.run only",
+            )  # fmt: skip
+        if not hasattr(oracle, "grads_slice"):
+            raise OptionError(
+                "worker_slices", worker_slices, f"needs an oracle with grads_slice(x, start, stop); "
+                f"{type(oracle).__name__} has none", "use ProblemOracle",
+            )  # fmt: skip
+        o = self.options
+        unsupported = {
+            "error feedback (EF-OLGA)": self.error_feedback, "dense_compressor": o.dense_compressor is not None,
+            "downlink_compressor": o.downlink_compressor is not None,
+            "estimate_delta (auto, gate)": self.estimate_delta,
+            "diagnostics": bool(o.diagnostics), "same_batch": o.same_batch, "local_steps > 1": o.local_steps > 1,
+            "anchor_batches > 1": o.anchor_batches > 1,
+        }  # fmt: skip
+        on = [name for name, flag in unsupported.items() if flag]
+        if on:
+            raise OptionError(
+                "worker_slices", worker_slices, f"streams only the plain method, not with {', '.join(on)}",
+                "turn those off, or leave worker_slices=None",
+            )  # fmt: skip
+        return worker_slices
 
     # ------------------------------------------------------------------------------- parameters
     def _resolve(self, delta: float | None) -> None:
@@ -314,6 +360,9 @@ class OLGA(Algorithm):
         if t.is_hub:
             self.x = self.tau * self._need(self.z, "z") + (1 - self.tau) * self.y if self.accelerate else self.y
         (x,) = t.broadcast(self._need(self.x, "x") if t.is_hub else torch.zeros_like(self.x0), tag="point")
+        if self.worker_slices is not None:
+            self._begin_epoch_streamed(x, self._streamed_mean_grad(x))
+            return
         grads = self.oracle.grads(x)
         if self.anchor_batches > 1:
             self._start_averaging(x, grads, "anchor_acc")
@@ -401,6 +450,9 @@ class OLGA(Algorithm):
         t = self.transport
         if self.local_steps > 1:
             self._round_inner_local()
+            return
+        if self.worker_slices is not None:
+            self._round_inner_streamed()
             return
         if self.inner_k > 0 and self.downlink_compressor is not None:
             self._send_point()
@@ -590,6 +642,15 @@ class OLGA(Algorithm):
         t = self.transport
         (y,) = t.broadcast(self.xk, tag="point")
         self.last = y
+        if self.worker_slices is not None:
+            gfy = self._streamed_mean_grad(y)
+            self._outer_step(y, gfy, self.oracle.hub_grad(y))
+            self.outer += 1
+            self.phase = "anchor"
+            if not self.accelerate:
+                self.x = y
+                self._begin_epoch_streamed(y, gfy)
+            return
         grads = self.oracle.grads(y)
         if self.anchor_batches > 1 and not self.accelerate:  # this round is the next anchor: average it too
             self._start_averaging(y, grads, "y_acc")
@@ -603,22 +664,7 @@ class OLGA(Algorithm):
         if t.is_hub:
             gathered = self._need(gathered, "gathered")
             gfy = gathered.mean(dim=0)
-            g1y = gathered[t.hub]
-            if self.accelerate:
-                t_k = (self.g1_0 - self._need(self.gf0, "gf0")) - (g1y - gfy)
-                y_tilde = y - self._need(self.error_memory.aggregate, "ē") if self.error_memory is not None else y
-                big_g = self.p * (t_k + (self._need(self.x, "x") - y_tilde) / self.theta)
-                am = self.alpha * self._mu
-                self.z = (self._need(self.z, "z") + am * y - self.alpha * big_g) / (1 + am)
-            else:
-                big_g = torch.zeros_like(y)
-            if self.diagnostics is not None:
-                self.diagnostics.update(
-                    outer_G_norm=float(torch.linalg.vector_norm(big_g)),
-                    outer_step=float(torch.linalg.vector_norm(y - self.y)),
-                    z_minus_y=float(torch.linalg.vector_norm(self._need(self.z, "z") - y)),
-                )
-            self.y = y
+            self._outer_step(y, gfy, gathered[t.hub])
             if self.estimate_delta:
                 self._update_delta_hat(y, gathered - gfy)
         else:
@@ -628,6 +674,86 @@ class OLGA(Algorithm):
         if not self.accelerate:  # x_{k+1} = y: this round's dense gradients are the next epoch's anchor
             self.x = y
             self._begin_epoch(y, grads, gathered)
+
+    def _outer_step(self, y: Tensor, gfy: Tensor, g1y: Tensor) -> None:
+        """The hub's outer step at y from ∇f(y) and ∇f_1(y): the momentum z-step (with acceleration); y is kept."""
+        if self.accelerate:
+            t_k = (self.g1_0 - self._need(self.gf0, "gf0")) - (g1y - gfy)
+            y_tilde = y - self._need(self.error_memory.aggregate, "ē") if self.error_memory is not None else y
+            big_g = self.p * (t_k + (self._need(self.x, "x") - y_tilde) / self.theta)
+            am = self.alpha * self._mu
+            self.z = (self._need(self.z, "z") + am * y - self.alpha * big_g) / (1 + am)
+        else:
+            big_g = torch.zeros_like(y)
+        if self.diagnostics is not None:
+            self.diagnostics.update(
+                outer_G_norm=float(torch.linalg.vector_norm(big_g)),
+                outer_step=float(torch.linalg.vector_norm(y - self.y)),
+                z_minus_y=float(torch.linalg.vector_norm(self._need(self.z, "z") - y)),
+            )
+        self.y = y
+
+    # ------------------------------------------------------------------------------- worker slices (simulator)
+    # With ``worker_slices`` every round walks the workers in slices and keeps no (M, d) block: the same
+    # messages, seeds and ledger records as SimulatorTransport.gather / gather_compressed make for the whole
+    # block (the transport's sender order, the compressor's roundtrip_block with the same worker ids).
+
+    def _sender_slices(self) -> list[list[int]]:
+        t = self.transport
+        senders = [w for w in range(t.num_workers) if w != t.hub]
+        size = self._need(self.worker_slices, "worker_slices")
+        return [senders[a : a + size] for a in range(0, len(senders), size)]
+
+    def _slice_rows(self, x: Tensor, ids: list[int]) -> Tensor:
+        """Gradients at ``x`` of the workers ``ids`` (consecutive ids, but for a hub inside the run)."""
+        start, stop = ids[0], ids[-1] + 1
+        grads = self.oracle.grads_slice(x, start, stop)  # type: ignore[attr-defined]
+        if stop - start != len(ids):  # the hub sits inside this run of ids: drop its row
+            grads = grads[torch.as_tensor(ids, device=grads.device) - start]
+        return grads
+
+    def _streamed_mean_grad(self, x: Tensor) -> Tensor:
+        """The dense gather's mean ∇f(x), slice by slice; booked as SimulatorTransport.gather books it."""
+        t = self.transport
+        total = self.oracle.hub_grad(x).clone()
+        row_bytes = total.numel() * total.element_size()
+        for ids in self._sender_slices():
+            total += self._slice_rows(x, ids).sum(dim=0)
+        t.ledger.record(Direction.UPLINK, sender=[w for w in range(t.num_workers) if w != t.hub], nbytes=row_bytes,
+                        tag="dense")  # fmt: skip
+        return total.div_(t.num_workers)
+
+    def _begin_epoch_streamed(self, x: Tensor, gf: Tensor) -> None:
+        """:meth:`_begin_epoch` with the mean gradient only: no anchor block (inner rounds recompute ∇f_m(x_0))."""
+        (g1,) = self.transport.broadcast(self.oracle.hub_grad(x), tag="hub_grad")
+        self.x0, self.G0, self.g1_0 = x, None, g1
+        self.xk, self.g1k = x, g1
+        self.gf0 = gf
+        self.inner_n = self._epoch_length()
+        self.inner_k = 0
+        self.phase = "inner"
+
+    def _round_inner_streamed(self) -> None:
+        """An inner round over worker slices: ĝ_m recomputed, compressed, decoded and summed slice by slice."""
+        t = self.transport
+        if self.inner_k > 0:
+            self.xk, self.g1k = t.broadcast(self.xk, self.g1k, tag="point")
+            self.last = self.xk
+        shift = self.g1_0 - self.g1k
+        total = torch.zeros_like(self.xk)  # the hub's own row is zero by definition
+        senders: list[int] = []
+        sizes: list[int] = []
+        for ids in self._sender_slices():
+            ghat = self._slice_rows(self.xk, ids).sub_(self._slice_rows(self.x0, ids)).add_(shift)
+            decoded, chunk_sizes = self.compressor.roundtrip_block(ghat, step=self.round, workers=ids, key=self.name)
+            total += decoded.sum(dim=0)
+            senders += ids
+            sizes += chunk_sizes
+        t.ledger.record(Direction.UPLINK, sender=senders, nbytes=sizes, tag="compressed")
+        t_k = total.div_(t.num_workers) - self.g1_0 + self._need(self.gf0, "gf0")
+        self.xk = self.oracle.prox(self.xk, t_k, self.theta)
+        self.g1k = self.oracle.hub_grad(self.xk)
+        self._end_round()
 
     def _update_delta_hat(self, y: Tensor, dy: Tensor) -> None:
         step = float(torch.linalg.vector_norm(y - self._need(self.x, "x")))
