@@ -68,13 +68,25 @@ class ConfigSchema:
     timeout_s: float = 1800.0
 
 
+def _mergeable(hint: Any) -> Any:
+    """``Any`` for an optional mapping (``dense_compressor_options: dict | None = None``), else the hint.
+
+    OmegaConf cannot merge a command-line mapping (``strategy.dense_compressor_options={ratio:0.1}``) into a
+    typed mapping node that holds ``None`` (it raises ``AttributeError``); the options object checks the value.
+    """
+    args = typing.get_args(hint)
+    if type(None) in args and any(typing.get_origin(a) is dict or a is dict for a in args):
+        return Any
+    return hint
+
+
 def strategy_schema(options: type[Options]) -> type:
     """The structured config of a strategy: a required ``_target_`` and the options' fields, types and defaults.
 
     A plain (not frozen) dataclass, so that command-line overrides can merge into it; the options object
     itself is frozen and checks the values when the strategy builds it.
     """
-    hints = typing.get_type_hints(options)
+    hints = {name: _mergeable(hint) for name, hint in typing.get_type_hints(options).items()}
     spec = [(f.name, hints[f.name], field(default=f.default)) for f in fields(options)]
     return make_dataclass(f"{options.__name__}Schema", [("_target_", str, field(default=MISSING)), *spec])
 

@@ -32,6 +32,7 @@ import re
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
@@ -514,12 +516,15 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
         except (ValueError, FileNotFoundError, OSError) as err:
             raise _wrap("recipe.data", err, "recipe.data") from None
     try:
-        instantiate(cfg.recipe.model)
+        model = instantiate(cfg.recipe.model)
     except Exception as err:
         raise _wrap("recipe.model", err, "recipe.model") from None
+    params = _model_parameters(model, datamodule)
+    if params is not None:
+        _check_compressors(cfg, strategy, strategy_choice, sum(p.numel() for p in params))
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))  # stub: any container
     try:  # Lightning's own checks (precision, accelerator, devices) and the strategy's world-size check
-        pl.Trainer(
+        trainer = pl.Trainer(
             **options,
             strategy=strategy,
             logger=False,
@@ -529,7 +534,110 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
         )
     except Exception as err:
         raise _wrap_trainer(options, err) from None
+    _check_training_setup(strategy, trainer, strategy_choice)
     return Plan(world_size=world, datamodule=datamodule, strategy=strategy)
+
+
+# ----------------------------------------------------------------------------------- the model
+def _model_parameters(model: Any, datamodule: Any) -> list[torch.Tensor] | None:
+    """The parameters the model's optimizer trains, with the layers built as the ranks build them.
+
+    A recipe's model may take its input sizes from the data module in ``configure_model`` (it reads
+    ``trainer.datamodule``): here it is given a stand-in Trainer that holds only the checked data module.
+
+    Returns:
+        The trained parameters in the optimizer's order, or ``None`` if the model is no LightningModule.
+
+    Raises:
+        ConfigError: The model cannot be built from this data, or its optimizer cannot be made.
+    """
+    if not isinstance(model, pl.LightningModule):
+        return None
+    previous = model.__dict__.get("_trainer")
+    try:
+        model.__dict__["_trainer"] = SimpleNamespace(datamodule=datamodule)
+        model.configure_model()
+        optimizers = model.configure_optimizers()
+    except Exception as err:  # the model's own message names its option
+        raise _wrap("recipe.model", err, "recipe.model") from None
+    finally:
+        model.__dict__["_trainer"] = previous
+    if isinstance(optimizers, dict):
+        optimizers = optimizers.get("optimizer")
+    if isinstance(optimizers, list | tuple) and optimizers:
+        optimizers = optimizers[0]
+    if isinstance(optimizers, torch.optim.Optimizer):
+        seen: set[int] = set()
+        params = []
+        for group in optimizers.param_groups:
+            for p in group["params"]:
+                if id(p) not in seen and p.requires_grad:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _check_training_setup(strategy: Any, trainer: pl.Trainer, strategy_choice: str) -> None:
+    """Trainer settings a strategy that steps the optimizer itself rejects in its ``setup`` (on every rank)."""
+    if not hasattr(strategy, "_check_training_setup"):  # Lightning's own strategies (ddp, powersgd) take them
+        return
+    name = type(strategy).__name__
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches: strategy={strategy_choice} ({name}) does not support "
+            f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} (it steps the optimizer itself, one "
+            "step per batch); remove it and raise recipe.data.batch_size instead."
+        )
+    plugin = trainer.precision_plugin
+    if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
+        raise ConfigError(
+            f"trainer.precision: strategy={strategy_choice} ({name}) does not support "
+            f"trainer.precision={trainer.precision!r} (fp16 with a gradient scaler); set trainer.precision=bf16-mixed "
+            "or trainer.precision=32-true."
+        )
+
+
+def _compressor_key(cfg: DictConfig, name: str) -> str:
+    """The config key that holds the options of the strategy's compressor ``name`` (``compressor``, ``dense_...``)."""
+    if name == "compressor" and cfg.get("compressor") is not None and "compressor" in cfg.strategy:
+        return "compressor"
+    return f"strategy.{name}_options"
+
+
+def _check_compressors(cfg: DictConfig, strategy: Any, strategy_choice: str, d: int) -> None:
+    """Every compressor of a hub strategy must fit the flat vector of the model's ``d`` trained parameters.
+
+    The hub strategies compress one vector of all trained parameters, so a ``k`` above ``d`` (or a
+    compressor that cannot take a vector) would otherwise fail on every rank once the job has started.
+    """
+    options = getattr(strategy, "options", None)
+    if options is None:
+        return
+    names = sorted(n for n in dir(type(options)) if n.startswith("built_") and n.endswith("compressor"))
+    for attribute in names:
+        compressor = getattr(options, attribute, None)
+        if compressor is None or not hasattr(compressor, "wire_spec"):
+            continue
+        name = attribute[len("built_") :]
+        key = _compressor_key(cfg, name)
+        k = getattr(compressor, "k", None)
+        if _is_int(k) and k > d:
+            if key == "compressor":
+                fix = f"set {key}.k to at most {d} (e.g. {key}.k={max(1, d // 100)}), or {key}.k=null {key}.ratio=0.01"
+            else:  # a mapping option: set as a whole ({k: ...})
+                fix = f"set {key}={{k:{max(1, d // 100)}}} (k at most {d}), or {key}={{ratio:0.01}}"
+            raise ConfigError(
+                f"{key}.k: {key}.k={k} is more than the {d:,} trained parameters of recipe.model, which "
+                f"strategy={strategy_choice} compresses as one vector; {fix} to send a share of them."
+            )
+        try:
+            compressor.wire_spec((d,))
+        except ValueError as err:
+            raise ConfigError(
+                f"{key}: {str(err).rstrip('.')} (strategy={strategy_choice} compresses the {d:,} trained parameters "
+                f"of recipe.model as one vector); set {key} accordingly."
+            ) from None
 
 
 # ----------------------------------------------------------------------------------- errors Hydra raises
