@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--problems", nargs="+", choices=("ridge", "logistic"), default=["ridge"], help="with --libsvm (default ridge)"
     )
-    parser.add_argument("--workers", nargs="+", type=int, default=[20], help="with --libsvm: worker counts M (20)")
+    parser.add_argument(
+        "--workers", nargs="+", type=int, help="with --libsvm: worker counts M (20); with --update: only these M"
+    )
     parser.add_argument("--budget", type=float, default=None, help="CC-3 budget per run (default 300; quick 150)")
     parser.add_argument("--only", nargs="*", help="only these problem/dataset pairs, e.g. ridge/a9a")
     parser.add_argument("--ks", nargs="*", type=int, help="only these K values (with --libsvm: the K values; 1)")
@@ -301,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     problems: dict = {}
     if args.libsvm:
-        configs = libsvm_configurations([p.resolve() for p in args.libsvm], args.problems, args.workers, args.ks or [1])
+        configs = libsvm_configurations(
+            [p.resolve() for p in args.libsvm], args.problems, args.workers or [20], args.ks or [1]
+        )
     else:
         configs = configurations(args.quick)
     for config in configs:
@@ -367,6 +371,8 @@ def update_results(args: argparse.Namespace) -> int:
     for res in saved["results"]:
         kind, name, m, k = res["problem"], res["dataset"], res["workers"], res["k"]
         if (args.only and f"{kind}/{name}" not in args.only) or (args.ks and k not in args.ks):
+            continue
+        if args.workers and m not in args.workers:
             continue
         dataset = str(files[name]) if name in files else name
         key = (kind, dataset, m)
