@@ -142,6 +142,11 @@ def test_the_description_names_the_settings_and_says_mb():
     assert "- `comm/cc3`, `final/cc3`: CC-3: uplink in dense vectors" in text
 
 
+def test_docs_name_every_metric_and_setting_as_the_code_does():
+    doc = (Path(__file__).parents[1] / "docs" / "mlflow.md").read_text()
+    assert glossary.metrics_table() in doc and glossary.settings_table() in doc
+
+
 # ----------------------------------------------------------------------------------- noise
 def test_quiet_drops_third_party_noise_and_keeps_real_warnings(caplog):
     quiet.quiet_third_party()

@@ -191,3 +191,17 @@ def metric_rows() -> list[tuple[list[str], str, str]]:
 def _value(value: Any) -> str:
     """A setting for the description: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def metrics_table() -> str:
+    """The markdown table of every logged metric's plain name (``docs/mlflow.md`` holds it verbatim)."""
+    lines = ["| metric | plain name | what it is |", "|---|---|---|"]
+    lines += [f"| {', '.join(f'`{n}`' for n in names)} | {name} | {what} |" for names, name, what in metric_rows()]
+    return "\n".join(lines)
+
+
+def settings_table() -> str:
+    """The markdown table of the settings named by the paper's letters (``docs/mlflow.md`` holds it verbatim)."""
+    lines = ["| param | letter | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | {letter} | {meaning} |" for key, (letter, meaning) in SETTINGS.items()]
+    return "\n".join(lines)
