@@ -340,6 +340,29 @@ def render_b6(data: list[Any]) -> list[str]:
     return lines
 
 
+def render_b6_slices(data: list[Any]) -> list[str]:
+    """B6 with sliced workers: every row of every file given, with its slicing and the problem's storage."""
+    lines = _header(
+        ["M", "d", "chunk_workers", "OLGA rounds", "problem storage", "s/round (mean)", "anchor s", "inner s", "y s",
+         "peak RSS MiB", "setup s"], left=0,
+    )  # fmt: skip
+    for r in (row for file in data for row in file["rows"]):
+        if "error" in r:
+            lines.append(_row([f"{r['workers']:,}", f"{r['dim']:,}", r["error"], *[""] * 8]))
+            continue
+        s = r["round_s"]
+        lines.append(
+            _row([
+                f"{r['workers']:,}", f"{r['dim']:,}", f"{r['chunk_workers']:,}" if r.get("chunk_workers") else "–",
+                "worker slices" if r.get("stream") else "whole blocks",
+                r.get("storage", "float32"), f"{r['mean_round_s']:.3g}",
+                *(_num(s[k], ".3g") for k in ("anchor", "inner", "y")), f"{r['peak_rss_mib']:,.0f}",
+                f"{r['setup_s']:.0f}",
+            ])
+        )  # fmt: skip
+    return lines
+
+
 def render_b7(data: list[Any]) -> list[str]:
     """Final AUROC over seeds per strategy, partition and rank count; DDP ran seed 0 once per cell."""
     results = data[0]
@@ -510,16 +533,32 @@ _B3_BYGROUP = (
     "hold each run's argv)"
 )
 
+
+def _b1_locodl(name: str) -> str:
+    """How the LoCoDL rows of a B1 file were re-run after its constants changed (issue 20)."""
+    return (
+        f"; LoCoDL's rows re-run with its issue-20 constants by `python benchmarks/b1_paper_reproduction.py "
+        f"--update benchmarks/results/{name} --methods LoCoDL` (`meta.updates`)"
+    )
+
+
 TABLES: dict[str, Spec] = {
-    "b1-quick": Spec(render_b1, ("b1_quick.json",), "`python benchmarks/b1_paper_reproduction.py --quick`"),
+    "b1-quick": Spec(
+        render_b1,
+        ("b1_quick.json",),
+        "`python benchmarks/b1_paper_reproduction.py --quick`" + _b1_locodl("b1_quick.json"),
+    ),
     "b1-ridge": Spec(
-        render_b1, ("b1_ridge.json",), "`python benchmarks/b1_paper_reproduction.py --only ridge/a9a ridge/mushrooms`"
+        render_b1,
+        ("b1_ridge.json",),
+        "`python benchmarks/b1_paper_reproduction.py --only ridge/a9a ridge/mushrooms`" + _b1_locodl("b1_ridge.json"),
     ),
     "b1-logistic": Spec(
         render_b1,
         ("b1_logistic.json",),
         "`python benchmarks/b1_paper_reproduction.py --only logistic/a9a logistic/mushrooms --budget 100`, assembled "
-        "from several partial runs of one session (`meta.note`; `meta.complete` is false, see above)",
+        "from several partial runs of one session (`meta.note`; `meta.complete` is false, see above)"
+        + _b1_locodl("b1_logistic.json"),
     ),
     "b2-quick": Spec(render_b2, ("b2_quick.json",), "`python benchmarks/b2_bytes_to_accuracy.py`"),
     "b4-quick": Spec(render_b4_quick, ("b4_cpu.json",), "`python benchmarks/b4_overhead.py`"),
@@ -532,6 +571,13 @@ TABLES: dict[str, Spec] = {
     "b5": Spec(render_b5, ("b5_cpu.json",), "`python benchmarks/b5_compressor_throughput.py`"),
     "b5-readme": Spec(render_b5_readme, ("b5_cpu.json",), "`python benchmarks/b5_compressor_throughput.py`"),
     "b6": Spec(render_b6, ("b6_cpu.json",), "`python benchmarks/b6_simulator_scale.py`"),
+    "b6-slices": Spec(
+        render_b6_slices,
+        ("b6_cpu_10000x20000.json", "b6_cpu_10000x100000_stream_float16.json"),
+        "`python benchmarks/b6_simulator_scale.py --configs 10000x20000 --chunk-workers 0 1000 --rounds 6` and "
+        "`python benchmarks/b6_simulator_scale.py --configs 10000x100000 --chunk-workers 250 --stream --storage "
+        "float16 --rounds 8`",
+    ),
     "b7": Spec(render_b7, ("b7/b7_results.json",), "`python benchmarks/b7_robustness.py`"),
     "b8-shards": Spec(render_b8_shards, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b8-sweep": Spec(render_b8_sweep, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
