@@ -704,8 +704,8 @@ class GatedDANEOptions(HubOptions):
     downlink_compressor: Any = field(
         default=None,
         metadata=_doc(
-            "compressor of the new anchor's broadcast (biased; every rank adds C(x_next − anchor) to the anchor it "
-            "holds, EF21-P style); `None`: dense"
+            "compressor of the downlink (biased): every rank adds C(x_next − anchor) to the anchor and "
+            "C(ĝ − ĝ_held) to the anchor gradient it holds, EF21-P style; `None`: dense"
         ),
     )
     downlink_compressor_options: dict[str, Any] | None = field(

@@ -71,7 +71,8 @@ CASES = {
     },
     "gated_dane+lagged_compressed": {
         "algorithm": "gated_dane", "compressor": ("topk", {"k": 3}), "grad_compressor": ("topk", {"k": 4}),
-        "correction": "lagged", "min_inner_steps": 2, "inner_steps": 5, "outer": "nesterov",
+        "downlink_compressor": ("topk", {"k": 5}), "correction": "lagged", "min_inner_steps": 2, "inner_steps": 5,
+        "outer": "nesterov",
     },
 }  # fmt: skip
 

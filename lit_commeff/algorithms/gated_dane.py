@@ -82,7 +82,7 @@ class GatedDANE(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
-        "anchor_grads",
+        "anchor_grads", "ghat_held",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -136,6 +136,8 @@ class GatedDANE(Algorithm):
         #: ``correction="lagged"``: this process's gradients at the current anchor, sent with the round's sync.
         self.anchor_grads: Tensor | None = None
         self.lagged = options.correction == "lagged"
+        #: ``downlink_compressor``: the ĝ every process holds, moved each round by C(ĝ − ĝ_held) (EF21-P).
+        self.ghat_held: Tensor | None = None
         self.prev_mean: Tensor | None = None  # the hub's previous x̄ (extrapolation)
         self.momentum: Tensor | None = None  # the hub's Nesterov buffer
         #: Lengths of the finished rounds (for logs and the gate's tests).
@@ -253,7 +255,11 @@ class GatedDANE(Algorithm):
         else:
             estimates = self._gather_grads_compressed(grads)
             mean = None if estimates is None else estimates.mean(dim=0)
-        (ghat,) = t.broadcast(mean if mean is not None else torch.empty_like(self.anchor), tag="anchor_grad")
+        mean = mean if mean is not None else torch.empty_like(self.anchor)
+        if self.downlink_compressor is None:
+            (ghat,) = t.broadcast(mean, tag="anchor_grad")
+        else:
+            (ghat,) = self._compressed_downlink(ghat=mean)
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -336,8 +342,8 @@ class GatedDANE(Algorithm):
             target, ghat, length = t.broadcast(target, ghat, length, tag="anchor")
             new_anchor = target
         else:
-            new_anchor = self._compressed_anchor(target)
-            ghat, length = t.broadcast(ghat, length, tag="anchor_grad")
+            new_anchor, ghat = self._compressed_downlink(target, ghat)
+            (length,) = t.broadcast(length, tag="gate")
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -351,14 +357,33 @@ class GatedDANE(Algorithm):
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
         """The new anchor every process holds after the hub sends ``C(target − anchor)`` (bit for bit the same)."""
-        (step,) = self.transport.broadcast_compressed(
-            target - self.anchor,
-            compressor=self._need(self.downlink_compressor, "downlink_compressor"),
-            step=self.round,
-            key=f"{self.name}/down",
-            tag="anchor_compressed",
+        return self._compressed_downlink(target)[0]
+
+    def _compressed_downlink(self, target: Tensor | None = None, ghat: Tensor | None = None) -> tuple[Tensor, ...]:
+        """One compressed broadcast of the new anchor and/or ĝ, each as a change to what every process holds.
+
+        The anchor moves by ``C(target − anchor)``; ĝ by ``C(ĝ − ĝ_held)`` (EF21-P: what the compressor drops
+        stays in the next round's difference). Every process ends with the same values bit for bit.
+        """
+        held = self.ghat_held if self.ghat_held is not None else torch.zeros_like(self.anchor)
+        changes = [x for x in (target, ghat) if x is not None]
+        bases = [b for b, x in ((self.anchor, target), (held, ghat)) if x is not None]
+        steps = iter(
+            self.transport.broadcast_compressed(
+                *[x - b for x, b in zip(changes, bases, strict=True)],
+                compressor=self._need(self.downlink_compressor, "downlink_compressor"),
+                step=self.round,
+                key=f"{self.name}/down" if target is not None else f"{self.name}/down_g",
+                tag="anchor_compressed",
+            )
         )
-        return self.anchor + step
+        out = []
+        if target is not None:
+            out.append(self.anchor + next(steps))
+        if ghat is not None:
+            self.ghat_held = held + next(steps)
+            out.append(self.ghat_held)
+        return tuple(out)
 
     def _gather_grads_compressed(self, grads: Tensor) -> Tensor | None:
         """The EF21-compressed gather of the anchor gradients: every estimate on the hub (``None`` elsewhere)."""
