@@ -210,7 +210,8 @@ def targets(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str
         ddp = [r for r in ddp if r["history"]]
         if not ddp:
             continue
-        if getattr(args, "target", "plateau") == "final":
+        # callers without `target` (render_tables: the tables of earlier sessions) keep the earlier protocol
+        if getattr(args, "target", "final") == "final":
             refs = [r["history"][-1]["value"] for r in ddp]
             plateaued = None
         else:
@@ -228,7 +229,7 @@ def targets(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str
             "mode": mode,
             "reference": reference,
             "target": target,
-            "how": f"DDP {getattr(args, 'target', 'plateau')}: median of {len(refs)} runs",
+            "how": f"DDP {getattr(args, 'target', 'final')}: median of {len(refs)} runs",
             "ddp_plateau": plateaued,
             "ddp_validations": [len(r["history"]) for r in ddp],
         }
