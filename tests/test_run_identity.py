@@ -165,10 +165,16 @@ def test_quiet_drops_third_party_noise_and_keeps_real_warnings(caplog):
     assert env == "ignore::DeprecationWarning,ignore:`isinstance(treespec:FutureWarning"
 
 
-def test_the_configuration_check_prints_no_information_lines(capsys):
+def test_the_configuration_check_prints_no_information_lines(caplog):
+    def device_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("GPU available")]
+
+    caplog.set_level(logging.INFO)
     with quiet.info_silenced():
         pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
-    assert "GPU available" not in capsys.readouterr().err
+    assert device_lines() == []
+    pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)  # rank 0's, once
+    assert device_lines() == ["GPU available: False, used: False"]
 
 
 # ----------------------------------------------------------------------------------- end to end
