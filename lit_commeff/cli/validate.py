@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import math
 import os
 import re
@@ -45,8 +46,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from lit_commeff.cli.schema import ConfigSchema, LoggerSchema
-from lit_commeff.cli.worker import build_strategy
+from lit_commeff.cli.worker import RUN_KEY_ENTRY, RUN_KEY_FILE, build_strategy, key_hash, run_key
 from lit_commeff.options import OptionError
+from lit_commeff.strategy.state import CHECKPOINT_KEY
 
 
 class ConfigError(ValueError):
@@ -242,15 +244,119 @@ def check_resume(cfg: DictConfig, directory: Path) -> None:
     Raises:
         ConfigError: ``ckpt_path=last``, no ``last*.ckpt`` in ``directory`` and ``resume_missing_ok`` is false.
     """
-    if cfg.get("ckpt_path") != "last" or cfg.get("resume_missing_ok", False):
+    if cfg.get("ckpt_path") != "last":
         return
-    found = directory.is_dir() and any(_LAST_CHECKPOINT.match(p.name) for p in directory.iterdir())
-    if not found:
+    found = sorted(
+        (p for p in directory.iterdir() if _LAST_CHECKPOINT.match(p.name)) if directory.is_dir() else [],
+        key=lambda p: p.stat().st_mtime,
+    )
+    if found:  # Lightning resumes the newest
+        check_checkpoint(cfg, found[-1], key="ckpt_path")
+        return
+    if cfg.get("resume_missing_ok", False):
+        return
+    other = _other_settings(cfg, directory)
+    raise ConfigError(
+        f"ckpt_path: ckpt_path='last' but there is no last checkpoint to resume from in {str(directory)!r} "
+        f"(checkpoint_dir){other}; rerun without ckpt_path to start fresh, point checkpoint_dir at the directory of "
+        "the run to resume, or set resume_missing_ok=true to start fresh when there is nothing to resume."
+    )
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """``key=<saved> (this run: <current>)`` for every leaf where two :func:`~lit_commeff.cli.worker.run_key` differ."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for name in sorted(set(saved) | set(current), key=str):
+            if str(name).startswith("_") and name != "_target_":
+                continue
+            out += _differences(saved.get(name), current.get(name), f"{prefix}.{name}" if prefix else str(name))
+        return out
+    if saved == current:
+        return []
+    return [f"{prefix}={saved!r} (this run: {current!r})"]
+
+
+def _described(differences: list[str], limit: int = 3) -> str:
+    more = f" and {len(differences) - limit} more" if len(differences) > limit else ""
+    return ", ".join(differences[:limit]) + more
+
+
+def _other_settings(cfg: DictConfig, directory: Path) -> str:
+    """For a missing last checkpoint: a sibling folder of the same template with one written under other settings."""
+    current = run_key(cfg)
+    name = directory.name.replace(key_hash(current), "*")
+    if "*" not in name or not directory.parent.is_dir():
+        return ""
+    candidates = []
+    for folder in directory.parent.glob(name):
+        key_file = folder / RUN_KEY_FILE
+        if folder == directory or not key_file.is_file():
+            continue
+        if not any(_LAST_CHECKPOINT.match(p.name) for p in folder.iterdir()):
+            continue
+        try:
+            saved = json.loads(key_file.read_text())
+        except (OSError, ValueError):
+            continue
+        differences = _differences(saved, json.loads(json.dumps(current, default=str)))
+        if differences:
+            candidates.append((len(differences), str(folder), differences))
+    if not candidates:
+        return ""
+    _, folder, differences = min(candidates)
+    return f"; {folder!r} holds one written with other settings: {_described(differences)}"
+
+
+def check_checkpoint(cfg: DictConfig, path: Path, *, key: str = "ckpt_path", model: Any = None) -> None:
+    """A checkpoint to resume must come from a run with this run's settings; one line naming the first that differ.
+
+    Compared: the :func:`~lit_commeff.cli.worker.run_key` the CLI stores in its checkpoints (data path, model,
+    world size, method and options); for a checkpoint without one, the world size and strategy of its
+    ``lit_commeff`` state and, given ``model``, the shapes of its weights.
+
+    Raises:
+        ConfigError: The checkpoint cannot be read, or was written under other settings.
+    """
+    fix = (
+        "resume with the settings it was written with, or start fresh without ckpt_path (checkpoints of other "
+        "settings go to another checkpoint_dir folder)"
+    )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # any unreadable file: one line, not a traceback on every rank
         raise ConfigError(
-            f"ckpt_path: ckpt_path='last' but there is no last checkpoint to resume from in {str(directory)!r} "
-            "(checkpoint_dir); rerun without ckpt_path to start fresh, point checkpoint_dir at the directory of "
-            "the run to resume, or set resume_missing_ok=true to start fresh when there is nothing to resume."
+            f"{key}: cannot read the checkpoint {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "pass a checkpoint lit-commeff wrote, or start fresh without ckpt_path."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{key}: {str(path)!r} is not a Lightning checkpoint; pass one lit-commeff wrote.")
+    current = run_key(cfg)
+    stored = checkpoint.get(RUN_KEY_ENTRY)
+    if isinstance(stored, str):
+        differences = _differences(json.loads(stored), json.loads(json.dumps(current, default=str)))
+        if differences:
+            raise ConfigError(
+                f"{key}: the checkpoint {str(path)!r} was written with other settings: {_described(differences)}; "
+                f"{fix}."
+            )
+        return
+    entry = checkpoint.get(CHECKPOINT_KEY)
+    if isinstance(entry, dict) and entry.get("world_size") not in (None, current["world_size"]):
+        raise ConfigError(
+            f"{key}: the checkpoint {str(path)!r} was written by {entry['world_size']} processes, this run has "
+            f"{current['world_size']} (every rank owns algorithm state); set trainer.devices × trainer.num_nodes to "
+            f"{entry['world_size']}, or start fresh without ckpt_path."
         )
+    weights = checkpoint.get("state_dict")
+    if model is not None and isinstance(weights, dict):
+        own = model.state_dict()
+        for name, tensor in weights.items():
+            if name in own and hasattr(tensor, "shape") and tuple(tensor.shape) != tuple(own[name].shape):
+                raise ConfigError(
+                    f"{key}: the checkpoint {str(path)!r} holds {name} of shape {tuple(tensor.shape)}, this run's "
+                    f"recipe.model has {tuple(own[name].shape)}; {fix}."
+                )
 
 
 # ----------------------------------------------------------------------------------- trainer
@@ -522,6 +628,9 @@ def validate(cfg: DictConfig, *, strategy_choice: str = "?") -> Plan:
     params = _model_parameters(model, datamodule)
     if params is not None:
         _check_compressors(cfg, strategy, strategy_choice, sum(p.numel() for p in params))
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and ckpt not in CKPT_KEYWORDS and Path(str(ckpt)).expanduser().is_file():
+        check_checkpoint(cfg, Path(str(ckpt)).expanduser(), model=model)
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))  # stub: any container
     try:  # Lightning's own checks (precision, accelerator, devices) and the strategy's world-size check
         trainer = pl.Trainer(
