@@ -236,13 +236,16 @@ _LAST_CHECKPOINT = re.compile(r"^last.*\.ckpt$")
 
 
 def check_resume(cfg: DictConfig, directory: Path) -> None:
-    """``ckpt_path=last`` needs a last checkpoint in ``directory`` (where this run's checkpoints go).
+    """``ckpt_path=last`` needs a last checkpoint of this run's settings in ``directory`` (where its checkpoints go).
 
     Lightning warns and starts from scratch when there is none; a resume that silently restarts is an
-    error here unless the config says ``resume_missing_ok=true``.
+    error here unless the config says ``resume_missing_ok=true``. The newest last checkpoint (the one
+    Lightning resumes) must have been written under this run's settings (:func:`check_checkpoint`); when
+    there is none, a folder of the same template written under other settings is named with them.
 
     Raises:
-        ConfigError: ``ckpt_path=last``, no ``last*.ckpt`` in ``directory`` and ``resume_missing_ok`` is false.
+        ConfigError: ``ckpt_path=last``, no ``last*.ckpt`` in ``directory`` and ``resume_missing_ok`` is false;
+            or the last checkpoint was written under other settings.
     """
     if cfg.get("ckpt_path") != "last":
         return
@@ -304,8 +307,8 @@ def _other_settings(cfg: DictConfig, directory: Path) -> str:
             candidates.append((len(differences), str(folder), differences))
     if not candidates:
         return ""
-    _, folder, differences = min(candidates)
-    return f"; {folder!r} holds one written with other settings: {_described(differences)}"
+    _, nearest, differences = min(candidates)
+    return f"; {nearest!r} holds one written with other settings: {_described(differences)}"
 
 
 def check_checkpoint(cfg: DictConfig, path: Path, *, key: str = "ckpt_path", model: Any = None) -> None:
@@ -731,7 +734,7 @@ def _check_compressors(cfg: DictConfig, strategy: Any, strategy_choice: str, d: 
         name = attribute[len("built_") :]
         key = _compressor_key(cfg, name)
         k = getattr(compressor, "k", None)
-        if _is_int(k) and k > d:
+        if isinstance(k, int) and not isinstance(k, bool) and k > d:
             if key == "compressor":
                 fix = f"set {key}.k to at most {d} (e.g. {key}.k={max(1, d // 100)}), or {key}.k=null {key}.ratio=0.01"
             else:  # a mapping option: set as a whole ({k: ...})
