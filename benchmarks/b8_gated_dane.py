@@ -9,11 +9,15 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
 2. **δ sweep** — synthetic ridge with controlled similarity (``synthetic_ridge``), fixed H: rounds to 1e-6
    with the extrapolated outer step (β from μ and θ) and without (β = 0), and the slope of log(rounds) against
    log(δ/μ) for each (theory: 1/2 accelerated, 1 without).
+2b. **δ sweep at fixed μ** (``--parts sweep_fixed_mu``) — the same family on nearly square shards (45 rows,
+   d = 40), where the data barely bound μ: λ is set per s so that μ = 2.5 exactly, and s from 0.5 to 8 moves δ
+   alone, δ/μ over more than two decades (0.26–66). H = 100; slope fitted as in part 2.
 3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
    Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
 
     python benchmarks/b8_gated_dane.py                # parts 1 and 2 (a few minutes on 2 cores)
     python benchmarks/b8_gated_dane.py --b1           # and part 3
+    python benchmarks/b8_gated_dane.py --parts sweep_fixed_mu --out benchmarks/results/b8_sweep_fixed_mu.json
 """
 
 from __future__ import annotations
@@ -160,13 +164,39 @@ def delta_sweep() -> dict:
         print(f"  δ/μ={ratio:7.2f}: rounds extrapolated {entry['extrapolated']}, β=0 {entry['beta0']}", file=sys.stderr)
         rows.append(entry)
 
-    def slope(key: str) -> float:
-        x = torch.tensor([math.log(r["delta_over_mu"]) for r in rows], dtype=torch.float64)
-        y = torch.tensor([math.log(r[key]) for r in rows], dtype=torch.float64)
-        xc = x - x.mean()
-        return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+    return {"rows": rows, "slope_extrapolated": _slope(rows, "extrapolated"), "slope_beta0": _slope(rows, "beta0")}
 
-    return {"rows": rows, "slope_extrapolated": slope("extrapolated"), "slope_beta0": slope("beta0")}
+
+def _slope(rows: list[dict], key: str) -> float:
+    """Least-squares slope of log(rounds) against log(δ/μ)."""
+    x = torch.tensor([math.log(r["delta_over_mu"]) for r in rows], dtype=torch.float64)
+    y = torch.tensor([math.log(r[key]) for r in rows], dtype=torch.float64)
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+
+
+def delta_sweep_fixed_mu(mu: float = 2.5, sims: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)) -> dict:
+    """Part 2b: δ alone moves (μ held at ``mu`` through λ), δ/μ over two decades."""
+    rows = []
+    for s in sims:
+        data_mu = synthetic_ridge(workers=8, n=45, dim=40, similarity=s, lam=0.0, seed=0).mu
+        if data_mu >= mu:
+            raise SystemExit(f"μ of the data alone ({data_mu:.3f}) at s={s} exceeds the target μ={mu}")
+        lam = (mu - data_mu) / 2  # the objective's regulariser adds 2λ to every eigenvalue of the Hessian
+        problem = synthetic_ridge(workers=8, n=45, dim=40, similarity=s, lam=lam, seed=0)
+        ratio = problem.delta / problem.mu
+        entry = {"similarity": s, "lam": lam, "delta_over_mu": ratio, "L": problem.L, "mu": problem.mu,
+                 "delta": problem.delta}  # fmt: skip
+        for label, beta in (("extrapolated", None), ("beta0", 0.0)):
+            options = {"compressor": "identity", "sync": "fixed", "inner_steps": 100, "rounds": 100 * 4000, "tol": 1e-6}
+            if beta is not None:
+                options["beta"] = beta
+            h = sim.run(problem, "gated_dane", **options)
+            entry[label] = reached(h, 1e-6)["cc1"] / 2  # two collectives per round
+        print(f"  μ={problem.mu:.3f} δ/μ={ratio:7.2f}: rounds extrapolated {entry['extrapolated']}, "
+              f"β=0 {entry['beta0']}", file=sys.stderr)  # fmt: skip
+        rows.append(entry)
+    return {"rows": rows, "slope_extrapolated": _slope(rows, "extrapolated"), "slope_beta0": _slope(rows, "beta0")}
 
 
 # ----------------------------------------------------------------------------------- part 3
@@ -212,9 +242,11 @@ def show(result: dict) -> None:
             table.add_row(r["method"], f"{r['to_1e6']['cc1']}", f"{r['to_1e6']['cc3']:.1f}", f"{r['to_1e8']['cc1']}",
                           f"{r['to_1e8']['cc3']:.1f}", f"{r['floor']:.1e}")  # fmt: skip
         console.print(table)
-    if "sweep" in result:
-        sweep = result["sweep"]
-        table = Table(title="δ sweep (synthetic ridge, H=100): rounds to 1e-6")
+    for key, title in (("sweep", "δ sweep"), ("sweep_fixed_mu", "δ sweep at fixed μ")):
+        if key not in result:
+            continue
+        sweep = result[key]
+        table = Table(title=f"{title} (synthetic ridge, H=100): rounds to 1e-6")
         for col in ("δ/μ", "extrapolated", "β = 0"):
             table.add_column(col, justify="right")
         for r in sweep["rows"]:
@@ -237,7 +269,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--b1", action="store_true", help="also part 3, the B1 ridge configurations")
-    parser.add_argument("--parts", nargs="+", default=["shards", "sweep"], choices=["shards", "sweep"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["shards", "sweep"], choices=["shards", "sweep", "sweep_fixed_mu"]
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -246,6 +280,8 @@ def main() -> None:
         result["shards"] = shards_that_differ(args.data)
     if "sweep" in args.parts:
         result["sweep"] = delta_sweep()
+    if "sweep_fixed_mu" in args.parts:
+        result["sweep_fixed_mu"] = delta_sweep_fixed_mu()
     if args.b1:
         result["b1"] = b1_configs(args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
