@@ -22,6 +22,7 @@ It reads only files in this repository (no datasets, no network) and runs in abo
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -403,9 +404,9 @@ def render_b8_shards(data: list[Any]) -> list[str]:
     return lines
 
 
-def render_b8_sweep(data: list[Any]) -> list[str]:
-    """Rounds to 1e-6 over the δ sweep, with the fitted slopes."""
-    sweep = data[0]["sweep"]
+def render_b8_sweep(data: list[Any], key: str = "sweep") -> list[str]:
+    """Rounds to 1e-6 over the δ sweep (``key``: ``sweep`` or ``sweep_fixed_mu``), with the fitted slopes."""
+    sweep = data[0][key]
     lines = _header(["δ/μ", "rounds, extrapolated (β from μ, θ)", "rounds, β = 0"], left=0)
     for r in sweep["rows"]:
         lines.append(_row([f"{r['delta_over_mu']:.2f}", f"{r['extrapolated']:.0f}", f"{r['beta0']:.0f}"]))
@@ -581,6 +582,11 @@ TABLES: dict[str, Spec] = {
     "b7": Spec(render_b7, ("b7/b7_results.json",), "`python benchmarks/b7_robustness.py`"),
     "b8-shards": Spec(render_b8_shards, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b8-sweep": Spec(render_b8_sweep, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
+    "b8-sweep-fixed-mu": Spec(
+        functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
+        ("b8_sweep_fixed_mu.json",),
+        "`python benchmarks/b8_gated_dane.py --parts sweep_fixed_mu --out benchmarks/results/b8_sweep_fixed_mu.json`",
+    ),
     "b8-b1": Spec(render_b8_b1, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
     "b3-credit-bygroup-edge-h": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_h.json",), _B3_BYGROUP),
