@@ -170,6 +170,8 @@ B3_NAMES = {
     "diloco+h10": "DiLoCo (H = 10)",
     "diloco+h25": "DiLoCo (H = 25)",
     "diloco+h100": "DiLoCo (H = 100)",
+    "diloco+h50": "DiLoCo (H = 50)",
+    "gated_dane+topk": "Gated DANE, TopK 1 % on every message",
     "gated_dane": "Gated DANE (defaults)",
     "gated_dane+lag": "Gated DANE v2, `correction=lagged`",
     "gated_dane+fresh": "Gated DANE v2, `correction=fresh`",
@@ -230,6 +232,38 @@ def b3_from_table(profile: str | None = None, recipe: str | None = None) -> Call
         rows = [r for d in data for r in d]
         rows = [r for r in rows if (profile is None or r["profile"] == profile) and (recipe in (None, r["recipe"]))]
         return _b3_table(rows)
+
+    return render
+
+
+def b3_protocol_table(profile: str) -> Callable[[list[Any]], list[str]]:
+    """Issue 19's B3 protocol (session 10): runs that reached the target, steps and up+down bytes to it."""
+
+    def render(data: list[Any]) -> list[str]:
+        rows = [r for d in data for r in d if r["profile"] == profile]
+        lines = _header(
+            ["method", "reached", "train s to target (median, min–max)", "× vs DDP", "× vs tuned baseline",
+             "steps to target", "s / step", "up+down MB per worker to target", "final", "best (3-val. mean)"]
+        )  # fmt: skip
+        for r in rows:
+            method, _, how = r["method"].partition(" (")  # "ddp (lan steps × edge step time)"
+            lines.append(
+                _row([
+                    B3_NAMES.get(method, method) + (f" ({how}" if how else ""),
+                    f"{r['reached']}/{r['repeats']}", r["time_to_target"], _num(r["speedup_vs_ddp"], ".2f"),
+                    _num(r["speedup_vs_best_baseline"], ".2f"), _num(r["steps_to_target"], ".0f"),
+                    f"{r['step_time_s']:.3f}", _num(r["wire_total_MB_to_target"], ".3f"), f"{r['final']:.4f}",
+                    f"{r['best_ma3']:.4f}",
+                ])
+            )  # fmt: skip
+        target = rows[0]["target"] if rows else float("nan")
+        plateau = rows[0].get("ddp_plateau") if rows else None
+        lines.append("")
+        lines.append(
+            f"Target {target:.4f} ({rows[0].get('target_how', '') if rows else ''}; DDP plateaued: {plateau}); "
+            f"the tuned baseline is {rows[0].get('best_baseline', '') if rows else ''}."
+        )
+        return lines
 
     return render
 
@@ -582,6 +616,20 @@ TABLES: dict[str, Spec] = {
     "b7": Spec(render_b7, ("b7/b7_results.json",), "`python benchmarks/b7_robustness.py`"),
     "b8-shards": Spec(render_b8_shards, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
     "b8-sweep": Spec(render_b8_sweep, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
+    "b3-s10-credit-bygroup-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s10_tables/credit_bygroup_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s10_credit_bygroup_edge.json "
+        "--recipes finance_credit --profiles edge lan --methods ddp powersgd gated_dane --out "
+        "benchmarks/results/b3/s10_tables/credit_bygroup_edge` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
+    "b3-s10-tput-bygroup-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s10_tables/tput_bygroup_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s10_tput_bygroup_edge.json "
+        "--recipes telecom_throughput --profiles edge lan --methods ddp powersgd gated_dane --out "
+        "benchmarks/results/b3/s10_tables/tput_bygroup_edge` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
         ("b8_sweep_fixed_mu.json",),

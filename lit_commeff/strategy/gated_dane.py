@@ -30,6 +30,13 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
     stopped mid-round resumes exactly on CPU.
 
+    Note:
+        Use it with SGD-type optimizers (with or without momentum). With Adam, on the throughput GRU over
+        ``by_group`` shards (B3, session 10), the validation MAE never reached DDP's: Adam normalises each rank's
+        corrected gradient coordinate by coordinate, so the minibatch noise the correction carries for a whole
+        round becomes full-size steps and the ranks' corrections no longer cancel in the averaged change
+        (``docs/gated-dane.md``).
+
     Logged besides ``comm/*``, from rank 0 (no extra collective): ``gated_dane/H`` (the current round's length,
     the same on every rank), ``gated_dane/drift`` (rank 0's δ̂·‖x_m − x_r‖/‖ĝ_r‖) and ``gated_dane/delta_hat``
     (rank 0's similarity estimate).
