@@ -608,10 +608,10 @@ TABLES: dict[str, Spec] = {
     "b6": Spec(render_b6, ("b6_cpu.json",), "`python benchmarks/b6_simulator_scale.py`"),
     "b6-slices": Spec(
         render_b6_slices,
-        ("b6_cpu_10000x20000.json", "b6_cpu_10000x100000_stream_float16_partial.json"),
+        ("b6_cpu_10000x20000.json", "b6_cpu_10000x100000_stream_float16.json"),
         "`python benchmarks/b6_simulator_scale.py --configs 10000x20000 --chunk-workers 0 1000 --rounds 6` and "
         "`python benchmarks/b6_simulator_scale.py --configs 10000x100000 --chunk-workers 250 --stream --storage "
-        "float16 --rounds 8` (5 of its 8 rounds, read from the live process: the file's `meta.note`)",
+        "float16 --rounds 8`",
     ),
     "b7": Spec(render_b7, ("b7/b7_results.json",), "`python benchmarks/b7_robustness.py`"),
     "b8-shards": Spec(render_b8_shards, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
