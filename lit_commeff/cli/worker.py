@@ -27,6 +27,7 @@ from typing_extensions import override
 import lit_commeff  # noqa: F401  (registers the strategies)
 from lit_commeff.cli import faults
 from lit_commeff.tracking.history import CommHistory
+from lit_commeff.tracking.quiet import quiet_third_party
 
 CONFIG_FILE = "config.yaml"
 RUN_ID_FILE = "mlflow_run_id"
@@ -134,6 +135,7 @@ class ValidateAtLastStep(pl.Callback):
 
 def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
     """Fit the configured recipe with the configured strategy in this process; returns the Trainer."""
+    quiet_third_party()  # third-party tips and notices that are not the user's to fix (real warnings stay)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule, model = build_recipe(cfg)
     strategy = build_strategy(cfg)
