@@ -220,3 +220,14 @@ def test_a_resumed_run_continues_its_mlflow_run_with_resolved_params(tmp_path):
     assert "trainer.max_steps: 6 -> 9" in after.data.tags["lit_commeff.resume_changes"]
     history = Path(client.download_artifacts(after.info.run_id, "history.jsonl", str(tmp_path)))
     assert [json.loads(line)["step"] for line in history.read_text().splitlines()] == [3, 6, 9]
+
+
+def test_experiments_are_filed_as_model_training(tmp_path):
+    """MLflow 3's UI lists an experiment without a kind under GenAI; a user's own kind is kept."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start_run(tracking_uri=uri, experiment="ours", run_name="a", params={}, tags={})
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment_by_name("ours").tags["mlflow.experimentKind"] == "custom_model_development"
+    theirs = client.create_experiment("theirs", tags={"mlflow.experimentKind": "genai_development"})
+    start_run(tracking_uri=uri, experiment="theirs", run_name="b", params={}, tags={})
+    assert client.get_experiment(theirs).tags["mlflow.experimentKind"] == "genai_development"

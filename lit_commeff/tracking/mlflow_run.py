@@ -192,6 +192,11 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+#: The experiment tag MLflow 3's UI reads to show an experiment as model training rather than GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def start_run(
     *,
     tracking_uri: str,
@@ -213,6 +218,9 @@ def start_run(
         if found is not None
         else client.create_experiment(experiment, artifact_location=artifact_location)
     )
+    if found is None or EXPERIMENT_KIND_TAG not in found.tags:
+        # MLflow 3's UI files an experiment without a kind under GenAI ("Evaluation runs"); ours are training runs
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
     items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in mask_secrets(params).items()]
     for i in range(0, len(items), 100):  # MLflow's batch limit
