@@ -631,6 +631,13 @@ TABLES: dict[str, Spec] = {
         "--recipes telecom_throughput --profiles edge lan --methods ddp powersgd gated_dane --out "
         "benchmarks/results/b3/s10_tables/tput_bygroup_edge` (the runs' own commands are in the JSON's `meta.runs`)",
     ),
+    "b3-s10-bw-tput-bygroup-wan": Spec(
+        b3_protocol_table("wan"),
+        ("b3/s10_tables/bw_tput_bygroup_wan/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s10_bw_tput_bygroup_wan.json "
+        "--recipes telecom_throughput --profiles wan lan --methods ddp powersgd gated_dane --out "
+        "benchmarks/results/b3/s10_tables/bw_tput_bygroup_wan` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
         ("b8_sweep_fixed_mu.json",),
