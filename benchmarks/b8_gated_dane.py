@@ -155,16 +155,23 @@ def delta_sweep() -> dict:
         problem = synthetic_ridge(workers=8, n=200, dim=40, similarity=s, lam=0.01, seed=0)
         ratio = problem.delta / problem.mu
         entry = {"similarity": s, "delta_over_mu": ratio, "L": problem.L, "mu": problem.mu, "delta": problem.delta}
-        for label, beta in (("extrapolated", None), ("beta0", 0.0)):
-            options = {"compressor": "identity", "sync": "fixed", "inner_steps": 100, "rounds": 100 * 4000, "tol": 1e-6}
-            if beta is not None:
-                options["beta"] = beta
-            h = sim.run(problem, "gated_dane", **options)
-            entry[label] = reached(h, 1e-6)["cc1"] / 2  # two collectives per round
+        entry.update(_rounds_to_1e6(problem))
         print(f"  δ/μ={ratio:7.2f}: rounds extrapolated {entry['extrapolated']}, β=0 {entry['beta0']}", file=sys.stderr)
         rows.append(entry)
 
     return {"rows": rows, "slope_extrapolated": _slope(rows, "extrapolated"), "slope_beta0": _slope(rows, "beta0")}
+
+
+def _rounds_to_1e6(problem: Ridge) -> dict[str, float]:
+    """Rounds of Gated DANE (H = 100) to 1e-6, with the extrapolated outer step and with β = 0."""
+    out = {}
+    for label, beta in (("extrapolated", None), ("beta0", 0.0)):
+        options = {"compressor": "identity", "sync": "fixed", "inner_steps": 100, "rounds": 100 * 4000, "tol": 1e-6}
+        if beta is not None:
+            options["beta"] = beta
+        h = sim.run(problem, "gated_dane", **options)
+        out[label] = reached(h, 1e-6)["cc1"] / 2  # two collectives per round
+    return out
 
 
 def _slope(rows: list[dict], key: str) -> float:
@@ -187,12 +194,7 @@ def delta_sweep_fixed_mu(mu: float = 2.5, sims: tuple[float, ...] = (0.5, 1.0, 2
         ratio = problem.delta / problem.mu
         entry = {"similarity": s, "lam": lam, "delta_over_mu": ratio, "L": problem.L, "mu": problem.mu,
                  "delta": problem.delta}  # fmt: skip
-        for label, beta in (("extrapolated", None), ("beta0", 0.0)):
-            options = {"compressor": "identity", "sync": "fixed", "inner_steps": 100, "rounds": 100 * 4000, "tol": 1e-6}
-            if beta is not None:
-                options["beta"] = beta
-            h = sim.run(problem, "gated_dane", **options)
-            entry[label] = reached(h, 1e-6)["cc1"] / 2  # two collectives per round
+        entry.update(_rounds_to_1e6(problem))
         print(f"  μ={problem.mu:.3f} δ/μ={ratio:7.2f}: rounds extrapolated {entry['extrapolated']}, "
               f"β=0 {entry['beta0']}", file=sys.stderr)  # fmt: skip
         rows.append(entry)
