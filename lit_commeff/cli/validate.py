@@ -287,6 +287,8 @@ def _described(differences: list[str], limit: int = 3) -> str:
 
 def _other_settings(cfg: DictConfig, directory: Path) -> str:
     """For a missing last checkpoint: a sibling folder of the same template with one written under other settings."""
+    if not all(k in cfg for k in ("recipe", "strategy", "trainer")):
+        return ""  # a partial config (the check used on its own): no settings to compare against
     current = run_key(cfg)
     name = directory.name.replace(key_hash(current), "*")
     if "*" not in name or not directory.parent.is_dir():
