@@ -118,7 +118,7 @@ def test_resume_with_nothing_to_resume_is_an_error_unless_asked(tmp_path):
         check_resume(cfg, empty)
     # Lightning's name for a second last checkpoint: found, so it is the one checked (an empty file cannot be read)
     (empty / "last-v1.ckpt").write_bytes(b"")
-    with pytest.raises(ConfigError, match="cannot read the checkpoint .*last-v1.ckpt"):
+    with pytest.raises(ConfigError, match=r"cannot read the checkpoint .*last-v1\.ckpt"):
         check_resume(cfg, empty)
     check_resume(OmegaConf.create({"ckpt_path": None}), tmp_path / "missing")
 
