@@ -593,8 +593,8 @@ TABLES: dict[str, Spec] = {
         ("b1_logistic.json",),
         "`python benchmarks/b1_paper_reproduction.py --only logistic/a9a logistic/mushrooms --budget 100`, assembled "
         "from several partial runs of one session (`meta.note`; `meta.complete` is false, see above); LoCoDL's rows "
-        "re-run with its issue-20 constants only for a9a M=50 K=12/17/30 and mushrooms M=25 (`meta.locodl_rerun`), "
-        "the others still pre-issue-20 (see above)",
+        "re-run with its issue-20 constants for every configuration (`meta.locodl_rerun`; the `--update` commands "
+        "are in `meta.updates`)",
     ),
     "b2-quick": Spec(render_b2, ("b2_quick.json",), "`python benchmarks/b2_bytes_to_accuracy.py`"),
     "b4-quick": Spec(render_b4_quick, ("b4_cpu.json",), "`python benchmarks/b4_overhead.py`"),
