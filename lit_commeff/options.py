@@ -743,6 +743,14 @@ class GatedDANEOptions(HubOptions):
             "sync and the next round uses them, one anchor old (SCAFFOLD's lag; 2 collectives a round)"
         ),
     )
+    preconditioner: str = field(
+        default="local",
+        metadata=_doc(
+            "`local`: each rank's optimizer keeps its own state (Adam's moments, momentum) over its local steps; "
+            "`shared`: the state is built once a round from ĝ, the same on every rank, and frozen within the round "
+            "(Mime), so the corrected steps stay linear in the gradient (use it with Adam; SGD, Adam, AdamW)"
+        ),
+    )
     gate: float = field(
         default=0.5,
         metadata=_doc(
@@ -842,6 +850,12 @@ class GatedDANEOptions(HubOptions):
         )
         _check_choice("outer", self.outer, ("nesterov", "extrapolate"), "use 'nesterov' or 'extrapolate'")
         _check_choice("correction", self.correction, ("fresh", "lagged"), "use 'fresh' (own anchor round) or 'lagged'")
+        _check_choice(
+            "preconditioner",
+            self.preconditioner,
+            ("local", "shared"),
+            "use 'local' (each rank's own optimizer state) or 'shared' (one state from ĝ, frozen within a round)",
+        )
         for name in ("gate", "gate_tol", "outer_lr"):
             check_positive(name, getattr(self, name))
         for name in ("theta", "delta"):

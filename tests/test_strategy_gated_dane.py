@@ -76,9 +76,11 @@ def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
         assert sum(record["history_h"]) <= steps
 
 
-@pytest.mark.parametrize("correction", ["fresh", "lagged"])
-def test_resume_mid_round_is_bitwise(tmp_path, correction):
-    """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states."""
+@pytest.mark.parametrize(
+    ("correction", "preconditioner"), [("fresh", "local"), ("lagged", "local"), ("lagged", "shared")]
+)
+def test_resume_mid_round_is_bitwise(tmp_path, correction, preconditioner):
+    """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states (or the shared one)."""
     strategy = lambda: GatedDANEStrategy(  # noqa: E731
         start_method="fork",
         sync="fixed",
@@ -86,6 +88,7 @@ def test_resume_mid_round_is_bitwise(tmp_path, correction):
         compressor="topk",
         compressor_options={"ratio": 0.2},
         correction=correction,
+        preconditioner=preconditioner,
     )
     model = lambda: MLP(adam=True, lr=0.01)  # noqa: E731
     _, full = fit(strategy(), tmp_path / "full", model=model, max_steps=8, n=EPOCH_OF_4)
@@ -95,11 +98,46 @@ def test_resume_mid_round_is_bitwise(tmp_path, correction):
     assert_resumed_like_uninterrupted(resumed, full, stopped_at=4)
 
 
+class _Shared(pl.Callback):
+    """Writes each rank's shared second moment and step counts at the end (``preconditioner="shared"``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        a = trainer.strategy.algorithm
+        record = {"t": a.pre_t, "seen": a.pre_seen, "v": a.pre_v, "m": a.pre_m, "summary": a.transport.ledger.summary()}
+        torch.save(record, self.out / f"shared{trainer.global_rank}.pt")
+
+
+def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_counted(tmp_path):
+    """Adam under ``preconditioner="shared"``: one v on both ranks, bit for bit; the anchor is shared; the mean
+    squared anchor gradient rides with each round's broadcast (d more float32 down per round)."""
+    h, steps = 3, 24
+    strategy = GatedDANEStrategy(
+        start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", preconditioner="shared"
+    )
+    _, ranks = fit(
+        strategy, tmp_path, model=lambda: MLP(adam=True, lr=0.01), max_steps=steps, callbacks=[_Shared(tmp_path)]
+    )
+    shared = [torch.load(tmp_path / f"shared{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert shared[0]["t"] == shared[0]["seen"] == steps  # v saw every round (lagged: at each sync)
+    assert torch.equal(shared[0]["v"], shared[1]["v"]) and bool((shared[0]["v"] > 0).any())
+    assert not torch.equal(shared[0]["m"], shared[1]["m"])  # the momentum stays each rank's own
+    for step in range(steps):
+        assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
+    d, rounds = dense_dim(MLP()), steps // h
+    s = ranks[1]["summary"]
+    assert s["worker_uplink_bytes"] == rounds * (2 * d + 1) * 4
+    assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
         ({"inner_steps": 0}, "inner_steps"),
         ({"sync": "never"}, "sync"),
+        ({"preconditioner": "global"}, "preconditioner"),
         ({"outer": "extrapolate"}, "beta"),
         ({"outer_momentum": 1.0}, "outer_momentum"),
         ({"grad_compressor": "randk"}, "grad_compressor"),

@@ -45,6 +45,7 @@ What none of them has and this method adds is the drift-gated round length.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -53,6 +54,7 @@ from torch import Tensor
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, descend
 from lit_commeff.algorithms.local_sgd import nesterov_outer_step
 from lit_commeff.algorithms.memory import EF21Estimate, ErrorFeedback
+from lit_commeff.algorithms.preconditioner import SharedAdamRule, optimizer_lr
 from lit_commeff.compression import Identity
 from lit_commeff.options import GatedDANEOptions
 from lit_commeff.transport import Transport
@@ -82,7 +84,7 @@ class GatedDANE(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
-        "anchor_grads", "ghat_held",
+        "anchor_grads", "ghat_held", "pre_m", "pre_v", "pre_t", "pre_seen",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -142,6 +144,21 @@ class GatedDANE(Algorithm):
         self.momentum: Tensor | None = None  # the hub's Nesterov buffer
         #: Lengths of the finished rounds (for logs and the gate's tests).
         self.history_h: list[int] = []
+        #: ``preconditioner="shared"`` with Adam: the rule; this rank's momentum, the shared second moment, the
+        #: local steps taken, and the steps the second moment has seen (``None``: SGD, the user's optimizer steps).
+        self.shared_rule: SharedAdamRule | None = None
+        if options.preconditioner == "shared":
+            optimizer = getattr(oracle, "optimizer", None)
+            if optimizer is None:
+                raise ValueError(
+                    "preconditioner: 'shared' shares the state of the user's optimizer (Lightning); these local "
+                    "steps are plain gradient steps, which keep none; use preconditioner='local'."
+                )
+            self.shared_rule = SharedAdamRule.of(optimizer)
+        self.pre_m: Tensor | None = None
+        self.pre_v: Tensor | None = None
+        self.pre_t = 0
+        self.pre_seen = 0
         self.error_memory = ErrorFeedback() if options.uses_error_feedback else None
         self.grad_estimate: EF21Estimate | None = None
         if self.grad_compressor is not None:
@@ -221,6 +238,12 @@ class GatedDANE(Algorithm):
                 self._sync()
 
     def _descend(self, y: Tensor, g: Tensor) -> Tensor:
+        rule = self.shared_rule
+        if rule is not None:  # Adam with the second moment shared by every rank, frozen within the round
+            lr = optimizer_lr(self.oracle.optimizer)  # type: ignore[attr-defined]
+            self.pre_t += 1
+            y_next, self.pre_m = rule.step(y, g, lr=lr, m=self.pre_m, v=self.pre_v, t=self.pre_t)
+            return y_next
         if getattr(self.oracle, "descend", None) is None:
             return y - self.lr * g
         return torch.stack([descend(self.oracle, y[i], g[i], self.lr) for i in range(y.shape[0])])
@@ -249,22 +272,41 @@ class GatedDANE(Algorithm):
         """Every worker's gradient at the anchor → ĝ_r on every process; corrections; δ̂."""
         t = self.transport
         grads = self.oracle.grads(self.anchor)
-        if self.grad_estimate is None:
-            gathered = t.gather(grads, tag="grad")
-            mean = None if gathered is None else gathered.mean(dim=0)
-        else:
-            estimates = self._gather_grads_compressed(grads)
-            mean = None if estimates is None else estimates.mean(dim=0)
-        mean = mean if mean is not None else torch.empty_like(self.anchor)
+        gathered = t.gather(grads, tag="grad") if self.grad_estimate is None else self._gather_grads_compressed(grads)
+        mean = torch.empty_like(self.anchor) if gathered is None else gathered.mean(dim=0)
         if self.downlink_compressor is None:
             (ghat,) = t.broadcast(mean, tag="anchor_grad")
         else:
             (ghat,) = self._compressed_downlink(ghat=mean)
+        squares = self._broadcast_squares(gathered)
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.ghat, self.corr = ghat, ghat - grads
+        self._observe(ghat, squares)
         return ghat
+
+    def _observe(self, ghat: Tensor, squares: Tensor | None) -> None:
+        """``preconditioner="shared"``: the shared second moment after a new ĝ (the same on every process)."""
+        rule = self.shared_rule
+        if rule is None or squares is None:
+            return
+        self.pre_v = rule.observe(self.pre_v, squares, ghat, self.anchor, steps=self.pre_t - self.pre_seen)
+        self.pre_seen = self.pre_t
+
+    @property
+    def _squares_needed(self) -> bool:
+        return self.shared_rule is not None
+
+    def _broadcast_squares(self, received: Tensor | None) -> Tensor | None:
+        """The ranks' mean squared anchor gradient, from the hub to every process (tag ``"precond"``)."""
+        if not self._squares_needed:
+            return None
+        squares = torch.empty_like(self.anchor)
+        if self.transport.is_hub:
+            squares = self._need(received, "received").square().mean(dim=0)
+        (squares,) = self.transport.broadcast(squares, tag="precond")
+        return squares
 
     def _estimate_delta(self, grads: Tensor, ghat: Tensor) -> None:
         """δ̂ from the change of this rank's correction between the last two anchors.
@@ -333,27 +375,39 @@ class GatedDANE(Algorithm):
                 flags = t.agree(self.done_at, tag="gate")
                 received_counts = flags.to(grads.dtype)
         target, ghat, length = torch.empty_like(self.anchor), torch.empty_like(self.anchor), self.anchor.new_zeros(1)
+        squares: Tensor | None = torch.empty_like(self.anchor) if self._squares_needed else None
         if t.is_hub:
             target = self._outer_step(self._need(received_change, "received").mean(dim=0))
             ghat = self._need(received_grads, "received").mean(dim=0)
             counts_all = self._need(received_counts, "received").round().to(torch.int64).cpu()
             length = self.anchor.new_full((1,), float(self._next_length(counts_all)))
-        if self.downlink_compressor is None:
-            target, ghat, length = t.broadcast(target, ghat, length, tag="anchor")
-            new_anchor = target
+            if squares is not None:
+                squares = self._need(received_grads, "received").square().mean(dim=0)
+        if self.downlink_compressor is None:  # one message: [x_{r+1}, ĝ_r, (mean squared gradient,) next H]
+            extra = () if squares is None else (squares,)
+            target, ghat, *rest = t.broadcast(target, ghat, *extra, length, tag="anchor")
+            new_anchor, length = target, rest[-1]
+            squares = rest[0] if squares is not None else None
         else:
             new_anchor, ghat = self._compressed_downlink(target, ghat)
             (length,) = t.broadcast(length, tag="gate")
+            squares = self._broadcast_squares(received_grads)
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.ghat, self.corr = ghat, ghat - grads
+        self._observe(ghat, squares)
         self.anchor = new_anchor
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
             self.H = int(length.item())
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
         self.done_at = torch.zeros_like(self.done_at)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        # checkpoints written before the shared preconditioner existed hold none of its state
+        defaults = {"pre_m": None, "pre_v": None, "pre_t": 0, "pre_seen": 0}
+        super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
         """The new anchor every process holds after the hub sends ``C(target − anchor)`` (bit for bit the same)."""
