@@ -24,11 +24,11 @@ def test_one_step_rounds_along_ghat_are_the_optimizers_own_steps(name):
     rule = SharedAdamRule.of(optimizer)
     assert rule is not None
     y = x.detach().clone()
-    m = v = None
+    m = u = v = None
     for t in range(1, 9):
         ghat = torch.randn(7, dtype=torch.float64)
         v = rule.observe(v, ghat.square(), ghat, y, steps=1)
-        y, m = rule.step(y, ghat, lr=optimizer.param_groups[0]["lr"], m=m, v=v, t=t)
+        y, m, u = rule.step(y, ghat, lr=optimizer.param_groups[0]["lr"], m=m, u=u, v=v, t=t)
         x.grad = ghat.clone()
         optimizer.step()
         torch.testing.assert_close(y, x.detach(), rtol=1e-12, atol=1e-12, msg=f"{name}, step {t}")
@@ -44,9 +44,9 @@ def test_corrections_cancel_under_the_shared_second_moment_and_not_under_local_a
     v = rule.observe(None, a.square() + 1.0, a, x0, steps=20)
 
     def shared(g):
-        y, m = x0, None
+        y, m, u = x0, None, None
         for t in range(1, 4):
-            y, m = rule.step(y, g, lr=0.1, m=m, v=v, t=20 + t)
+            y, m, u = rule.step(y, g, lr=0.1, m=m, u=u, v=v, t=20 + t)
         return y
 
     torch.testing.assert_close((shared(a + c) + shared(a - c)) / 2, shared(a))
@@ -62,12 +62,21 @@ def test_corrections_cancel_under_the_shared_second_moment_and_not_under_local_a
     assert torch.linalg.vector_norm((local_adam(a + c) + local_adam(a - c)) / 2 - local_adam(a)) > 0.05
 
 
-def test_the_step_is_bounded_where_the_shared_second_moment_is_zero():
-    """A coordinate silent at the anchors (v = 0) and active later: Adam's floor, not a step of lr/ε."""
+def test_no_step_is_larger_than_local_adams_where_the_shared_second_moment_is_small():
+    """A coordinate silent at the anchors (v = 0), active later with a large gradient, then a small one: the
+    rank's own second moment bounds the steps as in Adam, not lr/ε or the momentum over a small g."""
     rule = SharedAdamRule.of(torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.1))
     v = rule.observe(None, torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]), torch.zeros(2), steps=10)
-    y, _ = rule.step(torch.zeros(2), torch.tensor([1.0, 5.0]), lr=0.1, m=None, v=v, t=11)
-    assert float(y.abs().max()) < 1.0
+    x = torch.nn.Parameter(torch.zeros(2))
+    adam = torch.optim.Adam([x], lr=0.1)
+    y, m, u = torch.zeros(2), None, None
+    for t, g in enumerate([torch.tensor([1.0, 5.0]), torch.tensor([1.0, 1e-4]), torch.tensor([1.0, 1e-4])], start=1):
+        previous = y
+        y, m, u = rule.step(y, g, lr=0.1, m=m, u=u, v=v, t=t)
+        before = x.detach().clone()
+        x.grad = g
+        adam.step()
+        assert float((y - previous)[1].abs()) <= float((x.detach() - before)[1].abs()) + 1e-7, t
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ class GatedDANE(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
-        "anchor_grads", "ghat_held", "pre_m", "pre_v", "pre_t", "pre_seen",
+        "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -144,8 +144,8 @@ class GatedDANE(Algorithm):
         self.momentum: Tensor | None = None  # the hub's Nesterov buffer
         #: Lengths of the finished rounds (for logs and the gate's tests).
         self.history_h: list[int] = []
-        #: ``preconditioner="shared"`` with Adam: the rule; this rank's momentum, the shared second moment, the
-        #: local steps taken, and the steps the second moment has seen (``None``: SGD, the user's optimizer steps).
+        #: ``preconditioner="shared"`` with Adam: the rule; this rank's momentum and own second moment, the shared
+        #: one, the local steps taken and those the shared one has seen (``None``: SGD, the user's optimizer steps).
         self.shared_rule: SharedAdamRule | None = None
         if options.preconditioner == "shared":
             optimizer = getattr(oracle, "optimizer", None)
@@ -156,6 +156,7 @@ class GatedDANE(Algorithm):
                 )
             self.shared_rule = SharedAdamRule.of(optimizer)
         self.pre_m: Tensor | None = None
+        self.pre_u: Tensor | None = None
         self.pre_v: Tensor | None = None
         self.pre_t = 0
         self.pre_seen = 0
@@ -242,7 +243,9 @@ class GatedDANE(Algorithm):
         if rule is not None:  # Adam with the second moment shared by every rank, frozen within the round
             lr = optimizer_lr(self.oracle.optimizer)  # type: ignore[attr-defined]
             self.pre_t += 1
-            y_next, self.pre_m = rule.step(y, g, lr=lr, m=self.pre_m, v=self.pre_v, t=self.pre_t)
+            y_next, self.pre_m, self.pre_u = rule.step(
+                y, g, lr=lr, m=self.pre_m, u=self.pre_u, v=self.pre_v, t=self.pre_t
+            )
             return y_next
         if getattr(self.oracle, "descend", None) is None:
             return y - self.lr * g
@@ -406,7 +409,7 @@ class GatedDANE(Algorithm):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # checkpoints written before the shared preconditioner existed hold none of its state
-        defaults = {"pre_m": None, "pre_v": None, "pre_t": 0, "pre_seen": 0}
+        defaults = {"pre_m": None, "pre_u": None, "pre_v": None, "pre_t": 0, "pre_seen": 0}
         super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:

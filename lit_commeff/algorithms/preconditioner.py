@@ -16,9 +16,11 @@ server's point, applied unchanged by every client's local steps. Here only Adam'
   rank holds the same v, bit for bit, and no local step changes it.
 * m, the momentum, and the step count stay per rank and per step, as in Adam: momentum is linear in the
   gradients, so it keeps the cancellation.
-* a step divides by ``max(v, (1 − β2)·g²)``, bias-corrected: Adam's own v is never below that, and it bounds
-  the step where the shared v is small (a unit silent at the anchor, active later). Where v is larger, the
-  step is linear in g and the corrections cancel exactly.
+* a step divides by ``max(v, u)``, bias-corrected, where u is the rank's own Adam second moment (its local
+  gradients, per step): no step is larger than local Adam's, which bounds it where the shared v is small (a
+  unit silent at the anchors, active later: with only ``(1 − β2)·g²`` of the current step as the floor, the
+  momentum of earlier, larger gradients over a small current one took steps of many learning rates on the
+  throughput GRU). Where v is the larger, the step is linear in g and the corrections cancel exactly.
 
 AdamW's decoupled weight decay applies as in torch; Adam's L2 weight decay is added to the gradient (and to
 the squares). The learning rate is read from the optimizer at every step (LR schedulers apply); the
@@ -108,19 +110,22 @@ class SharedAdamRule:
         return (1 - keep) * squares if v is None else keep * v + (1 - keep) * squares
 
     def step(
-        self, y: Tensor, g: Tensor, *, lr: float, m: Tensor | None, v: Tensor | None, t: int
-    ) -> tuple[Tensor, Tensor]:
-        """Local step number ``t`` ≥ 1 from ``y`` along ``g`` (rows: ranks of this process): ``(y', m')``."""
+        self, y: Tensor, g: Tensor, *, lr: float, m: Tensor | None, u: Tensor | None, v: Tensor | None, t: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Local step number ``t`` ≥ 1 from ``y`` along ``g`` (rows: ranks of this process): ``(y', m', u')``.
+
+        m and u are this rank's Adam moments (u: its own second moment, the floor); v the shared one.
+        """
         b1, b2 = self.betas
         if self.l2:
             g = g + self.l2 * y
         m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
-        floor = (1 - b2) * g.square()
-        second = floor if v is None else v.maximum(floor)
+        u = (1 - b2) * g.square() if u is None else b2 * u + (1 - b2) * g.square()
+        second = u if v is None else v.maximum(u)
         denom = (second / (1 - b2**t)).sqrt() + self.eps
         if self.weight_decay and self.decoupled:
             y = y * (1 - lr * self.weight_decay)
-        return y - (lr / (1 - b1**t)) * m / denom, m
+        return y - (lr / (1 - b1**t)) * m / denom, m, u
 
     def describe(self) -> dict[str, Any]:
         """The rule's fields, for logs."""
