@@ -740,7 +740,9 @@ class GatedDANEOptions(HubOptions):
         metadata=_doc(
             "`fresh`: each round opens with a gather of the ranks' anchor gradients and a broadcast of their mean "
             "(exact DANE corrections, 4 collectives a round); `lagged`: those gradients travel with the round's "
-            "sync and the next round uses them, one anchor old (SCAFFOLD's lag; 2 collectives a round)"
+            "sync and the next round uses them, one anchor old (SCAFFOLD's lag; 2 collectives a round); "
+            "`averaged`: as `lagged`, with the mean of each rank's minibatch gradients over the round in place of "
+            "its anchor gradient (SCAFFOLD's option II: 1/√H of one minibatch's noise in the correction)"
         ),
     )
     preconditioner: str = field(
@@ -849,7 +851,12 @@ class GatedDANEOptions(HubOptions):
             "sync", self.sync, ("gated", "fixed"), "use 'gated' (drift decides H) or 'fixed' (H = inner_steps)"
         )
         _check_choice("outer", self.outer, ("nesterov", "extrapolate"), "use 'nesterov' or 'extrapolate'")
-        _check_choice("correction", self.correction, ("fresh", "lagged"), "use 'fresh' (own anchor round) or 'lagged'")
+        _check_choice(
+            "correction",
+            self.correction,
+            ("fresh", "lagged", "averaged"),
+            "use 'fresh' (own anchor round), 'lagged' (anchor gradients with the sync) or 'averaged' (round means)",
+        )
         _check_choice(
             "preconditioner",
             self.preconditioner,

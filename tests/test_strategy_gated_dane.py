@@ -15,7 +15,7 @@ from lit_commeff.options import OptionError
 from lit_commeff.strategy import GatedDANEStrategy
 
 
-@pytest.mark.parametrize("correction", ["fresh", "lagged"])
+@pytest.mark.parametrize("correction", ["fresh", "lagged", "averaged"])
 def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path, correction):
     h, steps = 3, 24
     _, ranks = fit(
@@ -77,7 +77,8 @@ def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("correction", "preconditioner"), [("fresh", "local"), ("lagged", "local"), ("lagged", "shared")]
+    ("correction", "preconditioner"),
+    [("fresh", "local"), ("lagged", "local"), ("lagged", "shared"), ("averaged", "shared")],
 )
 def test_resume_mid_round_is_bitwise(tmp_path, correction, preconditioner):
     """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states (or the shared one)."""

@@ -21,6 +21,9 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    Nesterov step, or the Katyusha-X-style extrapolation x_{r+1} = x̄ + β(x̄ − x̄_prev) with x̄ = x_r − Δ̄ —
    and sends the new anchor (dense, or compressed: every process adds C(x_{r+1} − x_r) to the anchor it
    holds, so all hold the same anchor bit for bit).
+   With ``correction="averaged"`` (SCAFFOLD's option II) each worker sends, in place of ∇f_m(x_r), the mean
+   of the minibatch gradients of its round: the next round's correction ĝ − mean_m then carries 1/√H of one
+   minibatch's noise instead of all of it, for the same bytes (the ranks' corrections still sum to zero).
 4. **Similarity-gated length** (``sync="gated"``): during the local steps each worker records the first
    step at which its round was done — its local solve reached ‖∇F_m(x_m)‖ ≤ ``gate_tol``·‖x_m − x_r‖/θ
    (the inexactness criterion of S-DANE: more steps would not improve the outer step), or, without a prox
@@ -84,7 +87,7 @@ class GatedDANE(Algorithm):
     _state: ClassVar[tuple[str, ...]] = (
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
-        "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen",
+        "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -137,7 +140,11 @@ class GatedDANE(Algorithm):
         self.prev_grads: Tensor | None = None
         #: ``correction="lagged"``: this process's gradients at the current anchor, sent with the round's sync.
         self.anchor_grads: Tensor | None = None
-        self.lagged = options.correction == "lagged"
+        self.lagged = options.correction in ("lagged", "averaged")
+        #: ``correction="averaged"``: the sum and count of this round's minibatch gradients (SCAFFOLD's option II).
+        self.averaged = options.correction == "averaged"
+        self.grad_sum: Tensor | None = None
+        self.grad_count = 0
         #: ``downlink_compressor``: the ĝ every process holds, moved each round by C(ĝ − ĝ_held) (EF21-P).
         self.ghat_held: Tensor | None = None
         self.prev_mean: Tensor | None = None  # the hub's previous x̄ (extrapolation)
@@ -200,6 +207,12 @@ class GatedDANE(Algorithm):
             self.anchor_grads, self.phase = None, "local"
         self.k += 1
 
+    def _accumulate(self, raw: Tensor) -> None:
+        """``correction="averaged"``: add a minibatch gradient of this round to its running sum."""
+        if self.averaged:
+            self.grad_sum = raw if self.grad_sum is None else self.grad_sum + raw
+            self.grad_count += 1
+
     @property
     def drift(self) -> float:
         """This process's largest δ̂·‖x_m − x_r‖ / ‖ĝ_r‖ in the current round (0 at the anchor)."""
@@ -215,6 +228,7 @@ class GatedDANE(Algorithm):
             rows = self.anchor.expand(self.transport.workers.numel(), -1)
             if self.lagged:  # silent: this round's anchor gradients travel with its sync
                 grads = self.anchor_grads = self.oracle.grads(self.anchor)
+                self._accumulate(grads)
                 direction = grads if self.corr is None else grads + self.corr
             else:
                 self.transport.begin_round()
@@ -224,6 +238,7 @@ class GatedDANE(Algorithm):
         else:
             y = self._need(self.y, "y")
             raw = self.oracle.grads(y)
+            self._accumulate(raw)
             g = raw if self.corr is None else raw + self.corr  # no correction before the first lagged sync
             if self.theta is not None:
                 g = g + (y - self.anchor) / self.theta
@@ -352,8 +367,10 @@ class GatedDANE(Algorithm):
         from the fresh ones by O(δ‖x_{r+1} − x_r‖) and save the anchor round's two collectives.
         """
         t = self.transport
-        # dropped anchor step (non-finite guard, "skip"): evaluate the anchor gradients now
-        grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(self.anchor)
+        if self.averaged and self.grad_sum is not None:  # the mean of the round's minibatch gradients
+            grads = self.grad_sum / self.grad_count
+        else:  # the anchor's; a dropped anchor step (non-finite guard, "skip"): evaluate them now
+            grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(self.anchor)
         change = self.anchor - self._need(self.y, "y")
         counts = self.done_at.to(device=grads.device, dtype=grads.dtype).unsqueeze(-1)
         dense = isinstance(self.compressor, Identity) and self.error_memory is None and self.grad_estimate is None
@@ -405,11 +422,13 @@ class GatedDANE(Algorithm):
         if self.options.sync == "gated":
             self.H = int(length.item())
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
+        self.grad_sum, self.grad_count = None, 0
         self.done_at = torch.zeros_like(self.done_at)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # checkpoints written before the shared preconditioner existed hold none of its state
-        defaults = {"pre_m": None, "pre_u": None, "pre_v": None, "pre_t": 0, "pre_seen": 0}
+        defaults = {"pre_m": None, "pre_u": None, "pre_v": None, "pre_t": 0, "pre_seen": 0, "grad_sum": None}
+        defaults["grad_count"] = 0
         super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
