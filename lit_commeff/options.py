@@ -749,8 +749,10 @@ class GatedDANEOptions(HubOptions):
         default="local",
         metadata=_doc(
             "`local`: each rank's optimizer keeps its own state (Adam's moments, momentum) over its local steps; "
-            "`shared`: the state is built once a round from ĝ, the same on every rank, and frozen within the round "
-            "(Mime), so the corrected steps stay linear in the gradient (use it with Adam; SGD, Adam, AdamW)"
+            "`shared` (Adam, AdamW): Adam's second moment is built once a round from the ranks' mean squared anchor "
+            "gradient (sent with ĝ: d more values down per round), the same on every rank and frozen within the "
+            "round (after Mime), floored by the rank's own; momentum stays per rank; the corrected steps stay linear "
+            "in the gradient. SGD steps as the user's optimizer either way"
         ),
     )
     gate: float = field(
