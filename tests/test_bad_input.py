@@ -229,7 +229,7 @@ CASES: list[Case] = [
     Case("timeout-zero", ("timeout_s=0",), names=("timeout_s: timeout_s=0",)),
     Case("timeout-negative", ("timeout_s=-5",), names=("timeout_s: timeout_s=-5",)),
     # --- trainer group
-    Case("trainer-added-key", ("+trainer.foo=1",), names=("trainer.foo:",)),
+    Case("trainer-added-key", ("+trainer.foo=1",), names=("trainer.foo:", "the Trainer's arguments: ", "max_steps")),
     Case("trainer-reserved-key", ("+trainer.strategy=ddp",), names=("trainer.strategy:",)),
     Case("trainer-devices-1-hub", ("trainer.devices=1",), names=("trainer.devices:", "needs at least 2 processes")),
     Case("trainer-devices-type", ("trainer.devices=two",), names=("trainer.devices: trainer.devices='two'",)),

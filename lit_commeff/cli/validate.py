@@ -388,8 +388,10 @@ def _check_trainer_keys(trainer: DictConfig) -> None:
         if name not in accepted:
             close = difflib.get_close_matches(str(name), sorted(accepted), n=1)
             hint = f"did you mean trainer.{close[0]}? " if close else ""
+            known = ", ".join(sorted(accepted - set(TRAINER_RESERVED)))
             raise ConfigError(
-                f"trainer.{name!s}: {name!r} is not an argument of lightning.pytorch.Trainer; {hint}remove it."
+                f"trainer.{name!s}: {name!r} is not an argument of lightning.pytorch.Trainer; {hint}remove it "
+                f"(the Trainer's arguments: {known})."
             )
 
 
