@@ -87,3 +87,10 @@ def test_stateless_compressor_rejects_state():
         build("topk", k=1).load_state_dict({"warm_start": {}})
     with pytest.raises(ValueError, match=r"unknown state keys"):
         build("powersgd").load_state_dict({"q": {}})
+
+
+def test_an_unknown_option_is_named_with_the_compressors_options():
+    from lit_commeff.compression import build
+
+    with pytest.raises(ValueError, match=r"compressor 'topk': no option 'foo'; its options are k, ratio"):
+        build("topk", k=2, foo=1)

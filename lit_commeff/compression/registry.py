@@ -59,5 +59,16 @@ def build(name: str, /, **kwargs: Any) -> Compressor:
     factory = _factory(name)
     try:
         return factory(**kwargs)
-    except TypeError as err:  # unexpected keyword: name the compressor and the bad option
-        raise ValueError(f"compressor {name!r}: {err}") from err
+    except TypeError as err:  # unexpected keyword: name the compressor, the bad option and the known ones
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # a factory without a signature: say what Python said
+            raise ValueError(f"compressor {name!r}: {err}") from err
+        known = [p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p != "self"]
+        unknown = sorted(set(kwargs) - set(known))
+        if not unknown or any(v.kind is v.VAR_KEYWORD for v in params.values()):
+            raise ValueError(f"compressor {name!r}: {err}") from err
+        raise ValueError(
+            f"compressor {name!r}: no option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(known) or 'none'}."
+        ) from err
