@@ -172,6 +172,13 @@ B3_NAMES = {
     "diloco+h100": "DiLoCo (H = 100)",
     "diloco+h50": "DiLoCo (H = 50)",
     "gated_dane+topk": "Gated DANE, TopK 1 % on every message",
+    "gated_dane+topk+avg": "Gated DANE, TopK 1 % on every message, `correction=averaged`",
+    "gated_dane+lagged": "Gated DANE, `correction=lagged` (the defaults until session 11)",
+    "gated_dane+avg": "Gated DANE, `correction=averaged`",
+    "gated_dane+shared": "Gated DANE, `preconditioner=shared`",
+    "gated_dane+shared+avg": "Gated DANE, `preconditioner=shared`, `correction=averaged`",
+    "gated_dane+shared+avg+h25": "Gated DANE, `preconditioner=shared`, `correction=averaged`, fixed H = 25",
+    "gated_dane+shared+avg+gate2": "Gated DANE, `preconditioner=shared`, `correction=averaged`, `gate=2`",
     "gated_dane": "Gated DANE (defaults)",
     "gated_dane+lag": "Gated DANE v2, `correction=lagged`",
     "gated_dane+fresh": "Gated DANE v2, `correction=fresh`",
@@ -637,6 +644,14 @@ TABLES: dict[str, Spec] = {
         "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s10_bw_tput_bygroup_wan.json "
         "--recipes telecom_throughput --profiles wan lan --methods ddp powersgd gated_dane --out "
         "benchmarks/results/b3/s10_tables/bw_tput_bygroup_wan` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
+    "b3-s11-tput-bygroup-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s11_tables/tput_bygroup_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s11_tput_bygroup_edge.json "
+        "--recipes telecom_throughput --profiles edge lan --methods ddp powersgd gated_dane --out "
+        "benchmarks/results/b3/s11_tables/tput_bygroup_edge --plot benchmarks/results/b3/s11_tables/tput_bygroup_edge/"
+        "b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which session ran which)",
     ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
