@@ -175,6 +175,7 @@ B3_NAMES = {
     "gated_dane+topk+avg": "Gated DANE, TopK 1 % on every message, `correction=averaged`",
     "gated_dane+lagged": "Gated DANE, `correction=lagged` (the defaults until session 11)",
     "gated_dane+avg": "Gated DANE, `correction=averaged`",
+    "gated_dane+avg+min10": "Gated DANE, `correction=averaged`, `min_inner_steps=10`",
     "gated_dane+shared": "Gated DANE, `preconditioner=shared`",
     "gated_dane+shared+avg": "Gated DANE, `preconditioner=shared`, `correction=averaged`",
     "gated_dane+shared+avg+h25": "Gated DANE, `preconditioner=shared`, `correction=averaged`, fixed H = 25",
@@ -652,6 +653,24 @@ TABLES: dict[str, Spec] = {
         "--recipes telecom_throughput --profiles edge lan --methods ddp powersgd gated_dane --out "
         "benchmarks/results/b3/s11_tables/tput_bygroup_edge --plot benchmarks/results/b3/s11_tables/tput_bygroup_edge/"
         "b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which session ran which)",
+    ),
+    "b3-s11-credit-bygroup-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s11_tables/credit_bygroup_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s11_credit_bygroup_edge.json "
+        "--recipes finance_credit --profiles edge lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s11_tables/credit_bygroup_edge --plot benchmarks/results/b3/s11_tables/"
+        "credit_bygroup_edge/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
+        "session ran which)",
+    ),
+    "b3-s11-bw-tput-bygroup-wan": Spec(
+        b3_protocol_table("wan"),
+        ("b3/s11_tables/bw_tput_bygroup_wan/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s11_bw_tput_bygroup_wan.json "
+        "--recipes telecom_throughput --profiles wan lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s11_tables/bw_tput_bygroup_wan --plot benchmarks/results/b3/s11_tables/"
+        "bw_tput_bygroup_wan/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
+        "session ran which)",
     ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),

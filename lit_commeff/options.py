@@ -685,8 +685,10 @@ class GatedDANEOptions(HubOptions):
 
     :class:`~lit_commeff.algorithms.gated_dane.GatedDANE` gives the mathematics. The Lightning defaults are
     DiLoCo's outer step (Nesterov, ``outer_lr`` 0.7, ``outer_momentum`` 0.9) around corrected local steps,
-    with the anchor gradients riding with the sync (``correction="lagged"``, chosen on credit ``by_group``
-    over ``edge``: ``docs/gated-dane.md``); the algorithm used on its own (simulator) takes fresh DANE
+    with the ranks' gradients riding with the sync (one message each way a round; lagged corrections chosen on
+    credit ``by_group`` over ``edge`` in session 9) and averaged over the round (``correction="averaged"``:
+    session 11, stable under Adam on the throughput GRU where the one-minibatch correction was not, and as fast
+    on credit; ``docs/gated-dane.md``); the algorithm used on its own (simulator) takes fresh DANE
     corrections and extrapolates with β from μ and θ (:attr:`paper_defaults`).
     """
 
@@ -736,13 +738,14 @@ class GatedDANEOptions(HubOptions):
         ),
     )
     correction: str = field(
-        default="lagged",
+        default="averaged",
         metadata=_doc(
             "`fresh`: each round opens with a gather of the ranks' anchor gradients and a broadcast of their mean "
             "(exact DANE corrections, 4 collectives a round); `lagged`: those gradients travel with the round's "
             "sync and the next round uses them, one anchor old (SCAFFOLD's lag; 2 collectives a round); "
             "`averaged`: as `lagged`, with the mean of each rank's minibatch gradients over the round in place of "
-            "its anchor gradient (SCAFFOLD's option II: 1/√H of one minibatch's noise in the correction)"
+            "its anchor gradient (SCAFFOLD's option II: 1/√H of one minibatch's noise in the correction; the default "
+            "from session 11's B3 runs)"
         ),
     )
     preconditioner: str = field(

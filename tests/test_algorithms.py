@@ -470,6 +470,7 @@ STEP_CONTRACT = [
         },
     ),
     ("gated_dane", {"compressor": ("identity", {}), "correction": "lagged", "delta": None, "theta": 1.0, "beta": 0.5}),
+    ("gated_dane", {"compressor": ("identity", {}), "correction": "averaged", "outer": "nesterov", "inner_steps": 3}),
     (
         "gated_dane",
         {
