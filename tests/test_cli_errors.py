@@ -85,6 +85,12 @@ CASES = [
     ),
     Case("added-misspelt-top-level-key", ("+sed=1",), "sed:", ("did you mean seed?",)),
     Case("unparsable-override", ("seed=[",), "seed=[:", ("cannot parse this override", "KEY=VALUE")),
+    Case(
+        "interpolation-that-does-not-resolve",
+        ("seed=${oops}",),
+        "seed:",
+        ("does not resolve", "Interpolation key 'oops' not found", "give a plain value"),
+    ),
     Case("caught-by-the-checks", ("seed=-1",), "seed:", ("seed=-1 is out of range", "e.g. seed=0")),
     Case("sweep-caught-by-the-checks", ("-m", "seed=-1,-2"), "seed:", ("seed=-1 is out of range",)),
     Case(

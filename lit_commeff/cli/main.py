@@ -21,7 +21,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
 from hydra._internal.utils import get_args_parser
@@ -30,6 +30,7 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
@@ -189,6 +190,53 @@ def _sweep_dir() -> Path | None:
     return Path(str(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
 
 
+def _reject(err: ConfigError, run_dir: Path, cwd: Path) -> NoReturn:
+    """One ``lit-commeff: error:`` line, nothing left behind (the job's and the sweep's folders), exit code 2."""
+    print(f"lit-commeff: error: {err}", file=sys.stderr)
+    _discard(run_dir, cwd)
+    sweep = _sweep_dir()
+    if sweep is not None:
+        _discard(sweep, cwd)
+    raise SystemExit(2)
+
+
+def _unresolved(cfg: DictConfig, err: OmegaConfBaseException) -> str:
+    """The key whose own interpolation does not resolve, what OmegaConf said, and the fix.
+
+    Keys that fail only because they refer to a failing key (``recipe.data.seed: ${seed}``) are passed over
+    for the key they refer to (``seed``).
+    """
+    failing: dict[str, tuple[str, str]] = {}  # path -> (its raw value, OmegaConf's first line)
+
+    def walk(node: Any, prefix: str) -> None:
+        keys = [str(k) for k in node] if isinstance(node, DictConfig) else list(range(len(node)))
+        for key in keys:
+            path = f"{prefix}{key}"
+            if OmegaConf.is_interpolation(node, key):
+                try:
+                    node[key]
+                except OmegaConfBaseException as inner:
+                    failing[path] = (str(node._get_node(key)._value()), str(inner).splitlines()[0])
+            elif OmegaConf.is_config(node._get_node(key)):
+                walk(node[key], f"{path}.")
+
+    try:
+        walk(cfg, "")
+    except OmegaConfBaseException:  # a node that cannot even be walked: report OmegaConf's own key
+        failing.clear()
+    roots = [p for p, (raw, _) in failing.items() if not any("${" + q in raw for q in failing if q != p)]
+    if roots or failing:
+        key = min(roots or failing, key=lambda path: (path.count("."), path))
+        cause = failing[key][1]
+    else:
+        key = str(getattr(err, "full_key", None) or "config")
+        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (
+        f"{key}: its value does not resolve ({cause}); give a plain value, or an interpolation of a key that "
+        "exists (e.g. ${seed})."
+    )
+
+
 @hydra.main(version_base=None, config_path="pkg://lit_commeff.conf", config_name="config")
 def _job(cfg: DictConfig) -> None:
     """Hydra task function of ``lit-commeff`` (one job)."""
@@ -196,7 +244,10 @@ def _job(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     cwd = Path(hydra.utils.get_original_cwd())
     choices = dict(hc.runtime.choices)
-    resolved = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))  # created from a dict
+    try:
+        resolved = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))  # from a dict
+    except OmegaConfBaseException as err:  # an interpolation that does not resolve (seed='${oops}')
+        _reject(ConfigError(_unresolved(cfg, err)), run_dir, cwd)
     external = launched_externally()
     is_rank0 = not external or external_rank() == 0
     checkpoints = checkpoint_dir(resolved, run_dir)
@@ -207,12 +258,7 @@ def _job(cfg: DictConfig) -> None:
             plan = validate(resolved, strategy_choice=str(choices.get("strategy")))
         check_resume(resolved, checkpoints)
     except ConfigError as err:
-        print(f"lit-commeff: error: {err}", file=sys.stderr)
-        _discard(run_dir, cwd)
-        sweep = _sweep_dir()
-        if sweep is not None:
-            _discard(sweep, cwd)
-        raise SystemExit(2) from None
+        _reject(err, run_dir, cwd)
     config = cast(dict[str, Any], OmegaConf.to_container(resolved))
     params = run_params(config)
     # The run's params are the config's (above) and the settings resolved at setup (CommHistory logs them):
