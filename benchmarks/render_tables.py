@@ -672,6 +672,14 @@ TABLES: dict[str, Spec] = {
         "bw_tput_bygroup_wan/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
         "session ran which)",
     ),
+    "b3-s11-credit-iid-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s11_tables/credit_iid_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s11_credit_iid_edge.json "
+        "--recipes finance_credit --profiles edge lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s11_tables/credit_iid_edge --plot benchmarks/results/b3/s11_tables/"
+        "credit_iid_edge/b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
         ("b8_sweep_fixed_mu.json",),
