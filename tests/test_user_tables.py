@@ -323,6 +323,13 @@ def test_throughput_sample_every_and_target_and_features() -> None:
     uplink = ThroughputDataModule(features=["SNR", "CQI"], target="UL_bitrate", **options)
     uplink.check(1)
     assert uplink.num_features == 2
+    # the target is the uplink column: its statistics follow the target (not the features) and are not DL's
+    ul_only = ThroughputDataModule(target="UL_bitrate", **options)
+    ul_only.check(1)
+    assert uplink.target_transform == ul_only.target_transform
+    assert uplink.target_transform["mean"] != pytest.approx(every_second.target_transform["mean"], rel=0.05)
+    with pytest.raises(ValueError, match=r"lack the KPI column\(s\) \['nope'\].*data.target"):
+        ThroughputDataModule(target="nope", **options).check(1)
 
 
 # ----------------------------------------------------------------------------------------- yaml, README, --help
