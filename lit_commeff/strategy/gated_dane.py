@@ -33,9 +33,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     Note:
         With Adam, keep the default ``correction="averaged"``: with the one-minibatch correction of
         ``correction="lagged"`` the throughput GRU's validation MAE jumped between 6.3 and 27 (B3, session 10);
-        with the round's mean gradients it stayed between 4.7 and 7.2 after step 100 (session 11), though still
-        short of DDP's plateau on that seed. ``preconditioner="shared"`` shares Adam's second moment across the
-        ranks so that the corrections cancel under Adam as under SGD (``docs/gated-dane.md``).
+        with the round's mean gradients it stayed under 7.2 after step 100 on seeds 0 and 1 but still jumped on
+        seed 2 (session 11), and no seed reached DDP's plateau: prefer ``diloco`` under Adam for now.
+        ``preconditioner="shared"`` shares Adam's second moment across the ranks so that the corrections cancel
+        under Adam as under SGD (``docs/gated-dane.md``).
 
     Logged besides ``comm/*``, from rank 0 (no extra collective): ``gated_dane/H`` (the current round's length,
     the same on every rank), ``gated_dane/drift`` (rank 0's δ̂·‖x_m − x_r‖/‖ĝ_r‖) and ``gated_dane/delta_hat``
