@@ -296,7 +296,7 @@ class GatedDANE(Algorithm):
             (ghat,) = t.broadcast(mean, tag="anchor_grad")
         else:
             (ghat,) = self._compressed_downlink(ghat=mean)
-        squares = self._broadcast_squares(gathered)
+        squares = self._broadcast_squares(self._mean_squares(gathered))
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -312,17 +312,18 @@ class GatedDANE(Algorithm):
         self.pre_v = rule.observe(self.pre_v, squares, ghat, self.anchor, steps=self.pre_t - self.pre_seen)
         self.pre_seen = self.pre_t
 
-    @property
-    def _squares_needed(self) -> bool:
-        return self.shared_rule is not None
-
-    def _broadcast_squares(self, received: Tensor | None) -> Tensor | None:
-        """The ranks' mean squared anchor gradient, from the hub to every process (tag ``"precond"``)."""
-        if not self._squares_needed:
+    def _mean_squares(self, received: Tensor | None) -> Tensor | None:
+        """``preconditioner="shared"``: on the hub the ranks' mean squared gradient, elsewhere a buffer for it."""
+        if self.shared_rule is None:
             return None
-        squares = torch.empty_like(self.anchor)
-        if self.transport.is_hub:
-            squares = self._need(received, "received").square().mean(dim=0)
+        if not self.transport.is_hub:
+            return torch.empty_like(self.anchor)
+        return self._need(received, "received").square().mean(dim=0)
+
+    def _broadcast_squares(self, squares: Tensor | None) -> Tensor | None:
+        """The hub's :meth:`_mean_squares` to every process, in its own broadcast (tag ``"precond"``)."""
+        if squares is None:
+            return None
         (squares,) = self.transport.broadcast(squares, tag="precond")
         return squares
 
@@ -395,14 +396,12 @@ class GatedDANE(Algorithm):
                 flags = t.agree(self.done_at, tag="gate")
                 received_counts = flags.to(grads.dtype)
         target, ghat, length = torch.empty_like(self.anchor), torch.empty_like(self.anchor), self.anchor.new_zeros(1)
-        squares: Tensor | None = torch.empty_like(self.anchor) if self._squares_needed else None
+        squares = self._mean_squares(received_grads)
         if t.is_hub:
             target = self._outer_step(self._need(received_change, "received").mean(dim=0))
             ghat = self._need(received_grads, "received").mean(dim=0)
             counts_all = self._need(received_counts, "received").round().to(torch.int64).cpu()
             length = self.anchor.new_full((1,), float(self._next_length(counts_all)))
-            if squares is not None:
-                squares = self._need(received_grads, "received").square().mean(dim=0)
         if self.downlink_compressor is None:  # one message: [x_{r+1}, ĝ_r, (mean squared gradient,) next H]
             extra = () if squares is None else (squares,)
             target, ghat, *rest = t.broadcast(target, ghat, *extra, length, tag="anchor")
@@ -411,7 +410,7 @@ class GatedDANE(Algorithm):
         else:
             new_anchor, ghat = self._compressed_downlink(target, ghat)
             (length,) = t.broadcast(length, tag="gate")
-            squares = self._broadcast_squares(received_grads)
+            squares = self._broadcast_squares(squares)
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -427,8 +426,10 @@ class GatedDANE(Algorithm):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # checkpoints written before the shared preconditioner existed hold none of its state
-        defaults = {"pre_m": None, "pre_u": None, "pre_v": None, "pre_t": 0, "pre_seen": 0, "grad_sum": None}
-        defaults["grad_count"] = 0
+        # (and none of the averaged correction's)
+        defaults = dict.fromkeys(("pre_m", "pre_u", "pre_v", "grad_sum")) | dict.fromkeys(
+            ("pre_t", "pre_seen", "grad_count"), 0
+        )
         super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
