@@ -154,6 +154,73 @@ def test_gate_rule_and_estimated_delta(hetero):
     assert alg._next_length(torch.tensor([0, 0, 0, 0])) == 8
 
 
+class _Clock:
+    """A clock the test moves: each local step costs ``step`` seconds, each sync ``sync`` seconds."""
+
+    def __init__(self, step: float, sync: float) -> None:
+        self.now, self.step, self.sync = 0.0, step, sync
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _timed_run(problem, clock: _Clock | None, *, rounds: int, **options) -> GatedDANE:
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    alg = GatedDANE(
+        transport=transport,
+        oracle=ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        compressor=build("identity"),
+        L=problem.L,
+        inner_steps=40,
+        min_inner_steps=3,
+        delta=problem.delta,
+        outer="nesterov",
+        **options,
+    )
+    if clock is not None:
+        alg.clock = clock
+        begin = transport.begin_round
+
+        def slow_begin() -> None:  # the sync's collectives take `sync` seconds of the clock
+            clock.now += clock.sync
+            begin()
+
+        transport.begin_round = slow_begin
+    while len(alg.history_h) < rounds:
+        if clock is not None:
+            clock.now += clock.step
+        alg.step()
+    return alg
+
+
+@pytest.mark.parametrize("correction", ["fresh", "lagged"])
+def test_a_slow_link_raises_the_shortest_round_to_what_the_sync_share_allows(hetero, correction):
+    """``sync_share``: a sync that costs 5 steps, at most 20 % of a round → rounds of ≥ 5·0.8/0.2 = 20 steps."""
+    free = _timed_run(hetero, None, rounds=8, correction=correction, sync_share=None)
+    assert min(free.history_h) < 20  # the drift gate alone picks shorter rounds here
+    collectives = 2 if correction == "fresh" else 1  # fresh rounds open with their own anchor round
+    clock = _Clock(step=0.01, sync=0.05 / collectives)
+    slow = _timed_run(hetero, clock, rounds=8, correction=correction, sync_share=0.2)
+    assert slow.step_seconds == pytest.approx(0.01) and slow.sync_seconds == pytest.approx(0.05)
+    assert slow.time_floor == 20
+    assert slow.history_h[0] == 3  # nothing measured before the first sync
+    assert all(h >= 20 for h in slow.history_h[2:]), slow.history_h  # measured after the first sync, used at the next
+    very_slow = _timed_run(hetero, _Clock(step=0.01, sync=5.0), rounds=6, correction=correction, sync_share=0.2)
+    assert very_slow.history_h[2:] == [40] * 4  # the floor is capped by inner_steps
+    # a link that costs little leaves the gate's choice alone: the same rounds as without the floor
+    fast = _timed_run(hetero, _Clock(step=0.01, sync=0.0001), rounds=8, correction=correction, sync_share=0.2)
+    assert fast.time_floor == 1 and fast.history_h == free.history_h
+
+
+def test_sync_share_is_checked_and_off_in_the_simulator_defaults():
+    assert GatedDANEOptions.paper_defaults["sync_share"] is None  # simulated time is not the link's
+    assert GatedDANEOptions().sync_share == 0.2
+    for bad in (0, 1, 1.5, -0.1, "x"):
+        with pytest.raises(OptionError, match="sync_share"):
+            GatedDANEOptions(sync_share=bad)
+
+
 def test_bytes_per_round_are_the_messages_handed_to_the_transport():
     """Dense anchor round + dense sync: each worker but the hub sends d values twice, receives d twice."""
     problem = synthetic_ridge(workers=4, n=30, dim=6, similarity=0.5, lam=0.1, seed=0)

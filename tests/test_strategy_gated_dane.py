@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_strategy_baselines import EPOCH_OF_4, MLP, WORLD, assert_resumed_like_uninterrupted, dense_dim, falls, fit
 
+from lit_commeff.algorithms import GatedDANE
 from lit_commeff.options import OptionError
 from lit_commeff.strategy import GatedDANEStrategy
 
@@ -74,6 +75,17 @@ def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
         assert record["history_h"] == rounds[0]["history_h"]  # the agreed lengths are the same everywhere
         assert record["history_h"][0] == 2 and all(2 <= h <= 8 for h in record["history_h"])
         assert sum(record["history_h"]) <= steps
+
+
+@pytest.mark.parametrize("correction", ["fresh", "averaged"])
+def test_the_hubs_link_floor_sets_every_ranks_round_length(tmp_path, monkeypatch, correction):
+    """``sync_share``: the hub's measured floor decides H on every rank (here a floor of 6 on the hub, 1 elsewhere)."""
+    monkeypatch.setattr(GatedDANE, "time_floor", property(lambda self: 6 if self.transport.is_hub else 1))
+    strategy = GatedDANEStrategy(start_method="fork", inner_steps=8, min_inner_steps=2, correction=correction)
+    fit(strategy, tmp_path, max_steps=30, callbacks=[_Rounds(tmp_path)])
+    rounds = [json.loads((tmp_path / f"rounds{r}.json").read_text())["history_h"] for r in range(WORLD)]
+    assert rounds[1] == rounds[0]
+    assert rounds[0][0] == 2 and all(6 <= h <= 8 for h in rounds[0][1:]), rounds[0]
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,13 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    are short where the shards differ and long where they agree. δ̂ is ``delta`` or each worker's running
    maximum of ‖(∇f_m(x_r) − ∇f_m(x_{r−1})) − (ĝ_r − ĝ_{r−1})‖ / ‖x_r − x_{r−1}‖, which it computes from
    what it already holds.
+5. **The link's floor** (``sync_share``, the Lightning default): a round shorter than the link makes worth
+   it wastes time whatever the drift says. The hub measures its sync (the collectives' wall-clock) and the
+   median interval between its silent local steps, and no round lasts fewer than ⌈t_sync·(1 − s)/(s·t_step)⌉
+   steps, so that syncing takes at most the share s of a round. This is the error-runtime trade-off of
+   adaptive local-update SGD (Wang & Joshi, "Adaptive Communication Strategies to Achieve the Best
+   Error-Runtime Trade-off in Local-Update SGD", SysML 2019), here as a floor under the drift gate: on a slow
+   link the link sets the shortest round, the ranks' similarity decides how much longer it may grow.
 
 References: DANE (Shamir, Srebro & Zhang, ICML 2014, "Communication-Efficient Distributed Optimization using
 an Approximate Newton-type Method") for the corrected subproblem; SCAFFOLD (Karimireddy et al., ICML 2020)
@@ -48,7 +55,10 @@ What none of them has and this method adds is the drift-gated round length.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -88,6 +98,7 @@ class GatedDANE(Algorithm):
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
+        "step_seconds", "sync_seconds",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -167,6 +178,15 @@ class GatedDANE(Algorithm):
         self.pre_v: Tensor | None = None
         self.pre_t = 0
         self.pre_seen = 0
+        #: ``sync_share``: the clock, this process's smoothed sync and local-step times (seconds), and the
+        #: intervals between the silent steps of the current round.
+        self.clock: Callable[[], float] = time.perf_counter
+        self.step_seconds: float | None = None
+        self.sync_seconds: float | None = None
+        self._entered: float | None = None
+        self._entered_silent = False
+        self._intervals: list[float] = []
+        self._round_sync = 0.0
         self.error_memory = ErrorFeedback() if options.uses_error_feedback else None
         self.grad_estimate: EF21Estimate | None = None
         if self.grad_compressor is not None:
@@ -222,8 +242,39 @@ class GatedDANE(Algorithm):
         dist = torch.linalg.vector_norm(self.y - self.anchor, dim=-1).to(torch.float64)
         return float((self.delta_hat * dist).max()) / gnorm
 
+    @property
+    def time_floor(self) -> int:
+        """The shortest round the link makes worth a sync (``sync_share``; 0 before two syncs or without it)."""
+        share = self.options.sync_share
+        if share is None or self.sync_seconds is None or not self.step_seconds:
+            return 0
+        floor = self.sync_seconds * (1.0 - share) / (share * self.step_seconds)
+        return math.ceil(floor) if math.isfinite(floor) else self.options.inner_steps
+
+    def _time_step(self) -> None:
+        """Record the interval since the last step when that step was silent (its cost without a sync)."""
+        if self.options.sync_share is None:
+            return
+        now = self.clock()
+        if self._entered is not None and self._entered_silent:
+            self._intervals.append(now - self._entered)
+        self._entered, self._entered_silent = now, not self.communicates()
+
+    def _time_round(self) -> None:
+        """After a sync: fold this round's sync time and median silent step into the smoothed times."""
+        if self.options.sync_share is None:
+            return
+        ema = 0.5  # a round's times are noisy (stragglers, validation between steps); half-weight smoothing
+        sync = self._round_sync
+        self.sync_seconds = sync if self.sync_seconds is None else (1 - ema) * self.sync_seconds + ema * sync
+        if self._intervals:
+            local = statistics.median(self._intervals)
+            self.step_seconds = local if self.step_seconds is None else (1 - ema) * self.step_seconds + ema * local
+        self._intervals, self._round_sync = [], 0.0
+
     # ------------------------------------------------------------------------------- one step
     def _step(self) -> None:
+        self._time_step()
         if self.phase == "anchor":
             rows = self.anchor.expand(self.transport.workers.numel(), -1)
             if self.lagged:  # silent: this round's anchor gradients travel with its sync
@@ -231,8 +282,10 @@ class GatedDANE(Algorithm):
                 self._accumulate(grads)
                 direction = grads if self.corr is None else grads + self.corr
             else:
+                started = self.clock()
                 self.transport.begin_round()
                 direction = self._anchor_round().expand_as(rows)  # ∇F_m(x_r) = ĝ_r
+                self._round_sync += self.clock() - started
             self.y = self._descend(rows, direction)
             self.k, self.phase = 1, "local"
         else:
@@ -247,11 +300,14 @@ class GatedDANE(Algorithm):
             self.y = self._descend(y, g)
             self.k += 1
         if self.k >= self.H:
+            started = self.clock()
             self.transport.begin_round()
             if self.lagged:
                 self._sync_lagged()
             else:
                 self._sync()
+            self._round_sync += self.clock() - started
+            self._time_round()
 
     def _descend(self, y: Tensor, g: Tensor) -> Tensor:
         rule = self.shared_rule
@@ -357,9 +413,16 @@ class GatedDANE(Algorithm):
             self.anchor = self._compressed_anchor(target)
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
-            self.H = self._next_length(t.agree(self.done_at, tag="gate"))
+            self.H = self._next_length(t.agree(self.done_at, tag="gate"), floor=self._hub_floor())
         self.y, self.k, self.phase = None, 0, "anchor"
         self.done_at = torch.zeros_like(self.done_at)
+
+    def _hub_floor(self) -> int:
+        """``correction="fresh"``: the hub's :attr:`time_floor` on every process (one broadcast, tag ``"gate"``)."""
+        if self.options.sync_share is None:
+            return 0
+        (floor,) = self.transport.broadcast(self.anchor.new_full((1,), float(self.time_floor)), tag="gate")
+        return int(floor.item())
 
     def _sync_lagged(self) -> None:
         """One gather (model changes, anchor gradients, gate counts) and one broadcast (anchor, ĝ, next H).
@@ -401,7 +464,7 @@ class GatedDANE(Algorithm):
             target = self._outer_step(self._need(received_change, "received").mean(dim=0))
             ghat = self._need(received_grads, "received").mean(dim=0)
             counts_all = self._need(received_counts, "received").round().to(torch.int64).cpu()
-            length = self.anchor.new_full((1,), float(self._next_length(counts_all)))
+            length = self.anchor.new_full((1,), float(self._next_length(counts_all, floor=self.time_floor)))
         if self.downlink_compressor is None:  # one message: [x_{r+1}, ĝ_r, (mean squared gradient,) next H]
             extra = () if squares is None else (squares,)
             target, ghat, *rest = t.broadcast(target, ghat, *extra, length, tag="anchor")
@@ -427,9 +490,9 @@ class GatedDANE(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # checkpoints written before the shared preconditioner existed hold none of its state
         # (and none of the averaged correction's)
-        defaults = dict.fromkeys(("pre_m", "pre_u", "pre_v", "grad_sum")) | dict.fromkeys(
-            ("pre_t", "pre_seen", "grad_count"), 0
-        )
+        defaults = dict.fromkeys(
+            ("pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds")
+        ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)
         super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
@@ -507,16 +570,17 @@ class GatedDANE(Algorithm):
         self.prev_mean = mean
         return target
 
-    def _next_length(self, done_at: Tensor) -> int:
-        """The next round's H from every worker's count (0: not done in this round).
+    def _next_length(self, done_at: Tensor, *, floor: int = 0) -> int:
+        """The next round's H from every worker's count (0: not done in this round) and the link's ``floor``.
 
         The first worker done decides (the smallest count): a stale correction on one rank biases the
         average, and where the local solves finish together the smallest count is as good as the largest
         (a9a, both splits: the same rounds). The largest count instead let a rank that never saw drift keep
         the rounds long while others drifted: without a prox term on label-sorted a9a that diverged. No
-        worker done: twice this round.
+        worker done: twice this round. ``floor`` (the hub's :attr:`time_floor`) raises the smallest H.
         """
-        lo, hi = self.options.min_steps, self.options.inner_steps
+        hi = self.options.inner_steps
+        lo = max(self.options.min_steps, min(floor, hi))
         done = done_at[done_at > 0]
         if done.numel() == 0:
             return min(hi, max(lo, 2 * self.H))
