@@ -694,7 +694,7 @@ class GatedDANEOptions(HubOptions):
 
     method: ClassVar[str] = "Gated DANE"
     default_compressor: ClassVar[tuple[str, Mapping[str, Any]]] = ("identity", {})
-    paper_defaults: ClassVar[Mapping[str, Any]] = {"outer": "extrapolate", "correction": "fresh", "sync_share": None}
+    paper_defaults: ClassVar[Mapping[str, Any]] = {"outer": "extrapolate", "correction": "fresh", "link_aware": False}
 
     grad_compressor: Any = field(
         default=None,
@@ -758,14 +758,14 @@ class GatedDANEOptions(HubOptions):
             "in the gradient. SGD steps as the user's optimizer either way"
         ),
     )
-    sync_share: float | None = field(
-        default=0.2,
+    link_aware: bool = field(
+        default=True,
         metadata=_doc(
-            "`sync: gated`: the largest share of a round's wall-clock time its sync may take. From the hub's measured "
-            "times (sync collectives, and the median interval between its local steps) the next round lasts at least "
-            "⌈t_sync·(1 − s)/(s·t_step)⌉ steps, within [`min_inner_steps`, `inner_steps`]: on a slow link the link "
-            "sets the shortest round worth a sync, the drift gate lengthens rounds from there. Makes H depend on the "
-            "machine; `None`: no floor from time (reproducible H; the simulator's default)"
+            "`sync: gated`: weigh the drift against the link. The hub measures a = t_sync/t_step (its sync's "
+            "wall-clock over the median interval between its local steps) and the next round lasts √(H_drift·a) "
+            "steps, H_drift being the drift gate's choice (the error-runtime optimum when per-step progress falls "
+            "as 1/(1 + H/H_drift)), within [`min_inner_steps`, `inner_steps`]. H then depends on the machine's "
+            "timing; `false`: H_drift (reproducible rounds; the simulator's default)"
         ),
     )
     gate: float = field(
@@ -882,13 +882,7 @@ class GatedDANEOptions(HubOptions):
             check_positive(name, getattr(self, name))
         for name in ("theta", "delta"):
             _optional_positive(name, getattr(self, name))
-        if self.sync_share is not None and (not _is_real(self.sync_share) or not 0 < self.sync_share < 1):
-            raise OptionError(
-                "sync_share",
-                self.sync_share,
-                "is out of range",
-                "use a share in (0, 1) (e.g. 0.2), or None for no floor",
-            )
+        _check_bool("link_aware", self.link_aware)
         if self.error_feedback is not None:
             _check_bool("error_feedback", self.error_feedback)
         if not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1:

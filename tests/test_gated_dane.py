@@ -195,30 +195,37 @@ def _timed_run(problem, clock: _Clock | None, *, rounds: int, **options) -> Gate
 
 
 @pytest.mark.parametrize("correction", ["fresh", "lagged"])
-def test_a_slow_link_raises_the_shortest_round_to_what_the_sync_share_allows(hetero, correction):
-    """``sync_share``: a sync that costs 5 steps, at most 20 % of a round → rounds of ≥ 5·0.8/0.2 = 20 steps."""
-    free = _timed_run(hetero, None, rounds=8, correction=correction, sync_share=None)
-    assert min(free.history_h) < 20  # the drift gate alone picks shorter rounds here
+def test_the_round_weighs_the_drift_against_the_measured_cost_of_a_sync(hetero, correction):
+    """``link_aware``: H = √(H_drift·t_sync/t_step) from the hub's measured times, within [3, 40]."""
+    free = _timed_run(hetero, None, rounds=8, correction=correction, link_aware=False)
     collectives = 2 if correction == "fresh" else 1  # fresh rounds open with their own anchor round
-    clock = _Clock(step=0.01, sync=0.05 / collectives)
-    slow = _timed_run(hetero, clock, rounds=8, correction=correction, sync_share=0.2)
-    assert slow.step_seconds == pytest.approx(0.01) and slow.sync_seconds == pytest.approx(0.05)
-    assert slow.time_floor == 20
-    assert slow.history_h[0] == 3  # nothing measured before the first sync
-    assert all(h >= 20 for h in slow.history_h[2:]), slow.history_h  # measured after the first sync, used at the next
-    very_slow = _timed_run(hetero, _Clock(step=0.01, sync=5.0), rounds=6, correction=correction, sync_share=0.2)
-    assert very_slow.history_h[2:] == [40] * 4  # the floor is capped by inner_steps
-    # a link that costs little leaves the gate's choice alone: the same rounds as without the floor
-    fast = _timed_run(hetero, _Clock(step=0.01, sync=0.0001), rounds=8, correction=correction, sync_share=0.2)
-    assert fast.time_floor == 1 and fast.history_h == free.history_h
+
+    def timed(sync: float) -> GatedDANE:
+        clock = _Clock(step=0.01, sync=sync / collectives)
+        return _timed_run(hetero, clock, rounds=8, correction=correction, link_aware=True)
+
+    slow = timed(0.5)  # a sync costs 50 local steps
+    assert slow.step_seconds == pytest.approx(0.01) and slow.sync_seconds == pytest.approx(0.5)
+    assert slow.sync_steps == pytest.approx(50.0)
+    # measured at the end of round 1, the cost sets round 3 (round 2's length is chosen during round 1's sync)
+    assert slow.history_h[:2] == free.history_h[:2]
+    assert min(slow.history_h[2:]) > max(free.history_h), (slow.history_h, free.history_h)  # longer rounds
+    # the rule: H_drift is the first worker's count (none done: twice this round), then √(H_drift·cost)
+    assert slow._next_length(torch.tensor([5, 7, 0, 9]), cost=50.0) == 16  # √(5·50) = 15.8
+    slow.H = 4
+    assert slow._next_length(torch.tensor([0, 0, 0, 0]), cost=50.0) == 20  # √(8·50)
+    assert slow._next_length(torch.tensor([0, 0, 0, 0]), cost=None) == 8  # the drift gate alone
+    assert slow._next_length(torch.tensor([2, 0, 0, 0]), cost=0.5) == 3  # √1 → the smallest H
+    assert timed(20.0).history_h[2:] == [40] * 6  # capped by inner_steps
+    assert timed(0.0001).history_h[2:] == [3] * 6  # a sync that costs nothing: the shortest rounds
+    assert free.sync_steps is None and free.step_seconds is None  # link_aware=False measures nothing
 
 
-def test_sync_share_is_checked_and_off_in_the_simulator_defaults():
-    assert GatedDANEOptions.paper_defaults["sync_share"] is None  # simulated time is not the link's
-    assert GatedDANEOptions().sync_share == 0.2
-    for bad in (0, 1, 1.5, -0.1, "x"):
-        with pytest.raises(OptionError, match="sync_share"):
-            GatedDANEOptions(sync_share=bad)
+def test_link_aware_is_checked_and_off_in_the_simulator_defaults():
+    assert GatedDANEOptions.paper_defaults["link_aware"] is False  # simulated time is not the link's
+    assert GatedDANEOptions().link_aware is True
+    with pytest.raises(OptionError, match="link_aware"):
+        GatedDANEOptions(link_aware="yes")
 
 
 def test_bytes_per_round_are_the_messages_handed_to_the_transport():

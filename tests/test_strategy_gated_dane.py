@@ -78,14 +78,15 @@ def test_compressed_gated_run_counts_compressed_bytes_and_adapts_h(tmp_path):
 
 
 @pytest.mark.parametrize("correction", ["fresh", "averaged"])
-def test_the_hubs_link_floor_sets_every_ranks_round_length(tmp_path, monkeypatch, correction):
-    """``sync_share``: the hub's measured floor decides H on every rank (here a floor of 6 on the hub, 1 elsewhere)."""
-    monkeypatch.setattr(GatedDANE, "time_floor", property(lambda self: 6 if self.transport.is_hub else 1))
+def test_the_hubs_measured_sync_cost_sets_every_ranks_round_length(tmp_path, monkeypatch, correction):
+    """``link_aware``: the hub's measured cost decides H on every rank (here 18 steps on the hub, 0.1 elsewhere)."""
+    monkeypatch.setattr(GatedDANE, "sync_steps", property(lambda self: 18.0 if self.transport.is_hub else 0.1))
     strategy = GatedDANEStrategy(start_method="fork", inner_steps=8, min_inner_steps=2, correction=correction)
     fit(strategy, tmp_path, max_steps=30, callbacks=[_Rounds(tmp_path)])
     rounds = [json.loads((tmp_path / f"rounds{r}.json").read_text())["history_h"] for r in range(WORLD)]
     assert rounds[1] == rounds[0]
-    assert rounds[0][0] == 2 and all(6 <= h <= 8 for h in rounds[0][1:]), rounds[0]
+    # √(H_drift·18) ≥ √18 > 4 for any count: the hub's cost; the others' would give √(H_drift·0.1) ≤ √1.6 → 2
+    assert rounds[0][0] == 2 and all(4 <= h <= 8 for h in rounds[0][1:]), rounds[0]
 
 
 @pytest.mark.parametrize(

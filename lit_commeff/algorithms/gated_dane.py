@@ -35,13 +35,15 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    are short where the shards differ and long where they agree. δ̂ is ``delta`` or each worker's running
    maximum of ‖(∇f_m(x_r) − ∇f_m(x_{r−1})) − (ĝ_r − ĝ_{r−1})‖ / ‖x_r − x_{r−1}‖, which it computes from
    what it already holds.
-5. **The link's floor** (``sync_share``, the Lightning default): a round shorter than the link makes worth
-   it wastes time whatever the drift says. The hub measures its sync (the collectives' wall-clock) and the
-   median interval between its silent local steps, and no round lasts fewer than ⌈t_sync·(1 − s)/(s·t_step)⌉
-   steps, so that syncing takes at most the share s of a round. This is the error-runtime trade-off of
-   adaptive local-update SGD (Wang & Joshi, "Adaptive Communication Strategies to Achieve the Best
-   Error-Runtime Trade-off in Local-Update SGD", SysML 2019), here as a floor under the drift gate: on a slow
-   link the link sets the shortest round, the ranks' similarity decides how much longer it may grow.
+5. **Weighed against the link** (``link_aware``, the Lightning default): the drift gate asks only whether a
+   longer round would hurt, not what a sync costs. The hub measures its sync (the collectives' wall-clock) and
+   the median interval between its silent local steps, a = t_sync/t_step (a sync's cost in local steps), and
+   the next round lasts √(H_drift·a) steps, H_drift being the drift gate's choice above. This is the round
+   length that maximises progress per second when a round's per-step progress falls as 1/(1 + H/H_drift)
+   (d/dH of H/((1 + H/H_drift)(H + a)) vanishes at H² = H_drift·a): the error-runtime trade-off of adaptive
+   local-update SGD (Wang & Joshi, "Adaptive Communication Strategies to Achieve the Best Error-Runtime
+   Trade-off in Local-Update SGD", SysML 2019), with the ranks' similarity in place of a loss schedule. A
+   cheap link shortens rounds, a slow one lengthens them, and the shards' similarity scales both.
 
 References: DANE (Shamir, Srebro & Zhang, ICML 2014, "Communication-Efficient Distributed Optimization using
 an Approximate Newton-type Method") for the corrected subproblem; SCAFFOLD (Karimireddy et al., ICML 2020)
@@ -178,7 +180,7 @@ class GatedDANE(Algorithm):
         self.pre_v: Tensor | None = None
         self.pre_t = 0
         self.pre_seen = 0
-        #: ``sync_share``: the clock, this process's smoothed sync and local-step times (seconds), and the
+        #: ``link_aware``: the clock, this process's smoothed sync and local-step times (seconds), and the
         #: intervals between the silent steps of the current round.
         self.clock: Callable[[], float] = time.perf_counter
         self.step_seconds: float | None = None
@@ -243,17 +245,15 @@ class GatedDANE(Algorithm):
         return float((self.delta_hat * dist).max()) / gnorm
 
     @property
-    def time_floor(self) -> int:
-        """The shortest round the link makes worth a sync (``sync_share``; 0 before two syncs or without it)."""
-        share = self.options.sync_share
-        if share is None or self.sync_seconds is None or not self.step_seconds:
-            return 0
-        floor = self.sync_seconds * (1.0 - share) / (share * self.step_seconds)
-        return math.ceil(floor) if math.isfinite(floor) else self.options.inner_steps
+    def sync_steps(self) -> float | None:
+        """A sync's measured cost in local steps, t_sync/t_step (``link_aware``; ``None`` before the first sync)."""
+        if not self.options.link_aware or self.sync_seconds is None or not self.step_seconds:
+            return None
+        return self.sync_seconds / self.step_seconds
 
     def _time_step(self) -> None:
         """Record the interval since the last step when that step was silent (its cost without a sync)."""
-        if self.options.sync_share is None:
+        if not self.options.link_aware:
             return
         now = self.clock()
         if self._entered is not None and self._entered_silent:
@@ -262,7 +262,7 @@ class GatedDANE(Algorithm):
 
     def _time_round(self) -> None:
         """After a sync: fold this round's sync time and median silent step into the smoothed times."""
-        if self.options.sync_share is None:
+        if not self.options.link_aware:
             return
         ema = 0.5  # a round's times are noisy (stragglers, validation between steps); half-weight smoothing
         sync = self._round_sync
@@ -413,16 +413,18 @@ class GatedDANE(Algorithm):
             self.anchor = self._compressed_anchor(target)
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
-            self.H = self._next_length(t.agree(self.done_at, tag="gate"), floor=self._hub_floor())
+            self.H = self._next_length(t.agree(self.done_at, tag="gate"), cost=self._hub_cost())
         self.y, self.k, self.phase = None, 0, "anchor"
         self.done_at = torch.zeros_like(self.done_at)
 
-    def _hub_floor(self) -> int:
-        """``correction="fresh"``: the hub's :attr:`time_floor` on every process (one broadcast, tag ``"gate"``)."""
-        if self.options.sync_share is None:
-            return 0
-        (floor,) = self.transport.broadcast(self.anchor.new_full((1,), float(self.time_floor)), tag="gate")
-        return int(floor.item())
+    def _hub_cost(self) -> float | None:
+        """``correction="fresh"``: the hub's :attr:`sync_steps` on every process (one broadcast, tag ``"gate"``)."""
+        if not self.options.link_aware:
+            return None
+        cost = self.sync_steps
+        (sent,) = self.transport.broadcast(self.anchor.new_full((1,), -1.0 if cost is None else cost), tag="gate")
+        value = float(sent.item())
+        return None if value < 0 else value
 
     def _sync_lagged(self) -> None:
         """One gather (model changes, anchor gradients, gate counts) and one broadcast (anchor, ĝ, next H).
@@ -464,7 +466,7 @@ class GatedDANE(Algorithm):
             target = self._outer_step(self._need(received_change, "received").mean(dim=0))
             ghat = self._need(received_grads, "received").mean(dim=0)
             counts_all = self._need(received_counts, "received").round().to(torch.int64).cpu()
-            length = self.anchor.new_full((1,), float(self._next_length(counts_all, floor=self.time_floor)))
+            length = self.anchor.new_full((1,), float(self._next_length(counts_all, cost=self.sync_steps)))
         if self.downlink_compressor is None:  # one message: [x_{r+1}, ĝ_r, (mean squared gradient,) next H]
             extra = () if squares is None else (squares,)
             target, ghat, *rest = t.broadcast(target, ghat, *extra, length, tag="anchor")
@@ -570,21 +572,20 @@ class GatedDANE(Algorithm):
         self.prev_mean = mean
         return target
 
-    def _next_length(self, done_at: Tensor, *, floor: int = 0) -> int:
-        """The next round's H from every worker's count (0: not done in this round) and the link's ``floor``.
+    def _next_length(self, done_at: Tensor, *, cost: float | None = None) -> int:
+        """The next round's H from every worker's count (0: not done in this round) and a sync's ``cost`` in steps.
 
-        The first worker done decides (the smallest count): a stale correction on one rank biases the
-        average, and where the local solves finish together the smallest count is as good as the largest
-        (a9a, both splits: the same rounds). The largest count instead let a rank that never saw drift keep
-        the rounds long while others drifted: without a prox term on label-sorted a9a that diverged. No
-        worker done: twice this round. ``floor`` (the hub's :attr:`time_floor`) raises the smallest H.
+        The drift gate's choice H_drift is the first worker's count (the smallest): a stale correction on one rank
+        biases the average, and where the local solves finish together the smallest count is as good as the
+        largest (a9a, both splits: the same rounds). The largest count instead let a rank that never saw drift
+        keep the rounds long while others drifted: without a prox term on label-sorted a9a that diverged. No
+        worker done: twice this round. With ``cost`` (``link_aware``) the round lasts √(H_drift·cost) instead.
         """
-        hi = self.options.inner_steps
-        lo = max(self.options.min_steps, min(floor, hi))
+        lo, hi = self.options.min_steps, self.options.inner_steps
         done = done_at[done_at > 0]
-        if done.numel() == 0:
-            return min(hi, max(lo, 2 * self.H))
-        return min(hi, max(lo, int(done.min())))
+        drift = int(done.min()) if done.numel() else 2 * self.H
+        length = drift if cost is None else round(math.sqrt(drift * cost))
+        return min(hi, max(lo, length))
 
 
 __all__ = ["GatedDANE"]

@@ -40,8 +40,8 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     Logged besides ``comm/*``, from rank 0 (no extra collective): ``gated_dane/H`` (the current round's length,
     the same on every rank), ``gated_dane/drift`` (rank 0's δ̂·‖x_m − x_r‖/‖ĝ_r‖), ``gated_dane/delta_hat``
-    (rank 0's similarity estimate) and, with ``sync_share``, ``gated_dane/time_floor`` (the shortest round the
-    hub's measured sync and step times allow).
+    (rank 0's similarity estimate) and, with ``link_aware``, ``gated_dane/sync_steps`` (rank 0's measured cost
+    of a sync in local steps, which the next round's length weighs against the drift).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -69,8 +69,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
             return
         module.log("gated_dane/H", float(algorithm.H), rank_zero_only=True, batch_size=1)
         module.log("gated_dane/drift", algorithm.drift, rank_zero_only=True, batch_size=1)
-        if algorithm.options.sync_share is not None:
-            module.log("gated_dane/time_floor", float(algorithm.time_floor), rank_zero_only=True, batch_size=1)
+        cost = algorithm.sync_steps
+        if cost is not None:
+            module.log("gated_dane/sync_steps", cost, rank_zero_only=True, batch_size=1)
         delta = self.delta_hat()
         if delta is not None:
             module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)
