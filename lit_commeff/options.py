@@ -745,7 +745,10 @@ class GatedDANEOptions(HubOptions):
             "sync and the next round uses them, one anchor old (SCAFFOLD's lag; 2 collectives a round); "
             "`averaged`: as `lagged`, with the mean of each rank's minibatch gradients over the round in place of "
             "its anchor gradient (SCAFFOLD's option II: 1/√H of one minibatch's noise in the correction; the default "
-            "from session 11's B3 runs)"
+            "from session 11's B3 runs); `update`: as `averaged`, with the correction applied in the optimizer's "
+            "update space (each step is the optimizer's step on the minibatch gradient minus e_m, "
+            "e_m += (Δ̄ − Δ_m)/H after each sync; the hub sends Δ̄: d more values down), so the corrections cancel "
+            "across ranks under Adam as under SGD"
         ),
     )
     preconditioner: str = field(
@@ -869,8 +872,9 @@ class GatedDANEOptions(HubOptions):
         _check_choice(
             "correction",
             self.correction,
-            ("fresh", "lagged", "averaged"),
-            "use 'fresh' (own anchor round), 'lagged' (anchor gradients with the sync) or 'averaged' (round means)",
+            ("fresh", "lagged", "averaged", "update"),
+            "use 'fresh' (own anchor round), 'lagged' (anchor gradients with the sync), 'averaged' (round means) or "
+            "'update' (round means, the correction in the optimizer's update space)",
         )
         _check_choice(
             "preconditioner",

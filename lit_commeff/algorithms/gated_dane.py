@@ -24,6 +24,12 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    With ``correction="averaged"`` (SCAFFOLD's option II) each worker sends, in place of ∇f_m(x_r), the mean
    of the minibatch gradients of its round: the next round's correction ĝ − mean_m then carries 1/√H of one
    minibatch's noise instead of all of it, for the same bytes (the ranks' corrections still sum to zero).
+   With ``correction="update"`` the correction lives in the optimizer's update space instead (SCAFFOLD's
+   option II as SCAFFOLD writes it, from model changes): a local step is the user's optimizer step on the
+   plain minibatch gradient minus e_m, with e_m ← e_m + (Δ̄ − Δ_m)/H after each sync (the hub sends Δ̄ with the
+   anchor: d more values down). The e_m sum to zero over the ranks whatever the optimizer, so under Adam the
+   corrections cancel in the averaged model change exactly; under SGD with a constant step it is the averaged
+   correction times the step. The gate and δ̂ still use the gradient correction, which is still computed.
 4. **Similarity-gated length** (``sync="gated"``): during the local steps each worker records the first
    step at which its round was done — its local solve reached ‖∇F_m(x_m)‖ ≤ ``gate_tol``·‖x_m − x_r‖/θ
    (the inexactness criterion of S-DANE: more steps would not improve the outer step), or, without a prox
@@ -100,7 +106,7 @@ class GatedDANE(Algorithm):
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
-        "step_seconds", "sync_seconds",
+        "step_seconds", "sync_seconds", "update_corr",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -153,9 +159,13 @@ class GatedDANE(Algorithm):
         self.prev_grads: Tensor | None = None
         #: ``correction="lagged"``: this process's gradients at the current anchor, sent with the round's sync.
         self.anchor_grads: Tensor | None = None
-        self.lagged = options.correction in ("lagged", "averaged")
+        self.lagged = options.correction in ("lagged", "averaged", "update")
         #: ``correction="averaged"``: the sum and count of this round's minibatch gradients (SCAFFOLD's option II).
-        self.averaged = options.correction == "averaged"
+        self.averaged = options.correction in ("averaged", "update")
+        #: ``correction="update"``: this process's rows of e_m, the correction in the optimizer's update space.
+        self.in_update_space = options.correction == "update"
+        self.update_corr: Tensor | None = None
+        self._own_change: Tensor | None = None  # this round's model change as the hub received it
         self.grad_sum: Tensor | None = None
         self.grad_count = 0
         #: ``downlink_compressor``: the ĝ every process holds, moved each round by C(ĝ − ĝ_held) (EF21-P).
@@ -280,24 +290,27 @@ class GatedDANE(Algorithm):
             if self.lagged:  # silent: this round's anchor gradients travel with its sync
                 grads = self.anchor_grads = self.oracle.grads(self.anchor)
                 self._accumulate(grads)
-                direction = grads if self.corr is None else grads + self.corr
+                direction = grads if self.corr is None or self.in_update_space else grads + self.corr
             else:
                 started = self.clock()
                 self.transport.begin_round()
                 direction = self._anchor_round().expand_as(rows)  # ∇F_m(x_r) = ĝ_r
                 self._round_sync += self.clock() - started
-            self.y = self._descend(rows, direction)
+            self.y = self._corrected(self._descend(rows, direction))
             self.k, self.phase = 1, "local"
         else:
             y = self._need(self.y, "y")
             raw = self.oracle.grads(y)
             self._accumulate(raw)
             g = raw if self.corr is None else raw + self.corr  # no correction before the first lagged sync
-            if self.theta is not None:
-                g = g + (y - self.anchor) / self.theta
+            prox = None if self.theta is None else (y - self.anchor) / self.theta
+            if prox is not None:
+                g = g + prox
             if self.options.sync == "gated" and self.ghat is not None:  # fixed rounds need no counts
-                self._gate(y, g)
-            self.y = self._descend(y, g)
+                self._gate(y, g)  # the corrected gradient ∇F_m, also in update space
+            if self.in_update_space:
+                g = raw if prox is None else raw + prox
+            self.y = self._corrected(self._descend(y, g))
             self.k += 1
         if self.k >= self.H:
             started = self.clock()
@@ -321,6 +334,12 @@ class GatedDANE(Algorithm):
         if getattr(self.oracle, "descend", None) is None:
             return y - self.lr * g
         return torch.stack([descend(self.oracle, y[i], g[i], self.lr) for i in range(y.shape[0])])
+
+    def _corrected(self, y_next: Tensor) -> Tensor:
+        """``correction="update"``: the optimizer's step, then this rank's update-space correction e_m."""
+        if self.in_update_space and self.update_corr is not None:
+            return y_next - self.update_corr
+        return y_next
 
     def _gate(self, y: Tensor, g: Tensor) -> None:
         """Mark the rows whose round is done at ``y`` (after ``k`` steps): local solve accurate, or drifted.
@@ -461,21 +480,30 @@ class GatedDANE(Algorithm):
                 flags = t.agree(self.done_at, tag="gate")
                 received_counts = flags.to(grads.dtype)
         target, ghat, length = torch.empty_like(self.anchor), torch.empty_like(self.anchor), self.anchor.new_zeros(1)
+        mean_change = torch.empty_like(self.anchor) if self.in_update_space else None
         squares = self._mean_squares(received_grads)
         if t.is_hub:
-            target = self._outer_step(self._need(received_change, "received").mean(dim=0))
+            averaged_change = self._need(received_change, "received").mean(dim=0)
+            mean_change = averaged_change if self.in_update_space else None
+            target = self._outer_step(averaged_change)
             ghat = self._need(received_grads, "received").mean(dim=0)
             counts_all = self._need(received_counts, "received").round().to(torch.int64).cpu()
             length = self.anchor.new_full((1,), float(self._next_length(counts_all, cost=self.sync_steps)))
-        if self.downlink_compressor is None:  # one message: [x_{r+1}, ĝ_r, (mean squared gradient,) next H]
-            extra = () if squares is None else (squares,)
+        if self.downlink_compressor is None:  # one message: [x_{r+1}, ĝ_r, (Δ̄,) (mean squared gradient,) next H]
+            extra = tuple(x for x in (mean_change, squares) if x is not None)
             target, ghat, *rest = t.broadcast(target, ghat, *extra, length, tag="anchor")
             new_anchor, length = target, rest[-1]
+            if mean_change is not None:
+                mean_change, *rest = rest
             squares = rest[0] if squares is not None else None
         else:
             new_anchor, ghat = self._compressed_downlink(target, ghat)
             (length,) = t.broadcast(length, tag="gate")
             squares = self._broadcast_squares(squares)
+            if mean_change is not None:  # dense: the e_m sum to zero only if every rank subtracts the same Δ̄
+                (mean_change,) = t.broadcast(mean_change, tag="update_corr")
+        if mean_change is not None:
+            self._update_correction(mean_change, change if dense else self._need(self._own_change, "own_change"))
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -489,11 +517,19 @@ class GatedDANE(Algorithm):
         self.grad_sum, self.grad_count = None, 0
         self.done_at = torch.zeros_like(self.done_at)
 
+    def _update_correction(self, mean_change: Tensor, own: Tensor) -> None:
+        """``correction="update"``: e_m ← e_m + (Δ̄ − Δ_m)/k after a round of k steps (SCAFFOLD's option II).
+
+        Δ_m is the change as the hub received it (after compression), so the e_m sum to zero over the ranks.
+        """
+        step = (mean_change - own) / max(self.k, 1)
+        self.update_corr = step if self.update_corr is None else self.update_corr + step
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # checkpoints written before the shared preconditioner existed hold none of its state
         # (and none of the averaged correction's)
         defaults = dict.fromkeys(
-            ("pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds")
+            ("pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds", "update_corr")
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)
         super().load_state_dict({**defaults, **state})
 
@@ -552,8 +588,10 @@ class GatedDANE(Algorithm):
             sent = self.error_memory.compensate(change)
             own, received = t.gather_compressed(sent, self.compressor, step=self.round, key=self.name, tag="delta")
             self.error_memory.update(sent, own)
+            self._own_change = own
             return received
-        _, received = t.gather_compressed(change, self.compressor, step=self.round, key=self.name, tag="delta")
+        own, received = t.gather_compressed(change, self.compressor, step=self.round, key=self.name, tag="delta")
+        self._own_change = own
         return received
 
     def _outer_step(self, mean_change: Tensor) -> Tensor:
