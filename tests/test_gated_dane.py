@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from lit_commeff import sim
 from lit_commeff.algorithms import ALGORITHMS, GatedDANE, ProblemOracle
@@ -226,6 +227,74 @@ def test_link_aware_is_checked_and_off_in_the_simulator_defaults():
     assert GatedDANEOptions().link_aware is True
     with pytest.raises(OptionError, match="link_aware"):
         GatedDANEOptions(link_aware="yes")
+
+
+def _sim(problem, **options) -> GatedDANE:
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    return GatedDANE(
+        transport=transport,
+        oracle=options.pop("oracle", None) or ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        L=problem.L,
+        outer="nesterov",
+        **options,
+    )
+
+
+def test_update_space_correction_is_the_averaged_one_times_the_step_under_sgd(hetero):
+    """``correction='update'`` under plain gradient steps: e_m = lr·c_m, the same iterates as ``averaged``."""
+    runs = [_sim(hetero, compressor=build("identity"), sync="fixed", inner_steps=3, correction=c)
+            for c in ("averaged", "update")]  # fmt: skip
+    for _ in range(30):
+        for alg in runs:
+            alg.step()
+        assert torch.allclose(runs[0].anchor, runs[1].anchor, rtol=0, atol=1e-12)
+    averaged, update = runs
+    assert update.corr is not None and update.update_corr is not None
+    assert torch.allclose(update.update_corr, averaged.lr * averaged.corr, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("correction", ["fresh", "averaged"])
+def test_last_round_holds_the_norms_of_the_last_sync(hetero, correction):
+    alg = _sim(hetero, compressor=build("identity"), sync="fixed", inner_steps=3, correction=correction)
+    for _ in range(5):  # into the second round
+        alg.step()
+    sent, gather = [], alg._gather_change
+    alg._gather_change = lambda change: sent.append(change.clone()) or gather(change)
+    before = alg.anchor.clone()
+    alg.step()  # the last local step and the sync
+    assert alg.last_round["anchor_move"] == pytest.approx(float(torch.linalg.vector_norm(alg.anchor - before)))
+    if sent:  # the dense lagged sync sends Δ_m inside its one message, not through _gather_change
+        assert alg.last_round["change"] == pytest.approx(float(torch.linalg.vector_norm(sent[0][0])))
+    assert alg.last_round["change"] > 0
+    ratio = float(torch.linalg.vector_norm(alg.corr[0]) / torch.linalg.vector_norm(alg.ghat))
+    assert alg.last_round["correction"] == pytest.approx(ratio)
+
+
+class _SignOracle(ProblemOracle):
+    """Sign descent: a local optimizer whose step is not linear in the gradient (as Adam's is not)."""
+
+    def descend(self, x: Tensor, g: Tensor, lr: float) -> Tensor:
+        return x - 0.01 * torch.sign(g)
+
+
+@pytest.mark.parametrize("compressor", [("identity", {}), ("topk", {"ratio": 0.5})], ids=["dense", "topk-ef"])
+def test_update_space_corrections_cancel_over_the_ranks_whatever_the_optimizer(hetero, compressor):
+    """Σ_m e_m = 0 after every sync, also with a nonlinear optimizer and a compressed (error-feedback) uplink."""
+    transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+    alg = _sim(
+        hetero,
+        oracle=_SignOracle(hetero, transport.workers),
+        compressor=build(compressor[0], **compressor[1]),
+        sync="fixed",
+        inner_steps=4,
+        correction="update",
+    )
+    for _ in range(40):
+        alg.step()
+        if alg.update_corr is not None:
+            assert float(alg.update_corr.sum(dim=0).abs().max()) < 1e-12
+    assert float(alg.update_corr.abs().max()) > 1e-4  # and they are not all zero
 
 
 def test_bytes_per_round_are_the_messages_handed_to_the_transport():

@@ -16,7 +16,7 @@ from lit_commeff.options import OptionError
 from lit_commeff.strategy import GatedDANEStrategy
 
 
-@pytest.mark.parametrize("correction", ["fresh", "lagged", "averaged"])
+@pytest.mark.parametrize("correction", ["fresh", "lagged", "averaged", "update"])
 def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path, correction):
     h, steps = 3, 24
     _, ranks = fit(
@@ -40,9 +40,10 @@ def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path, correcti
             assert s["cc1"] == 1 + 2 * rounds
             assert set(s["gamma_by_tag"]) == {"grad", "delta"}
         else:
-            # per round one message each way: [Δ_m, ∇f_m(x_r), count] up, [x_{r+1}, ĝ_r, next H] down
+            # per round one message each way: [Δ_m, ∇f_m(x_r), count] up, [x_{r+1}, ĝ_r, (Δ̄,) next H] down
+            down = 3 * d + 1 if correction == "update" else 2 * d + 1
             assert s["worker_uplink_bytes"] == rounds * (2 * d + 1) * 4
-            assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (2 * d + 1) * 4
+            assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * down * 4
             assert s["cc1"] == 1 + rounds
             assert set(s["gamma_by_tag"]) == {"sync"}
 
@@ -91,7 +92,7 @@ def test_the_hubs_measured_sync_cost_sets_every_ranks_round_length(tmp_path, mon
 
 @pytest.mark.parametrize(
     ("correction", "preconditioner"),
-    [("fresh", "local"), ("lagged", "local"), ("lagged", "shared"), ("averaged", "shared")],
+    [("fresh", "local"), ("lagged", "local"), ("lagged", "shared"), ("averaged", "shared"), ("update", "local")],
 )
 def test_resume_mid_round_is_bitwise(tmp_path, correction, preconditioner):
     """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states (or the shared one)."""

@@ -166,6 +166,9 @@ class GatedDANE(Algorithm):
         self.in_update_space = options.correction == "update"
         self.update_corr: Tensor | None = None
         self._own_change: Tensor | None = None  # this round's model change as the hub received it
+        #: The last sync's norms on this process (first row): its model change ‖Δ_m‖, the anchor's move
+        #: ‖x_{r+1} − x_r‖ and its correction relative to ĝ, ‖c_m‖/‖ĝ‖ (diagnostics; no traffic).
+        self.last_round: dict[str, float] = {}
         self.grad_sum: Tensor | None = None
         self.grad_count = 0
         #: ``downlink_compressor``: the ĝ every process holds, moved each round by C(ĝ − ĝ_held) (EF21-P).
@@ -422,7 +425,8 @@ class GatedDANE(Algorithm):
     def _sync(self) -> None:
         """Compressed model changes → the hub's outer step → the new anchor everywhere; the next H."""
         t = self.transport
-        received = self._gather_change(self.anchor - self._need(self.y, "y"))
+        change, previous = self.anchor - self._need(self.y, "y"), self.anchor
+        received = self._gather_change(change)
         target = torch.empty_like(self.anchor)
         if t.is_hub:
             target = self._outer_step(self._need(received, "received").mean(dim=0))
@@ -430,6 +434,7 @@ class GatedDANE(Algorithm):
             (self.anchor,) = t.broadcast(target, tag="anchor")
         else:
             self.anchor = self._compressed_anchor(target)
+        self._record_round(change, previous)
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
             self.H = self._next_length(t.agree(self.done_at, tag="gate"), cost=self._hub_cost())
@@ -509,7 +514,8 @@ class GatedDANE(Algorithm):
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.ghat, self.corr = ghat, ghat - grads
         self._observe(ghat, squares)
-        self.anchor = new_anchor
+        previous, self.anchor = self.anchor, new_anchor
+        self._record_round(change, previous)
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
             self.H = int(length.item())
@@ -524,6 +530,16 @@ class GatedDANE(Algorithm):
         """
         step = (mean_change - own) / max(self.k, 1)
         self.update_corr = step if self.update_corr is None else self.update_corr + step
+
+    def _record_round(self, change: Tensor, previous_anchor: Tensor) -> None:
+        """Keep :attr:`last_round` (this process's first row)."""
+        ghat = 0.0 if self.ghat is None else float(torch.linalg.vector_norm(self.ghat))
+        corr = 0.0 if self.corr is None else float(torch.linalg.vector_norm(self.corr[0]))
+        self.last_round = {
+            "change": float(torch.linalg.vector_norm(change[0])),
+            "anchor_move": float(torch.linalg.vector_norm(self.anchor - previous_anchor)),
+            "correction": corr / ghat if ghat > 0 else 0.0,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # checkpoints written before the shared preconditioner existed hold none of its state

@@ -40,8 +40,11 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     Logged besides ``comm/*``, from rank 0 (no extra collective): ``gated_dane/H`` (the current round's length,
     the same on every rank), ``gated_dane/drift`` (rank 0's δ̂·‖x_m − x_r‖/‖ĝ_r‖), ``gated_dane/delta_hat``
-    (rank 0's similarity estimate) and, with ``link_aware``, ``gated_dane/sync_steps`` (rank 0's measured cost
-    of a sync in local steps, which the next round's length weighs against the drift).
+    (rank 0's similarity estimate), from the last sync ``gated_dane/change`` (rank 0's ‖Δ_m‖),
+    ``gated_dane/anchor_move`` (‖x_{r+1} − x_r‖: several times ‖Δ_m‖ when the outer momentum amplifies what the
+    ranks' changes leave after cancelling) and ``gated_dane/correction`` (‖c_0‖/‖ĝ‖), and, with ``link_aware``,
+    ``gated_dane/sync_steps`` (rank 0's measured cost of a sync in local steps, which the next round's length
+    weighs against the drift).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -69,6 +72,8 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
             return
         module.log("gated_dane/H", float(algorithm.H), rank_zero_only=True, batch_size=1)
         module.log("gated_dane/drift", algorithm.drift, rank_zero_only=True, batch_size=1)
+        for name, value in algorithm.last_round.items():
+            module.log(f"gated_dane/{name}", value, rank_zero_only=True, batch_size=1)
         cost = algorithm.sync_steps
         if cost is not None:
             module.log("gated_dane/sync_steps", cost, rank_zero_only=True, batch_size=1)
