@@ -684,12 +684,14 @@ class GatedDANEOptions(HubOptions):
     """Gated DANE's options: every rank trains on its similarity-corrected subproblem, sync gated by drift.
 
     :class:`~lit_commeff.algorithms.gated_dane.GatedDANE` gives the mathematics. The Lightning defaults are
-    DiLoCo's outer step (Nesterov, ``outer_lr`` 0.7, ``outer_momentum`` 0.9) around corrected local steps,
+    DiLoCo's outer step (Nesterov, ``outer_lr`` 0.7, ``outer_momentum`` 0.9) around corrected local steps of SGD
+    and plain averaging around those of Adam-type optimizers (session 12),
     with the ranks' gradients riding with the sync (one message each way a round; lagged corrections chosen on
     credit ``by_group`` over ``edge`` in session 9) and averaged over the round (``correction="averaged"``:
     session 11, stable under Adam on the throughput GRU where the one-minibatch correction was not, and as fast
     on credit; ``docs/gated-dane.md``); the algorithm used on its own (simulator) takes fresh DANE
-    corrections and extrapolates with β from μ and θ (:attr:`paper_defaults`).
+    corrections and extrapolates with β from μ and θ (:attr:`paper_defaults`). Rounds weigh the drift against the
+    link's measured cost (``link_aware``, session 12).
     """
 
     method: ClassVar[str] = "Gated DANE"
@@ -799,8 +801,23 @@ class GatedDANEOptions(HubOptions):
             "`extrapolate` (Katyusha-X style: x_next = x̄ + β(x̄ − x̄_prev))"
         ),
     )
-    outer_lr: float = field(default=0.7, metadata=_doc("`outer: nesterov`: learning rate of the outer step"))
-    outer_momentum: float = field(default=0.9, metadata=_doc("`outer: nesterov`: Nesterov momentum in [0, 1)"))
+    outer_lr: float | None = field(
+        default=None,
+        metadata=_doc(
+            "`outer: nesterov`: learning rate of the outer step; `None`: DiLoCo's 0.7 when the local steps are linear "
+            "in the gradient (SGD, with or without momentum; the simulator's gradient steps), else 1.0 (Adam and other "
+            "adaptive optimizers: plain averaging, see `outer_momentum`)"
+        ),
+    )
+    outer_momentum: float | None = field(
+        default=None,
+        metadata=_doc(
+            "`outer: nesterov`: Nesterov momentum in [0, 1); `None`: DiLoCo's 0.9 when the local steps are linear in "
+            "the gradient, else 0. Under an adaptive optimizer each rank's normaliser keeps the ranks' corrections "
+            "from cancelling, and the momentum amplified what is left (throughput GRU, seed 2: MAE 111 with 0.9; "
+            "reaches DDP's plateau with 0; docs/gated-dane.md, session 12)"
+        ),
+    )
     beta: float | None = field(
         default=None,
         metadata=_doc(
@@ -882,15 +899,18 @@ class GatedDANEOptions(HubOptions):
             ("local", "shared"),
             "use 'local' (each rank's own optimizer state) or 'shared' (one state from ĝ, frozen within a round)",
         )
-        for name in ("gate", "gate_tol", "outer_lr"):
+        for name in ("gate", "gate_tol"):
             check_positive(name, getattr(self, name))
+        _optional_positive("outer_lr", self.outer_lr)
         for name in ("theta", "delta"):
             _optional_positive(name, getattr(self, name))
         _check_bool("link_aware", self.link_aware)
         if self.error_feedback is not None:
             _check_bool("error_feedback", self.error_feedback)
-        if not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1:
-            raise OptionError("outer_momentum", self.outer_momentum, "is invalid", "use a number in [0, 1) (0: none)")
+        if self.outer_momentum is not None and (not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1):
+            raise OptionError(
+                "outer_momentum", self.outer_momentum, "is invalid", "use a number in [0, 1) (0: none), or None"
+            )
         if not _is_real(self.mu) or not math.isfinite(self.mu) or self.mu < 0:
             raise OptionError("mu", self.mu, "is out of range", "use a finite value >= 0 (0 for neural networks)")
         if self.beta is not None and (not _is_real(self.beta) or not 0 <= self.beta < 1):

@@ -271,6 +271,37 @@ def test_last_round_holds_the_norms_of_the_last_sync(hetero, correction):
     assert alg.last_round["correction"] == pytest.approx(ratio)
 
 
+class _OptimizerOracle(ProblemOracle):
+    """A problem oracle that carries a user optimizer, as Lightning's does (only its type matters here)."""
+
+    def __init__(self, problem, workers, optimizer) -> None:
+        super().__init__(problem, workers)
+        self.optimizer = optimizer
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "expected"),
+    [
+        (None, (0.7, 0.9)),
+        (torch.optim.SGD, (0.7, 0.9)),
+        (torch.optim.Adam, (1.0, 0.0)),
+        (torch.optim.RMSprop, (1.0, 0.0)),
+    ],
+)
+def test_outer_step_defaults_follow_whether_the_local_steps_are_linear(hetero, optimizer, expected):
+    """DiLoCo's (0.7, 0.9) over SGD or plain gradient steps; plain averaging over adaptive optimizers."""
+    transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    opt = None if optimizer is None else optimizer(params, lr=0.1)
+    workers = transport.workers
+    oracle = ProblemOracle(hetero, workers) if opt is None else _OptimizerOracle(hetero, workers, opt)
+    alg = _sim(hetero, oracle=oracle, compressor=build("identity"))
+    assert (alg.outer_lr, alg.outer_momentum) == expected
+    assert alg.hyperparameters()["outer_momentum"] == expected[1]
+    explicit = _sim(hetero, oracle=oracle, compressor=build("identity"), outer_lr=0.5, outer_momentum=0.3)
+    assert (explicit.outer_lr, explicit.outer_momentum) == (0.5, 0.3)
+
+
 class _SignOracle(ProblemOracle):
     """Sign descent: a local optimizer whose step is not linear in the gradient (as Adam's is not)."""
 

@@ -75,7 +75,7 @@ from torch import Tensor
 from lit_commeff.algorithms.base import Algorithm, LocalOracle, check_positive, descend
 from lit_commeff.algorithms.local_sgd import nesterov_outer_step
 from lit_commeff.algorithms.memory import EF21Estimate, ErrorFeedback
-from lit_commeff.algorithms.preconditioner import SharedAdamRule, optimizer_lr
+from lit_commeff.algorithms.preconditioner import SharedAdamRule, linear_steps, optimizer_lr
 from lit_commeff.compression import Identity
 from lit_commeff.options import GatedDANEOptions
 from lit_commeff.transport import Transport
@@ -131,6 +131,12 @@ class GatedDANE(Algorithm):
         self.downlink_compressor = options.built_downlink_compressor
         self.theta = options.resolved_theta
         self.beta = options.resolved_beta if options.outer == "extrapolate" else 0.0
+        #: The outer Nesterov step: DiLoCo's (0.7, 0.9) over linear local steps, plain averaging over adaptive ones.
+        linear = linear_steps(getattr(oracle, "optimizer", None))
+        self.outer_lr = float(options.outer_lr if options.outer_lr is not None else (0.7 if linear else 1.0))
+        self.outer_momentum = float(
+            options.outer_momentum if options.outer_momentum is not None else (0.9 if linear else 0.0)
+        )
         if lr is None:
             if L is None:
                 lr = 0.0  # unused: the oracle's own descend (the user's optimizer) takes the step
@@ -218,7 +224,7 @@ class GatedDANE(Algorithm):
             "beta": self.beta,
         }
         if self.options.outer == "nesterov":
-            out.update(outer_lr=float(self.options.outer_lr), outer_momentum=float(self.options.outer_momentum))
+            out.update(outer_lr=self.outer_lr, outer_momentum=self.outer_momentum)
         return out
 
     def output(self) -> Tensor:
@@ -617,8 +623,8 @@ class GatedDANE(Algorithm):
                 self.anchor,
                 mean_change,
                 self.momentum,
-                lr=float(self.options.outer_lr),
-                momentum=float(self.options.outer_momentum),
+                lr=self.outer_lr,
+                momentum=self.outer_momentum,
             )
             return target
         mean = self.anchor - mean_change

@@ -38,6 +38,15 @@ from torch import Tensor
 from torch.optim import SGD, Adam, AdamW, Optimizer
 
 
+def linear_steps(optimizer: Optimizer | None) -> bool:
+    """Whether a local step is linear in the gradient: no optimizer (plain gradient steps) or SGD.
+
+    SGD's momentum and weight decay keep it linear, so the ranks' corrections cancel in the averaged model
+    change; Adam, AdamW, RMSprop, Adagrad and the like divide by a per-rank normaliser, and they do not.
+    """
+    return optimizer is None or isinstance(optimizer, SGD)
+
+
 @dataclass(frozen=True)
 class SharedAdamRule:
     """Adam's (or AdamW's) step with the second moment shared and frozen within a round.
@@ -141,4 +150,4 @@ def optimizer_lr(optimizer: Optimizer) -> float:
     return value
 
 
-__all__ = ["SharedAdamRule", "optimizer_lr"]
+__all__ = ["SharedAdamRule", "linear_steps", "optimizer_lr"]

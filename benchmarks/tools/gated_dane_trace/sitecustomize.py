@@ -1,0 +1,53 @@
+r"""Per-rank trace of Gated DANE's lagged syncs, for diagnosis (session 12: the throughput GRU's seed 2).
+
+Put this folder on ``PYTHONPATH`` and set ``GD_TRACE`` to a folder: every process then patches
+``GatedDANE._sync_lagged`` at start-up and appends one JSON line per sync to ``GD_TRACE/rank<r>.jsonl``
+(the round, its H, the norms of the rank's correction, ĝ, model change and round-mean gradient, the anchor's
+move, the hub's outer momentum, the gate's counts and δ̂). ``summarize.py`` prints a table of them. Example::
+
+    GD_TRACE=/tmp/trace PYTHONPATH=.:benchmarks/tools/gated_dane_trace \
+        python benchmarks/b3_time_to_accuracy.py --recipes telecom_throughput --partition by_group \
+        --profiles lan --methods --variant "defaults=gated_dane strategy.link_aware=false" --seeds 2 ...
+
+Without ``GD_TRACE`` it does nothing.
+"""
+
+import json
+import os
+
+if os.environ.get("GD_TRACE"):
+    import torch
+    import torch.distributed as dist
+
+    from lit_commeff.algorithms import gated_dane as _gated_dane
+
+    _sync_lagged = _gated_dane.GatedDANE._sync_lagged
+
+    def _norm(x: "torch.Tensor | None") -> "float | None":
+        return None if x is None else float(torch.linalg.vector_norm(x))
+
+    def _traced(self: "_gated_dane.GatedDANE") -> None:
+        record = {
+            "round": self.round,
+            "H": self.H,
+            "k": self.k,
+            "corr": _norm(self.corr),
+            "ghat": _norm(self.ghat),
+            "delta_m": None if self.y is None else _norm(self.anchor - self.y),
+            "gmean": None if self.grad_sum is None else _norm(self.grad_sum / self.grad_count),
+            "anchor_norm": _norm(self.anchor),
+            "done_at": self.done_at.tolist(),
+            "delta_hat": None if self.delta_hat is None else self.delta_hat.tolist(),
+            "corr_max": None if self.corr is None else float(self.corr.abs().max()),
+            "mom": _norm(self.momentum),
+        }
+        before = self.anchor.clone()
+        _sync_lagged(self)
+        record.update(
+            anchor_move=_norm(self.anchor - before), new_H=self.H, new_corr=_norm(self.corr), new_ghat=_norm(self.ghat)
+        )
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else -1
+        with open(os.path.join(os.environ["GD_TRACE"], f"rank{rank}.jsonl"), "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+    _gated_dane.GatedDANE._sync_lagged = _traced
