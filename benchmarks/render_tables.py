@@ -181,6 +181,14 @@ B3_NAMES = {
     "gated_dane+shared+avg+h25": "Gated DANE, `preconditioner=shared`, `correction=averaged`, fixed H = 25",
     "gated_dane+shared+avg+gate2": "Gated DANE, `preconditioner=shared`, `correction=averaged`, `gate=2`",
     "gated_dane": "Gated DANE (defaults)",
+    "gated_dane+s11": "Gated DANE, session 11's defaults (the drift gate alone)",
+    "gated_dane+plain": "Gated DANE, plain averaging (`outer_lr=1`, `outer_momentum=0`)",
+    "gated_dane+nesterov": "Gated DANE, DiLoCo's Nesterov step (`outer_lr=0.7`, `outer_momentum=0.9`)",
+    "gated_dane+mom05": "Gated DANE, `outer_momentum=0.5` (`outer_lr=0.7`)",
+    "gated_dane+update": "Gated DANE, `correction=update`, Nesterov (0.7, 0.9)",
+    "gated_dane+h25nest": "Gated DANE, fixed H = 25, Nesterov (0.7, 0.9) (700 steps, traced)",
+    "gated_dane+s11trace": "Gated DANE, session 11's defaults (700 steps, traced)",
+    "gated_dane+plain700": "Gated DANE, plain averaging (the traced 700-step run)",
     "gated_dane+lag": "Gated DANE v2, `correction=lagged`",
     "gated_dane+fresh": "Gated DANE v2, `correction=fresh`",
     "gated_dane+h10": "Gated DANE, fixed H = 10",
@@ -271,6 +279,27 @@ def b3_protocol_table(profile: str) -> Callable[[list[Any]], list[str]]:
             f"Target {target:.4f} ({rows[0].get('target_how', '') if rows else ''}; DDP plateaued: {plateau}); "
             f"the tuned baseline is {rows[0].get('best_baseline', '') if rows else ''}."
         )
+        return lines
+
+    return render
+
+
+def b3_reach_table(profile: str) -> Callable[[list[Any]], list[str]]:
+    """Whether and when runs reach the target, without times (runs on ``lan``: their histories are the link's)."""
+
+    def render(data: list[Any]) -> list[str]:
+        rows = [r for d in data for r in d if r["profile"] == profile]
+        lines = _header(["method", "reached", "steps to target (median)", "final", "best (3-val. mean)"])
+        for r in rows:
+            method = r["method"].partition(" (")[0]
+            lines.append(
+                _row([
+                    B3_NAMES.get(method, method), f"{r['reached']}/{r['repeats']}",
+                    _num(r["steps_to_target"], ".0f", missing="never"), f"{r['final']:.4f}", f"{r['best_ma3']:.4f}",
+                ])
+            )  # fmt: skip
+        lines.append("")
+        lines.append(f"Target {rows[0]['target']:.4f} ({rows[0].get('target_how', '')})." if rows else "")
         return lines
 
     return render
@@ -679,6 +708,23 @@ TABLES: dict[str, Spec] = {
         "--recipes finance_credit --profiles edge lan --methods ddp gated_dane --out "
         "benchmarks/results/b3/s11_tables/credit_iid_edge --plot benchmarks/results/b3/s11_tables/"
         "credit_iid_edge/b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
+    "b3-s12-credit-bygroup-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s12_tables/credit_bygroup_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s12_credit_bygroup_edge.json "
+        "--recipes finance_credit --profiles edge lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s12_tables/credit_bygroup_edge --plot benchmarks/results/b3/s12_tables/"
+        "credit_bygroup_edge/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
+        "session ran which)",
+    ),
+    "b3-s12-tput-bygroup-lan-outer": Spec(
+        b3_reach_table("lan"),
+        ("b3/s12_tables/tput_bygroup_lan_outer/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s12_tput_bygroup_lan_outer.json "
+        "--recipes telecom_throughput --profiles lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s12_tables/tput_bygroup_lan_outer --plot benchmarks/results/b3/s12_tables/"
+        "tput_bygroup_lan_outer/b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
     ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),

@@ -26,7 +26,7 @@ def main(folders: list[str]) -> None:
         own = statistics.median(r["delta_m"] / r["H"] for r in late)
         mom = statistics.median(r["mom"] or 0.0 for r in late)
         print(
-            f"  late rounds (from the 3rd third of the syncs on): anchor move per step {move:.3f}, rank 0's change per "
+            f"  late rounds (the last two thirds of the syncs): anchor move per step {move:.3f}, rank 0's change per "
             f"step {own:.3f} (ratio {move / own:.2f}), |momentum| {mom:.2f}"
         )
 
