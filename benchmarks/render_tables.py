@@ -722,7 +722,8 @@ TABLES: dict[str, Spec] = {
         b3_reach_table("lan"),
         ("b3/s12_tables/tput_bygroup_lan_outer/b3_table.json",),
         "`python benchmarks/b3_time_to_accuracy.py --reuse --merge "
-        "benchmarks/results/b3/s12_tput_bygroup_lan_outer.json --recipes telecom_throughput --profiles lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s12_tput_bygroup_lan_outer.json --recipes telecom_throughput --profiles lan "
+        "--methods ddp gated_dane --out "
         "benchmarks/results/b3/s12_tables/tput_bygroup_lan_outer --plot benchmarks/results/b3/s12_tables/"
         "tput_bygroup_lan_outer/b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
     ),
