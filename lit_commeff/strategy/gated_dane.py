@@ -24,19 +24,20 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     minibatch gradient plus the rank's correction ĝ_r − ∇f_m(x_r) (plus (x − x_r)/θ with a prox term). The
     first step of a round also gathers every rank's gradient at the anchor x_r and broadcasts their mean ĝ_r;
     the last one gathers the (compressed) model changes, takes the outer step on the hub (rank 0) and
-    broadcasts the new anchor. Under ``sync="gated"`` the round's length follows the ranks' drift. Between
+    broadcasts the new anchor. Under ``sync="gated"`` the round's length follows the ranks' drift, weighed
+    against the link's measured cost (``link_aware``). Between
     syncs each rank's optimizer works on its own local iterate; the model Lightning validates and checkpoints
     is the anchor, the same on every rank. Per rank, the checkpoint holds the algorithm's state (local
     iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
     stopped mid-round resumes exactly on CPU.
 
     Note:
-        With Adam, keep the default ``correction="averaged"``: with the one-minibatch correction of
-        ``correction="lagged"`` the throughput GRU's validation MAE jumped between 6.3 and 27 (B3, session 10);
-        with the round's mean gradients it stayed under 7.2 after step 100 on seeds 0 and 1 but still jumped on
-        seed 2 (session 11), and no seed reached DDP's plateau: prefer ``diloco`` under Adam for now.
-        ``preconditioner="shared"`` shares Adam's second moment across the ranks so that the corrections cancel
-        under Adam as under SGD (``docs/gated-dane.md``).
+        Under Adam-type optimizers the outer step defaults to plain averaging (``outer_lr=1``,
+        ``outer_momentum=0``): each rank's normaliser keeps the corrected steps from cancelling, and DiLoCo's
+        Nesterov momentum amplified what was left (throughput GRU, seed 2: validation MAE 111). With plain
+        averaging all three seeds reached DDP's plateau, 7.8× sooner than DDP, but at about half DiLoCo's speed
+        on ``edge``, since the rounds stay short (B3 session 12, ``docs/gated-dane.md``). Under SGD the default
+        stays DiLoCo's Nesterov step, which made it 2.7× faster on credit than plain averaging.
 
     Logged besides ``comm/*``, from rank 0 (no extra collective): ``gated_dane/H`` (the current round's length,
     the same on every rank), ``gated_dane/drift`` (rank 0's δ̂·‖x_m − x_r‖/‖ĝ_r‖), ``gated_dane/delta_hat``
