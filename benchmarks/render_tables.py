@@ -744,6 +744,15 @@ TABLES: dict[str, Spec] = {
         "credit_iid_edge/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
         "session ran which)",
     ),
+    "b3-s12-bw-tput-bygroup-wan": Spec(
+        b3_protocol_table("wan"),
+        ("b3/s12_tables/bw_tput_bygroup_wan/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s12_bw_tput_bygroup_wan.json "
+        "--recipes telecom_throughput --profiles wan lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s12_tables/bw_tput_bygroup_wan --plot benchmarks/results/b3/s12_tables/"
+        "bw_tput_bygroup_wan/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
+        "session ran which)",
+    ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
         ("b8_sweep_fixed_mu.json",),
