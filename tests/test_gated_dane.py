@@ -124,20 +124,23 @@ def test_the_gate_syncs_often_when_shards_differ_and_rarely_when_they_agree():
     assert lengths[0.05] > 2 * lengths[2.0], lengths
 
 
+def _sim(problem, **options) -> GatedDANE:
+    """Gated DANE in the simulator from the origin (DiLoCo's outer step unless ``outer`` is given)."""
+    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
+    options.setdefault("outer", "nesterov")
+    options.setdefault("compressor", build("identity"))
+    return GatedDANE(
+        transport=transport,
+        oracle=options.pop("oracle", None) or ProblemOracle(problem, transport.workers),
+        x0=torch.zeros(problem.dim, dtype=torch.float64),
+        L=problem.L,
+        **options,
+    )
+
+
 def test_gate_rule_and_estimated_delta(hetero):
     """Without ``delta`` every worker estimates it from its anchor gradients (a lower bound of the true δ)."""
-    transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
-    alg = GatedDANE(
-        transport=transport,
-        oracle=ProblemOracle(hetero, transport.workers),
-        x0=torch.zeros(hetero.dim, dtype=torch.float64),
-        compressor=build("identity"),
-        L=hetero.L,
-        theta=1 / (2 * hetero.delta),
-        beta=0.5,
-        inner_steps=40,
-        min_inner_steps=3,
-    )
+    alg = _sim(hetero, outer="extrapolate", theta=1 / (2 * hetero.delta), beta=0.5, inner_steps=40, min_inner_steps=3)
     assert alg.H == 3
     while len(alg.history_h) < 8:
         alg.step()
@@ -166,19 +169,8 @@ class _Clock:
 
 
 def _timed_run(problem, clock: _Clock | None, *, rounds: int, **options) -> GatedDANE:
-    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
-    alg = GatedDANE(
-        transport=transport,
-        oracle=ProblemOracle(problem, transport.workers),
-        x0=torch.zeros(problem.dim, dtype=torch.float64),
-        compressor=build("identity"),
-        L=problem.L,
-        inner_steps=40,
-        min_inner_steps=3,
-        delta=problem.delta,
-        outer="nesterov",
-        **options,
-    )
+    alg = _sim(problem, inner_steps=40, min_inner_steps=3, delta=problem.delta, **options)
+    transport = alg.transport
     if clock is not None:
         alg.clock = clock
         begin = transport.begin_round
@@ -229,21 +221,9 @@ def test_link_aware_is_checked_and_off_in_the_simulator_defaults():
         GatedDANEOptions(link_aware="yes")
 
 
-def _sim(problem, **options) -> GatedDANE:
-    transport = SimulatorTransport(num_workers=problem.num_workers, dim=problem.dim)
-    return GatedDANE(
-        transport=transport,
-        oracle=options.pop("oracle", None) or ProblemOracle(problem, transport.workers),
-        x0=torch.zeros(problem.dim, dtype=torch.float64),
-        L=problem.L,
-        outer="nesterov",
-        **options,
-    )
-
-
 def test_update_space_correction_is_the_averaged_one_times_the_step_under_sgd(hetero):
     """``correction='update'`` under plain gradient steps: e_m = lr·c_m, the same iterates as ``averaged``."""
-    runs = [_sim(hetero, compressor=build("identity"), sync="fixed", inner_steps=3, correction=c)
+    runs = [_sim(hetero, sync="fixed", inner_steps=3, correction=c)
             for c in ("averaged", "update")]  # fmt: skip
     for _ in range(30):
         for alg in runs:
@@ -256,7 +236,7 @@ def test_update_space_correction_is_the_averaged_one_times_the_step_under_sgd(he
 
 @pytest.mark.parametrize("correction", ["fresh", "averaged"])
 def test_last_round_holds_the_norms_of_the_last_sync(hetero, correction):
-    alg = _sim(hetero, compressor=build("identity"), sync="fixed", inner_steps=3, correction=correction)
+    alg = _sim(hetero, sync="fixed", inner_steps=3, correction=correction)
     for _ in range(5):  # into the second round
         alg.step()
     sent, gather = [], alg._gather_change
@@ -295,10 +275,10 @@ def test_outer_step_defaults_follow_whether_the_local_steps_are_linear(hetero, o
     opt = None if optimizer is None else optimizer(params, lr=0.1)
     workers = transport.workers
     oracle = ProblemOracle(hetero, workers) if opt is None else _OptimizerOracle(hetero, workers, opt)
-    alg = _sim(hetero, oracle=oracle, compressor=build("identity"))
+    alg = _sim(hetero, oracle=oracle)
     assert (alg.outer_lr, alg.outer_momentum) == expected
     assert alg.hyperparameters()["outer_momentum"] == expected[1]
-    explicit = _sim(hetero, oracle=oracle, compressor=build("identity"), outer_lr=0.5, outer_momentum=0.3)
+    explicit = _sim(hetero, oracle=oracle, outer_lr=0.5, outer_momentum=0.3)
     assert (explicit.outer_lr, explicit.outer_momentum) == (0.5, 0.3)
 
 
