@@ -753,6 +753,14 @@ TABLES: dict[str, Spec] = {
         "bw_tput_bygroup_wan/b3.png` (the runs' own commands are in the JSON's `meta.runs`; `meta.note` says which "
         "session ran which)",
     ),
+    "b3-s12-tput-iid-edge": Spec(
+        b3_protocol_table("edge"),
+        ("b3/s12_tables/tput_iid_edge/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s12_tput_iid_edge.json "
+        "--recipes telecom_throughput --profiles edge lan --methods ddp gated_dane --out "
+        "benchmarks/results/b3/s12_tables/tput_iid_edge --plot benchmarks/results/b3/s12_tables/tput_iid_edge/"
+        "b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
         ("b8_sweep_fixed_mu.json",),
