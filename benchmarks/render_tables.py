@@ -189,6 +189,8 @@ B3_NAMES = {
     "gated_dane+h25nest": "Gated DANE, fixed H = 25, Nesterov (0.7, 0.9) (700 steps, traced)",
     "gated_dane+s11trace": "Gated DANE, session 11's defaults (700 steps, traced)",
     "gated_dane+plain700": "Gated DANE, plain averaging (the traced 700-step run)",
+    "gated_dane+plain+h10": "Gated DANE, plain averaging, fixed H = 10",
+    "gated_dane+plain+h25": "Gated DANE, plain averaging, fixed H = 25",
     "gated_dane+lag": "Gated DANE v2, `correction=lagged`",
     "gated_dane+fresh": "Gated DANE v2, `correction=fresh`",
     "gated_dane+h10": "Gated DANE, fixed H = 10",
