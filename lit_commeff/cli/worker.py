@@ -178,6 +178,17 @@ def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
     return trainer
 
 
+def close_process_group() -> None:
+    """Destroy this process's default process group, if any, while the interpreter is fully alive.
+
+    Without it gloo's worker threads outlive ``main`` and, at interpreter shutdown, a rank that trained to the
+    end can still abort ("terminate called without an active exception", exit code -6): seen once in CI on a
+    2-rank OLGA run, and a known torch.distributed behaviour (pytorch/pytorch#190489).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lit_commeff.cli.worker RUN_DIR``."""
     args = sys.argv[1:] if argv is None else argv
@@ -189,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id_path = run_dir / RUN_ID_FILE
     run_id = run_id_path.read_text().strip() if run_id_path.exists() else None
     train(cfg, run_dir, run_id)
+    close_process_group()
     return 0
 
 
