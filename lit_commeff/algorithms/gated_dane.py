@@ -548,8 +548,8 @@ class GatedDANE(Algorithm):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        # checkpoints written before the shared preconditioner existed hold none of its state
-        # (and none of the averaged correction's)
+        # checkpoints written before an option existed hold none of its state (shared preconditioner, averaged
+        # or update-space correction, link_aware's timings): start those from their initial values
         defaults = dict.fromkeys(
             ("pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds", "update_corr")
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)
