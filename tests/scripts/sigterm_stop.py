@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _strategy_utils import TinyRegressor, regression_data, trainer
 
+from lit_commeff.cli.worker import close_process_group
 from lit_commeff.strategy import EFOLGAStrategy
 
 
@@ -75,6 +76,7 @@ def main() -> int:
     callbacks = [Stop(args.out, args.step), checkpoint]
     fit = trainer(strategy, max_steps=20, callbacks=callbacks, enable_checkpointing=True, default_root_dir=args.out)
     fit.fit(TinyRegressor(), loader)
+    close_process_group()  # gloo threads must not outlive the interpreter (an abort at exit otherwise)
     return 0
 
 

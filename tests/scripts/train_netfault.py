@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_commeff.cli.worker import close_process_group
 from lit_commeff.strategy import OLGAStrategy
 
 
@@ -67,6 +68,7 @@ if __name__ == "__main__":
     )  # fmt: skip
     # a fixed, unshuffled order: the resumed run sees the batches the uninterrupted one saw
     trainer.fit(Tiny(), DataLoader(data, batch_size=32, shuffle=False), ckpt_path=args.ckpt, weights_only=True)
+    close_process_group()  # gloo threads must not outlive the interpreter (an abort at exit otherwise)
     record = {
         "params": torch.cat([p.detach().reshape(-1) for p in trainer.lightning_module.parameters()]).tolist(),
         "summary": trainer.strategy.comm_summary(),

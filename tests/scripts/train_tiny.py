@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import lit_commeff  # noqa: F401  (registers the strategy names)
+from lit_commeff.cli.worker import close_process_group
 
 
 class Tiny(pl.LightningModule):
@@ -35,6 +36,7 @@ if __name__ == "__main__":
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(Tiny(), DataLoader(data, batch_size=16, shuffle=True))
+    close_process_group()  # gloo threads must not outlive the interpreter (an abort at exit otherwise)
     summary = trainer.strategy.comm_summary()
     record = {
         "rank": trainer.global_rank,
