@@ -794,6 +794,15 @@ class GatedDANEOptions(HubOptions):
     delta: float | None = field(
         default=None, metadata=_doc("Hessian similarity δ, if known (θ and the drift gate); `None`: estimated")
     )
+    delta_estimate: str = field(
+        default="raw",
+        metadata=_doc(
+            "`delta: None`: how each rank estimates δ̂ from the change of its correction between anchors. `raw`: "
+            "as measured (minibatch noise included: δ̂ errs high, rounds short); `debiased`: the expected noise "
+            "(1 − 1/M)·(v_r + v_{r−1}) is taken out of the squared change, v being the variance of the gradients the "
+            "rank sent, from the spread of its minibatch gradients within the round (one scalar accumulator)"
+        ),
+    )
     outer: str = field(
         default="nesterov",
         metadata=_doc(
@@ -892,6 +901,12 @@ class GatedDANEOptions(HubOptions):
             ("fresh", "lagged", "averaged", "update"),
             "use 'fresh' (own anchor round), 'lagged' (anchor gradients with the sync), 'averaged' (round means) or "
             "'update' (round means, the correction in the optimizer's update space)",
+        )
+        _check_choice(
+            "delta_estimate",
+            self.delta_estimate,
+            ("raw", "debiased"),
+            "use 'raw' (noise included) or 'debiased' (the within-round minibatch variance taken out)",
         )
         _check_choice(
             "preconditioner",

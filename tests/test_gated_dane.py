@@ -251,6 +251,81 @@ def test_last_round_holds_the_norms_of_the_last_sync(hetero, correction):
     assert alg.last_round["correction"] == pytest.approx(ratio)
 
 
+class _NoisyOracle(ProblemOracle):
+    """Minibatch-like gradients: the exact ones plus seeded Gaussian noise of standard deviation ``sigma``."""
+
+    def __init__(self, problem, workers, sigma: float, seed: int = 0) -> None:
+        super().__init__(problem, workers)
+        self.sigma, self.gen = sigma, torch.Generator().manual_seed(seed)
+
+    def grads(self, x: Tensor) -> Tensor:
+        g = super().grads(x)
+        return g + self.sigma * torch.randn(g.shape, generator=self.gen, dtype=g.dtype)
+
+
+def test_round_noise_is_the_spread_of_the_rounds_minibatch_gradients(hetero):
+    """``debiased``: s² = the unbiased variance of the round's gradients (summed over coordinates), /n when averaged."""
+    for correction, averaged in (("averaged", True), ("lagged", False)):
+        transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+        oracle = _NoisyOracle(hetero, transport.workers, sigma=0.5)
+        seen = []
+        grads = oracle.grads
+
+        def spy(x: Tensor, grads=grads, seen=seen) -> Tensor:
+            seen.append(grads(x))
+            return seen[-1]
+
+        oracle.grads = spy
+        alg = _sim(hetero, oracle=oracle, sync="fixed", inner_steps=6, correction=correction, delta_estimate="debiased")
+        for _ in range(5):
+            alg.step()
+        stacked = torch.stack(seen)  # (n, M, d): the round's gradients so far
+        spread = stacked.var(dim=0, unbiased=True).sum(dim=-1)
+        expected = spread / stacked.shape[0] if averaged else spread
+        torch.testing.assert_close(alg._round_noise(), expected)
+        alg.step()  # the sync: the noise goes with the gradients sent, the sums start over
+        stacked = torch.stack(seen)
+        assert stacked.shape[0] == 6
+        spread = stacked.var(dim=0, unbiased=True).sum(dim=-1)
+        torch.testing.assert_close(alg.noise_var, spread / 6 if averaged else spread)
+        assert alg.grad_sq is None and alg.grad_count == 0
+    assert _sim(hetero, correction="averaged")._round_noise() is None  # raw: nothing measured
+
+
+@pytest.mark.parametrize("correction", ["averaged", "fresh"])
+def test_debiased_delta_takes_the_minibatch_noise_out(hetero, correction):
+    """With noisy gradients the raw δ̂² is mostly noise; the debiased one is not, and without noise they agree."""
+
+    def estimates(sigma: float, estimate: str) -> Tensor:
+        transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+        alg = _sim(
+            hetero,
+            oracle=_NoisyOracle(hetero, transport.workers, sigma),
+            sync="fixed",
+            inner_steps=10,
+            correction=correction,
+            delta_estimate=estimate,
+            lr=0.3 / hetero.L,
+        )
+        seen, estimate_delta = [], alg._estimate_delta
+
+        def each(*args: Tensor) -> None:  # every round's own estimate, not the running maximum
+            alg.delta_hat = None
+            estimate_delta(*args)
+            seen.append(alg.delta_hat)
+
+        alg._estimate_delta = each
+        while len(alg.history_h) < 120:
+            alg.step()
+        return torch.stack(seen[20:]).square().mean()
+
+    exact, exact_debiased = estimates(0.0, "raw"), estimates(0.0, "debiased")
+    noisy, debiased = estimates(0.3, "raw"), estimates(0.3, "debiased")
+    assert noisy > 100 * exact  # the noise dominates the raw estimate
+    assert debiased < noisy / 5, (debiased, noisy)
+    assert 0.5 * exact <= exact_debiased <= exact  # no noise: only the gradient's change along a round comes out
+
+
 class _OptimizerOracle(ProblemOracle):
     """A problem oracle that carries a user optimizer, as Lightning's does (only its type matters here)."""
 
@@ -343,9 +418,11 @@ def test_downlink_compressor_sends_anchor_and_anchor_gradient_compressed(hetero,
     assert message < d * 8  # smaller than a dense vector
 
 
-@pytest.mark.parametrize("correction", ["fresh", "lagged"])
+@pytest.mark.parametrize(
+    ("correction", "estimate"), [("fresh", "raw"), ("lagged", "raw"), ("fresh", "debiased"), ("averaged", "debiased")]
+)
 @pytest.mark.parametrize("stop", [1, 5, 7])
-def test_resume_mid_round_is_bitwise(hetero, stop, correction):
+def test_resume_mid_round_is_bitwise(hetero, stop, correction, estimate):
     def make():
         transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
         return GatedDANE(
@@ -362,6 +439,7 @@ def test_resume_mid_round_is_bitwise(hetero, stop, correction):
             inner_steps=6,
             min_inner_steps=2,
             correction=correction,
+            delta_estimate=estimate,
         )
 
     straight = make()
@@ -399,6 +477,7 @@ def test_hyperparameters_resolve_from_the_problem(hetero):
         ({"sync": "sometimes"}, "sync: sync='sometimes'"),
         ({"outer": "adam"}, "outer: outer='adam'"),
         ({"correction": "stale"}, "correction: correction='stale'"),
+        ({"delta_estimate": "clean"}, "delta_estimate: delta_estimate='clean'"),
         ({"outer": "extrapolate"}, "beta: outer='extrapolate' takes its default β from μ and θ; pass beta"),
         ({"beta": 1.0}, "beta: beta=1.0 is invalid"),
         ({"gate": 0}, "gate"),

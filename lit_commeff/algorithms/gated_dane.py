@@ -106,7 +106,7 @@ class GatedDANE(Algorithm):
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
-        "step_seconds", "sync_seconds", "update_corr",
+        "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -177,6 +177,12 @@ class GatedDANE(Algorithm):
         self.last_round: dict[str, float] = {}
         self.grad_sum: Tensor | None = None
         self.grad_count = 0
+        #: ``delta_estimate="debiased"``: per row, this round's sum of squared minibatch-gradient norms; the noise
+        #: variance of the gradients sent with the last sync (``fresh``: of the next anchor's) and of the ones before.
+        self.debiased = options.delta_estimate == "debiased"
+        self.grad_sq: Tensor | None = None
+        self.noise_var: Tensor | None = None
+        self.prev_noise: Tensor | None = None
         #: ``downlink_compressor``: the ĝ every process holds, moved each round by C(ĝ − ĝ_held) (EF21-P).
         self.ghat_held: Tensor | None = None
         self.prev_mean: Tensor | None = None  # the hub's previous x̄ (extrapolation)
@@ -249,10 +255,30 @@ class GatedDANE(Algorithm):
         self.k += 1
 
     def _accumulate(self, raw: Tensor) -> None:
-        """``correction="averaged"``: add a minibatch gradient of this round to its running sum."""
-        if self.averaged:
+        """Add a minibatch gradient of this round to its running sum (``averaged``) and squared norm (``debiased``)."""
+        if self.averaged or self.debiased:
             self.grad_sum = raw if self.grad_sum is None else self.grad_sum + raw
             self.grad_count += 1
+        if self.debiased:
+            sq = torch.linalg.vector_norm(raw, dim=-1, dtype=torch.float64).square()
+            self.grad_sq = sq if self.grad_sq is None else self.grad_sq + sq
+
+    def _round_noise(self) -> Tensor | None:
+        """``debiased``: per row, the noise variance of the gradients this round sends (``None``: not measured).
+
+        The spread of the round's n minibatch gradients, s² = (Σ‖g_i‖² − ‖Σg_i‖²/n)/(n − 1), is one minibatch's
+        variance (the gradient's own change along the round counts as noise too: δ̂ errs low by that much); the
+        round mean (``averaged``) carries s²/n of it, a single anchor gradient all of it.
+        """
+        n = self.grad_count
+        if not self.debiased or n < 2 or self.grad_sq is None or self.grad_sum is None:
+            return None
+        total = torch.linalg.vector_norm(self.grad_sum, dim=-1, dtype=torch.float64).square()
+        spread = ((self.grad_sq - total / n).clamp(min=0.0) / (n - 1)).cpu()
+        return spread / n if self.averaged else spread
+
+    def _reset_round_sums(self) -> None:
+        self.grad_sum, self.grad_count, self.grad_sq = None, 0, None
 
     @property
     def drift(self) -> float:
@@ -382,8 +408,9 @@ class GatedDANE(Algorithm):
             (ghat,) = self._compressed_downlink(ghat=mean)
         squares = self._broadcast_squares(self._mean_squares(gathered))
         if self.options.delta is None and self.prev_anchor is not None:
-            self._estimate_delta(grads, ghat)
+            self._estimate_delta(grads, ghat, self.noise_var)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
+        self.prev_noise = self.noise_var
         self.ghat, self.corr = ghat, ghat - grads
         self._observe(ghat, squares)
         return ghat
@@ -411,21 +438,26 @@ class GatedDANE(Algorithm):
         (squares,) = self.transport.broadcast(squares, tag="precond")
         return squares
 
-    def _estimate_delta(self, grads: Tensor, ghat: Tensor) -> None:
+    def _estimate_delta(self, grads: Tensor, ghat: Tensor, noise: Tensor | None = None) -> None:
         """δ̂ from the change of this rank's correction between the last two anchors.
 
         ‖(∇f_m(x_r) − ∇f_m(x_{r−1})) − (ĝ_r − ĝ_{r−1})‖ / ‖x_r − x_{r−1}‖ is at most δ with exact gradients. With
-        minibatches it also holds the batches' noise, which does not shrink with the step, so δ̂ errs high and
-        rounds short: the safe side. Taking the noise out (the mean squared change of consecutive local
-        gradients) let rounds grow to 50 steps on credit ``by_group`` (seed 1), where the corrections went stale
-        and the AUROC fell from 0.73 to 0.39 (``docs/gated-dane.md``). δ̂ is a maximum that forgets,
-        ``max(estimate, 0.9 δ̂)``, so one spike does not pin the rounds short for good.
+        minibatches it also holds the batches' noise, which does not shrink with the step, so the raw δ̂ errs high
+        and rounds short: the safe side. ``delta_estimate="debiased"`` subtracts the noise's expected share of the
+        squared change, (1 − 1/M)·(v_r + v_{r−1}) for M ranks with gradient noise v (``noise``, this rank's, taken
+        for every rank's), before the square root. δ̂ is a maximum that forgets, ``max(estimate, 0.9 δ̂)``, so one
+        spike does not pin the rounds short for good.
         """
         step = float(torch.linalg.vector_norm(self.anchor - self._need(self.prev_anchor, "prev_anchor")))
         if step == 0.0:
             return
         change = (grads - self._need(self.prev_grads, "prev_grads")) - (ghat - self._need(self.prev_ghat, "prev_ghat"))
-        estimate = (torch.linalg.vector_norm(change, dim=-1) / step).to(torch.float64).cpu()
+        squared = torch.linalg.vector_norm(change, dim=-1, dtype=torch.float64).square().cpu()
+        if noise is not None:
+            before = noise if self.prev_noise is None else self.prev_noise
+            share = 1.0 - 1.0 / self.transport.num_workers
+            squared = (squared - share * (noise + before)).clamp(min=0.0)
+        estimate = squared.sqrt() / step
         self.delta_hat = estimate if self.delta_hat is None else torch.maximum(0.9 * self.delta_hat, estimate)
 
     def _sync(self) -> None:
@@ -444,6 +476,8 @@ class GatedDANE(Algorithm):
         self.history_h = [*self.history_h, self.H]
         if self.options.sync == "gated":
             self.H = self._next_length(t.agree(self.done_at, tag="gate"), cost=self._hub_cost())
+        self.noise_var = self._round_noise()  # the next anchor gradient's: one minibatch of this round's spread
+        self._reset_round_sums()
         self.y, self.k, self.phase = None, 0, "anchor"
         self.done_at = torch.zeros_like(self.done_at)
 
@@ -515,9 +549,11 @@ class GatedDANE(Algorithm):
                 (mean_change,) = t.broadcast(mean_change, tag="update_corr")
         if mean_change is not None:
             self._update_correction(mean_change, change if dense else self._need(self._own_change, "own_change"))
+        noise = self._round_noise()
         if self.options.delta is None and self.prev_anchor is not None:
-            self._estimate_delta(grads, ghat)
+            self._estimate_delta(grads, ghat, noise)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
+        self.noise_var = self.prev_noise = noise
         self.ghat, self.corr = ghat, ghat - grads
         self._observe(ghat, squares)
         previous, self.anchor = self.anchor, new_anchor
@@ -526,7 +562,7 @@ class GatedDANE(Algorithm):
         if self.options.sync == "gated":
             self.H = int(length.item())
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
-        self.grad_sum, self.grad_count = None, 0
+        self._reset_round_sums()
         self.done_at = torch.zeros_like(self.done_at)
 
     def _update_correction(self, mean_change: Tensor, own: Tensor) -> None:
@@ -551,8 +587,11 @@ class GatedDANE(Algorithm):
         # checkpoints written before an option existed hold none of its state (shared preconditioner, averaged
         # or update-space correction, link_aware's timings): start those from their initial values
         defaults = dict.fromkeys(
-            ("pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds", "update_corr")
-        ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)
+            (
+                "pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds", "update_corr", "grad_sq",
+                "noise_var", "prev_noise",
+            )
+        ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)  # fmt: skip
         super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
