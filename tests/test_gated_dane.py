@@ -209,6 +209,10 @@ def test_the_round_weighs_the_drift_against_the_measured_cost_of_a_sync(hetero, 
     assert slow._next_length(torch.tensor([0, 0, 0, 0]), cost=50.0) == 20  # √(8·50)
     assert slow._next_length(torch.tensor([0, 0, 0, 0]), cost=None) == 8  # the drift gate alone
     assert slow._next_length(torch.tensor([2, 0, 0, 0]), cost=0.5) == 3  # √1 → the smallest H
+    # H_drift is first held within [3, 40], as the drift gate alone would hold it
+    assert slow._next_length(torch.tensor([1, 0, 0, 0]), cost=12.0) == 6  # √(3·12), not √(1·12) = 3.5
+    slow.H = 30
+    assert slow._next_length(torch.tensor([0, 0, 0, 0]), cost=10.0) == 20  # √(40·10), not √(60·10) = 24.5
     assert timed(20.0).history_h[2:] == [40] * 6  # capped by inner_steps
     assert timed(0.0001).history_h[2:] == [3] * 6  # a sync that costs nothing: the shortest rounds
     assert free.sync_steps is None and free.step_seconds is None  # link_aware=False measures nothing

@@ -678,11 +678,14 @@ class GatedDANE(Algorithm):
         biases the average, and where the local solves finish together the smallest count is as good as the
         largest (a9a, both splits: the same rounds). The largest count instead let a rank that never saw drift
         keep the rounds long while others drifted: without a prox term on label-sorted a9a that diverged. No
-        worker done: twice this round. With ``cost`` (``link_aware``) the round lasts √(H_drift·cost) instead.
+        worker done: twice this round. H_drift is held within [``min_inner_steps``, ``inner_steps``], the rounds the
+        drift gate alone would choose; with ``cost`` (``link_aware``) the round lasts √(H_drift·cost) instead, within
+        the same bounds. (Unbounded, a rank done after one step gave √cost, under ``min_inner_steps`` on every B3
+        workload: session 13.)
         """
         lo, hi = self.options.min_steps, self.options.inner_steps
         done = done_at[done_at > 0]
-        drift = int(done.min()) if done.numel() else 2 * self.H
+        drift = min(hi, max(lo, int(done.min()) if done.numel() else 2 * self.H))
         length = drift if cost is None else round(math.sqrt(drift * cost))
         return min(hi, max(lo, length))
 
