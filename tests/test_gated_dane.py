@@ -530,3 +530,30 @@ def test_averaged_correction_is_the_round_mean_of_the_gradients_and_converges(he
     h = sim.run(hetero, "gated_dane", compressor="identity", correction="averaged", sync="fixed", inner_steps=10,
                 rounds=6000, tol=1e-8)  # fmt: skip
     assert h.rows[-1]["rel_subopt"] <= 1e-8
+
+
+def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
+    """``log_diagnostics``: H, drift, the last sync's norms, δ̂ and, with ``link_aware``, a and the local step time."""
+    from lit_commeff.strategy import GatedDANEStrategy
+
+    class _Module:
+        def __init__(self) -> None:
+            self.logged: dict[str, float] = {}
+
+        def log(self, name: str, value: float, **kwargs: object) -> None:
+            assert kwargs.get("rank_zero_only") is True  # no sync_dist collective on a slow link
+            self.logged[name] = value
+
+    strategy = GatedDANEStrategy()
+    for clocked in (False, True):
+        clock = _Clock(step=0.01, sync=0.2) if clocked else None
+        strategy.algorithm = _timed_run(hetero, clock, rounds=3, correction="lagged", link_aware=clocked)
+        module = _Module()
+        strategy.log_diagnostics(module)
+        expected = {"gated_dane/H", "gated_dane/drift", "gated_dane/change", "gated_dane/anchor_move"}
+        expected |= {"gated_dane/correction", "gated_dane/delta_hat"}
+        if clocked:
+            expected |= {"gated_dane/sync_steps", "gated_dane/step_seconds"}
+            assert module.logged["gated_dane/step_seconds"] == pytest.approx(0.01)
+            assert module.logged["gated_dane/sync_steps"] == pytest.approx(20.0)
+        assert set(module.logged) == expected, set(module.logged)

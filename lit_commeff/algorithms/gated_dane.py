@@ -40,11 +40,13 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    ``inner_steps``]. Rounds
    are short where the shards differ and long where they agree. δ̂ is ``delta`` or each worker's running
    maximum of ‖(∇f_m(x_r) − ∇f_m(x_{r−1})) − (ĝ_r − ĝ_{r−1})‖ / ‖x_r − x_{r−1}‖, which it computes from
-   what it already holds.
+   what it already holds; ``delta_estimate="debiased"`` takes the minibatch noise out of it, measured by the
+   spread of the rank's minibatch gradients within the round.
 5. **Weighed against the link** (``link_aware``, the Lightning default): the drift gate asks only whether a
    longer round would hurt, not what a sync costs. The hub measures its sync (the collectives' wall-clock) and
    the median interval between its silent local steps, a = t_sync/t_step (a sync's cost in local steps), and
-   the next round lasts √(H_drift·a) steps, H_drift being the drift gate's choice above. This is the round
+   the next round lasts √(H_drift·a) steps, H_drift being the drift gate's choice above (within
+   [``min_inner_steps``, ``inner_steps``], as the gate alone would hold it). This is the round
    length that maximises progress per second when a round's per-step progress falls as 1/(1 + H/H_drift)
    (d/dH of H/((1 + H/H_drift)(H + a)) vanishes at H² = H_drift·a): the error-runtime trade-off of adaptive
    local-update SGD (Wang & Joshi, "Adaptive Communication Strategies to Achieve the Best Error-Runtime
