@@ -197,6 +197,12 @@ B3_NAMES = {
     "gated_dane+h25": "Gated DANE, fixed H = 25",
     "gated_dane+h50": "Gated DANE, fixed H = 50",
     "gated_dane+lag_h10": "Gated DANE, `correction=lagged`, fixed H = 10",
+    "gated_dane+deb": "Gated DANE, `delta_estimate=debiased`",
+    "gated_dane+s12": "Gated DANE, session 12's defaults (H_drift unbounded below)",
+    "gated_dane+topk+deb": "Gated DANE, TopK 1 % on every message, `delta_estimate=debiased`",
+    "gated_dane+topk+h25": "Gated DANE, TopK 1 % on every message, fixed H = 25",
+    "gated_dane+topk+s12": "Gated DANE, TopK 1 % on every message, session 12's run",
+    "diloco+h25+s12": "DiLoCo (H = 25), session 12's runs",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -616,6 +622,18 @@ def _b1_locodl(name: str) -> str:
     )
 
 
+def _b3_session_spec(session: int, key: str, recipe: str, profiles: str) -> Spec:
+    """A session's B3 protocol table: runs merged into ``b3/s{session}_{key}.json``, rendered into its tables folder."""
+    out = f"benchmarks/results/b3/s{session}_tables/{key}"
+    return Spec(
+        b3_protocol_table(profiles.split()[0]),
+        (f"b3/s{session}_tables/{key}/b3_table.json",),
+        f"`python benchmarks/b3_time_to_accuracy.py --reuse --merge benchmarks/results/b3/s{session}_{key}.json "
+        f"--recipes {recipe} --profiles {profiles} --methods ddp gated_dane --out {out} --plot {out}/b3.png` (the "
+        "runs' own commands are in the JSON's `meta.runs`; `meta.note` says which session ran which)",
+    )
+
+
 TABLES: dict[str, Spec] = {
     "b1-quick": Spec(
         render_b1,
@@ -763,6 +781,16 @@ TABLES: dict[str, Spec] = {
         "benchmarks/results/b3/s12_tables/tput_iid_edge --plot benchmarks/results/b3/s12_tables/tput_iid_edge/"
         "b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
     ),
+    **{
+        f"b3-s13-{key.replace('_', '-')}": _b3_session_spec(13, key, recipe, profiles)
+        for key, recipe, profiles in (
+            ("credit_bygroup_edge", "finance_credit", "edge lan"),
+            ("credit_iid_edge", "finance_credit", "edge lan"),
+            ("tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            ("credit_bygroup_wan", "finance_credit", "wan lan"),
+        )
+    },
     "b8-sweep-fixed-mu": Spec(
         functools.partial(render_b8_sweep, key="sweep_fixed_mu"),
         ("b8_sweep_fixed_mu.json",),
