@@ -45,8 +45,8 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     ``gated_dane/anchor_move`` (‖x_{r+1} − x_r‖: several times ‖Δ_m‖ when the outer momentum amplifies what the
     ranks' changes leave after cancelling) and ``gated_dane/correction`` (‖c_0‖/‖ĝ‖), and, with ``link_aware``,
     ``gated_dane/sync_steps`` (rank 0's measured cost of a sync in local steps, which the next round's length
-    weighs against the drift) and ``gated_dane/step_seconds`` (its smoothed local step time: the floor of any
-    method's time per step on this machine).
+    weighs against the drift) and ``gated_dane/step_seconds`` (its smoothed local step time: a whole training step
+    without a sync).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -79,6 +79,7 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         cost = algorithm.sync_steps
         if cost is not None:
             module.log("gated_dane/sync_steps", cost, rank_zero_only=True, batch_size=1)
+        if algorithm.step_seconds is not None:
             module.log("gated_dane/step_seconds", algorithm.step_seconds, rank_zero_only=True, batch_size=1)
         delta = self.delta_hat()
         if delta is not None:
