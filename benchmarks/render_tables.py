@@ -201,8 +201,6 @@ B3_NAMES = {
     "gated_dane+s12": "Gated DANE, session 12's defaults (H_drift unbounded below)",
     "gated_dane+topk+deb": "Gated DANE, TopK 1 % on every message, `delta_estimate=debiased`",
     "gated_dane+topk+h25": "Gated DANE, TopK 1 % on every message, fixed H = 25",
-    "gated_dane+topk+s12": "Gated DANE, TopK 1 % on every message, session 12's run",
-    "diloco+h25+s12": "DiLoCo (H = 25), session 12's runs",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",

@@ -13,6 +13,7 @@ from lit_commeff.algorithms import ALGORITHMS, GatedDANE, ProblemOracle
 from lit_commeff.compression import build
 from lit_commeff.options import GatedDANEOptions, OptionError
 from lit_commeff.problems import Ridge, synthetic_ridge
+from lit_commeff.strategy import GatedDANEStrategy
 from lit_commeff.transport import SimulatorTransport
 
 
@@ -534,8 +535,6 @@ def test_averaged_correction_is_the_round_mean_of_the_gradients_and_converges(he
 
 def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
     """``log_diagnostics``: H, drift, the last sync's norms, δ̂ and, with ``link_aware``, a and the local step time."""
-    from lit_commeff.strategy import GatedDANEStrategy
-
     class _Module:
         def __init__(self) -> None:
             self.logged: dict[str, float] = {}
