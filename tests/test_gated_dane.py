@@ -535,6 +535,7 @@ def test_averaged_correction_is_the_round_mean_of_the_gradients_and_converges(he
 
 def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
     """``log_diagnostics``: H, drift, the last sync's norms, δ̂ and, with ``link_aware``, a and the local step time."""
+
     class _Module:
         def __init__(self) -> None:
             self.logged: dict[str, float] = {}
