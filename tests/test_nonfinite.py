@@ -16,7 +16,7 @@ from _strategy_utils import TinyRegressor, flat, regression_data, trainer
 from torch.utils.data import DataLoader
 
 from lit_commeff.strategy import CompressedStrategy, EFOLGAStrategy, OLGAStrategy
-from lit_commeff.strategy.numeric import NonFiniteError, NonFiniteGuard, check_policy
+from lit_commeff.strategy.numeric import NonFiniteError, NonFiniteGuard, all_finite, check_policy, clone_state
 
 
 class _EFOLGACompressedDownlink(EFOLGAStrategy):
@@ -181,6 +181,44 @@ def test_guard_names_the_parameter_and_element():
     assert guard.fault is None
     assert not guard.check(torch.tensor([0.0, float("nan")]), "broadcast (gate)")
     assert str(guard.fault).endswith("non-finite broadcast (gate) in element 1 = nan")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64])
+def test_all_finite_is_exact_for_every_float_dtype(dtype):
+    big = torch.finfo(dtype if not dtype.is_complex else torch.float32).max
+    assert all_finite(torch.zeros(5, dtype=dtype))
+    assert all_finite(torch.full((64,), big, dtype=dtype))  # finite terms whose sum overflows: still finite
+    assert all_finite(torch.tensor([big, -big], dtype=dtype).repeat(8))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        v = torch.full((1000,), big, dtype=dtype)
+        v[639] = bad  # row 6, column 39
+        assert not all_finite(v)
+        assert not all_finite(v.view(10, 100)[:, ::3])  # a strided view: every third column, the bad one included
+        assert all_finite(v.view(10, 100)[:, 1::3])
+    both = torch.tensor([float("inf"), float("-inf")], dtype=dtype)  # sums to NaN: still caught
+    assert not all_finite(both)
+    assert all_finite(torch.tensor([1, 2], dtype=torch.int64))  # integers are always finite
+
+
+def test_clone_state_copies_an_adam_state_without_sharing():
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(8, 4)).square().sum().backward()
+    opt.step()
+    state = opt.state_dict()
+    copy_ = clone_state(state)
+    assert copy_.keys() == state.keys() and copy_["param_groups"] == state["param_groups"]
+    for i, entries in state["state"].items():
+        for k, v in entries.items():
+            assert torch.equal(copy_["state"][i][k], v) and copy_["state"][i][k].data_ptr() != v.data_ptr()
+    expected = {i: {k: v.clone() for k, v in e.items()} for i, e in state["state"].items()}
+    opt.step()  # updates the live state in place
+    copy_["param_groups"][0]["lr"] = 9.0
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert all(torch.equal(copy_["state"][i][k], v) for i, e in expected.items() for k, v in e.items())
+    opt.load_state_dict(copy_)  # what a void round does
+    params = list(model.parameters())
+    assert all(torch.equal(opt.state[params[i]][k], v) for i, e in expected.items() for k, v in e.items())
 
 
 @pytest.mark.parametrize("bad", ["ignore", "", None, "Raise"])
