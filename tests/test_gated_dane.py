@@ -201,9 +201,11 @@ def test_the_round_weighs_the_drift_against_the_measured_cost_of_a_sync(hetero, 
     slow = timed(0.5)  # a sync costs 50 local steps
     assert slow.step_seconds == pytest.approx(0.01) and slow.sync_seconds == pytest.approx(0.5)
     assert slow.sync_steps == pytest.approx(50.0)
-    # measured at the end of round 1, the cost sets round 3 (round 2's length is chosen during round 1's sync)
-    assert slow.history_h[:2] == free.history_h[:2]
-    assert min(slow.history_h[2:]) > max(free.history_h), (slow.history_h, free.history_h)  # longer rounds
+    # the first sync is a warm-up; measured at the end of round 2, the cost sets round 4 (round 3's length is
+    # chosen during round 2's sync)
+    assert slow.history_h[:3] == free.history_h[:3]
+    assert slow.timed_rounds == 8
+    assert min(slow.history_h[3:]) > max(free.history_h), (slow.history_h, free.history_h)  # longer rounds
     # the rule: H_drift is the first worker's count (none done: twice this round), then √(H_drift·cost)
     assert slow._next_length(torch.tensor([5, 7, 0, 9]), cost=50.0) == 16  # √(5·50) = 15.8
     slow.H = 4
@@ -214,9 +216,49 @@ def test_the_round_weighs_the_drift_against_the_measured_cost_of_a_sync(hetero, 
     assert slow._next_length(torch.tensor([1, 0, 0, 0]), cost=12.0) == 6  # √(3·12), not √(1·12) = 3.5
     slow.H = 30
     assert slow._next_length(torch.tensor([0, 0, 0, 0]), cost=10.0) == 20  # √(40·10), not √(60·10) = 24.5
-    assert timed(20.0).history_h[2:] == [40] * 6  # capped by inner_steps
-    assert timed(0.0001).history_h[2:] == [3] * 6  # a sync that costs nothing: the shortest rounds
+    assert timed(20.0).history_h[3:] == [40] * 5  # capped by inner_steps
+    assert timed(0.0001).history_h[3:] == [3] * 5  # a sync that costs nothing: the shortest rounds
     assert free.sync_steps is None and free.step_seconds is None  # link_aware=False measures nothing
+
+
+def test_the_first_sync_is_a_warm_up_the_timer_leaves_out(hetero):
+    """A slow first sync (one-off costs) does not hold the measured cost high for the next rounds."""
+    clock = _Clock(step=0.01, sync=0.5)
+    alg = _sim(hetero, inner_steps=40, min_inner_steps=3, delta=hetero.delta, correction="lagged", link_aware=True)
+    alg.clock = clock
+    begin, costs = alg.transport.begin_round, iter([5.0, 0.5, 0.3])
+
+    def begin_round() -> None:  # the first sync costs 10 times the second
+        clock.now += next(costs, 0.3)
+        begin()
+
+    alg.transport.begin_round = begin_round
+    rounds = 0
+    while len(alg.history_h) < 3:
+        clock.now += clock.step
+        alg.step()
+        if len(alg.history_h) > rounds:
+            rounds = len(alg.history_h)
+            seen = {1: None, 2: 0.5, 3: 0.4}[rounds]  # 0.4: half-weight smoothing of 0.5 and 0.3
+            assert alg.sync_seconds == (None if seen is None else pytest.approx(seen)), rounds
+            assert alg.timed_rounds == rounds
+    assert alg.step_seconds == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("link_aware", [True, False])
+def test_rounds_lengthen_without_a_done_rank_only_once_drift_is_measured(hetero, link_aware):
+    """Under ``link_aware`` "no rank done" doubles the round only once δ̂ or θ lets the gate see drift."""
+    alg = _sim(hetero, inner_steps=40, min_inner_steps=3, correction="lagged", link_aware=link_aware)
+    assert alg.delta_hat is None and alg.theta is None
+    alg.H = 4
+    assert alg._next_length(torch.tensor([0, 0, 0, 0])) == (4 if link_aware else 8)
+    assert alg._next_length(torch.tensor([0, 0, 0, 0]), cost=50.0) == (14 if link_aware else 20)  # √(4·50)
+    assert alg._next_length(torch.tensor([0, 6, 0, 0]), cost=50.0) == 17  # a done rank decides as before
+    alg.delta_hat = torch.full((1,), hetero.delta)
+    assert alg._next_length(torch.tensor([0, 0, 0, 0]), cost=50.0) == 20  # √(8·50)
+    with_theta = _sim(hetero, inner_steps=40, min_inner_steps=3, theta=1.0, link_aware=link_aware)
+    with_theta.H = 4
+    assert with_theta._next_length(torch.tensor([0, 0, 0, 0])) == 8
 
 
 def test_link_aware_is_checked_and_off_in_the_simulator_defaults():

@@ -108,7 +108,7 @@ class GatedDANE(Algorithm):
         "phase", "k", "H", "anchor", "ghat", "corr", "y", "done_at", "delta_hat",
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
-        "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise",
+        "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -212,6 +212,7 @@ class GatedDANE(Algorithm):
         self.clock: Callable[[], float] = time.perf_counter
         self.step_seconds: float | None = None
         self.sync_seconds: float | None = None
+        self.timed_rounds = 0  # syncs seen by the timer; the first one (a warm-up) is not folded in
         self._entered: float | None = None
         self._entered_silent = False
         self._intervals: list[float] = []
@@ -308,9 +309,18 @@ class GatedDANE(Algorithm):
         self._entered, self._entered_silent = now, not self.communicates()
 
     def _time_round(self) -> None:
-        """After a sync: fold this round's sync time and median silent step into the smoothed times."""
+        """After a sync: fold this round's sync time and median silent step into the smoothed times.
+
+        The first sync is left out: it pays one-off costs (on credit over ``edge`` the hub's first sync took
+        0.108 s, the next ones 0.064–0.095 s; session 14), and folded in at half weight it held the measured cost
+        high for several rounds, each of them longer for it.
+        """
         if not self.options.link_aware:
             return
+        if not self.timed_rounds:
+            self.timed_rounds, self._intervals, self._round_sync = 1, [], 0.0
+            return
+        self.timed_rounds += 1
         ema = 0.5  # a round's times are noisy (stragglers, validation between steps); half-weight smoothing
         sync = self._round_sync
         self.sync_seconds = sync if self.sync_seconds is None else (1 - ema) * self.sync_seconds + ema * sync
@@ -594,6 +604,8 @@ class GatedDANE(Algorithm):
                 "noise_var", "prev_noise",
             )
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)  # fmt: skip
+        # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
+        defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
 
     def _compressed_anchor(self, target: Tensor) -> Tensor:
@@ -680,16 +692,29 @@ class GatedDANE(Algorithm):
         biases the average, and where the local solves finish together the smallest count is as good as the
         largest (a9a, both splits: the same rounds). The largest count instead let a rank that never saw drift
         keep the rounds long while others drifted: without a prox term on label-sorted a9a that diverged. No
-        worker done: twice this round. H_drift is held within [``min_inner_steps``, ``inner_steps``], the rounds the
-        drift gate alone would choose; with ``cost`` (``link_aware``) the round lasts √(H_drift·cost) instead, within
-        the same bounds. (Unbounded, a rank done after one step gave √cost, under ``min_inner_steps`` on every B3
-        workload: session 13.)
+        worker done: twice this round, except under ``link_aware`` before the gate can measure drift (no δ̂ or θ
+        yet), where the round keeps its length. H_drift is held within [``min_inner_steps``, ``inner_steps``], the
+        rounds the drift gate alone would choose; with ``cost`` (``link_aware``) the round lasts √(H_drift·cost)
+        instead, within the same bounds. (Unbounded, a rank done after one step gave √cost, under
+        ``min_inner_steps`` on every B3 workload: session 13.)
         """
         lo, hi = self.options.min_steps, self.options.inner_steps
         done = done_at[done_at > 0]
-        drift = min(hi, max(lo, int(done.min()) if done.numel() else 2 * self.H))
+        if done.numel():
+            drift = int(done.min())
+        elif self.options.link_aware and not self._drift_known():
+            # No rank could be gated on drift yet (no δ̂ or θ): "not done" says nothing about the shards, and
+            # doubling, then multiplying by the link's cost, made credit's third round 29 steps (session 14).
+            drift = self.H
+        else:
+            drift = 2 * self.H
+        drift = min(hi, max(lo, drift))
         length = drift if cost is None else round(math.sqrt(drift * cost))
         return min(hi, max(lo, length))
+
+    def _drift_known(self) -> bool:
+        """Whether this round's gate could measure drift: a prox term θ or a similarity estimate δ̂ was in force."""
+        return self.theta is not None or self.delta_hat is not None
 
 
 __all__ = ["GatedDANE"]

@@ -14,6 +14,8 @@ Without ``GD_TRACE`` it does nothing.
 
 import json
 import os
+import statistics
+import time
 
 if os.environ.get("GD_TRACE"):
     import torch
@@ -41,10 +43,21 @@ if os.environ.get("GD_TRACE"):
             "corr_max": None if self.corr is None else float(self.corr.abs().max()),
             "mom": _norm(self.momentum),
         }
+        record.update(  # the link-aware rule's inputs before this sync: smoothed times and this round's steps
+            sync_seconds=self.sync_seconds,
+            step_seconds=self.step_seconds,
+            sync_steps=self.sync_steps,
+            round_step_median=statistics.median(self._intervals) if self._intervals else None,
+        )
         before = self.anchor.clone()
+        started = time.perf_counter()
         _sync_lagged(self)
         record.update(
-            anchor_move=_norm(self.anchor - before), new_H=self.H, new_corr=_norm(self.corr), new_ghat=_norm(self.ghat)
+            sync_wall=time.perf_counter() - started,  # this sync's collectives and the hub's outer step
+            anchor_move=_norm(self.anchor - before),
+            new_H=self.H,
+            new_corr=_norm(self.corr),
+            new_ghat=_norm(self.ghat),
         )
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else -1
         with open(os.path.join(os.environ["GD_TRACE"], f"rank{rank}.jsonl"), "a") as out:
