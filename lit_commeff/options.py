@@ -767,9 +767,11 @@ class GatedDANEOptions(HubOptions):
         default=True,
         metadata=_doc(
             "`sync: gated`: weigh the drift against the link. The hub measures a = t_sync/t_step (its sync's "
-            "wall-clock over the median interval between its local steps) and the next round lasts √(H_drift·a) "
+            "wall-clock over the median interval between its local steps; the first sync, a warm-up, left out) "
+            "and the next round lasts √(H_drift·a) "
             "steps, H_drift being the drift gate's choice within [`min_inner_steps`, `inner_steps`] (the "
-            "error-runtime optimum when per-step progress falls as 1/(1 + H/H_drift)), within the same bounds. H then "
+            "error-runtime optimum when per-step progress falls as 1/(1 + H/H_drift)), within the same bounds; before "
+            "the gate can measure drift (no δ̂ or θ) a round with no rank done keeps its length. H then "
             "depends on the machine's timing; `false`: H_drift (reproducible rounds; the simulator's default)"
         ),
     )
