@@ -201,6 +201,8 @@ B3_NAMES = {
     "gated_dane+s12": "Gated DANE, session 12's defaults (H_drift unbounded below)",
     "gated_dane+topk+deb": "Gated DANE, TopK 1 % on every message, `delta_estimate=debiased`",
     "gated_dane+topk+h25": "Gated DANE, TopK 1 % on every message, fixed H = 25",
+    "gated_dane+s13": "Gated DANE, session 13's round rules (first sync timed, doubling before δ̂)",
+    "gated_dane+topk+s13": "Gated DANE, TopK 1 % on every message, session 13's round rules",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -787,6 +789,13 @@ TABLES: dict[str, Spec] = {
             ("tput_bygroup_edge", "telecom_throughput", "edge lan"),
             ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
             ("credit_bygroup_wan", "finance_credit", "wan lan"),
+        )
+    },
+    **{
+        f"b3-s14-{key.replace('_', '-')}": _b3_session_spec(14, key, recipe, profiles)
+        for key, recipe, profiles in (
+            ("credit_bygroup_edge", "finance_credit", "edge lan"),
+            ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
