@@ -796,6 +796,8 @@ TABLES: dict[str, Spec] = {
         for key, recipe, profiles in (
             ("credit_bygroup_edge", "finance_credit", "edge lan"),
             ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            ("credit_iid_wan", "finance_credit", "wan lan"),
+            ("tput_iid_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
