@@ -798,6 +798,7 @@ TABLES: dict[str, Spec] = {
             ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
             ("credit_iid_wan", "finance_credit", "wan lan"),
             ("tput_iid_edge", "telecom_throughput", "edge lan"),
+            ("tput_bygroup_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
