@@ -782,23 +782,18 @@ TABLES: dict[str, Spec] = {
         "b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
     ),
     **{
-        f"b3-s13-{key.replace('_', '-')}": _b3_session_spec(13, key, recipe, profiles)
-        for key, recipe, profiles in (
-            ("credit_bygroup_edge", "finance_credit", "edge lan"),
-            ("credit_iid_edge", "finance_credit", "edge lan"),
-            ("tput_bygroup_edge", "telecom_throughput", "edge lan"),
-            ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
-            ("credit_bygroup_wan", "finance_credit", "wan lan"),
-        )
-    },
-    **{
-        f"b3-s14-{key.replace('_', '-')}": _b3_session_spec(14, key, recipe, profiles)
-        for key, recipe, profiles in (
-            ("credit_bygroup_edge", "finance_credit", "edge lan"),
-            ("bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
-            ("credit_iid_wan", "finance_credit", "wan lan"),
-            ("tput_iid_edge", "telecom_throughput", "edge lan"),
-            ("tput_bygroup_edge", "telecom_throughput", "edge lan"),
+        f"b3-s{session}-{key.replace('_', '-')}": _b3_session_spec(session, key, recipe, profiles)
+        for session, key, recipe, profiles in (
+            (13, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (13, "credit_iid_edge", "finance_credit", "edge lan"),
+            (13, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (13, "bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            (13, "credit_bygroup_wan", "finance_credit", "wan lan"),
+            (14, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (14, "bw_tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            (14, "credit_iid_wan", "finance_credit", "wan lan"),
+            (14, "tput_iid_edge", "telecom_throughput", "edge lan"),
+            (14, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
