@@ -245,9 +245,8 @@ class Snapshot:
 
         The algorithm's state is kept by reference: a step rebinds its state tensors and never changes
         them in place (:meth:`~lit_commeff.algorithms.base.Algorithm.state_refs`). The optimizer state and
-        the buffers are copied, since both are updated in place: the optimizer's tensors are cloned and its
-        other values copied one level deep (:func:`clone_state`), which costs a copy of the state and no
-        ``deepcopy`` walk.
+        the buffers are copied, since both are updated in place: :func:`clone_state` clones the optimizer's
+        tensors and rebuilds its containers, which costs a copy of the state and no ``deepcopy`` walk.
         """
         return cls(algorithm.state_refs(), clone_state(optimizer.state_dict()), [b.detach().clone() for b in buffers])
 
