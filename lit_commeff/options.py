@@ -775,6 +775,17 @@ class GatedDANEOptions(HubOptions):
             "depends on the machine's timing; `false`: H_drift (reproducible rounds; the simulator's default)"
         ),
     )
+    overlap: bool = field(
+        default=False,
+        metadata=_doc(
+            "hide each sync behind the next round's local steps: a rank sends its round's message and goes on from "
+            "where it is; the reply (the new anchor) is taken one round later and the rank keeps that round's progress "
+            "on top of it (a one-round-delayed anchor, as in streaming DiLoCo). Faults and rank 0's stop travel in the "
+            "messages. With `link_aware` a round lasts a sync's measured cost in steps (what hides it). Needs "
+            "`correction` `lagged` or `averaged`, dense messages (no compressors), `preconditioner: local`, "
+            "`delta_estimate: raw`"
+        ),
+    )
     gate: float = field(
         default=0.5,
         metadata=_doc(
@@ -922,6 +933,9 @@ class GatedDANEOptions(HubOptions):
         for name in ("theta", "delta"):
             _optional_positive(name, getattr(self, name))
         _check_bool("link_aware", self.link_aware)
+        _check_bool("overlap", self.overlap)
+        if self.overlap:
+            self._check_overlap()
         if self.error_feedback is not None:
             _check_bool("error_feedback", self.error_feedback)
         if self.outer_momentum is not None and (not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1):
@@ -944,6 +958,37 @@ class GatedDANEOptions(HubOptions):
         self._cache(
             "_downlink_compressor", _optional_compressor(self, "downlink_compressor", "a shared anchor estimate")
         )
+        if self.overlap and (self.built_grad_compressor is not None or self.built_downlink_compressor is not None):
+            name = "grad_compressor" if self.built_grad_compressor is not None else "downlink_compressor"
+            raise OptionError(
+                name, getattr(self, name), "is set with overlap=true", f"drop {name} (None), or set overlap=false"
+            )
+
+    def _check_overlap(self) -> None:
+        """``overlap`` sends one dense message each way per round, built by the lagged or averaged corrections."""
+        fix = "or set overlap=false"
+        if self.correction not in ("lagged", "averaged"):
+            raise OptionError(
+                "correction",
+                self.correction,
+                "is not supported with overlap=true",
+                f"use 'averaged' or 'lagged', {fix}",
+            )
+        if self.preconditioner != "local":
+            raise OptionError(
+                "preconditioner", self.preconditioner, "is not supported with overlap=true", f"use 'local', {fix}"
+            )
+        if self.delta_estimate != "raw":
+            raise OptionError(
+                "delta_estimate", self.delta_estimate, "is not supported with overlap=true", f"use 'raw', {fix}"
+            )
+        if not isinstance(self.built_compressor, Identity) or self.error_feedback:
+            raise OptionError(
+                "compressor",
+                self.compressor,
+                "compresses the model change, which overlap=true sends dense",
+                f"use the identity compressor (compressor=identity), {fix}",
+            )
 
 
 @dataclass(frozen=True)

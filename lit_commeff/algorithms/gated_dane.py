@@ -79,8 +79,10 @@ from lit_commeff.algorithms.local_sgd import nesterov_outer_step
 from lit_commeff.algorithms.memory import EF21Estimate, ErrorFeedback
 from lit_commeff.algorithms.preconditioner import SharedAdamRule, linear_steps, optimizer_lr
 from lit_commeff.compression import Identity
+from lit_commeff.finite import all_finite
 from lit_commeff.options import GatedDANEOptions
 from lit_commeff.transport import Transport
+from lit_commeff.transport.background import Exchange, InlineExchange
 
 
 class GatedDANE(Algorithm):
@@ -109,6 +111,7 @@ class GatedDANE(Algorithm):
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
         "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
+        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -217,6 +220,21 @@ class GatedDANE(Algorithm):
         self._entered_silent = False
         self._intervals: list[float] = []
         self._round_sync = 0.0
+        #: ``overlap``: where this rank's current round started (its merged iterate), the message of the exchange in
+        #: flight with the hub's cost and the round length it was sent with, and the rounds the hub voided.
+        self.overlap = options.overlap
+        self.base: Tensor | None = None
+        self.outbox: Tensor | None = None
+        self.outbox_cost: float | None = None
+        self.outbox_h = 0
+        self.voided_rounds = 0
+        #: ``overlap``: runs the exchange (at once here; in a thread over its own process group in Lightning).
+        self.exchange: Exchange = InlineExchange(transport)
+        #: ``overlap``: set by the caller before a step, this rank's fault to report in its next message; after a
+        #: step that joined an exchange, (first faulty rank or ``None``, rank 0's stop bit) as every rank learnt it.
+        self.outbound_fault = False
+        self.outbound_stop = False
+        self.inbound: tuple[int | None, bool] | None = None
         self.error_memory = ErrorFeedback() if options.uses_error_feedback else None
         self.grad_estimate: EF21Estimate | None = None
         if self.grad_compressor is not None:
@@ -253,7 +271,7 @@ class GatedDANE(Algorithm):
         if self.communicates():
             raise RuntimeError(f"{self.name}: skip_local_step() called on a communicating step, not a local step.")
         if self.phase == "anchor":  # a dropped lagged anchor step: the sync evaluates the anchor gradients itself
-            self.y = self.anchor.expand(self.transport.workers.numel(), -1)
+            self.y = self._start()
             self.anchor_grads, self.phase = None, "local"
         self.k += 1
 
@@ -289,7 +307,7 @@ class GatedDANE(Algorithm):
         if self.y is None or self.ghat is None or self.delta_hat is None:
             return 0.0
         gnorm = float(torch.linalg.vector_norm(self.ghat)) or 1.0
-        dist = torch.linalg.vector_norm(self.y - self.anchor, dim=-1).to(torch.float64)
+        dist = torch.linalg.vector_norm(self.y - self._center(), dim=-1).to(torch.float64)
         return float((self.delta_hat * dist).max()) / gnorm
 
     @property
@@ -318,8 +336,8 @@ class GatedDANE(Algorithm):
         """
         if not self.options.link_aware:
             return
-        if not self.timed_rounds:
-            self.timed_rounds, self._intervals, self._round_sync = 1, [], 0.0
+        if self.timed_rounds < (2 if self.overlap else 1):  # overlap: the first joined exchange is the warm-up
+            self.timed_rounds, self._intervals, self._round_sync = self.timed_rounds + 1, [], 0.0
             return
         self.timed_rounds += 1
         ema = 0.5  # a round's times are noisy (stragglers, validation between steps); half-weight smoothing
@@ -334,9 +352,9 @@ class GatedDANE(Algorithm):
     def _step(self) -> None:
         self._time_step()
         if self.phase == "anchor":
-            rows = self.anchor.expand(self.transport.workers.numel(), -1)
+            rows = self._start()
             if self.lagged:  # silent: this round's anchor gradients travel with its sync
-                grads = self.anchor_grads = self.oracle.grads(self.anchor)
+                grads = self.anchor_grads = self.oracle.grads(self.anchor if self.base is None else rows)
                 self._accumulate(grads)
                 direction = grads if self.corr is None or self.in_update_space else grads + self.corr
             else:
@@ -351,7 +369,7 @@ class GatedDANE(Algorithm):
             raw = self.oracle.grads(y)
             self._accumulate(raw)
             g = raw if self.corr is None else raw + self.corr  # no correction before the first lagged sync
-            prox = None if self.theta is None else (y - self.anchor) / self.theta
+            prox = None if self.theta is None else (y - self._center()) / self.theta
             if prox is not None:
                 g = g + prox
             if self.options.sync == "gated" and self.ghat is not None:  # fixed rounds need no counts
@@ -360,7 +378,12 @@ class GatedDANE(Algorithm):
                 g = raw if prox is None else raw + prox
             self.y = self._corrected(self._descend(y, g))
             self.k += 1
-        if self.k >= self.H:
+        if self.k >= self.H and self.overlap:
+            started = self.clock()
+            self._sync_overlapped()
+            self._round_sync += self.exchange.seconds if self.options.link_aware else self.clock() - started
+            self._time_round()
+        elif self.k >= self.H:
             started = self.clock()
             self.transport.begin_round()
             if self.lagged:
@@ -399,7 +422,7 @@ class GatedDANE(Algorithm):
         """
         gnorm = torch.linalg.vector_norm(self._need(self.ghat, "ghat"))
         residual = torch.linalg.vector_norm(g, dim=-1)
-        dist = torch.linalg.vector_norm(y - self.anchor, dim=-1)
+        dist = torch.linalg.vector_norm(y - self._center(), dim=-1)
         delta = None if self.delta_hat is None else self.delta_hat.to(device=y.device, dtype=y.dtype)
         if self.theta is not None:
             done = residual <= self.options.gate_tol * dist / self.theta
@@ -578,6 +601,145 @@ class GatedDANE(Algorithm):
         self._reset_round_sums()
         self.done_at = torch.zeros_like(self.done_at)
 
+    # ------------------------------------------------------------------------------- overlap
+    def _start(self) -> Tensor:
+        """Where this process's rows start the round: the anchor, or under ``overlap`` their merged iterates."""
+        if self.base is not None:
+            return self.base
+        return self.anchor.expand(self.transport.workers.numel(), -1)
+
+    def _center(self) -> Tensor:
+        """What the drift and the prox term measure from: the anchor, or under ``overlap`` the round's start."""
+        return self.anchor if self.base is None else self.base
+
+    @property
+    def agrees_in_band(self) -> bool:
+        """Whether faults travel in the method's own messages (``overlap``) instead of a per-round agreement."""
+        return self.overlap
+
+    def _sync_overlapped(self) -> None:
+        """Send this round's message, take the last round's reply, merge, and go on without waiting for this one.
+
+        Round r's message [Δ_m, g_m, count, fault, stop] (Δ_m = b_m − y_m, this round's progress from its start
+        b_m) leaves in the background; the reply to round r − 1's message, the anchor x_r = outer(x_{r−1}, Δ̄) with
+        ĝ and the next H, is joined now, one round late: the rank keeps its own progress of this round on top of
+        the new anchor, y_m ← x_r + (y_m − b_m), and starts the next round there (a one-round-delayed anchor, as in
+        streaming DiLoCo's overlapped outer step). The next round's correction is ĝ − g_m of the joined round.
+        """
+        t = self.transport
+        y, start, finished = self._need(self.y, "y"), self._start(), self.H
+        if self.averaged and self.grad_sum is not None:
+            grads = self.grad_sum / self.grad_count
+        else:  # the round start's; a dropped first step (non-finite guard, "skip"): evaluate them now
+            grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(start)
+        change = start - y
+        ok = all_finite(change) and all_finite(grads)
+        if not ok:  # this round's progress is lost: report it, send zeros (finite) and go on from the start
+            change, grads, y = torch.zeros_like(change), torch.zeros_like(grads), start
+        rows = change.shape[0]
+        flags = change.new_tensor([[float(self.outbound_fault or not ok), float(self.outbound_stop)]]).expand(rows, 2)
+        counts = self.done_at.to(device=change.device, dtype=change.dtype).unsqueeze(-1)
+        message = torch.cat([change, grads, counts, flags], dim=-1)
+        merged = y
+        self.inbound = None
+        if self.outbox is not None:
+            if not self.exchange.in_flight:  # resumed from a checkpoint written while it was in flight
+                self._launch()
+            t.begin_round()
+            reply, momentum, prev_mean = self.exchange.join(t.ledger)
+            moved = self._apply_reply(reply, momentum, prev_mean)
+            merged = moved + (y - start)
+        self.history_h = [*self.history_h, finished]
+        self.outbox, self.outbox_cost, self.outbox_h = message, self.sync_steps, finished
+        self._launch()
+        self.base = merged
+        self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
+        self._reset_round_sums()
+        self.done_at = torch.zeros_like(self.done_at)
+
+    def _launch(self) -> None:
+        """Start the exchange of :attr:`outbox` from the hub's current state (the same inputs after a resume)."""
+        message, cost, current, known = (
+            self._need(self.outbox, "outbox"),
+            self.outbox_cost,
+            self.outbox_h,
+            self._drift_known(),
+        )
+        anchor, momentum, prev_mean = self.anchor, self.momentum, self.prev_mean
+        self.exchange.launch(
+            lambda transport: self._exchange(transport, message, anchor, momentum, prev_mean, cost, current, known)
+        )
+
+    def _exchange(
+        self,
+        t: Transport,
+        message: Tensor,
+        anchor: Tensor,
+        momentum: Tensor | None,
+        prev_mean: Tensor | None,
+        cost: float | None,
+        current: int,
+        known: bool,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """One gather and one broadcast, run off the training thread: reads only its arguments.
+
+        The hub voids the round (sends the old anchor, keeps its momentum) if any message reports a fault or is
+        not finite, or the outer step is not; the reply names the first faulty rank (+1, 0: none) and carries rank
+        0's stop bit, so every rank learns both with the anchor, with no agreement of its own.
+        """
+        d = self.dim
+        gathered = t.gather(message, tag="sync")
+        reply = torch.empty(2 * d + 3, dtype=message.dtype, device=message.device)
+        if t.is_hub:
+            rows = self._need(gathered, "gathered")
+            bad = [w for w in range(rows.shape[0]) if rows[w, 2 * d + 1] > 0 or not all_finite(rows[w])]
+            stop = rows[t.hub, 2 * d + 2]
+            target, ghat = anchor, torch.zeros_like(anchor)
+            length = float(current)
+            if not bad:
+                target, momentum, prev_mean = self._outer_target(rows[:, :d].mean(dim=0), anchor, momentum, prev_mean)
+                ghat = rows[:, d : 2 * d].mean(dim=0)
+                counts = rows[:, 2 * d].round().to(torch.int64).cpu()
+                length = float(self._length(counts, cost=cost, current=current, known=known))
+                if not (all_finite(target) and all_finite(ghat)):  # void (the reply's momentum goes unused)
+                    bad, target, ghat = [t.hub], anchor, torch.zeros_like(anchor)
+            tail = reply.new_tensor([length, float(bad[0] + 1) if bad else 0.0, float(stop)])
+            reply = torch.cat([target, ghat, tail])
+        (reply,) = t.broadcast(reply, tag="anchor")
+        return reply, momentum, prev_mean
+
+    def _apply_reply(self, reply: Tensor, momentum: Tensor | None, prev_mean: Tensor | None) -> Tensor:
+        """Take a joined reply (the anchor, ĝ, next H; corrections, δ̂, the hub's momentum); returns the anchor."""
+        d = self.dim
+        length, fault, stop = (float(v) for v in reply[2 * d :].tolist())
+        self.inbound = (int(fault) - 1 if fault > 0 else None, stop > 0)
+        if fault > 0:  # void: the anchor, ĝ, corrections, momentum and H stay as they were
+            self.voided_rounds += 1
+            return self.anchor
+        sent = self._need(self.outbox, "outbox")
+        target, ghat, grads = reply[:d], reply[d : 2 * d], sent[:, d : 2 * d]
+        if self.transport.is_hub:
+            self.momentum, self.prev_mean = momentum, prev_mean
+        if self.options.delta is None and self.prev_anchor is not None:
+            self._estimate_delta(grads, ghat)
+        self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
+        self.ghat, self.corr = ghat, ghat - grads
+        previous, self.anchor = self.anchor, target
+        self._record_round(sent[:, :d], previous)
+        if self.options.sync == "gated":
+            self.H = int(length)
+        return self.anchor
+
+    def close(self, *, timeout: float | None = 60.0) -> None:
+        """End of training: wait for the exchange still in flight and book its bytes (its reply goes unused).
+
+        Every rank launched it, so it completes; a checkpoint keeps its message, and a resumed run sends it again.
+        """
+        exchange = self.exchange
+        if exchange.in_flight and exchange.close(timeout=timeout) and len(exchange.records):
+            self.transport.begin_round()
+            exchange.records.replay(self.transport.ledger)
+
     def _update_correction(self, mean_change: Tensor, own: Tensor) -> None:
         """``correction="update"``: e_m ← e_m + (Δ̄ − Δ_m)/k after a round of k steps (SCAFFOLD's option II).
 
@@ -604,7 +766,8 @@ class GatedDANE(Algorithm):
                 "pre_m", "pre_u", "pre_v", "grad_sum", "step_seconds", "sync_seconds", "update_corr", "grad_sq",
                 "noise_var", "prev_noise",
             )
-        ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count"), 0)  # fmt: skip
+        ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count", "outbox_h", "voided_rounds"), 0)  # fmt: skip
+        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost"))
         # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
         defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
@@ -672,19 +835,23 @@ class GatedDANE(Algorithm):
 
     def _outer_step(self, mean_change: Tensor) -> Tensor:
         """The hub's new anchor from the averaged model change Δ̄."""
-        if self.options.outer == "nesterov":
-            target, self.momentum = nesterov_outer_step(
-                self.anchor,
-                mean_change,
-                self.momentum,
-                lr=self.outer_lr,
-                momentum=self.outer_momentum,
-            )
-            return target
-        mean = self.anchor - mean_change
-        target = mean if self.prev_mean is None else mean + self.beta * (mean - self.prev_mean)
-        self.prev_mean = mean
+        target, self.momentum, self.prev_mean = self._outer_target(
+            mean_change, self.anchor, self.momentum, self.prev_mean
+        )
         return target
+
+    def _outer_target(
+        self, mean_change: Tensor, anchor: Tensor, momentum: Tensor | None, prev_mean: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The outer step as a function: (new anchor, new Nesterov buffer, new x̄_prev); reads no state."""
+        if self.options.outer == "nesterov":
+            target, momentum = nesterov_outer_step(
+                anchor, mean_change, momentum, lr=self.outer_lr, momentum=self.outer_momentum
+            )
+            return target, momentum, prev_mean
+        mean = anchor - mean_change
+        target = mean if prev_mean is None else mean + self.beta * (mean - prev_mean)
+        return target, momentum, mean
 
     def _next_length(self, done_at: Tensor, *, cost: float | None = None) -> int:
         """The next round's H from every worker's count (0: not done in this round) and a sync's ``cost`` in steps.
@@ -699,18 +866,33 @@ class GatedDANE(Algorithm):
         instead, within the same bounds. (Unbounded, a rank done after one step gave √cost, under
         ``min_inner_steps`` on every B3 workload: session 13.)
         """
+        return self._length(done_at, cost=cost, current=self.H, known=self._drift_known())
+
+    def _length(self, done_at: Tensor, *, cost: float | None, current: int, known: bool) -> int:
+        """:meth:`_next_length` as a function of the round's length ``current`` and whether drift was ``known``.
+
+        Under ``overlap`` a sync hides behind the next round's local steps: a round of H steps then takes
+        max(H, a) steps' time instead of H + a, and progress per second, H / ((1 + H/H_drift)·max(H, a)), is
+        largest at H = a whatever H_drift is (below a more steps are free, above it they cost as before). The
+        round lasts a (the cost), within the bounds.
+        """
         lo, hi = self.options.min_steps, self.options.inner_steps
         done = done_at[done_at > 0]
         if done.numel():
             drift = int(done.min())
-        elif self.options.link_aware and not self._drift_known():
+        elif self.options.link_aware and not known:
             # No rank could be gated on drift yet (no δ̂ or θ): "not done" says nothing about the shards, and
             # doubling, then multiplying by the link's cost, made credit's third round 29 steps (session 14).
-            drift = self.H
+            drift = current
         else:
-            drift = 2 * self.H
+            drift = 2 * current
         drift = min(hi, max(lo, drift))
-        length = drift if cost is None else round(math.sqrt(drift * cost))
+        if cost is None:
+            length = drift
+        elif self.overlap:
+            length = round(cost)
+        else:
+            length = round(math.sqrt(drift * cost))
         return min(hi, max(lo, length))
 
     def _drift_known(self) -> bool:

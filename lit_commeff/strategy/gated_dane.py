@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch.distributed as dist
 from torch import Tensor
 from typing_extensions import override
 
@@ -13,6 +14,7 @@ from lit_commeff.options import GatedDANEOptions
 from lit_commeff.strategy.hub import HubAlgorithmStrategy
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
+from lit_commeff.transport.background import ThreadedExchange
 
 
 class GatedDANEStrategy(HubAlgorithmStrategy):
@@ -60,10 +62,35 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     def __init__(self, *, options: GatedDANEOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options=options, **kwargs)
+        self._exchange_group: dist.ProcessGroup | None = None
 
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
-        return GatedDANE(transport=transport, oracle=oracle, x0=x0, options=self.options)
+        algorithm = GatedDANE(transport=transport, oracle=oracle, x0=x0, options=self.options)
+        if self.options.overlap:
+            # A process group of its own: the background exchange's collectives never interleave with the
+            # training thread's (Lightning's broadcasts, the guard's silent-step checks, validation's reductions).
+            kwargs = {} if self._timeout is None else {"timeout": self._timeout}
+            self._exchange_group = dist.new_group(backend=dist.get_backend(), **kwargs)
+            background = DistributedTransport(
+                dim=transport.ledger.dim,
+                dtype=x0.dtype,
+                device=self.root_device,
+                hub=transport.hub,
+                group=self._exchange_group,
+                downlink=transport.downlink,  # type: ignore[arg-type]
+            )
+            algorithm.exchange = ThreadedExchange(background)
+        return algorithm
+
+    @override
+    def teardown(self) -> None:
+        if isinstance(self.algorithm, GatedDANE):
+            self.algorithm.close()  # the last exchange completes on every rank before its group goes
+        group, self._exchange_group = getattr(self, "_exchange_group", None), None
+        if group is not None and dist.is_initialized():
+            dist.destroy_process_group(group)
+        super().teardown()
 
     @override
     def log_diagnostics(self, module: Any) -> None:

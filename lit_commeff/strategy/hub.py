@@ -193,8 +193,9 @@ class HubAlgorithmStrategy(CommStrategy):
 
     @override
     def next_step_carries_sigterm(self) -> bool:
-        # the guard's agreement carries rank 0's SIGTERM bit; silent steps wait for the next round
-        return self._guard is not None and self.next_step_communicates()
+        # the guard's agreement (or the method's own message) carries rank 0's SIGTERM bit; silent steps wait
+        in_band = bool(getattr(self.algorithm, "agrees_in_band", False))
+        return (self._guard is not None or in_band) and self.next_step_communicates()
 
     def resolved_downlink(self) -> str:
         """The downlink collective in use: ``downlink``, with ``"auto"`` resolved from the backend."""
@@ -228,6 +229,11 @@ class HubAlgorithmStrategy(CommStrategy):
         guard = self._guard
         snapshot = None
         communicates = algorithm.communicates()  # False: a local step, no collective on any rank
+        # the method's messages carry faults and rank 0's stop (Gated DANE's overlap): no agreement of our own
+        in_band = communicates and bool(getattr(algorithm, "agrees_in_band", False))
+        if in_band:
+            algorithm.outbound_fault = self._pending is not None  # type: ignore[attr-defined]
+            algorithm.outbound_stop = self.global_rank == 0 and lightning_api.sigterm_received(trainer)  # type: ignore[attr-defined]
         if guard is not None:
             guard.begin(trainer.global_step)
             snapshot = Snapshot.take(algorithm, optimizer, self._buffers)
@@ -244,7 +250,9 @@ class HubAlgorithmStrategy(CommStrategy):
                 with torch.no_grad():
                     for buffer, value in zip(self._buffers, synced, strict=True):
                         buffer.copy_(value)
-            if guard is not None:
+            if in_band:
+                self._settle_in_band(guard)
+            elif guard is not None:
                 snapshot = self._built(snapshot, "snapshot")
                 if communicates:
                     self._settle(guard, snapshot, optimizer)
@@ -303,6 +311,36 @@ class HubAlgorithmStrategy(CommStrategy):
         self.skipped_rounds += 1
         where = str(guard.fault) if guard.fault is not None else f"step {guard.step}: reported by ranks {faulty}"
         rank_zero_warn(f"lit_commeff: round skipped (nonfinite='skip'): {where}")
+
+    def _settle_in_band(self, guard: NonFiniteGuard | None) -> None:
+        """A step whose messages carried the faults: nothing to undo, act on what the joined reply said.
+
+        The step's collectives are out, so it cannot be undone: a fault of this rank's own in it was reported in
+        its message (zeros, its round's progress dropped) and the hub voids that round. The reply joined in this
+        step (one round late) says whether a round was voided and whether rank 0 asked to stop; every rank learns
+        it in the same step, so under ``"raise"`` every rank raises here.
+        """
+        algorithm = self._built(self.algorithm, "algorithm")
+        if guard is not None and guard.fault is not None:
+            if self.nonfinite == "raise":
+                self._pending = self._pending or guard.fault
+            else:
+                warnings.warn(
+                    f"lit_commeff: round dropped on this rank (nonfinite='skip'): {guard.fault}", stacklevel=2
+                )
+        inbound = getattr(algorithm, "inbound", None)
+        if inbound is None:
+            return
+        faulty, stop = inbound
+        self._stop_agreed = self._stop_agreed or stop
+        if faulty is None:
+            return
+        if guard is not None and self.nonfinite == "raise":
+            guard.fault = self._pending or guard.fault
+            self._pending = None
+            raise guard.error([faulty])
+        self.skipped_rounds += 1
+        rank_zero_warn(f"lit_commeff: round voided by the hub (nonfinite='skip'): rank {faulty} reported a fault")
 
     def _settle_local(self, guard: NonFiniteGuard, snapshot: Snapshot, optimizer: Optimizer) -> None:
         """A silent (local) step touched no other rank: undo it here, and raise at the next communicating step.

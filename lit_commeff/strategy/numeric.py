@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lit_commeff.compression import Compressor
+from lit_commeff.finite import all_finite
 from lit_commeff.options import NONFINITE_POLICIES, check_nonfinite
 from lit_commeff.transport import DistributedTransport, Transport
 
@@ -53,21 +54,6 @@ class Fault:
 
     def __str__(self) -> str:
         return f"step {self.step}, rank {self.rank}: {self.where}"
-
-
-def all_finite(t: Tensor) -> bool:
-    """Whether every entry of ``t`` is finite, exactly, at the cost of one sum in the common case.
-
-    A sum is finite only if every term is (a NaN or an Inf term makes it NaN or ±Inf, whatever the order of the
-    reduction), so a finite sum proves the tensor finite without the d-byte mask of ``torch.isfinite``: on a
-    1M-entry float32 vector one core sums in about 0.15 ms against 2.7 ms for ``isfinite(t).all()``. A non-finite
-    sum may also come from finite terms that overflow; the exact elementwise test then decides.
-    """
-    if not (t.is_floating_point() or t.is_complex()):
-        return True
-    if bool(torch.isfinite(t.sum())):
-        return True
-    return bool(torch.isfinite(t).all())
 
 
 class NonFiniteGuard:
