@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -15,7 +16,7 @@ import torch.distributed as dist
 from _strategy_utils import TinyRegressor, flat, regression_data, trainer
 from torch.utils.data import DataLoader
 
-from lit_commeff.strategy import CompressedStrategy, EFOLGAStrategy, OLGAStrategy
+from lit_commeff.strategy import CompressedStrategy, EFOLGAStrategy, GatedDANEStrategy, OLGAStrategy
 from lit_commeff.strategy.numeric import NonFiniteError, NonFiniteGuard, all_finite, check_policy, clone_state
 
 
@@ -24,6 +25,13 @@ class _EFOLGACompressedDownlink(EFOLGAStrategy):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(downlink_compressor="topk", downlink_compressor_options={"ratio": 0.1}, **kwargs)
+
+
+class _GatedDANEOverlap(GatedDANEStrategy):
+    """Gated DANE with ``overlap``: rounds of 3, faults in the messages (the reply comes one round late)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(sync="fixed", inner_steps=3, overlap=True, **kwargs)
 
 
 STRATEGIES = {
@@ -95,8 +103,17 @@ def recording(cls: type) -> type:
 
     class Recording(cls):
         def _settle(self, guard: Any, snapshot: Any, optimizer: Any) -> None:
-            try:
+            with self._recorded():
                 super()._settle(guard, snapshot, optimizer)
+
+        def _settle_in_band(self, guard: Any) -> None:
+            with self._recorded():
+                super()._settle_in_band(guard)
+
+        @contextlib.contextmanager
+        def _recorded(self) -> Any:
+            try:
+                yield
             except NonFiniteError as error:
                 trainer = self.lightning_module.trainer
                 (callback,) = [c for c in trainer.callbacks if isinstance(c, StepParams)]
@@ -109,7 +126,8 @@ def recording(cls: type) -> type:
 
 def _fit(name: str, policy: str, out: Path, steps: int = 12) -> Exception | None:
     pl.seed_everything(0)
-    strategy = recording(STRATEGIES[name])(start_method="fork", nonfinite=policy)
+    cls = _GatedDANEOverlap if name == "gated_dane+overlap" else STRATEGIES[name]
+    strategy = recording(cls)(start_method="fork", nonfinite=policy)
     loader = DataLoader(regression_data(), batch_size=32, shuffle=True)
     try:
         trainer(strategy, max_steps=steps, callbacks=[StepParams(out)]).fit(PoisonedRegressor(), loader)
@@ -156,6 +174,37 @@ def test_skip_drops_the_round_everywhere_and_goes_on(name, tmp_path, watch_broad
     assert ranks[0]["summary"]["control_bytes"] == 12 * (4 + 2 * 4)
     assert not watch_broadcasts.exists()
     assert (tmp_path / "downlink_seen").read_text() == "scatter"  # gloo's default downlink: the star
+
+
+def test_overlap_raise_stops_every_rank_when_the_reply_reports_the_fault(tmp_path, watch_broadcasts):
+    """Rank 1's NaN at step 5 (the last step of round 2) travels in its message; the hub voids the round and
+    every rank learns it with the reply, at the end of round 3 (step 8), and raises there."""
+    error = _fit("gated_dane+overlap", "raise", tmp_path)
+    assert error is not None, "a NaN gradient must stop training under nonfinite='raise'"
+    ranks = _ranks(tmp_path)
+    culprit = ranks[BAD_RANK]["error"]
+    assert f"step {BAD_STEP}, rank {BAD_RANK}" in culprit  # the rank's own fault, kept until the reply came
+    assert "non-finite gradient in parameter 'net.2.bias'" in culprit
+    assert f"ranks [{BAD_RANK}]" in ranks[0]["error"]
+    for rank in ranks:
+        assert len(rank["after"]) == 8  # steps 0..7 completed, step 8 took the reply and raised
+        assert all(math.isfinite(v) for v in rank["final"])
+    assert ranks[0]["after"][-1] == ranks[1]["after"][-1]
+    assert not watch_broadcasts.exists()
+
+
+def test_overlap_skip_voids_the_round_everywhere_and_goes_on(tmp_path, watch_broadcasts):
+    assert _fit("gated_dane+overlap", "skip", tmp_path, steps=15) is None
+    ranks = _ranks(tmp_path)
+    for rank in ranks:
+        assert rank["skipped"] == 1  # the voided round, learnt by both ranks with the reply
+        assert len(rank["after"]) == 15
+        # the reply at step 8 (to round 2) kept the anchor of step 5; the next reply moves it again
+        assert rank["after"][8] == rank["after"][7] and rank["after"][11] != rank["after"][10]
+        assert all(math.isfinite(v) for v in rank["final"])
+        assert rank["summary"]["control_bytes"] == 0  # no agreement of the guard's own
+    assert ranks[0]["final"] == ranks[1]["final"]
+    assert not watch_broadcasts.exists()
 
 
 def test_off_sends_no_guard_traffic(tmp_path):

@@ -618,13 +618,17 @@ class GatedDANE(Algorithm):
         return self.overlap
 
     def _sync_overlapped(self) -> None:
-        """Send this round's message, take the last round's reply, merge, and go on without waiting for this one.
+        """Send this round's message, take the last round's reply, and go on without waiting for this one.
 
         Round r's message [Δ_m, g_m, count, fault, stop] (Δ_m = b_m − y_m, this round's progress from its start
-        b_m) leaves in the background; the reply to round r − 1's message, the anchor x_r = outer(x_{r−1}, Δ̄) with
-        ĝ and the next H, is joined now, one round late: the rank keeps its own progress of this round on top of
-        the new anchor, y_m ← x_r + (y_m − b_m), and starts the next round there (a one-round-delayed anchor, as in
-        streaming DiLoCo's overlapped outer step). The next round's correction is ĝ − g_m of the joined round.
+        b_m) leaves in the background. The reply to round r − 1's message, [Δ̄, ĝ, next H, fault, stop], is taken
+        now, one round late; every rank applies the outer step to it, x_r = outer(x_{r−1}, Δ̄), the same op on the
+        same values as the hub, so all hold the same anchor and outer state (as DiLoCo's ranks each run the outer
+        optimizer on the all-reduced change). The rank starts the next round where the outer step would put the
+        anchor if every rank's change were its own, b_m ← outer(x_r, Δ_m) (the *eager* start of Kale et al., 2025,
+        "Eager Updates For Overlapped Communication and Computation in DiLoCo"): its progress of this round counts
+        at once, with the outer momentum's weight. Under plain averaging that is x_r + (y_m − b_m). The next
+        round's correction is ĝ − g_m of the joined round.
         """
         t = self.transport
         y, start, finished = self._need(self.y, "y"), self._start(), self.H
@@ -634,31 +638,28 @@ class GatedDANE(Algorithm):
             grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(start)
         change = start - y
         ok = all_finite(change) and all_finite(grads)
-        if not ok:  # this round's progress is lost: report it, send zeros (finite) and go on from the start
-            change, grads, y = torch.zeros_like(change), torch.zeros_like(grads), start
+        if not ok:  # this round's progress is lost: report it, send zeros (finite)
+            change, grads = torch.zeros_like(change), torch.zeros_like(grads)
         rows = change.shape[0]
         flags = change.new_tensor([[float(self.outbound_fault or not ok), float(self.outbound_stop)]]).expand(rows, 2)
         counts = self.done_at.to(device=change.device, dtype=change.dtype).unsqueeze(-1)
         message = torch.cat([change, grads, counts, flags], dim=-1)
-        merged = y
         self.inbound = None
         if self.outbox is not None:
             if not self.exchange.in_flight:  # resumed from a checkpoint written while it was in flight
                 self._launch()
             t.begin_round()
-            reply, momentum, prev_mean = self.exchange.join(t.ledger)
-            moved = self._apply_reply(reply, momentum, prev_mean)
-            merged = moved + (y - start)
+            self._apply_reply(self.exchange.join(t.ledger))
         self.history_h = [*self.history_h, finished]
         self.outbox, self.outbox_cost, self.outbox_h = message, self.sync_steps, finished
         self._launch()
-        self.base = merged
+        self.base = self._outer_target(change, self.anchor, self.momentum, self.prev_mean)[0]
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
         self._reset_round_sums()
         self.done_at = torch.zeros_like(self.done_at)
 
     def _launch(self) -> None:
-        """Start the exchange of :attr:`outbox` from the hub's current state (the same inputs after a resume)."""
+        """Start the exchange of :attr:`outbox` from the current outer state (the same inputs after a resume)."""
         message, cost, current, known = (
             self._need(self.outbox, "outbox"),
             self.outbox_cost,
@@ -680,12 +681,13 @@ class GatedDANE(Algorithm):
         cost: float | None,
         current: int,
         known: bool,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    ) -> Tensor:
         """One gather and one broadcast, run off the training thread: reads only its arguments.
 
-        The hub voids the round (sends the old anchor, keeps its momentum) if any message reports a fault or is
-        not finite, or the outer step is not; the reply names the first faulty rank (+1, 0: none) and carries rank
-        0's stop bit, so every rank learns both with the anchor, with no agreement of its own.
+        The hub averages the changes and gradients, and voids the round (Δ̄ = 0 and the fault: no rank applies
+        it) if any message reports a fault or is not finite, or the outer step it leads to is not; the reply names
+        the first faulty rank (+1, 0: none) and carries rank 0's stop bit, so every rank learns both with the
+        reply, with no agreement of its own.
         """
         d = self.dim
         gathered = t.gather(message, tag="sync")
@@ -694,41 +696,41 @@ class GatedDANE(Algorithm):
             rows = self._need(gathered, "gathered")
             bad = [w for w in range(rows.shape[0]) if rows[w, 2 * d + 1] > 0 or not all_finite(rows[w])]
             stop = rows[t.hub, 2 * d + 2]
-            target, ghat = anchor, torch.zeros_like(anchor)
-            length = float(current)
+            mean_change, ghat, length = torch.zeros_like(anchor), torch.zeros_like(anchor), float(current)
             if not bad:
-                target, momentum, prev_mean = self._outer_target(rows[:, :d].mean(dim=0), anchor, momentum, prev_mean)
-                ghat = rows[:, d : 2 * d].mean(dim=0)
-                counts = rows[:, 2 * d].round().to(torch.int64).cpu()
-                length = float(self._length(counts, cost=cost, current=current, known=known))
-                if not (all_finite(target) and all_finite(ghat)):  # void (the reply's momentum goes unused)
-                    bad, target, ghat = [t.hub], anchor, torch.zeros_like(anchor)
+                mean_change, ghat = rows[:, :d].mean(dim=0), rows[:, d : 2 * d].mean(dim=0)
+                target = self._outer_target(mean_change, anchor, momentum, prev_mean)[0]
+                if all_finite(target) and all_finite(ghat):
+                    counts = rows[:, 2 * d].round().to(torch.int64).cpu()
+                    length = float(self._length(counts, cost=cost, current=current, known=known))
+                else:
+                    bad, mean_change, ghat = [t.hub], torch.zeros_like(anchor), torch.zeros_like(anchor)
             tail = reply.new_tensor([length, float(bad[0] + 1) if bad else 0.0, float(stop)])
-            reply = torch.cat([target, ghat, tail])
+            reply = torch.cat([mean_change, ghat, tail])
         (reply,) = t.broadcast(reply, tag="anchor")
-        return reply, momentum, prev_mean
+        return reply
 
-    def _apply_reply(self, reply: Tensor, momentum: Tensor | None, prev_mean: Tensor | None) -> Tensor:
-        """Take a joined reply (the anchor, ĝ, next H; corrections, δ̂, the hub's momentum); returns the anchor."""
+    def _apply_reply(self, reply: Tensor) -> None:
+        """Take a joined reply: the outer step on every rank (anchor, momentum), ĝ, corrections, δ̂, the next H."""
         d = self.dim
         length, fault, stop = (float(v) for v in reply[2 * d :].tolist())
         self.inbound = (int(fault) - 1 if fault > 0 else None, stop > 0)
-        if fault > 0:  # void: the anchor, ĝ, corrections, momentum and H stay as they were
+        if fault > 0:  # void: the anchor, outer state, ĝ, corrections and H stay as they were
             self.voided_rounds += 1
-            return self.anchor
+            return
         sent = self._need(self.outbox, "outbox")
-        target, ghat, grads = reply[:d], reply[d : 2 * d], sent[:, d : 2 * d]
-        if self.transport.is_hub:
-            self.momentum, self.prev_mean = momentum, prev_mean
+        mean_change, ghat, grads = reply[:d], reply[d : 2 * d], sent[:, d : 2 * d]
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.ghat, self.corr = ghat, ghat - grads
-        previous, self.anchor = self.anchor, target
+        previous = self.anchor
+        self.anchor, self.momentum, self.prev_mean = self._outer_target(
+            mean_change, self.anchor, self.momentum, self.prev_mean
+        )
         self._record_round(sent[:, :d], previous)
         if self.options.sync == "gated":
             self.H = int(length)
-        return self.anchor
 
     def close(self, *, timeout: float | None = 60.0) -> None:
         """End of training: wait for the exchange still in flight and book its bytes (its reply goes unused).
