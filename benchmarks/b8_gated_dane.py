@@ -12,12 +12,16 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
 2b. **δ sweep at fixed μ** (``--parts sweep_fixed_mu``) — the same family on nearly square shards (45 rows,
    d = 40), where the data barely bound μ: λ is set per s so that μ = 2.5 exactly, and s from 0.5 to 8 moves δ
    alone, δ/μ over more than two decades (0.26–66). H = 100; slope fitted as in part 2.
+2c. **Overlap** (``--parts overlap``) — a9a ridge, M = 10, label-sorted shards (part 1's): Gated DANE with fixed
+   rounds of 10 and ``averaged`` corrections, each outer step (plain averaging; DiLoCo's 0.7 with momentum 0.8 and
+   0.9) with and without ``overlap`` (the reply taken one round late, the eager start): rounds to 1e-6 and 1e-8.
 3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
    Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
 
     python benchmarks/b8_gated_dane.py                # parts 1 and 2 (a few minutes on 2 cores)
     python benchmarks/b8_gated_dane.py --b1           # and part 3
     python benchmarks/b8_gated_dane.py --parts sweep_fixed_mu --out benchmarks/results/b8_sweep_fixed_mu.json
+    python benchmarks/b8_gated_dane.py --parts overlap --out benchmarks/results/b8_overlap.json
 """
 
 from __future__ import annotations
@@ -147,6 +151,30 @@ def shards_that_differ(data: Path) -> list[dict]:
     return out
 
 
+def label_sorted_a9a(data: Path) -> Ridge:
+    """Part 1's label-sorted a9a ridge, M = 10."""
+    A, b = load_libsvm(data / "a9a")
+    perm = torch.randperm(len(b), generator=torch.Generator().manual_seed(0))
+    perm = perm[torch.argsort(b[perm] * 4 + A[perm, 0], stable=True)]
+    return Ridge.from_data(A, b, 10, perm=perm)
+
+
+def overlap(data: Path) -> list[dict]:
+    """Part 2c: the one-round-late reply against the synchronous sync, for each outer step."""
+    problem = label_sorted_a9a(data)
+    rows = []
+    for lr, momentum in ((1.0, 0.0), (0.7, 0.8), (0.7, 0.9)):
+        for late in (False, True):
+            label = f"outer ({lr}, {momentum}){', overlap' if late else ''}"
+            options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
+            row = run(
+                problem, label, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                overlap=late, rounds=20000, tol=1e-9, **options,
+            )  # fmt: skip
+            rows.append({**row, "outer_lr": lr, "outer_momentum": momentum, "overlap": late})
+    return rows
+
+
 # ----------------------------------------------------------------------------------- part 2
 def delta_sweep() -> dict:
     sims = [0.3, 0.6, 1.2, 2.4, 4.8]
@@ -256,6 +284,15 @@ def show(result: dict) -> None:
         console.print(table)
         console.print(f"slope of log rounds vs log δ/μ: extrapolated {sweep['slope_extrapolated']:.2f}, "
                       f"β=0 {sweep['slope_beta0']:.2f}")  # fmt: skip
+    if "overlap" in result:
+        table = Table(
+            title="a9a ridge M=10, label-sorted: rounds of 10, averaged corrections, with and without overlap"
+        )
+        for col in ("outer step", "rounds to 1e-6", "rounds to 1e-8", "floor"):
+            table.add_column(col, justify="right")
+        for r in result["overlap"]:
+            table.add_row(r["method"], f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.1e}")
+        console.print(table)
     for config in result.get("b1", []):
         table = Table(title=f"B1 {config['dataset']} ridge M={config['workers']} K={config['k']}: CC-3 units")
         for col in ("method", "to 1e-6", "to 1e-8"):
@@ -272,7 +309,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--b1", action="store_true", help="also part 3, the B1 ridge configurations")
     parser.add_argument(
-        "--parts", nargs="+", default=["shards", "sweep"], choices=["shards", "sweep", "sweep_fixed_mu"]
+        "--parts", nargs="+", default=["shards", "sweep"], choices=["shards", "sweep", "sweep_fixed_mu", "overlap"]
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -284,6 +321,8 @@ def main() -> None:
         result["sweep"] = delta_sweep()
     if "sweep_fixed_mu" in args.parts:
         result["sweep_fixed_mu"] = delta_sweep_fixed_mu()
+    if "overlap" in args.parts:
+        result["overlap"] = overlap(args.data)
     if args.b1:
         result["b1"] = b1_configs(args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
