@@ -637,11 +637,13 @@ class GatedDANE(Algorithm):
         else:  # the round start's; a dropped first step (non-finite guard, "skip"): evaluate them now
             grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(start)
         change = start - y
-        ok = all_finite(change) and all_finite(grads)
-        if not ok:  # this round's progress is lost: report it, send zeros (finite)
-            change, grads = torch.zeros_like(change), torch.zeros_like(grads)
-        rows = change.shape[0]
-        flags = change.new_tensor([[float(self.outbound_fault or not ok), float(self.outbound_stop)]]).expand(rows, 2)
+        bad = torch.zeros(change.shape[0], dtype=torch.bool, device=change.device)
+        if not (all_finite(change) and all_finite(grads)):  # a row's round is lost: it reports it and sends zeros
+            bad = ~(torch.isfinite(change).all(dim=-1) & torch.isfinite(grads).all(dim=-1))
+            change = torch.where(bad.unsqueeze(-1), torch.zeros_like(change), change)
+            grads = torch.where(bad.unsqueeze(-1), torch.zeros_like(grads), grads)
+        fault = (bad | self.outbound_fault).to(change.dtype)
+        flags = torch.stack([fault, torch.full_like(fault, float(self.outbound_stop))], dim=-1)
         counts = self.done_at.to(device=change.device, dtype=change.dtype).unsqueeze(-1)
         message = torch.cat([change, grads, counts, flags], dim=-1)
         self.inbound = None

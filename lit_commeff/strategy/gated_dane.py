@@ -33,6 +33,11 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
     stopped mid-round resumes exactly on CPU.
 
+    With ``overlap`` the sync runs in a background thread over a process group of its own and its reply is taken
+    one round later (:meth:`~lit_commeff.algorithms.gated_dane.GatedDANE._sync_overlapped`); the non-finite guard's
+    faults and rank 0's SIGTERM then travel in the method's messages, with no agreement of their own, and the
+    exchange still in flight when training ends is waited for (and its bytes booked) at teardown.
+
     Note:
         Under Adam-type optimizers the outer step defaults to plain averaging (``outer_lr=1``,
         ``outer_momentum=0``): each rank's normaliser keeps the corrected steps from cancelling, and DiLoCo's
