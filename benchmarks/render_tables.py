@@ -203,6 +203,14 @@ B3_NAMES = {
     "gated_dane+topk+h25": "Gated DANE, TopK 1 % on every message, fixed H = 25",
     "gated_dane+s13": "Gated DANE, session 13's round rules (first sync timed, doubling before δ̂)",
     "gated_dane+topk+s13": "Gated DANE, TopK 1 % on every message, session 13's round rules",
+    "gated_dane+overlap": "Gated DANE, `overlap=true` (eager start, √(H_drift·a) rounds)",
+    "gated_dane+ov_merge_Ha": "overlap, start at the anchor + own progress, rounds of a (b55bd03)",
+    "gated_dane+ov_merge_Ha_m08": "overlap, start at the anchor + own progress, rounds of a, `outer_momentum=0.8`",
+    "gated_dane+ov_eager_Ha": "overlap, eager start, rounds of a (951d156)",
+    "gated_dane+ov_eager": "overlap, eager start, √(H_drift·a) rounds (9aa4a16, the design above)",
+    "gated_dane+s14": "Gated DANE (defaults), session 14's runs",
+    "gated_dane+overlap+m08": "Gated DANE, `overlap=true`, `outer_momentum=0.8`",
+    "gated_dane+ov_blend": "overlap, eager start from Δ_m/M + (1 − 1/M)·Δ̄_prev (uncommitted switch)",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -794,6 +802,10 @@ TABLES: dict[str, Spec] = {
             (14, "credit_iid_wan", "finance_credit", "wan lan"),
             (14, "tput_iid_edge", "telecom_throughput", "edge lan"),
             (14, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (15, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (15, "credit_bygroup_edge_overlap_pilots", "finance_credit", "edge lan"),
+            (15, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (15, "credit_iid_edge", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

@@ -236,7 +236,8 @@ class HubAlgorithmStrategy(CommStrategy):
             algorithm.outbound_stop = self.global_rank == 0 and lightning_api.sigterm_received(trainer)  # type: ignore[attr-defined]
         if guard is not None:
             guard.begin(trainer.global_step)
-            snapshot = Snapshot.take(algorithm, optimizer, self._buffers)
+            if not in_band:  # an in-band step is never undone: its collectives are out
+                snapshot = Snapshot.take(algorithm, optimizer, self._buffers)
         try:
             algorithm.step()
             if oracle.evaluations == 0:  # a round without local gradients (EF-OLGA's error round)
