@@ -491,6 +491,29 @@ def render_b8_shards(data: list[Any]) -> list[str]:
     return lines
 
 
+def render_b8_overlap(data: list[Any]) -> list[str]:
+    """Rounds to 1e-6 / 1e-8 per outer step: synchronous, overlap (eager start), overlap's first version's start."""
+    lines = _header(
+        ["outer step (lr, momentum)", "synchronous", "overlap, eager start", "overlap, anchor + own progress"]
+    )
+    current, first = (
+        {(r["outer_lr"], r["outer_momentum"], r["overlap"]): r for r in d["overlap"]} for d in data
+    )  # fmt: skip
+    for lr, momentum, late in current:
+        if late:
+            continue
+        cells = [current[lr, momentum, False], current[lr, momentum, True], first[lr, momentum, True]]
+        lines.append(
+            _row(
+                [
+                    f"({lr}, {momentum})",
+                    *(f"{_b8_cell(r['to_1e6']['cc1'])} / {_b8_cell(r['to_1e8']['cc1'])}" for r in cells),
+                ]
+            )
+        )
+    return lines
+
+
 def render_b8_sweep(data: list[Any], key: str = "sweep") -> list[str]:
     """Rounds to 1e-6 over the δ sweep (``key``: ``sweep`` or ``sweep_fixed_mu``), with the fitted slopes."""
     sweep = data[0][key]
@@ -814,6 +837,13 @@ TABLES: dict[str, Spec] = {
         "`python benchmarks/b8_gated_dane.py --parts sweep_fixed_mu --out benchmarks/results/b8_sweep_fixed_mu.json`",
     ),
     "b8-b1": Spec(render_b8_b1, ("b8_gated_dane.json",), "`python benchmarks/b8_gated_dane.py --b1`"),
+    "b8-overlap": Spec(
+        render_b8_overlap,
+        ("b8_overlap.json", "b8_overlap_b55bd03.json"),
+        "`python benchmarks/b8_gated_dane.py --parts overlap --out benchmarks/results/b8_overlap.json`; the last "
+        "column is the same command run with the package at commit b55bd03 (overlap's first version), "
+        "`benchmarks/results/b8_overlap_b55bd03.json`",
+    ),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
     "b3-credit-bygroup-edge-h": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_h.json",), _B3_BYGROUP),
     "b3-credit-bygroup-edge-s0": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_s0.json",), _B3_BYGROUP),

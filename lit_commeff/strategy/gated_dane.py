@@ -75,8 +75,7 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         if self.options.overlap:
             # A process group of its own: the background exchange's collectives never interleave with the
             # training thread's (Lightning's broadcasts, the guard's silent-step checks, validation's reductions).
-            kwargs = {} if self._timeout is None else {"timeout": self._timeout}
-            self._exchange_group = dist.new_group(backend=dist.get_backend(), **kwargs)
+            self._exchange_group = dist.new_group(backend=dist.get_backend(), timeout=self._timeout)
             background = DistributedTransport(
                 dim=transport.ledger.dim,
                 dtype=x0.dtype,

@@ -158,7 +158,7 @@ class ThreadedExchange(Exchange):
             raise value
         return value
 
-    def close(self, *, timeout: float | None = None) -> None:
+    def close(self, *, timeout: float | None = None) -> bool:
         # Every rank launched the last exchange, so at the end of training it completes: wait for it (the process
         # group must outlive its collectives). One whose peers have stopped would wait for the collective
         # timeout: after ``timeout`` s it is left to the process's exit, a daemon thread.
