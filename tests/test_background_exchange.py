@@ -1,0 +1,93 @@
+"""Background exchanges (Gated DANE's ``overlap``): deferred ledger records, inline and threaded runs, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lit_commeff.ledger import CommLedger, DeferredLedger, Direction
+from lit_commeff.transport import SimulatorTransport
+from lit_commeff.transport.background import InlineExchange, ThreadedExchange
+
+
+def _transport() -> SimulatorTransport:
+    return SimulatorTransport(num_workers=3, dim=4, dtype=torch.float32)
+
+
+def _exchange(t: SimulatorTransport) -> torch.Tensor:
+    """A gather of one float32 row per worker and a broadcast of their mean: 16 B up per worker, 16 B down."""
+    rows = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    gathered = t.gather(rows, tag="sync")
+    (mean,) = t.broadcast(gathered.mean(dim=0), tag="anchor")
+    return mean
+
+
+def test_deferred_ledger_books_its_records_in_order_into_the_open_round():
+    deferred = DeferredLedger()
+    deferred.record(Direction.UPLINK, nbytes=16, sender=[1, 2], tag="sync")
+    with deferred.measure(Direction.DOWNLINK, nbytes=8, tag="anchor"):
+        pass
+    assert len(deferred) == 2 and bool(deferred)
+    ledger = CommLedger(dim=4, num_workers=3)
+    ledger.begin_round()
+    assert deferred.replay(ledger) == 2 and len(deferred) == 0
+    assert ledger.uplink_bytes == 32 and ledger.downlink_bytes == 16 and ledger.cc2 == 2
+    assert DeferredLedger().replay(ledger) == 0
+    assert bool(DeferredLedger())  # an empty one is still a ledger (`ledger or CommLedger(...)` keeps it)
+
+
+@pytest.mark.parametrize("cls", [InlineExchange, ThreadedExchange])
+def test_an_exchange_books_nothing_until_its_result_is_taken(cls):
+    t = _transport()
+    ledger = t.ledger
+    exchange = cls(t) if cls is InlineExchange else cls(_transport())
+    exchange.launch(_exchange)
+    assert exchange.in_flight and ledger.uplink_bytes == 0
+    with pytest.raises(RuntimeError, match="launch\\(\\) while one is in flight; join\\(\\) it first"):
+        exchange.launch(_exchange)
+    ledger.begin_round()
+    result = exchange.join(ledger)
+    assert torch.equal(result, torch.tensor([4.0, 5.0, 6.0, 7.0]))
+    assert not exchange.in_flight and exchange.seconds >= 0 and exchange.waited >= 0
+    assert ledger.uplink_bytes == 2 * 16 and ledger.downlink_bytes == 2 * 16  # the two workers, each way
+    assert t.ledger is ledger  # the inline run's swap of the transport's ledger is undone
+    with pytest.raises(RuntimeError, match="join\\(\\) without a launched exchange"):
+        exchange.join(ledger)
+
+
+def test_a_threaded_exchange_runs_while_the_caller_goes_on_and_reraises_its_error():
+    gate = threading.Event()
+
+    def waits(_: SimulatorTransport) -> str:
+        assert gate.wait(10)
+        return "done"
+
+    exchange = ThreadedExchange(_transport())
+    exchange.launch(waits)
+    assert exchange.in_flight  # the caller is here while the work waits
+    gate.set()
+    ledger = CommLedger(dim=4, num_workers=3)
+    ledger.begin_round()
+    assert exchange.join(ledger) == "done"
+
+    def fails(_: SimulatorTransport) -> None:
+        raise ValueError("peer gone")
+
+    exchange.launch(fails)
+    with pytest.raises(ValueError, match="peer gone"):
+        exchange.join(ledger)
+    assert not exchange.in_flight
+
+
+def test_close_waits_for_the_work_and_says_whether_it_completed():
+    exchange = ThreadedExchange(_transport())
+    exchange.launch(_exchange)
+    assert exchange.close(timeout=10) and not exchange.in_flight
+    assert len(exchange.records) == 2  # kept for the caller to book
+    stuck = threading.Event()
+    exchange.launch(lambda _: stuck.wait(10))
+    assert not exchange.close(timeout=0.01)  # left to finish on its own; a late record lands elsewhere
+    stuck.set()
+    assert len(exchange.records) == 0
