@@ -465,6 +465,21 @@ def test_downlink_compressor_sends_anchor_and_anchor_gradient_compressed(hetero,
     assert message < d * 8  # smaller than a dense vector
 
 
+def _straight_and_resumed(make, *, stop: int, more: int) -> tuple[GatedDANE, GatedDANE]:
+    """A run of ``stop + more`` steps, and one stopped after ``stop``, rebuilt from its state and run ``more``."""
+    straight = make()
+    for _ in range(stop + more):
+        straight.step()
+    first = make()
+    for _ in range(stop):
+        first.step()
+    resumed = make()
+    resumed.load_state_dict(first.state_dict())
+    for _ in range(more):
+        resumed.step()
+    return straight, resumed
+
+
 @pytest.mark.parametrize(
     ("correction", "estimate"), [("fresh", "raw"), ("lagged", "raw"), ("fresh", "debiased"), ("averaged", "debiased")]
 )
@@ -489,17 +504,7 @@ def test_resume_mid_round_is_bitwise(hetero, stop, correction, estimate):
             delta_estimate=estimate,
         )
 
-    straight = make()
-    for _ in range(stop + 20):
-        straight.step()
-    first = make()
-    for _ in range(stop):
-        first.step()
-    state = first.state_dict()
-    resumed = make()
-    resumed.load_state_dict(state)
-    for _ in range(20):
-        resumed.step()
+    straight, resumed = _straight_and_resumed(make, stop=stop, more=20)
     assert torch.equal(resumed.output(), straight.output())
     assert resumed.history_h == straight.history_h
     assert resumed.error_memory is not None and straight.error_memory is not None
@@ -726,16 +731,7 @@ def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(hetero, stop):
     def make():
         return _overlapped(hetero, sync="gated", inner_steps=6, min_inner_steps=2, outer_momentum=0.5)
 
-    straight = make()
-    for _ in range(stop + 25):
-        straight.step()
-    first = make()
-    for _ in range(stop):
-        first.step()
-    resumed = make()
-    resumed.load_state_dict(first.state_dict())
-    for _ in range(25):
-        resumed.step()
+    straight, resumed = _straight_and_resumed(make, stop=stop, more=25)
     assert torch.equal(resumed.output(), straight.output())
     assert torch.equal(resumed.base, straight.base)
     assert resumed.history_h == straight.history_h

@@ -95,21 +95,26 @@ def test_the_hubs_measured_sync_cost_sets_every_ranks_round_length(tmp_path, mon
     assert rounds[0][0] == 2 and all(4 <= h <= 8 for h in rounds[0][1:]), rounds[0]
 
 
+_TOPK = {"compressor": "topk", "compressor_options": {"ratio": 0.2}}
+
+
 @pytest.mark.parametrize(
-    ("correction", "preconditioner"),
-    [("fresh", "local"), ("lagged", "local"), ("lagged", "shared"), ("averaged", "shared"), ("update", "local")],
+    "options",
+    [
+        {**_TOPK, "correction": "fresh"},
+        {**_TOPK, "correction": "lagged"},
+        {**_TOPK, "correction": "lagged", "preconditioner": "shared"},
+        {**_TOPK, "correction": "averaged", "preconditioner": "shared"},
+        {**_TOPK, "correction": "update"},
+        # overlap: round 1's exchange, sent at step 3, is in flight at the stop; the checkpoint keeps its message
+        # and the resumed run sends it again where the straight run takes its reply (step 6)
+        {"correction": "averaged", "overlap": True},
+    ],
+    ids=["fresh", "lagged", "lagged-shared", "averaged-shared", "update", "overlap"],
 )
-def test_resume_mid_round_is_bitwise(tmp_path, correction, preconditioner):
+def test_resume_mid_round_is_bitwise(tmp_path, options):
     """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states (or the shared one)."""
-    strategy = lambda: GatedDANEStrategy(  # noqa: E731
-        start_method="fork",
-        sync="fixed",
-        inner_steps=3,
-        compressor="topk",
-        compressor_options={"ratio": 0.2},
-        correction=correction,
-        preconditioner=preconditioner,
-    )
+    strategy = lambda: GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=3, **options)  # noqa: E731
     model = lambda: MLP(adam=True, lr=0.01)  # noqa: E731
     _, full = fit(strategy(), tmp_path / "full", model=model, max_steps=8, n=EPOCH_OF_4)
     ckpt = tmp_path / "part.ckpt"
@@ -173,18 +178,6 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path):
         assert s["downlink_bytes_per_worker"][1] == d * 4 + joined * (2 * d + 3) * 4  # [x, ĝ, H, fault, stop]
         assert s["cc1"] == 1 + joined
         assert s["control_bytes"] == 0
-
-
-def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(tmp_path):
-    """Stopped after step 4: round 1's exchange was in flight (sent at step 3); the checkpoint keeps its message and
-    the resumed run sends it again where the straight run takes its reply."""
-    strategy = lambda: GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=3, overlap=True)  # noqa: E731
-    model = lambda: MLP(adam=True, lr=0.01)  # noqa: E731
-    _, full = fit(strategy(), tmp_path / "full", model=model, max_steps=12, n=EPOCH_OF_4)
-    ckpt = tmp_path / "part.ckpt"
-    _, _part = fit(strategy(), tmp_path / "part", model=model, max_steps=4, save=ckpt, n=EPOCH_OF_4)
-    _, resumed = fit(strategy(), tmp_path / "resumed", model=model, max_steps=12, ckpt_path=ckpt, n=EPOCH_OF_4)
-    assert_resumed_like_uninterrupted(resumed, full, stopped_at=4)
 
 
 @pytest.mark.parametrize(
