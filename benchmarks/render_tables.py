@@ -830,6 +830,7 @@ TABLES: dict[str, Spec] = {
             (15, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
             (15, "credit_iid_edge", "finance_credit", "edge lan"),
             (15, "credit_bygroup_wan", "finance_credit", "wan lan"),
+            (15, "credit_iid_wan", "finance_credit", "wan lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
