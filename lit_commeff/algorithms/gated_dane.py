@@ -533,10 +533,7 @@ class GatedDANE(Algorithm):
         from the fresh ones by O(δ‖x_{r+1} − x_r‖) and save the anchor round's two collectives.
         """
         t = self.transport
-        if self.averaged and self.grad_sum is not None:  # the mean of the round's minibatch gradients
-            grads = self.grad_sum / self.grad_count
-        else:  # the anchor's; a dropped anchor step (non-finite guard, "skip"): evaluate them now
-            grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(self.anchor)
+        grads = self._round_grads(self.anchor)
         change = self.anchor - self._need(self.y, "y")
         counts = self.done_at.to(device=grads.device, dtype=grads.dtype).unsqueeze(-1)
         dense = isinstance(self.compressor, Identity) and self.error_memory is None and self.grad_estimate is None
@@ -632,10 +629,7 @@ class GatedDANE(Algorithm):
         """
         t = self.transport
         y, start, finished = self._need(self.y, "y"), self._start(), self.H
-        if self.averaged and self.grad_sum is not None:
-            grads = self.grad_sum / self.grad_count
-        else:  # the round start's; a dropped first step (non-finite guard, "skip"): evaluate them now
-            grads = self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(start)
+        grads = self._round_grads(start)
         change = start - y
         bad = torch.zeros(change.shape[0], dtype=torch.bool, device=change.device)
         if not (all_finite(change) and all_finite(grads)):  # a row's round is lost: it reports it and sends zeros
@@ -743,6 +737,15 @@ class GatedDANE(Algorithm):
         if exchange.in_flight and exchange.close(timeout=timeout) and len(exchange.records):
             self.transport.begin_round()
             exchange.records.replay(self.transport.ledger)
+
+    def _round_grads(self, start: Tensor) -> Tensor:
+        """The gradients a lagged sync sends: the round's mean (``averaged``) or those at its ``start``.
+
+        A first step dropped by the non-finite guard (``"skip"``) left no start gradients: they are evaluated now.
+        """
+        if self.averaged and self.grad_sum is not None:
+            return self.grad_sum / self.grad_count
+        return self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(start)
 
     def _update_correction(self, mean_change: Tensor, own: Tensor) -> None:
         """``correction="update"``: e_m ← e_m + (Δ̄ − Δ_m)/k after a round of k steps (SCAFFOLD's option II).
