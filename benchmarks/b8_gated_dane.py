@@ -14,7 +14,8 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
    alone, δ/μ over more than two decades (0.26–66). H = 100; slope fitted as in part 2.
 2c. **Overlap** (``--parts overlap``) — a9a ridge, M = 10, label-sorted shards (part 1's): Gated DANE with fixed
    rounds of 10 and ``averaged`` corrections, each outer step (plain averaging; DiLoCo's 0.7 with momentum 0.8 and
-   0.9) with and without ``overlap`` (the reply taken one round late, the eager start): rounds to 1e-6 and 1e-8.
+   0.9) with and without ``overlap`` (the reply taken one round late, the eager start), and with ``overlap`` and
+   ``message_dtype=bf16`` (values in bfloat16, gradients as changes to shared shifts): rounds to 1e-6 and 1e-8.
 3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
    Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
 
@@ -164,14 +165,14 @@ def overlap(data: Path) -> list[dict]:
     problem = label_sorted_a9a(data)
     rows = []
     for lr, momentum in ((1.0, 0.0), (0.7, 0.8), (0.7, 0.9)):
-        for late in (False, True):
-            label = f"outer ({lr}, {momentum}){', overlap' if late else ''}"
+        for late, wire in ((False, None), (True, None), (True, "bf16")):
+            label = f"outer ({lr}, {momentum}){', overlap' if late else ''}{f', {wire}' if wire else ''}"
             options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
             row = run(
                 problem, label, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
-                overlap=late, rounds=20000, tol=1e-9, **options,
+                overlap=late, message_dtype=wire, rounds=20000, tol=1e-9, **options,
             )  # fmt: skip
-            rows.append({**row, "outer_lr": lr, "outer_momentum": momentum, "overlap": late})
+            rows.append({**row, "outer_lr": lr, "outer_momentum": momentum, "overlap": late, "message_dtype": wire})
     return rows
 
 
@@ -286,7 +287,7 @@ def show(result: dict) -> None:
                       f"β=0 {sweep['slope_beta0']:.2f}")  # fmt: skip
     if "overlap" in result:
         table = Table(
-            title="a9a ridge M=10, label-sorted: rounds of 10, averaged corrections, with and without overlap"
+            title="a9a ridge M=10, label-sorted: rounds of 10, averaged corrections, with and without overlap (bf16)"
         )
         for col in ("outer step", "rounds to 1e-6", "rounds to 1e-8", "floor"):
             table.add_column(col, justify="right")

@@ -492,22 +492,36 @@ def render_b8_shards(data: list[Any]) -> list[str]:
 
 
 def render_b8_overlap(data: list[Any]) -> list[str]:
-    """Rounds to 1e-6 / 1e-8 per outer step: synchronous, overlap (eager start), overlap's first version's start."""
+    """Rounds to 1e-6 / 1e-8 per outer step, and overlap's bytes per round in bf16 against full precision.
+
+    Columns: synchronous; overlap with the eager start, full and bf16 messages; overlap's first version's start.
+    """
     lines = _header(
-        ["outer step (lr, momentum)", "synchronous", "overlap, eager start", "overlap, anchor + own progress"]
+        [
+            "outer step (lr, momentum)",
+            "synchronous",
+            "overlap, eager start",
+            "overlap, bf16 messages",
+            "overlap, anchor + own progress",
+            "bf16 bytes / round vs full",
+        ]
     )
     current, first = (
-        {(r["outer_lr"], r["outer_momentum"], r["overlap"]): r for r in d["overlap"]} for d in data
+        {(r["outer_lr"], r["outer_momentum"], r["overlap"], r.get("message_dtype")): r for r in d["overlap"]}
+        for d in data
     )  # fmt: skip
-    for lr, momentum, late in current:
-        if late:
+    for lr, momentum, late, wire in current:
+        if late or wire:
             continue
-        cells = [current[lr, momentum, False], current[lr, momentum, True], first[lr, momentum, True]]
+        full, bf16 = current[lr, momentum, True, None], current[lr, momentum, True, "bf16"]
+        cells = [current[lr, momentum, False, None], full, bf16, first[lr, momentum, True, None]]
+        per_round = [r["uplink_bytes"] / r["final_cc1"] for r in (bf16, full)]
         lines.append(
             _row(
                 [
                     f"({lr}, {momentum})",
                     *(f"{_b8_cell(r['to_1e6']['cc1'])} / {_b8_cell(r['to_1e8']['cc1'])}" for r in cells),
+                    f"{per_round[0]:.0f} / {per_round[1]:.0f} B ({per_round[0] / per_round[1]:.2f}×)",
                 ]
             )
         )
@@ -842,9 +856,10 @@ TABLES: dict[str, Spec] = {
     "b8-overlap": Spec(
         render_b8_overlap,
         ("b8_overlap.json", "b8_overlap_b55bd03.json"),
-        "`python benchmarks/b8_gated_dane.py --parts overlap --out benchmarks/results/b8_overlap.json`; the last "
-        "column is the same command run with the package at commit b55bd03 (overlap's first version), "
-        "`benchmarks/results/b8_overlap_b55bd03.json`",
+        "`python benchmarks/b8_gated_dane.py --parts overlap --out benchmarks/results/b8_overlap.json`; the column "
+        "'anchor + own progress' is the same command run with the package at commit b55bd03 (overlap's first "
+        "version), `benchmarks/results/b8_overlap_b55bd03.json`. Bytes: all workers' uplink per round in the "
+        "simulator's float64 (bf16 values are a quarter of float64's, half of a float32 model's)",
     ),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
     "b3-credit-bygroup-edge-h": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_h.json",), _B3_BYGROUP),

@@ -58,6 +58,8 @@ PRESETS = ("theory", "similarity", "auto")
 NONFINITE_POLICIES = ("raise", "skip", "off")
 #: The hub's downlink collective (``"auto"``: scatter on gloo, broadcast otherwise).
 DOWNLINKS = ("auto", "scatter", "broadcast")
+#: Gated DANE ``overlap``'s wire dtypes for its messages' values (``message_dtype``).
+MESSAGE_DTYPES = {"bf16": "bfloat16"}
 
 CompressorSpec = str | Compressor
 _O = TypeVar("_O", bound="Options")
@@ -786,6 +788,16 @@ class GatedDANEOptions(HubOptions):
             "`delta_estimate: raw`"
         ),
     )
+    message_dtype: str | None = field(
+        default=None,
+        metadata=_doc(
+            "`overlap`: the dtype its messages' values travel in. `bf16`: the model changes and gradients (up) and "
+            "Δ̄, ĝ (down) are rounded to bfloat16 in the one gather and the one broadcast a round has (half a float32 "
+            "model's bytes; round lengths, counts and flags travel bit for bit beside them). Every rank and the hub "
+            "use the rounded values, and a rank's gradients travel as their change from a shift both ends hold "
+            "(DIANA's), so the rounding vanishes as training converges. None: the model's dtype"
+        ),
+    )
     gate: float = field(
         default=0.5,
         metadata=_doc(
@@ -936,6 +948,22 @@ class GatedDANEOptions(HubOptions):
         _check_bool("overlap", self.overlap)
         if self.overlap:
             self._check_overlap()
+        if self.message_dtype is not None:
+            if self.message_dtype not in MESSAGE_DTYPES:
+                raise OptionError(
+                    "message_dtype",
+                    self.message_dtype,
+                    "is not supported",
+                    f"use one of {sorted(MESSAGE_DTYPES)}, or None (the model's dtype)",
+                )
+            if not self.overlap:
+                raise OptionError(
+                    "message_dtype",
+                    self.message_dtype,
+                    "applies only to overlap=true's single message",
+                    "set overlap=true, or drop message_dtype (None); the synchronous sync casts the model change "
+                    "with compressor=bf16",
+                )
         if self.error_feedback is not None:
             _check_bool("error_feedback", self.error_feedback)
         if self.outer_momentum is not None and (not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1):

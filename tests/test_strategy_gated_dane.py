@@ -109,8 +109,9 @@ _TOPK = {"compressor": "topk", "compressor_options": {"ratio": 0.2}}
         # overlap: round 1's exchange, sent at step 3, is in flight at the stop; the checkpoint keeps its message
         # and the resumed run sends it again where the straight run takes its reply (step 6)
         {"correction": "averaged", "overlap": True},
+        {"correction": "averaged", "overlap": True, "message_dtype": "bf16"},  # and the shifts are state
     ],
-    ids=["fresh", "lagged", "lagged-shared", "averaged-shared", "update", "overlap"],
+    ids=["fresh", "lagged", "lagged-shared", "averaged-shared", "update", "overlap", "overlap-bf16"],
 )
 def test_resume_mid_round_is_bitwise(tmp_path, options):
     """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states (or the shared one)."""
@@ -157,11 +158,13 @@ def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_c
     assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
 
 
-def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path):
+@pytest.mark.parametrize("wire", [None, "bf16"])
+def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, wire):
     """``overlap``: the exchange runs in a thread over its own process group; the reply to round r is taken at
-    the end of round r + 1, on both ranks alike. The faults ride in the messages: no guard traffic."""
+    the end of round r + 1, on both ranks alike. The faults ride in the messages: no guard traffic. With bf16
+    messages the values take 2 bytes each and the 3 float32 header fields travel beside them, 12 bytes."""
     h, steps = 3, 24
-    strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, overlap=True)
+    strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, overlap=True, message_dtype=wire)
     _, ranks = fit(strategy, tmp_path, max_steps=steps)
     d = dense_dim(MLP())
     first = ranks[0]["step_params"][0]
@@ -171,11 +174,12 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path):
             assert torch.equal(ranks[0]["step_params"][step], first), step
     assert not torch.equal(ranks[0]["step_params"][2 * h - 1], first)
     joined = steps // h - 1  # the last round's exchange is still in flight at on_train_end
+    message = (2 * d + 3) * 4 if wire is None else 2 * d * 2 + 3 * 4
     for r in ranks:
         assert falls(r["losses"]), r["losses"]
         s = r["summary"]
-        assert s["worker_uplink_bytes"] == joined * (2 * d + 3) * 4  # [Δ_m, g_m, count, fault, stop]
-        assert s["downlink_bytes_per_worker"][1] == d * 4 + joined * (2 * d + 3) * 4  # [x, ĝ, H, fault, stop]
+        assert s["worker_uplink_bytes"] == joined * message  # [Δ_m, g_m, count, fault, stop]
+        assert s["downlink_bytes_per_worker"][1] == d * 4 + joined * message  # [x, ĝ, H, fault, stop]
         assert s["cc1"] == 1 + joined
         assert s["control_bytes"] == 0
 
@@ -192,6 +196,7 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path):
         ({"bucket_cap_mb": 1}, "bucket_cap_mb"),
         ({"overlap": True, "correction": "fresh"}, "correction"),
         ({"overlap": True, "compressor": "topk"}, "compressor"),
+        ({"message_dtype": "bf16"}, "message_dtype"),
     ],
 )
 def test_options_are_validated_up_front(options, field):

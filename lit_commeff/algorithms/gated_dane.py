@@ -80,9 +80,10 @@ from lit_commeff.algorithms.memory import EF21Estimate, ErrorFeedback
 from lit_commeff.algorithms.preconditioner import SharedAdamRule, linear_steps, optimizer_lr
 from lit_commeff.compression import Identity
 from lit_commeff.finite import all_finite
-from lit_commeff.options import GatedDANEOptions
+from lit_commeff.options import MESSAGE_DTYPES, GatedDANEOptions
 from lit_commeff.transport import Transport
 from lit_commeff.transport.background import Exchange, InlineExchange
+from lit_commeff.transport.wire import pack, round_values, unpack
 
 
 class GatedDANE(Algorithm):
@@ -111,7 +112,7 @@ class GatedDANE(Algorithm):
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
         "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
-        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds",
+        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -223,11 +224,18 @@ class GatedDANE(Algorithm):
         #: ``overlap``: where this rank's current round started (its merged iterate), the message of the exchange in
         #: flight with the hub's cost and the round length it was sent with, and the rounds the hub voided.
         self.overlap = options.overlap
+        #: ``message_dtype``: the dtype the overlapped messages' values travel in (``None``: the model's).
+        self.wire_dtype: torch.dtype | None = (
+            getattr(torch, MESSAGE_DTYPES[options.message_dtype]) if options.message_dtype is not None else None
+        )
         self.base: Tensor | None = None
         self.outbox: Tensor | None = None
         self.outbox_cost: float | None = None
         self.outbox_h = 0
         self.voided_rounds = 0
+        #: ``message_dtype``: this process's rows of the gradient shifts s_m, and on the hub every rank's.
+        self.wire_shift: Tensor | None = None
+        self.hub_shift: Tensor | None = None
         #: ``overlap``: runs the exchange (at once here; in a thread over its own process group in Lightning).
         self.exchange: Exchange = InlineExchange(transport)
         #: ``overlap``: set by the caller before a step, this rank's fault to report in its next message; after a
@@ -626,6 +634,13 @@ class GatedDANE(Algorithm):
         "Eager Updates For Overlapped Communication and Computation in DiLoCo"): its progress of this round counts
         at once, with the outer momentum's weight. Under plain averaging that is x_r + (y_m − b_m). The next
         round's correction is ĝ − g_m of the joined round.
+
+        With ``message_dtype`` the values travel rounded (:mod:`lit_commeff.transport.wire`), and a rank's
+        gradients travel as their change from a shift s_m that the rank and the hub both hold, the gradients the hub
+        reconstructed last round: it sends q_m = round(g_m − s_m) and both ends take g_m' = s_m + q_m (DIANA's
+        shifts; EF21's estimate with a bf16 compressor). The shards' gradients at the optimum differ and do not
+        vanish, so rounding them outright left the corrections an error that does not vanish either: a floor of
+        1e-8 on label-sorted a9a, which the shifts remove (``benchmarks/b8_gated_dane.py --parts overlap``).
         """
         t = self.transport
         y, start, finished = self._need(self.y, "y"), self._start(), self.H
@@ -639,13 +654,17 @@ class GatedDANE(Algorithm):
         fault = (bad | self.outbound_fault).to(change.dtype)
         flags = torch.stack([fault, torch.full_like(fault, float(self.outbound_stop))], dim=-1)
         counts = self.done_at.to(device=change.device, dtype=change.dtype).unsqueeze(-1)
-        message = torch.cat([change, grads, counts, flags], dim=-1)
         self.inbound = None
         if self.outbox is not None:
             if not self.exchange.in_flight:  # resumed from a checkpoint written while it was in flight
                 self._launch()
             t.begin_round()
             self._apply_reply(self.exchange.join(t.ledger))
+        if self.wire_dtype is not None:  # the gradients travel as changes to the shift both ends hold (below)
+            shift = self.wire_shift if self.wire_shift is not None else torch.zeros_like(grads)
+            grads = torch.where(bad.unsqueeze(-1), grads, grads - shift)
+        # kept as the hub will read it: the next correction ĝ − g_m' uses the gradients the hub averaged
+        message = round_values(torch.cat([change, grads, counts, flags], dim=-1), 2 * self.dim, self.wire_dtype)
         self.history_h = [*self.history_h, finished]
         self.outbox, self.outbox_cost, self.outbox_h = message, self.sync_steps, finished
         self._launch()
@@ -662,9 +681,11 @@ class GatedDANE(Algorithm):
             self.outbox_h,
             self._drift_known(),
         )
-        anchor, momentum, prev_mean = self.anchor, self.momentum, self.prev_mean
+        anchor, momentum, prev_mean, shifts = self.anchor, self.momentum, self.prev_mean, self.hub_shift
         self.exchange.launch(
-            lambda transport: self._exchange(transport, message, anchor, momentum, prev_mean, cost, current, known)
+            lambda transport: self._exchange(
+                transport, message, anchor, momentum, prev_mean, cost, current, known, shifts
+            )
         )
 
     def _exchange(
@@ -677,38 +698,47 @@ class GatedDANE(Algorithm):
         cost: float | None,
         current: int,
         known: bool,
-    ) -> Tensor:
+        shifts: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """One gather and one broadcast, run off the training thread: reads only its arguments.
 
+        Returns the reply every rank receives and, on the hub under ``message_dtype``, every rank's gradients as
+        reconstructed from ``shifts`` (the next shifts, if the round is not void).
+
+        Values travel at ``message_dtype``, headers bit for bit (:mod:`lit_commeff.transport.wire`).
         The hub averages the changes and gradients, and voids the round (Δ̄ = 0 and the fault: no rank applies
         it) if any message reports a fault or is not finite, or the outer step it leads to is not; the reply names
         the first faulty rank (+1, 0: none) and carries rank 0's stop bit, so every rank learns both with the
         reply, with no agreement of its own.
         """
-        d = self.dim
-        gathered = t.gather(message, tag="sync")
-        reply = torch.empty(2 * d + 3, dtype=message.dtype, device=message.device)
+        d, wire, dtype = self.dim, self.wire_dtype, message.dtype
+        gathered = t.gather(pack(message, 2 * d, wire), tag="sync")
+        reply = pack(torch.zeros(2 * d + 3, dtype=dtype, device=message.device), 2 * d, wire)
         if t.is_hub:
-            rows = self._need(gathered, "gathered")
+            rows = unpack(self._need(gathered, "gathered"), 2 * d, dtype)
             bad = [w for w in range(rows.shape[0]) if rows[w, 2 * d + 1] > 0 or not all_finite(rows[w])]
             stop = rows[t.hub, 2 * d + 2]
             mean_change, ghat, length = torch.zeros_like(anchor), torch.zeros_like(anchor), float(current)
-            if not bad:
-                mean_change, ghat = rows[:, :d].mean(dim=0), rows[:, d : 2 * d].mean(dim=0)
+            if wire is not None:
+                received = rows[:, d : 2 * d] + (shifts if shifts is not None else 0.0)
+                rows = torch.cat([rows[:, :d], received, rows[:, 2 * d :]], dim=-1)
+            if not bad:  # the averages as every rank will read them
+                means = round_values(rows[:, : 2 * d].mean(dim=0), 2 * d, wire)
+                mean_change, ghat = means[:d], means[d:]
                 target = self._outer_target(mean_change, anchor, momentum, prev_mean)[0]
                 if all_finite(target) and all_finite(ghat):
                     counts = rows[:, 2 * d].round().to(torch.int64).cpu()
                     length = float(self._length(counts, cost=cost, current=current, known=known))
                 else:
                     bad, mean_change, ghat = [t.hub], torch.zeros_like(anchor), torch.zeros_like(anchor)
-            tail = reply.new_tensor([length, float(bad[0] + 1) if bad else 0.0, float(stop)])
-            reply = torch.cat([mean_change, ghat, tail])
+            tail = rows.new_tensor([length, float(bad[0] + 1) if bad else 0.0, float(stop)])
+            reply = pack(torch.cat([mean_change, ghat, tail]), 2 * d, wire)
         (reply,) = t.broadcast(reply, tag="anchor")
-        return reply
+        return unpack(reply, 2 * d, dtype), rows[:, d : 2 * d] if t.is_hub and wire is not None else None
 
-    def _apply_reply(self, reply: Tensor) -> None:
+    def _apply_reply(self, joined: tuple[Tensor, Tensor | None]) -> None:
         """Take a joined reply: the outer step on every rank (anchor, momentum), ĝ, corrections, δ̂, the next H."""
-        d = self.dim
+        d, (reply, received) = self.dim, joined
         length, fault, stop = (float(v) for v in reply[2 * d :].tolist())
         self.inbound = (int(fault) - 1 if fault > 0 else None, stop > 0)
         if fault > 0:  # void: the anchor, outer state, ĝ, corrections and H stay as they were
@@ -716,6 +746,9 @@ class GatedDANE(Algorithm):
             return
         sent = self._need(self.outbox, "outbox")
         mean_change, ghat, grads = reply[:d], reply[d : 2 * d], sent[:, d : 2 * d]
+        if self.wire_dtype is not None:  # the shifts move to the gradients both ends reconstructed
+            grads = self.wire_shift = (self.wire_shift if self.wire_shift is not None else 0.0) + grads
+            self.hub_shift = received
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
@@ -774,7 +807,7 @@ class GatedDANE(Algorithm):
                 "noise_var", "prev_noise",
             )
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count", "outbox_h", "voided_rounds"), 0)  # fmt: skip
-        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost"))
+        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift"))
         # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
         defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
