@@ -639,8 +639,8 @@ class GatedDANE(Algorithm):
         gradients travel as their change from a shift s_m that the rank and the hub both hold, the gradients the hub
         reconstructed last round: it sends q_m = round(g_m − s_m) and both ends take g_m' = s_m + q_m (DIANA's
         shifts; EF21's estimate with a bf16 compressor). The shards' gradients at the optimum differ and do not
-        vanish, so rounding them outright left the corrections an error that does not vanish either: a floor of
-        1e-8 on label-sorted a9a, which the shifts remove (``benchmarks/b8_gated_dane.py --parts overlap``).
+        vanish, so rounding them outright left the corrections an error that does not vanish either: a floor near
+        1e-10 on the tests' label-sorted ridge, which the shifts remove (``test_overlap_bf16_messages_*``).
         """
         t = self.transport
         y, start, finished = self._need(self.y, "y"), self._start(), self.H

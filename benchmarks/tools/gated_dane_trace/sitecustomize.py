@@ -9,7 +9,8 @@ move, the hub's outer momentum, the gate's counts and δ̂). ``summarize.py`` pr
         python benchmarks/b3_time_to_accuracy.py --recipes telecom_throughput --partition by_group \
         --profiles lan --methods --variant "defaults=gated_dane strategy.link_aware=false" --seeds 2 ...
 
-Without ``GD_TRACE`` it does nothing.
+``GD_STEPS`` (a folder) records each optimizer step's wall time per rank instead (``steps<r>.jsonl``), with the
+algorithm's phase and, under ``overlap``, how long each join waited. Without either it does nothing.
 """
 
 import json
@@ -64,3 +65,39 @@ if os.environ.get("GD_TRACE"):
             out.write(json.dumps(record) + "\n")
 
     _gated_dane.GatedDANE._sync_lagged = _traced
+
+if os.environ.get("GD_STEPS"):
+    # Per-step timing (session 16): each optimizer step's wall time on each rank, with the algorithm's phase, whether
+    # it communicated, and under ``overlap`` how long its join waited and how long the joined exchange took. The
+    # gap between one step's end and the next one's start is Lightning's own work (data, logging, callbacks).
+    import json as _json
+    import time as _time
+
+    import torch.distributed as _dist
+
+    from lit_commeff.strategy import hub as _hub
+
+    _optimizer_step = _hub.HubAlgorithmStrategy.optimizer_step
+    _rows: list = []
+
+    def _timed_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        algorithm = self.algorithm
+        exchange = getattr(algorithm, "exchange", None)
+        row = {"k": getattr(algorithm, "k", None), "H": getattr(algorithm, "H", None)}
+        row["communicates"] = bool(algorithm.communicates()) if algorithm is not None else None
+        waited_before = None if exchange is None else (exchange.waited, exchange.seconds)
+        row["start"] = _time.perf_counter()
+        try:
+            return _optimizer_step(self, *args, **kwargs)
+        finally:
+            row["end"] = _time.perf_counter()
+            if exchange is not None and (exchange.waited, exchange.seconds) != waited_before:
+                row["waited"], row["exchange"] = exchange.waited, exchange.seconds
+            _rows.append(row)
+            if len(_rows) % 20 == 0:
+                rank = _dist.get_rank() if _dist.is_initialized() else -1
+                with open(os.path.join(os.environ["GD_STEPS"], f"steps{rank}.jsonl"), "a") as out:
+                    out.writelines(_json.dumps(r) + "\n" for r in _rows)
+                _rows.clear()
+
+    _hub.HubAlgorithmStrategy.optimizer_step = _timed_step
