@@ -146,7 +146,12 @@ def train(cfg: DictConfig, run_dir: Path, run_id: str | None) -> pl.Trainer:
     logger: MLFlowLogger | bool = False
     if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
         logger = MLFlowLogger(
-            experiment_name=cfg.logger.experiment, tracking_uri=cfg.logger.tracking_uri, run_id=run_id, log_model=False
+            experiment_name=cfg.logger.experiment,
+            tracking_uri=cfg.logger.tracking_uri,
+            run_id=run_id,
+            log_model=False,
+            # MLflow's background writer: a log step does not wait for the store (flushed when the run ends)
+            synchronous=bool(cfg.logger.get("synchronous", False)),
         )
     checkpoints = checkpoint_dir(cfg, run_dir)
     callbacks: list[pl.Callback] = [
