@@ -210,6 +210,7 @@ B3_NAMES = {
     "gated_dane+ov_eager": "overlap, eager start, √(H_drift·a) rounds (9aa4a16, the design above)",
     "gated_dane+s14": "Gated DANE (defaults), session 14's runs",
     "gated_dane+overlap+m08": "Gated DANE, `overlap=true`, `outer_momentum=0.8`",
+    "gated_dane+overlap+bf16": "Gated DANE, `overlap=true`, `message_dtype=bf16`",
     "gated_dane+ov_blend": "overlap, eager start from Δ_m/M + (1 − 1/M)·Δ̄_prev (uncommitted switch)",
 }
 B3_COLUMNS = [
@@ -845,6 +846,9 @@ TABLES: dict[str, Spec] = {
             (15, "credit_iid_edge", "finance_credit", "edge lan"),
             (15, "credit_bygroup_wan", "finance_credit", "wan lan"),
             (15, "credit_iid_wan", "finance_credit", "wan lan"),
+            (16, "credit_bygroup_edge_synclog", "finance_credit", "edge lan"),
+            (16, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (16, "credit_iid_edge_synclog", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
