@@ -2,9 +2,9 @@
 
 Lightning's ``MLFlowLogger`` hands each log step's metrics to MLflow; with ``synchronous=True`` (MLflow's default)
 the call returns once the SQLite store has them. Every rank of a hub method waits for the hub at its next collective,
-so on a busy machine that write stalls all of them (session 16: 50-75 ms every tenth step on credit over 4 ranks on
-2 cores, ``docs/gated-dane.md``). This script times ``log_metrics`` of ``--metrics`` metrics for ``--steps`` steps in
-each mode, and the ``finalize`` that flushes the background writer, on a fresh SQLite store each::
+so on a busy machine that write stalls all of them (session 16: 17-75 ms, median 39, every tenth step on credit over
+4 ranks on 2 cores, ``docs/gated-dane.md``). This script times ``log_metrics`` of ``--metrics`` metrics for ``--steps``
+steps in each mode, and the ``finalize`` that flushes the background writer, on a fresh SQLite store each::
 
     python benchmarks/mlflow_logging.py --out benchmarks/results/mlflow_logging.json
 """

@@ -50,7 +50,7 @@ class LoggerSchema:
     experiment: str = "lit_commeff"
     run_name: str | None = None
     # false: rank 0 hands metrics to MLflow's background writer and trains on (a synchronous write stalled rank 0,
-    # and through it every rank, 50-75 ms every log_every_n_steps on a busy 2-core machine: session 16)
+    # and through it every rank, 17-75 ms every log_every_n_steps on a busy 2-core machine: session 16)
     synchronous: bool = False
 
 
