@@ -851,6 +851,7 @@ TABLES: dict[str, Spec] = {
             (16, "credit_bygroup_edge_5seeds", "finance_credit", "edge lan"),
             (16, "credit_bygroup_edge_diloco_h", "finance_credit", "edge lan"),
             (16, "credit_iid_edge", "finance_credit", "edge lan"),
+            (16, "credit_bygroup_wan", "finance_credit", "wan lan"),
             (16, "credit_iid_edge_synclog", "finance_credit", "edge lan"),
         )
     },
