@@ -70,6 +70,7 @@ if os.environ.get("GD_STEPS"):
     # Per-step timing (session 16): each optimizer step's wall time on each rank, with the algorithm's phase, whether
     # it communicated, and under ``overlap`` how long its join waited and how long the joined exchange took. The
     # gap between one step's end and the next one's start is Lightning's own work (data, logging, callbacks).
+    import atexit as _atexit
     import json as _json
     import time as _time
 
@@ -79,6 +80,15 @@ if os.environ.get("GD_STEPS"):
 
     _optimizer_step = _hub.HubAlgorithmStrategy.optimizer_step
     _rows: list = []
+    _rank: list = []  # taken at the first step: at exit the process group is gone
+
+    def _flush() -> None:
+        if _rows:
+            with open(os.path.join(os.environ["GD_STEPS"], f"steps{_rank[0]}.jsonl"), "a") as out:
+                out.writelines(_json.dumps(r) + "\n" for r in _rows)
+            _rows.clear()
+
+    _atexit.register(_flush)  # the last steps, fewer than a batch of 20
 
     def _timed_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         algorithm = self.algorithm
@@ -93,11 +103,10 @@ if os.environ.get("GD_STEPS"):
             row["end"] = _time.perf_counter()
             if exchange is not None and (exchange.waited, exchange.seconds) != waited_before:
                 row["waited"], row["exchange"] = exchange.waited, exchange.seconds
+            if not _rank:
+                _rank.append(_dist.get_rank() if _dist.is_initialized() else -1)
             _rows.append(row)
-            if len(_rows) % 20 == 0:
-                rank = _dist.get_rank() if _dist.is_initialized() else -1
-                with open(os.path.join(os.environ["GD_STEPS"], f"steps{rank}.jsonl"), "a") as out:
-                    out.writelines(_json.dumps(r) + "\n" for r in _rows)
-                _rows.clear()
+            if len(_rows) >= 20:
+                _flush()
 
     _hub.HubAlgorithmStrategy.optimizer_step = _timed_step
