@@ -543,8 +543,8 @@ def test_hyperparameters_resolve_from_the_problem(hetero):
         ({"overlap": True, "downlink_compressor": "topk"}, "downlink_compressor: .* or set overlap=false"),
         ({"overlap": True, "preconditioner": "shared"}, "preconditioner: .* use 'local'"),
         ({"overlap": True, "delta_estimate": "debiased"}, "delta_estimate: .* use 'raw'"),
-        ({"message_dtype": "bf16"}, "message_dtype: message_dtype='bf16' applies only .* set overlap=true"),
-        ({"overlap": True, "message_dtype": "fp8"}, r"message_dtype: .* use one of \['bf16'\], or None"),
+        ({"overlap": False, "message_dtype": "bf16"}, "message_dtype: .* only to overlap's .* set overlap=true"),
+        ({"overlap": True, "message_dtype": "fp8"}, r"message_dtype: .* use one of \['bf16', 'model'\], or None"),
     ],
 )
 def test_options_name_the_field_and_the_fix(options, match):
@@ -559,6 +559,35 @@ def test_defaults():
     assert GatedDANEOptions(inner_steps=3).min_steps == 3
     assert GatedDANEOptions(delta=2.0).resolved_theta == 0.25
     assert GatedDANEOptions(compressor="topk").uses_error_feedback
+
+
+@pytest.mark.parametrize(
+    ("options", "linear", "expected"),
+    [
+        ({}, True, True),  # SGD, the defaults allow it: on
+        ({}, False, False),  # Adam-type: off (it lost on the GRU)
+        ({"correction": "fresh"}, True, False),  # an option that rules it out: off, not an error
+        ({"compressor": "topk"}, True, False),
+        ({"grad_compressor": "topk"}, True, False),
+        ({"downlink_compressor": "topk"}, True, False),
+        ({"preconditioner": "shared"}, True, False),
+        ({"delta_estimate": "debiased"}, True, False),
+        ({"overlap": False}, True, False),  # the user's choice stands
+        ({"overlap": True}, False, True),
+    ],
+)
+def test_overlap_none_is_on_for_linear_local_steps_where_the_options_allow_it(options, linear, expected):
+    resolved = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear)
+    assert resolved.overlap is expected
+    assert resolved.wire_dtype_name == "bf16"  # message_dtype None: bf16 whenever overlap is in force
+    assert GatedDANEOptions(message_dtype="model").wire_dtype_name == "model"
+
+
+def test_the_simulator_takes_overlap_none_as_synchronous(hetero):
+    """The simulator counts rounds, which a one-round-late reply only adds: ``None`` runs the synchronous sync."""
+    assert GatedDANEOptions().overlap is None
+    algo = _sim(hetero, sync="fixed", inner_steps=3)
+    assert not algo.overlap and algo.wire_dtype is None
 
 
 def test_averaged_correction_is_the_round_mean_of_the_gradients_and_converges(hetero):
@@ -617,8 +646,10 @@ def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
 
 
 # ----------------------------------------------------------------------------------- overlap
-def _overlapped(problem, **options) -> GatedDANE:
-    options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "overlap": True, **options}
+def _overlapped(problem, **extra) -> GatedDANE:
+    """Overlap at the model's dtype unless ``extra`` says otherwise (bf16 has tests of its own)."""
+    options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "overlap": True, "message_dtype": "model"}
+    options.update(extra)
     return _sim(problem, **options)
 
 
@@ -649,18 +680,19 @@ def test_overlap_converges_in_as_many_rounds_as_the_synchronous_sync(hetero, lr,
 
 
 def test_overlap_bf16_messages_converge_as_far_and_as_fast_as_full_precision(hetero):
-    """``message_dtype="bf16"``: the gradients travel as changes to shifts both ends hold, so their rounding
-    vanishes as the shards' gradients settle: 1e-12 in the rounds of float64 messages (rounded outright, the
-    shards' non-zero gradients at the optimum left a floor of about 1e-10 here), at a quarter of the bytes."""
+    """``message_dtype="bf16"`` (the default, None): the gradients travel as changes to shifts both ends hold, so
+    their rounding vanishes as the shards' gradients settle: 1e-12 in the rounds of float64 messages (rounded
+    outright, the shards' non-zero gradients at the optimum left a floor of about 1e-10 here), at a quarter of the
+    bytes."""
     runs = {}
-    for wire in (None, "bf16"):
+    for wire in ("model", None):
         runs[wire] = sim.run(
             hetero, "gated_dane", compressor="identity", sync="fixed", inner_steps=10, correction="averaged",
             outer="nesterov", outer_lr=0.7, outer_momentum=0.9, overlap=True, message_dtype=wire, rounds=4000,
             tol=1e-12,
         )  # fmt: skip
         assert runs[wire].rows[-1]["rel_subopt"] <= 1e-12, (wire, runs[wire].rows[-1])
-    full, bf16 = (runs[w].rows[-1] for w in (None, "bf16"))
+    full, bf16 = (runs[w].rows[-1] for w in ("model", None))
     assert bf16["round"] <= 1.02 * full["round"], (bf16["round"], full["round"])
     d, m = hetero.dim, hetero.num_workers  # float64 [Δ, g] → bf16; the 3 header floats stay 8 bytes each
     assert full["uplink_bytes"] == full["cc1"] * (m - 1) * (2 * d + 3) * 8
@@ -746,7 +778,7 @@ def test_overlap_a_non_finite_message_voids_its_round_on_every_rank(hetero):
     assert not torch.equal(algo.anchor, anchor)
 
 
-@pytest.mark.parametrize(("stop", "wire"), [(2, None), (3, None), (7, None), (7, "bf16"), (13, "bf16")])
+@pytest.mark.parametrize(("stop", "wire"), [(2, "model"), (3, "model"), (7, "model"), (7, "bf16"), (13, "bf16")])
 def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(hetero, stop, wire):
     """The checkpoint holds the message in flight (and bf16's shifts); the resumed run sends it again at the join."""
 
@@ -758,7 +790,7 @@ def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(hetero, stop, wire
     straight, resumed = _straight_and_resumed(make, stop=stop, more=25)
     assert torch.equal(resumed.output(), straight.output())
     assert torch.equal(resumed.base, straight.base)
-    if wire is not None:
+    if wire == "bf16":
         assert torch.equal(resumed.wire_shift, straight.wire_shift)
         assert torch.equal(resumed.hub_shift, straight.hub_shift)
     assert resumed.history_h == straight.history_h

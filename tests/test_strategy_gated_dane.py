@@ -20,7 +20,9 @@ from lit_commeff.strategy import GatedDANEStrategy
 def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path, correction):
     h, steps = 3, 24
     _, ranks = fit(
-        GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", correction=correction),
+        GatedDANEStrategy(
+            start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", correction=correction, overlap=False
+        ),
         tmp_path,
         max_steps=steps,
     )
@@ -83,7 +85,7 @@ def test_the_hubs_measured_sync_cost_sets_every_ranks_round_length(tmp_path, mon
     """``link_aware``: the hub's measured cost decides H on every rank (here 18 steps on the hub, 0.1 elsewhere)."""
     monkeypatch.setattr(GatedDANE, "sync_steps", property(lambda self: 18.0 if self.transport.is_hub else 0.1))
     overlap = correction == "overlap"
-    options = {"correction": "averaged", "overlap": True} if overlap else {"correction": correction}
+    options = {"correction": "averaged", "overlap": True} if overlap else {"correction": correction, "overlap": False}
     strategy = GatedDANEStrategy(start_method="fork", inner_steps=8, min_inner_steps=2, **options)
     fit(strategy, tmp_path, max_steps=30, callbacks=[_Rounds(tmp_path)])
     rounds = [json.loads((tmp_path / f"rounds{r}.json").read_text())["history_h"] for r in range(WORLD)]
@@ -158,13 +160,15 @@ def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_c
     assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
 
 
-@pytest.mark.parametrize("wire", [None, "bf16"])
+@pytest.mark.parametrize("wire", ["model", None])
 def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, wire):
     """``overlap``: the exchange runs in a thread over its own process group; the reply to round r is taken at
     the end of round r + 1, on both ranks alike. The faults ride in the messages: no guard traffic. With bf16
-    messages the values take 2 bytes each and the 3 float32 header fields travel beside them, 12 bytes."""
+    messages the values take 2 bytes each and the 3 float32 header fields travel beside them, 12 bytes. The
+    defaults under SGD (``overlap`` and ``message_dtype`` None) are overlap with bf16 messages."""
     h, steps = 3, 24
-    strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, overlap=True, message_dtype=wire)
+    options = {"overlap": True, "message_dtype": wire} if wire else {}  # MLP() trains with SGD
+    strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, **options)
     _, ranks = fit(strategy, tmp_path, max_steps=steps)
     d = dense_dim(MLP())
     first = ranks[0]["step_params"][0]
@@ -174,7 +178,7 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, w
             assert torch.equal(ranks[0]["step_params"][step], first), step
     assert not torch.equal(ranks[0]["step_params"][2 * h - 1], first)
     joined = steps // h - 1  # the last round's exchange is still in flight at on_train_end
-    message = (2 * d + 3) * 4 if wire is None else 2 * d * 2 + 3 * 4
+    message = (2 * d + 3) * 4 if wire == "model" else 2 * d * 2 + 3 * 4
     for r in ranks:
         assert falls(r["losses"]), r["losses"]
         s = r["summary"]
@@ -196,7 +200,7 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, w
         ({"bucket_cap_mb": 1}, "bucket_cap_mb"),
         ({"overlap": True, "correction": "fresh"}, "correction"),
         ({"overlap": True, "compressor": "topk"}, "compressor"),
-        ({"message_dtype": "bf16"}, "message_dtype"),
+        ({"overlap": False, "message_dtype": "bf16"}, "message_dtype"),
     ],
 )
 def test_options_are_validated_up_front(options, field):

@@ -223,11 +223,11 @@ class GatedDANE(Algorithm):
         self._round_sync = 0.0
         #: ``overlap``: where this rank's current round started (its merged iterate), the message of the exchange in
         #: flight with the hub's cost and the round length it was sent with, and the rounds the hub voided.
-        self.overlap = options.overlap
+        #: ``None`` (Lightning decides it before, :meth:`GatedDANEOptions.resolve_overlap`) is off here.
+        self.overlap = bool(options.overlap)
         #: ``message_dtype``: the dtype the overlapped messages' values travel in (``None``: the model's).
-        self.wire_dtype: torch.dtype | None = (
-            getattr(torch, MESSAGE_DTYPES[options.message_dtype]) if options.message_dtype is not None else None
-        )
+        wire = MESSAGE_DTYPES[options.wire_dtype_name] if self.overlap else None
+        self.wire_dtype: torch.dtype | None = None if wire is None else getattr(torch, wire)
         self.base: Tensor | None = None
         self.outbox: Tensor | None = None
         self.outbox_cost: float | None = None
@@ -257,6 +257,7 @@ class GatedDANE(Algorithm):
             "H": float(self.H),
             "theta": float("inf") if self.theta is None else self.theta,
             "beta": self.beta,
+            "overlap": float(self.overlap),  # 1: on (``None`` resolves in Lightning: on for SGD)
         }
         if self.options.outer == "nesterov":
             out.update(outer_lr=self.outer_lr, outer_momentum=self.outer_momentum)

@@ -10,6 +10,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lit_commeff.algorithms.gated_dane import GatedDANE
+from lit_commeff.algorithms.preconditioner import linear_steps
 from lit_commeff.options import GatedDANEOptions
 from lit_commeff.strategy.hub import HubAlgorithmStrategy
 from lit_commeff.strategy.oracle import LightningOracle
@@ -71,8 +72,11 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
-        algorithm = GatedDANE(transport=transport, oracle=oracle, x0=x0, options=self.options)
-        if self.options.overlap:
+        # overlap=None: on where the local steps are linear in the gradient (the outer step's defaults follow the
+        # same rule); MLflow's `strategy.overlap` shows what was decided (the algorithm's hyper-parameters).
+        options = self.options.resolve_overlap(linear_steps=linear_steps(oracle.optimizer))
+        algorithm = GatedDANE(transport=transport, oracle=oracle, x0=x0, options=options)
+        if algorithm.overlap:
             # A process group of its own: the background exchange's collectives never interleave with the
             # training thread's (Lightning's broadcasts, the guard's silent-step checks, validation's reductions).
             self._exchange_group = dist.new_group(backend=dist.get_backend(), timeout=self._timeout)
