@@ -211,6 +211,9 @@ B3_NAMES = {
     "gated_dane+s14": "Gated DANE (defaults), session 14's runs",
     "gated_dane+overlap+m08": "Gated DANE, `overlap=true`, `outer_momentum=0.8`",
     "gated_dane+overlap+bf16": "Gated DANE, `overlap=true`, `message_dtype=bf16`",
+    "gated_dane+fixed10": "Gated DANE (defaults), fixed H = 10",
+    "gated_dane+fixed25": "Gated DANE (defaults), fixed H = 25",
+    "gated_dane+sync": "Gated DANE, `overlap=false` (the synchronous sync: the defaults until session 16)",
     "gated_dane+ov_blend": "overlap, eager start from Δ_m/M + (1 − 1/M)·Δ̄_prev (uncommitted switch)",
 }
 B3_COLUMNS = [
@@ -853,6 +856,7 @@ TABLES: dict[str, Spec] = {
             (16, "credit_iid_edge", "finance_credit", "edge lan"),
             (16, "credit_bygroup_wan", "finance_credit", "wan lan"),
             (16, "credit_iid_edge_synclog", "finance_credit", "edge lan"),
+            (17, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

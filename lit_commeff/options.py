@@ -787,10 +787,11 @@ class GatedDANEOptions(HubOptions):
             "on top of it (a one-round-delayed anchor, as in streaming DiLoCo). Faults and rank 0's stop travel in the "
             "messages. With `link_aware` a round lasts a sync's measured cost in steps (what hides it). Needs "
             "`correction` `lagged` or `averaged`, dense messages (no compressors), `preconditioner: local`, "
-            "`delta_estimate: raw`. `None`: on in Lightning when the local steps are linear in the gradient (SGD, "
-            "with or without momentum) and those options allow it (B3 sessions 15-16, credit: 1.42-1.55x DiLoCo on "
-            "`edge` with bf16 messages; under Adam it lost, the GRU reaching the target on 1 of 3 seeds), off "
-            "otherwise and in the simulator, which counts rounds (a one-round-late reply only adds rounds)"
+            "`delta_estimate: raw`. `None`: on in Lightning over gloo when the local steps are linear in the gradient "
+            "(SGD, with or without momentum) and those options allow it (B3 sessions 15-16, credit: 1.42-1.55x "
+            "DiLoCo on `edge` with bf16 messages; under Adam it lost, the GRU reaching the target on 1 of 3 seeds); "
+            "off otherwise: over NCCL (untested on GPUs), and in the simulator, which counts rounds (a one-round-late "
+            "reply only adds rounds)"
         ),
     )
     message_dtype: str | None = field(
@@ -1024,20 +1025,25 @@ class GatedDANEOptions(HubOptions):
             )
         return conflicts
 
-    def resolve_overlap(self, *, linear_steps: bool) -> GatedDANEOptions:
+    def resolve_overlap(self, *, linear_steps: bool, backend: str = "gloo") -> GatedDANEOptions:
         """These options with ``overlap`` decided (Lightning; the simulator takes ``None`` as off).
 
         Args:
             linear_steps: whether the local optimizer's step is linear in the gradient (SGD).
+            backend: the ``torch.distributed`` backend. ``None`` turns overlap on over gloo only: over NCCL, collectives
+                of two communicators issued from two threads in different orders on different ranks can deadlock,
+                and the background exchange has not been run on GPUs (``overlap=true`` still takes it there).
 
         Returns:
-            ``self`` where ``overlap`` is set; else a copy with ``overlap`` on when the local steps are linear and no
-            other option rules it out (:meth:`overlap_conflicts`, the compressors of the gradients and downlink).
+            ``self`` where ``overlap`` is set; else a copy with ``overlap`` on when the local steps are linear, the
+            backend is gloo and no other option rules it out (:meth:`overlap_conflicts`, the compressors of the
+            gradients and downlink).
         """
         if self.overlap is not None:
             return self
         dense = self.built_grad_compressor is None and self.built_downlink_compressor is None
-        return replace(self, overlap=linear_steps and dense and not self.overlap_conflicts())
+        on = linear_steps and backend == "gloo" and dense and not self.overlap_conflicts()
+        return replace(self, overlap=on)
 
     @property
     def wire_dtype_name(self) -> str:

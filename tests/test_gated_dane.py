@@ -577,8 +577,10 @@ def test_defaults():
     ],
 )
 def test_overlap_none_is_on_for_linear_local_steps_where_the_options_allow_it(options, linear, expected):
-    resolved = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear)
+    resolved = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear, backend="gloo")
     assert resolved.overlap is expected
+    over_nccl = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear, backend="nccl").overlap
+    assert over_nccl is (options.get("overlap") is True)  # None stays off over NCCL; the user's choice stands
     assert resolved.wire_dtype_name == "bf16"  # message_dtype None: bf16 whenever overlap is in force
     assert GatedDANEOptions(message_dtype="model").wire_dtype_name == "model"
 

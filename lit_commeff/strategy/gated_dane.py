@@ -34,10 +34,12 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
     stopped mid-round resumes exactly on CPU.
 
-    With ``overlap`` the sync runs in a background thread over a process group of its own and its reply is taken
-    one round later (:meth:`~lit_commeff.algorithms.gated_dane.GatedDANE._sync_overlapped`); the non-finite guard's
-    faults and rank 0's SIGTERM then travel in the method's messages, with no agreement of their own, and the
-    exchange still in flight when training ends is waited for (and its bytes booked) at teardown.
+    With ``overlap`` (by default on over gloo when ``configure_optimizers`` gives SGD; see
+    :meth:`~lit_commeff.options.GatedDANEOptions.resolve_overlap`) the sync runs in a background thread over a
+    process group of its own, its values in bfloat16, and its reply is taken one round later
+    (:meth:`~lit_commeff.algorithms.gated_dane.GatedDANE._sync_overlapped`); the non-finite guard's faults and
+    rank 0's SIGTERM then travel in the method's messages, with no agreement of their own, and the exchange still
+    in flight when training ends is waited for (and its bytes booked) at teardown.
 
     Note:
         Under Adam-type optimizers the outer step defaults to plain averaging (``outer_lr=1``,
@@ -72,9 +74,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
-        # overlap=None: on where the local steps are linear in the gradient (the outer step's defaults follow the
-        # same rule); MLflow's `strategy.overlap` shows what was decided (the algorithm's hyper-parameters).
-        options = self.options.resolve_overlap(linear_steps=linear_steps(oracle.optimizer))
+        # overlap=None: on over gloo where the local steps are linear in the gradient (the outer step's defaults
+        # follow the same rule); MLflow's `strategy.overlap` shows what was decided (the algorithm's hyper-parameters).
+        options = self.options.resolve_overlap(linear_steps=linear_steps(oracle.optimizer), backend=dist.get_backend())
         algorithm = GatedDANE(transport=transport, oracle=oracle, x0=x0, options=options)
         if algorithm.overlap:
             # A process group of its own: the background exchange's collectives never interleave with the
