@@ -857,6 +857,8 @@ TABLES: dict[str, Spec] = {
             (16, "credit_bygroup_wan", "finance_credit", "wan lan"),
             (16, "credit_iid_edge_synclog", "finance_credit", "edge lan"),
             (17, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (17, "churn_bygroup_edge_diloco_h", "telecom_churn", "edge lan"),
+            (17, "credit_bygroup_edge", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
