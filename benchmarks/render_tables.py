@@ -859,6 +859,7 @@ TABLES: dict[str, Spec] = {
             (17, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
             (17, "churn_bygroup_edge_diloco_h", "telecom_churn", "edge lan"),
             (17, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (17, "churn_bygroup_edge", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
