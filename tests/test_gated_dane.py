@@ -798,6 +798,25 @@ def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(hetero, stop, wire
     assert resumed.history_h == straight.history_h
 
 
+@pytest.mark.parametrize("written_before_the_key", [False, True])
+def test_a_checkpoint_resumed_in_the_other_sync_mode_is_refused(hetero, written_before_the_key):
+    """A synchronous run's state loaded into an overlapped one (``None`` now turns overlap on for SGD) would start
+    with no message in flight, and the other way round drop one: refused, naming the option to set. Checkpoints
+    from before the key existed are read by whether they hold a merged start or a message in flight."""
+    synchronous, overlapped = _sim(hetero, sync="fixed", inner_steps=3), _overlapped(hetero, inner_steps=3)
+    for _ in range(7):
+        synchronous.step()
+        overlapped.step()
+    for source, target, flag in ((synchronous, _overlapped(hetero, inner_steps=3), "false"),
+                                 (overlapped, _sim(hetero, sync="fixed", inner_steps=3), "true")):  # fmt: skip
+        state = source.state_dict()
+        if written_before_the_key:
+            del state["overlap"]
+        with pytest.raises(ValueError, match=f"overlap: the checkpoint was written with overlap={flag} .* "
+                           f"resume with strategy.overlap={flag}"):  # fmt: skip
+            target.load_state_dict(state)
+
+
 def test_overlap_under_link_aware_keeps_the_synchronous_round_length(hetero):
     """Rounds of a (the sync fully hidden) lost on credit (session 15): the rule stays √(H_drift·a), in bounds."""
     algo = _overlapped(hetero, sync="gated", inner_steps=30, min_inner_steps=2, link_aware=True)

@@ -799,7 +799,21 @@ class GatedDANE(Algorithm):
             "correction": corr / ghat if ghat > 0 else 0.0,
         }
 
+    def state_refs(self) -> dict[str, Any]:
+        # the sync's mode, checked on load: resumed in the other mode a run would drop, or wait for, a message in flight
+        return {**super().state_refs(), "overlap": self.overlap}
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("overlap")
+        if saved is None:  # written before session 17: only overlap leaves a merged start or a message in flight
+            saved = state.get("base") is not None or state.get("outbox") is not None
+        if bool(saved) != self.overlap:
+            flag = str(bool(saved)).lower()
+            raise ValueError(
+                f"overlap: the checkpoint was written with overlap={flag} but this run has "
+                f"overlap={str(self.overlap).lower()} (`None` turns it on for SGD over gloo since session 17); resume "
+                f"with strategy.overlap={flag}."
+            )
         # checkpoints written before an option existed hold none of its state (shared preconditioner, averaged
         # or update-space correction, link_aware's timings): start those from their initial values
         defaults = dict.fromkeys(
