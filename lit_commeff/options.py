@@ -60,6 +60,8 @@ NONFINITE_POLICIES = ("raise", "skip", "off")
 DOWNLINKS = ("auto", "scatter", "broadcast")
 #: Gated DANE ``overlap``'s wire dtypes for its messages' values (``message_dtype``; ``"model"``: the model's own).
 MESSAGE_DTYPES: dict[str, str | None] = {"bf16": "bfloat16", "model": None}
+#: Gated DANE ``eager``: where an overlapped round starts (the rank's own change, or mixed with the last average).
+EAGER_STARTS: tuple[str, ...] = ("own", "mixed")
 
 CompressorSpec = str | Compressor
 _O = TypeVar("_O", bound="Options")
@@ -805,6 +807,15 @@ class GatedDANEOptions(HubOptions):
             "(as many steps to the target as `model` on credit, session 16, and in the simulator's rounds)"
         ),
     )
+    eager: str = field(
+        default="own",
+        metadata=_doc(
+            "`overlap`: where a rank starts the next round while its sync is in flight. `own`: where the outer step "
+            "would put the anchor if every rank's change were its own, outer(x_r, Δ_m); `mixed`: its own change "
+            "with weight 1/M and the last averaged change Δ̄ (one round old) standing in for the other ranks', "
+            "outer(x_r, Δ_m/M + (1 − 1/M)·Δ̄) (Kale et al., 2025's eager update)"
+        ),
+    )
     gate: float = field(
         default=0.5,
         metadata=_doc(
@@ -975,6 +986,17 @@ class GatedDANEOptions(HubOptions):
                     "set overlap=true (or None: on for SGD in Lightning), or drop message_dtype (None); the "
                     "synchronous sync casts the model change with compressor=bf16",
                 )
+        if self.eager not in EAGER_STARTS:
+            raise OptionError(
+                "eager", self.eager, "is not supported", f"use one of {list(EAGER_STARTS)} (`own`: the default)"
+            )
+        if self.eager != "own" and self.overlap is False:
+            raise OptionError(
+                "eager",
+                self.eager,
+                "applies only to overlap's start of a round",
+                "set overlap=true (or None: on for SGD in Lightning), or drop eager",
+            )
         if self.error_feedback is not None:
             _check_bool("error_feedback", self.error_feedback)
         if self.outer_momentum is not None and (not _is_real(self.outer_momentum) or not 0 <= self.outer_momentum < 1):

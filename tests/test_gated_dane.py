@@ -545,6 +545,8 @@ def test_hyperparameters_resolve_from_the_problem(hetero):
         ({"overlap": True, "delta_estimate": "debiased"}, "delta_estimate: .* use 'raw'"),
         ({"overlap": False, "message_dtype": "bf16"}, "message_dtype: .* only to overlap's .* set overlap=true"),
         ({"overlap": True, "message_dtype": "fp8"}, r"message_dtype: .* use one of \['bf16', 'model'\], or None"),
+        ({"overlap": True, "eager": "all"}, r"eager: eager='all' is not supported.* use one of \['own', 'mixed'\]"),
+        ({"overlap": False, "eager": "mixed"}, "eager: .* only to overlap's start .* set overlap=true"),
     ],
 )
 def test_options_name_the_field_and_the_fix(options, match):
@@ -655,11 +657,12 @@ def _overlapped(problem, **extra) -> GatedDANE:
     return _sim(problem, **options)
 
 
-@pytest.mark.parametrize(("lr", "momentum"), [(1.0, 0.0), (0.7, 0.9)])
-def test_overlap_converges_in_as_many_rounds_as_the_synchronous_sync(hetero, lr, momentum):
+@pytest.mark.parametrize(("lr", "momentum", "eager"), [(1.0, 0.0, "own"), (0.7, 0.9, "own"), (0.7, 0.9, "mixed")])
+def test_overlap_converges_in_as_many_rounds_as_the_synchronous_sync(hetero, lr, momentum, eager):
     """One round of delay costs no rounds here: 1e-8 within 5 % of the rounds of the synchronous sync, with
     DiLoCo's outer momentum too (the eager start: each rank starts where its own change would put the anchor;
-    starting from x_r + (y − b) instead took 5010 rounds against 1230 under momentum 0.9)."""
+    starting from x_r + (y − b) instead took 5010 rounds against 1230 under momentum 0.9), and with the mixed
+    start (its own change for 1/M, the last average for the rest)."""
     rounds = {}
     for overlap in (False, True):
         run = sim.run(
@@ -673,6 +676,7 @@ def test_overlap_converges_in_as_many_rounds_as_the_synchronous_sync(hetero, lr,
             outer_lr=lr,
             outer_momentum=momentum,
             overlap=overlap,
+            **({"eager": eager} if overlap else {}),
             rounds=8000,
             tol=1e-8,
         )
@@ -725,6 +729,28 @@ def test_overlap_takes_each_reply_one_round_late_and_keeps_the_rounds_progress(h
     assert torch.allclose(algo.base, algo.anchor - progress, rtol=0, atol=1e-12)
     assert torch.allclose(algo.corr, algo.ghat - sent_1[:, d : 2 * d], rtol=0, atol=1e-12)
     assert not torch.equal(y_2, algo.base)
+
+
+def test_overlap_mixed_eager_start_weighs_its_own_change_by_one_over_m(hetero):
+    """``eager="mixed"``: before any reply a rank starts from its own change; after round 1's reply, round 3
+    starts at x_1 − (Δ_m/M + (1 − 1/M)·Δ̄_1) under plain averaging, the same Δ̄_1 on every rank."""
+    algo = _overlapped(hetero, inner_steps=3, outer_lr=1.0, outer_momentum=0.0, eager="mixed")
+    d, m = hetero.dim, hetero.num_workers
+    x0 = algo.anchor.clone()
+    for _ in range(3):
+        algo.step()
+    sent_1 = algo.outbox.clone()
+    assert algo.last_mean is None and torch.equal(algo.base, x0 - sent_1[:, :d])
+    for _ in range(3):
+        algo.step()
+    mean_1 = sent_1[:, :d].mean(dim=0)
+    assert torch.allclose(algo.last_mean, mean_1, rtol=0, atol=1e-12)
+    expected = algo.anchor - (algo.outbox[:, :d] / m + (1 - 1 / m) * mean_1)
+    assert torch.allclose(algo.base, expected, rtol=0, atol=1e-12)
+    own = _overlapped(hetero, inner_steps=3, outer_lr=1.0, outer_momentum=0.0)
+    for _ in range(6):
+        own.step()
+    assert torch.equal(own.anchor, algo.anchor) and not torch.allclose(own.base, algo.base)
 
 
 def test_overlap_sends_one_message_each_way_and_books_it_when_the_reply_is_taken(hetero):
@@ -780,18 +806,26 @@ def test_overlap_a_non_finite_message_voids_its_round_on_every_rank(hetero):
     assert not torch.equal(algo.anchor, anchor)
 
 
-@pytest.mark.parametrize(("stop", "wire"), [(2, "model"), (3, "model"), (7, "model"), (7, "bf16"), (13, "bf16")])
-def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(hetero, stop, wire):
-    """The checkpoint holds the message in flight (and bf16's shifts); the resumed run sends it again at the join."""
+@pytest.mark.parametrize(
+    ("stop", "wire", "eager"),
+    [(2, "model", "own"), (3, "model", "own"), (7, "model", "own"), (7, "bf16", "own"), (13, "bf16", "own"),
+     (13, "bf16", "mixed")],
+)  # fmt: skip
+def test_overlap_resume_with_an_exchange_in_flight_is_bitwise(hetero, stop, wire, eager):
+    """The checkpoint holds the message in flight (and bf16's shifts, the mixed start's last average); the resumed
+    run sends it again at the join."""
 
     def make():
         return _overlapped(
-            hetero, sync="gated", inner_steps=6, min_inner_steps=2, outer_momentum=0.5, message_dtype=wire
-        )
+            hetero, sync="gated", inner_steps=6, min_inner_steps=2, outer_momentum=0.5, message_dtype=wire,
+            eager=eager,
+        )  # fmt: skip
 
     straight, resumed = _straight_and_resumed(make, stop=stop, more=25)
     assert torch.equal(resumed.output(), straight.output())
     assert torch.equal(resumed.base, straight.base)
+    if eager == "mixed":
+        assert torch.equal(resumed.last_mean, straight.last_mean)
     if wire == "bf16":
         assert torch.equal(resumed.wire_shift, straight.wire_shift)
         assert torch.equal(resumed.hub_shift, straight.hub_shift)

@@ -112,7 +112,7 @@ class GatedDANE(Algorithm):
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
         "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
-        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift",
+        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift", "last_mean",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -236,6 +236,8 @@ class GatedDANE(Algorithm):
         #: ``message_dtype``: this process's rows of the gradient shifts s_m, and on the hub every rank's.
         self.wire_shift: Tensor | None = None
         self.hub_shift: Tensor | None = None
+        #: ``eager="mixed"``: the last averaged change Δ̄ every rank applied (the other ranks' stand-in).
+        self.last_mean: Tensor | None = None
         #: ``overlap``: runs the exchange (at once here; in a thread over its own process group in Lightning).
         self.exchange: Exchange = InlineExchange(transport)
         #: ``overlap``: set by the caller before a step, this rank's fault to report in its next message; after a
@@ -669,10 +671,22 @@ class GatedDANE(Algorithm):
         self.history_h = [*self.history_h, finished]
         self.outbox, self.outbox_cost, self.outbox_h = message, self.sync_steps, finished
         self._launch()
-        self.base = self._outer_target(change, self.anchor, self.momentum, self.prev_mean)[0]
+        self.base = self._outer_target(self._eager_change(change), self.anchor, self.momentum, self.prev_mean)[0]
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
         self._reset_round_sums()
         self.done_at = torch.zeros_like(self.done_at)
+
+    def _eager_change(self, change: Tensor) -> Tensor:
+        """The change a rank's next round starts from, standing in for the average still in flight (``eager``).
+
+        ``own``: its own change Δ_m, as if every rank's were its own. ``mixed``: Δ_m/M + (1 − 1/M)·Δ̄, the last
+        average standing in for the other ranks' changes (Kale et al., 2025): where the shards differ, Δ_m leans
+        toward the rank's own shard and Δ̄ does not. Before any average has arrived, Δ_m.
+        """
+        if self.options.eager == "own" or self.last_mean is None:
+            return change
+        share = 1.0 / self.transport.num_workers
+        return share * change + (1.0 - share) * self.last_mean
 
     def _launch(self) -> None:
         """Start the exchange of :attr:`outbox` from the current outer state (the same inputs after a resume)."""
@@ -754,6 +768,8 @@ class GatedDANE(Algorithm):
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.ghat, self.corr = ghat, ghat - grads
+        if self.options.eager == "mixed":
+            self.last_mean = mean_change
         previous = self.anchor
         self.anchor, self.momentum, self.prev_mean = self._outer_target(
             mean_change, self.anchor, self.momentum, self.prev_mean
@@ -822,7 +838,7 @@ class GatedDANE(Algorithm):
                 "noise_var", "prev_noise",
             )
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count", "outbox_h", "voided_rounds"), 0)  # fmt: skip
-        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift"))
+        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift", "last_mean"))
         # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
         defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
