@@ -60,8 +60,8 @@ NONFINITE_POLICIES = ("raise", "skip", "off")
 DOWNLINKS = ("auto", "scatter", "broadcast")
 #: Gated DANE ``overlap``'s wire dtypes for its messages' values (``message_dtype``; ``"model"``: the model's own).
 MESSAGE_DTYPES: dict[str, str | None] = {"bf16": "bfloat16", "model": None}
-#: Gated DANE ``eager``: where an overlapped round starts (the rank's own change, or mixed with the last average).
-EAGER_STARTS: tuple[str, ...] = ("own", "mixed")
+#: Gated DANE ``eager``: how much of its own change an overlapped round starts from (all of it, or its 1/M share).
+EAGER_STARTS: tuple[str, ...] = ("full", "share")
 
 CompressorSpec = str | Compressor
 _O = TypeVar("_O", bound="Options")
@@ -808,12 +808,12 @@ class GatedDANEOptions(HubOptions):
         ),
     )
     eager: str = field(
-        default="own",
+        default="full",
         metadata=_doc(
-            "`overlap`: where a rank starts the next round while its sync is in flight. `own`: where the outer step "
-            "would put the anchor if every rank's change were its own, outer(x_r, Δ_m); `mixed`: its own change "
-            "with weight 1/M and the last averaged change Δ̄ (one round old) standing in for the other ranks', "
-            "outer(x_r, Δ_m/M + (1 − 1/M)·Δ̄) (Kale et al., 2025's eager update)"
+            "`overlap`: where a rank starts its next round while the average is in flight. `full`: where the outer "
+            "step would put the anchor if every rank's change were its own, outer(x_r, Δ_m); `share`: its own "
+            "change as its 1/M share of the average, outer(x_r, Δ_m/M), the other ranks' counting when their "
+            "average arrives (Kale et al., 2025's eager update)"
         ),
     )
     gate: float = field(
@@ -988,9 +988,9 @@ class GatedDANEOptions(HubOptions):
                 )
         if self.eager not in EAGER_STARTS:
             raise OptionError(
-                "eager", self.eager, "is not supported", f"use one of {list(EAGER_STARTS)} (`own`: the default)"
+                "eager", self.eager, "is not supported", f"use one of {list(EAGER_STARTS)} (`full`: the default)"
             )
-        if self.eager != "own" and self.overlap is False:
+        if self.eager != "full" and self.overlap is False:
             raise OptionError(
                 "eager",
                 self.eager,

@@ -112,7 +112,7 @@ class GatedDANE(Algorithm):
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
         "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
-        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift", "last_mean",
+        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -236,8 +236,6 @@ class GatedDANE(Algorithm):
         #: ``message_dtype``: this process's rows of the gradient shifts s_m, and on the hub every rank's.
         self.wire_shift: Tensor | None = None
         self.hub_shift: Tensor | None = None
-        #: ``eager="mixed"``: the last averaged change Δ̄ every rank applied (the other ranks' stand-in).
-        self.last_mean: Tensor | None = None
         #: ``overlap``: runs the exchange (at once here; in a thread over its own process group in Lightning).
         self.exchange: Exchange = InlineExchange(transport)
         #: ``overlap``: set by the caller before a step, this rank's fault to report in its next message; after a
@@ -633,10 +631,11 @@ class GatedDANE(Algorithm):
         now, one round late; every rank applies the outer step to it, x_r = outer(x_{r−1}, Δ̄), the same op on the
         same values as the hub, so all hold the same anchor and outer state (as DiLoCo's ranks each run the outer
         optimizer on the all-reduced change). The rank starts the next round where the outer step would put the
-        anchor if every rank's change were its own, b_m ← outer(x_r, Δ_m) (the *eager* start of Kale et al., 2025,
+        anchor if every rank's change were its own, b_m ← outer(x_r, Δ_m) (``eager="full"``; after Kale et al., 2025,
         "Eager Updates For Overlapped Communication and Computation in DiLoCo"): its progress of this round counts
-        at once, with the outer momentum's weight. Under plain averaging that is x_r + (y_m − b_m). The next
-        round's correction is ĝ − g_m of the joined round.
+        at once, with the outer momentum's weight. Under plain averaging that is x_r + (y_m − b_m). With
+        ``eager="share"``, b_m ← outer(x_r, Δ_m/M), Kale et al.'s own weighting. The next round's correction is
+        ĝ − g_m of the joined round.
 
         With ``message_dtype`` the values travel rounded (:mod:`lit_commeff.transport.wire`), and a rank's
         gradients travel as their change from a shift s_m that the rank and the hub both hold, the gradients the hub
@@ -677,16 +676,15 @@ class GatedDANE(Algorithm):
         self.done_at = torch.zeros_like(self.done_at)
 
     def _eager_change(self, change: Tensor) -> Tensor:
-        """The change a rank's next round starts from, standing in for the average still in flight (``eager``).
+        """The change a rank's next round starts from while the average is in flight (``eager``).
 
-        ``own``: its own change Δ_m, as if every rank's were its own. ``mixed``: Δ_m/M + (1 − 1/M)·Δ̄, the last
-        average standing in for the other ranks' changes (Kale et al., 2025): where the shards differ, Δ_m leans
-        toward the rank's own shard and Δ̄ does not. Before any average has arrived, Δ_m.
+        ``full``: its own change Δ_m stands for the average. ``share``: Δ_m/M, its share of the average, the other
+        ranks' changes counting once their average arrives (Kale et al., 2025's eager update: every change is
+        applied once, the others' a round late). Where the shards differ, Δ_m leans toward the rank's own shard.
         """
-        if self.options.eager == "own" or self.last_mean is None:
+        if self.options.eager == "full":
             return change
-        share = 1.0 / self.transport.num_workers
-        return share * change + (1.0 - share) * self.last_mean
+        return change / self.transport.num_workers
 
     def _launch(self) -> None:
         """Start the exchange of :attr:`outbox` from the current outer state (the same inputs after a resume)."""
@@ -768,8 +766,6 @@ class GatedDANE(Algorithm):
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.ghat, self.corr = ghat, ghat - grads
-        if self.options.eager == "mixed":
-            self.last_mean = mean_change
         previous = self.anchor
         self.anchor, self.momentum, self.prev_mean = self._outer_target(
             mean_change, self.anchor, self.momentum, self.prev_mean
@@ -838,7 +834,7 @@ class GatedDANE(Algorithm):
                 "noise_var", "prev_noise",
             )
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count", "outbox_h", "voided_rounds"), 0)  # fmt: skip
-        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift", "last_mean"))
+        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift"))
         # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
         defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
