@@ -15,7 +15,9 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
 2c. **Overlap** (``--parts overlap``) — a9a ridge, M = 10, label-sorted shards (part 1's): Gated DANE with fixed
    rounds of 10 and ``averaged`` corrections, each outer step (plain averaging; DiLoCo's 0.7 with momentum 0.8 and
    0.9) with and without ``overlap`` (the reply taken one round late, the eager start), and with ``overlap`` and
-   ``message_dtype=bf16`` (values in bfloat16, gradients as changes to shared shifts): rounds to 1e-6 and 1e-8.
+   ``message_dtype=bf16`` (values in bfloat16, gradients as changes to shared shifts), and with ``overlap`` and
+   ``eager=share`` (each rank's next round starts from its own change as its 1/M share, Kale et al.'s weighting,
+   instead of all of it): rounds to 1e-6 and 1e-8.
 3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
    Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
 
@@ -165,14 +167,19 @@ def overlap(data: Path) -> list[dict]:
     problem = label_sorted_a9a(data)
     rows = []
     for lr, momentum in ((1.0, 0.0), (0.7, 0.8), (0.7, 0.9)):
-        for late, wire in ((False, None), (True, None), (True, "bf16")):
+        for late, wire, eager in ((False, None, None), (True, None, None), (True, "bf16", None), (True, None, "share")):
             label = f"outer ({lr}, {momentum}){', overlap' if late else ''}{f', {wire}' if wire else ''}"
             options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
+            if eager is not None:  # the rank's own change as its 1/M share (Kale et al.'s eager update)
+                label, options = f"{label}, eager={eager}", {**options, "eager": eager}
             row = run(
                 problem, label, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
                 overlap=late, message_dtype=wire, rounds=20000, tol=1e-9, **options,
             )  # fmt: skip
-            rows.append({**row, "outer_lr": lr, "outer_momentum": momentum, "overlap": late, "message_dtype": wire})
+            rows.append({
+                **row, "outer_lr": lr, "outer_momentum": momentum, "overlap": late, "message_dtype": wire,
+                "eager": eager or "full",
+            })  # fmt: skip
     return rows
 
 

@@ -215,6 +215,12 @@ B3_NAMES = {
     "gated_dane+fixed25": "Gated DANE (defaults), fixed H = 25",
     "gated_dane+sync": "Gated DANE, `overlap=false` (the synchronous sync: the defaults until session 16)",
     "gated_dane+ov_blend": "overlap, eager start from Δ_m/M + (1 − 1/M)·Δ̄_prev (uncommitted switch)",
+    "gated_dane+share": "Gated DANE, `eager=share`",
+    "gated_dane+om08": "Gated DANE, `outer_momentum=0.8`",
+    "gated_dane+om06": "Gated DANE, `outer_momentum=0.6`",
+    "gated_dane+min25": "Gated DANE, `min_inner_steps=25`",
+    "gated_dane+model": "Gated DANE, `message_dtype=model` (overlap at full precision)",
+    "gated_dane+overlap+share": "Gated DANE, `overlap=true`, `eager=share`",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -498,27 +504,36 @@ def render_b8_shards(data: list[Any]) -> list[str]:
 def render_b8_overlap(data: list[Any]) -> list[str]:
     """Rounds to 1e-6 / 1e-8 per outer step, and overlap's bytes per round in bf16 against full precision.
 
-    Columns: synchronous; overlap with the eager start, full and bf16 messages; overlap's first version's start.
+    Columns: synchronous; overlap with the eager start, full and bf16 messages; with ``eager=share`` (where the
+    results have it); overlap's first version's start.
     """
+    current, first = (
+        {
+            (r["outer_lr"], r["outer_momentum"], r["overlap"], r.get("message_dtype"), r.get("eager", "full")): r
+            for r in d["overlap"]
+        }
+        for d in data
+    )
+    share = any(key[4] == "share" for key in current)
     lines = _header(
         [
             "outer step (lr, momentum)",
             "synchronous",
             "overlap, eager start",
             "overlap, bf16 messages",
+            *(["overlap, `eager=share`"] if share else []),
             "overlap, anchor + own progress",
             "bf16 bytes / round vs full",
         ]
     )
-    current, first = (
-        {(r["outer_lr"], r["outer_momentum"], r["overlap"], r.get("message_dtype")): r for r in d["overlap"]}
-        for d in data
-    )  # fmt: skip
-    for lr, momentum, late, wire in current:
-        if late or wire:
+    for lr, momentum, late, wire, eager in current:
+        if late or wire or eager != "full":
             continue
-        full, bf16 = current[lr, momentum, True, None], current[lr, momentum, True, "bf16"]
-        cells = [current[lr, momentum, False, None], full, bf16, first[lr, momentum, True, None]]
+        full, bf16 = current[lr, momentum, True, None, "full"], current[lr, momentum, True, "bf16", "full"]
+        cells = [current[lr, momentum, False, None, "full"], full, bf16]
+        if share:
+            cells.append(current[lr, momentum, True, None, "share"])
+        cells.append(first[lr, momentum, True, None, "full"])
         per_round = [r["uplink_bytes"] / r["final_cc1"] for r in (bf16, full)]
         lines.append(
             _row(
@@ -860,6 +875,8 @@ TABLES: dict[str, Spec] = {
             (17, "churn_bygroup_edge_diloco_h", "telecom_churn", "edge lan"),
             (17, "credit_bygroup_edge", "finance_credit", "edge lan"),
             (17, "churn_bygroup_edge", "telecom_churn", "edge lan"),
+            (18, "churn_bygroup_edge", "telecom_churn", "edge lan"),
+            (18, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
