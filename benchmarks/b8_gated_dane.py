@@ -167,8 +167,14 @@ def overlap(data: Path) -> list[dict]:
     problem = label_sorted_a9a(data)
     rows = []
     for lr, momentum in ((1.0, 0.0), (0.7, 0.8), (0.7, 0.9)):
-        for late, wire, eager in ((False, None, None), (True, None, None), (True, "bf16", None), (True, None, "share")):
-            label = f"outer ({lr}, {momentum}){', overlap' if late else ''}{f', {wire}' if wire else ''}"
+        # "model": full precision (None would be bf16 under overlap since session 17)
+        for late, wire, eager in (
+            (False, None, None),
+            (True, "model", None),
+            (True, "bf16", None),
+            (True, "model", "share"),
+        ):
+            label = f"outer ({lr}, {momentum}){', overlap' if late else ''}{f', {wire}' if wire == 'bf16' else ''}"
             options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
             if eager is not None:  # the rank's own change as its 1/M share (Kale et al.'s eager update)
                 label, options = f"{label}, eager={eager}", {**options, "eager": eager}

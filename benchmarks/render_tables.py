@@ -509,7 +509,14 @@ def render_b8_overlap(data: list[Any]) -> list[str]:
     """
     current, first = (
         {
-            (r["outer_lr"], r["outer_momentum"], r["overlap"], r.get("message_dtype"), r.get("eager", "full")): r
+            # before session 18 full precision was written as None (it meant the model's dtype then)
+            (
+                r["outer_lr"],
+                r["outer_momentum"],
+                r["overlap"],
+                r.get("message_dtype") or "model",
+                r.get("eager", "full"),
+            ): r
             for r in d["overlap"]
         }
         for d in data
@@ -527,13 +534,13 @@ def render_b8_overlap(data: list[Any]) -> list[str]:
         ]
     )
     for lr, momentum, late, wire, eager in current:
-        if late or wire or eager != "full":
+        if late or wire != "model" or eager != "full":
             continue
-        full, bf16 = current[lr, momentum, True, None, "full"], current[lr, momentum, True, "bf16", "full"]
-        cells = [current[lr, momentum, False, None, "full"], full, bf16]
+        full, bf16 = current[lr, momentum, True, "model", "full"], current[lr, momentum, True, "bf16", "full"]
+        cells = [current[lr, momentum, False, "model", "full"], full, bf16]
         if share:
-            cells.append(current[lr, momentum, True, None, "share"])
-        cells.append(first[lr, momentum, True, None, "full"])
+            cells.append(current[lr, momentum, True, "model", "share"])
+        cells.append(first[lr, momentum, True, "model", "full"])
         per_round = [r["uplink_bytes"] / r["final_cc1"] for r in (bf16, full)]
         lines.append(
             _row(
