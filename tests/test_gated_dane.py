@@ -641,7 +641,7 @@ def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
         module = _Module()
         strategy.log_diagnostics(module)
         expected = {"gated_dane/H", "gated_dane/drift", "gated_dane/change", "gated_dane/anchor_move"}
-        expected |= {"gated_dane/correction", "gated_dane/delta_hat"}
+        expected |= {"gated_dane/correction", "gated_dane/correction_change", "gated_dane/delta_hat"}
         if clocked:
             expected |= {"gated_dane/sync_steps", "gated_dane/step_seconds"}
             assert module.logged["gated_dane/step_seconds"] == pytest.approx(0.01)
@@ -747,6 +747,21 @@ def test_overlap_share_eager_start_counts_its_own_change_as_one_mth(hetero):
         algo.step()
     assert torch.allclose(algo.anchor, x0 - full.outbox[:, :d].mean(dim=0), rtol=0, atol=1e-12)
     assert torch.allclose(algo.base, algo.anchor - algo.outbox[:, :d] / m, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_corrections_move_between_syncs_is_logged_relative_to_ghat(hetero, overlap):
+    """``last_round["correction_change"]`` = ‖c_m − c_m,prev‖/‖ĝ‖ (first row) between two syncs: what a correction
+    one round older is off by, the price overlap pays for its two-round-old corrections."""
+    algo = _overlapped(hetero, inner_steps=3) if overlap else _sim(hetero, sync="fixed", inner_steps=3)
+    for _ in range(9):
+        algo.step()
+    before = algo.corr[0].clone()
+    for _ in range(3):
+        algo.step()
+    moved = torch.linalg.vector_norm(algo.corr[0] - before) / torch.linalg.vector_norm(algo.ghat)
+    assert moved > 0
+    assert algo.last_round["correction_change"] == pytest.approx(float(moved), rel=1e-12)
 
 
 def test_overlap_sends_one_message_each_way_and_books_it_when_the_reply_is_taken(hetero):

@@ -179,8 +179,10 @@ class GatedDANE(Algorithm):
         self.update_corr: Tensor | None = None
         self._own_change: Tensor | None = None  # this round's model change as the hub received it
         #: The last sync's norms on this process (first row): its model change ‖Δ_m‖, the anchor's move
-        #: ‖x_{r+1} − x_r‖ and its correction relative to ĝ, ‖c_m‖/‖ĝ‖ (diagnostics; no traffic).
+        #: ‖x_{r+1} − x_r‖, its correction relative to ĝ, ‖c_m‖/‖ĝ‖, and how far the correction moved since the
+        #: last sync, ‖c_m − c_m,prev‖/‖ĝ‖ (what a correction one round older is off by; diagnostics, no traffic).
         self.last_round: dict[str, float] = {}
+        self._recorded_corr: Tensor | None = None  # the correction at the last sync (diagnostics only, not state)
         self.grad_sum: Tensor | None = None
         self.grad_count = 0
         #: ``delta_estimate="debiased"``: per row, this round's sum of squared minibatch-gradient norms; the noise
@@ -804,11 +806,17 @@ class GatedDANE(Algorithm):
     def _record_round(self, change: Tensor, previous_anchor: Tensor) -> None:
         """Keep :attr:`last_round` (this process's first row)."""
         ghat = 0.0 if self.ghat is None else float(torch.linalg.vector_norm(self.ghat))
-        corr = 0.0 if self.corr is None else float(torch.linalg.vector_norm(self.corr[0]))
+        own = None if self.corr is None else self.corr[0]
+        corr = 0.0 if own is None else float(torch.linalg.vector_norm(own))
+        moved = 0.0
+        if own is not None and self._recorded_corr is not None:
+            moved = float(torch.linalg.vector_norm(own - self._recorded_corr))
+        self._recorded_corr = own
         self.last_round = {
             "change": float(torch.linalg.vector_norm(change[0])),
             "anchor_move": float(torch.linalg.vector_norm(self.anchor - previous_anchor)),
             "correction": corr / ghat if ghat > 0 else 0.0,
+            "correction_change": moved / ghat if ghat > 0 else 0.0,
         }
 
     def state_refs(self) -> dict[str, Any]:
