@@ -884,6 +884,7 @@ TABLES: dict[str, Spec] = {
             (17, "churn_bygroup_edge", "telecom_churn", "edge lan"),
             (18, "churn_bygroup_edge", "telecom_churn", "edge lan"),
             (18, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (18, "churn_bygroup_edge_corrections", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
