@@ -61,7 +61,7 @@ DOWNLINKS = ("auto", "scatter", "broadcast")
 #: Gated DANE ``overlap``'s wire dtypes for its messages' values (``message_dtype``; ``"model"``: the model's own).
 MESSAGE_DTYPES: dict[str, str | None] = {"bf16": "bfloat16", "model": None}
 #: Gated DANE ``eager``: how much of its own change an overlapped round starts from (all of it, or its 1/M share).
-EAGER_STARTS: tuple[str, ...] = ("full", "share")
+EAGER_STARTS: tuple[str, ...] = ("full", "share", "once")
 
 CompressorSpec = str | Compressor
 _O = TypeVar("_O", bound="Options")
@@ -759,6 +759,15 @@ class GatedDANEOptions(HubOptions):
             "across ranks under Adam as under SGD"
         ),
     )
+    correction_memory: float = field(
+        default=0.0,
+        metadata=_doc(
+            "`lagged`/`averaged`: the weight in [0, 1) of the previous correction in the new one, "
+            "c_m ← memory·c_m + (1 − memory)·(ĝ − g_m), an exponential average over rounds. One round's minibatch "
+            "noise shrinks to √((1 − memory)/(1 + memory)) of itself, and the correction lags memory/(1 − memory) "
+            "rounds more; the ranks' corrections still sum to zero. 0: the last round's alone"
+        ),
+    )
     preconditioner: str = field(
         default="local",
         metadata=_doc(
@@ -813,7 +822,10 @@ class GatedDANEOptions(HubOptions):
             "`overlap`: where a rank starts its next round while the average is in flight. `full`: where the outer "
             "step would put the anchor if every rank's change were its own, outer(x_r, Δ_m); `share`: its own "
             "change as its 1/M share of the average, outer(x_r, Δ_m/M), the other ranks' counting when their "
-            "average arrives (Kale et al., 2025's eager update)"
+            "average arrives (Kale et al., 2025's eager update); `once`: its own change applied once beside the "
+            "outer step's look-ahead, outer(x_r, Δ_m/g) with g the outer step's gain on Δ (outer_lr·(1 + "
+            "outer_momentum), 1 + β), so a rank's deviation from the average is not amplified from round to round "
+            "(`full` amplifies it by g: unstable where g > 1 and the shards differ, docs/gated-dane.md, session 19)"
         ),
     )
     gate: float = field(
@@ -945,6 +957,21 @@ class GatedDANEOptions(HubOptions):
             "use 'fresh' (own anchor round), 'lagged' (anchor gradients with the sync), 'averaged' (round means) or "
             "'update' (round means, the correction in the optimizer's update space)",
         )
+        if not _is_real(self.correction_memory) or not 0 <= self.correction_memory < 1:
+            raise OptionError(
+                "correction_memory",
+                self.correction_memory,
+                "is out of range",
+                "use a number in [0, 1) (0: each round's correction alone)",
+            )
+        if self.correction_memory > 0 and self.correction not in ("lagged", "averaged"):
+            raise OptionError(
+                "correction_memory",
+                self.correction_memory,
+                f"averages lagged gradient corrections, which correction={self.correction!r} does not step with "
+                "(`fresh` is exact at the anchor; `update` steps with e_m)",
+                "use correction='averaged' or 'lagged', or correction_memory=0",
+            )
         _check_choice(
             "delta_estimate",
             self.delta_estimate,

@@ -458,7 +458,7 @@ class GatedDANE(Algorithm):
             self._estimate_delta(grads, ghat, self.noise_var)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.prev_noise = self.noise_var
-        self.ghat, self.corr = ghat, ghat - grads
+        self._set_correction(ghat, grads)
         self._observe(ghat, squares)
         return ghat
 
@@ -598,7 +598,7 @@ class GatedDANE(Algorithm):
             self._estimate_delta(grads, ghat, noise)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
         self.noise_var = self.prev_noise = noise
-        self.ghat, self.corr = ghat, ghat - grads
+        self._set_correction(ghat, grads)
         self._observe(ghat, squares)
         previous, self.anchor = self.anchor, new_anchor
         self._record_round(change, previous)
@@ -636,7 +636,8 @@ class GatedDANE(Algorithm):
         anchor if every rank's change were its own, b_m ← outer(x_r, Δ_m) (``eager="full"``; after Kale et al., 2025,
         "Eager Updates For Overlapped Communication and Computation in DiLoCo"): its progress of this round counts
         at once, with the outer momentum's weight. Under plain averaging that is x_r + (y_m − b_m). With
-        ``eager="share"``, b_m ← outer(x_r, Δ_m/M), Kale et al.'s own weighting. The next round's correction is
+        ``eager="share"``, b_m ← outer(x_r, Δ_m/M), Kale et al.'s own weighting; with ``eager="once"``,
+        b_m ← outer(x_r, Δ_m/g), g the outer step's gain on Δ (:meth:`_eager_change`). The next round's correction is
         ĝ − g_m of the joined round.
 
         With ``message_dtype`` the values travel rounded (:mod:`lit_commeff.transport.wire`), and a rank's
@@ -683,10 +684,28 @@ class GatedDANE(Algorithm):
         ``full``: its own change Δ_m stands for the average. ``share``: Δ_m/M, its share of the average, the other
         ranks' changes counting once their average arrives (Kale et al., 2025's eager update: every change is
         applied once, the others' a round late). Where the shards differ, Δ_m leans toward the rank's own shard.
+        ``once``: Δ_m/g, g being the outer step's gain on Δ (:meth:`_outer_gain`): the start is the outer step's
+        look-ahead plus the rank's own change, applied once. Under ``full`` a rank's deviation from the average,
+        Δ_m − Δ̄, offsets its next start by g·(Δ_m − Δ̄); its next round's local steps undo a fraction K ≤ 1 of that
+        offset, which is its next deviation, so deviations scale by g·K a round: DiLoCo's g = 0.7·1.9 = 1.33
+        diverged with stiff local steps (K near 1) on every heterogeneous ridge tried (session 19). ``once`` keeps
+        g·K ≤ 1; its start's mean trails the anchor-to-be by (g − 1)·Δ̄ until the average arrives.
         """
         if self.options.eager == "full":
             return change
+        if self.options.eager == "once":
+            return change / self._outer_gain()
         return change / self.transport.num_workers
+
+    def _outer_gain(self) -> float:
+        """The outer step's derivative in Δ: outer(x, Δ) = outer(x, 0) − gain·Δ (both outer steps are affine in Δ).
+
+        Nesterov: b' = μb + Δ, x' = x − lr(μb' + Δ), so lr·(1 + μ); extrapolation: x̄ = x − Δ, x' = x̄ + β(x̄ − x̄_prev),
+        so 1 + β once there is an x̄_prev.
+        """
+        if self.options.outer == "nesterov":
+            return self.outer_lr * (1.0 + self.outer_momentum)
+        return 1.0 + (self.beta if self.prev_mean is not None else 0.0)
 
     def _launch(self) -> None:
         """Start the exchange of :attr:`outbox` from the current outer state (the same inputs after a resume)."""
@@ -767,7 +786,7 @@ class GatedDANE(Algorithm):
         if self.options.delta is None and self.prev_anchor is not None:
             self._estimate_delta(grads, ghat)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
-        self.ghat, self.corr = ghat, ghat - grads
+        self._set_correction(ghat, grads)
         previous = self.anchor
         self.anchor, self.momentum, self.prev_mean = self._outer_target(
             mean_change, self.anchor, self.momentum, self.prev_mean
@@ -794,6 +813,17 @@ class GatedDANE(Algorithm):
         if self.averaged and self.grad_sum is not None:
             return self.grad_sum / self.grad_count
         return self.anchor_grads if self.anchor_grads is not None else self.oracle.grads(start)
+
+    def _set_correction(self, ghat: Tensor, grads: Tensor) -> None:
+        """Keep ĝ and the corrections c_m = ĝ − g_m; with ``correction_memory`` their average over rounds.
+
+        Each round's c_m sum to zero over the ranks, so an average of them with the same weights on every rank does
+        too: the averaged model change still sees no net correction.
+        """
+        fresh = ghat - grads
+        memory = self.options.correction_memory
+        self.ghat = ghat
+        self.corr = fresh if memory == 0 or self.corr is None else torch.lerp(fresh, self.corr, memory)
 
     def _update_correction(self, mean_change: Tensor, own: Tensor) -> None:
         """``correction="update"``: e_m ← e_m + (Δ̄ − Δ_m)/k after a round of k steps (SCAFFOLD's option II).
