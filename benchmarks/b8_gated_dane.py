@@ -18,6 +18,12 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
    ``message_dtype=bf16`` (values in bfloat16, gradients as changes to shared shifts), and with ``overlap`` and
    ``eager=share`` (each rank's next round starts from its own change as its 1/M share, Kale et al.'s weighting,
    instead of all of it): rounds to 1e-6 and 1e-8.
+2d. **Overlap without a prox term** (``--parts overlap_noprox``) — Lightning's configuration (``delta`` not given:
+   no prox term, local steps of ``lr``·1/L): label-sorted a9a (part 1's, M = 10) and the synthetic ridge with
+   similarity 1 (M = 4), local steps of 1/L and 0.3/L, rounds of 10, plain averaging and DiLoCo's (0.7, 0.9): the
+   synchronous sync, and overlap with each eager start (``full``, ``share``, ``once``) and ``correction_memory``.
+   Rounds to 1e-6 and 1e-8, the best value reached and the last one (a diverged run stops at its first non-finite
+   value).
 3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
    Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
 
@@ -25,6 +31,7 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
     python benchmarks/b8_gated_dane.py --b1           # and part 3
     python benchmarks/b8_gated_dane.py --parts sweep_fixed_mu --out benchmarks/results/b8_sweep_fixed_mu.json
     python benchmarks/b8_gated_dane.py --parts overlap --out benchmarks/results/b8_overlap.json
+    python benchmarks/b8_gated_dane.py --parts overlap_noprox --out benchmarks/results/b8_overlap_noprox.json
 """
 
 from __future__ import annotations
@@ -189,6 +196,44 @@ def overlap(data: Path) -> list[dict]:
     return rows
 
 
+#: Part 2d's variants: (label, overlap, eager, correction_memory).
+NOPROX_VARIANTS: tuple[tuple[str, bool, str, float], ...] = (
+    ("synchronous", False, "full", 0.0),
+    ("overlap, eager=full", True, "full", 0.0),
+    ("overlap, eager=full, memory 0.5", True, "full", 0.5),
+    ("overlap, eager=share", True, "share", 0.0),
+    ("overlap, eager=once", True, "once", 0.0),
+    ("overlap, eager=once, memory 0.2", True, "once", 0.2),
+    ("overlap, eager=once, memory 0.5", True, "once", 0.5),
+)
+
+
+def overlap_noprox(data: Path, rounds: int = 6000) -> list[dict]:
+    """Part 2d: overlap's eager starts where no prox term holds the local steps near the start (Lightning's case)."""
+    problems = {"a9a label-sorted, M=10": label_sorted_a9a(data), "synthetic ridge s=1, M=4": synthetic_ridge(
+        workers=4, similarity=1.0)}  # fmt: skip
+    rows = []
+    for name, problem in problems.items():
+        for step in (1.0, 0.3):
+            for lr, momentum in ((1.0, 0.0), (0.7, 0.9)):
+                for label, late, eager, memory in NOPROX_VARIANTS:
+                    options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
+                    if late:  # full precision: the eager start alone differs between the rows
+                        options.update(overlap=True, message_dtype="model", eager=eager)
+                    history = sim.run(
+                        problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                        delta=None, lr=step / problem.L, correction_memory=memory, rounds=rounds, tol=1e-8, **options,
+                    )  # fmt: skip
+                    row = summarize(label, history, 0.0)
+                    row.update(problem=name, step=step, outer_lr=lr, outer_momentum=momentum, overlap=late,
+                               eager=eager, correction_memory=memory, last=history.final["rel_subopt"],
+                               diverged=bool(history.meta.get("diverged")))  # fmt: skip
+                    print(f"  {name}, {step}/L, ({lr}, {momentum}) {label}: to 1e-8 {row['to_1e8']['cc1']}, last "
+                          f"{row['last']:.1e}", file=sys.stderr)  # fmt: skip
+                    rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------------- part 2
 def delta_sweep() -> dict:
     sims = [0.3, 0.6, 1.2, 2.4, 4.8]
@@ -307,6 +352,15 @@ def show(result: dict) -> None:
         for r in result["overlap"]:
             table.add_row(r["method"], f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.1e}")
         console.print(table)
+    if "overlap_noprox" in result:
+        table = Table(title="Overlap without a prox term: rounds of 10, averaged corrections")
+        for col in ("problem", "local step", "outer", "variant", "to 1e-6", "to 1e-8", "best", "last"):
+            table.add_column(col, justify="right")
+        for r in result["overlap_noprox"]:
+            table.add_row(r["problem"], f"{r['step']}/L", f"({r['outer_lr']}, {r['outer_momentum']})", r["method"],
+                          f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.0e}",
+                          "diverged" if r["diverged"] else f"{r['last']:.0e}")  # fmt: skip
+        console.print(table)
     for config in result.get("b1", []):
         table = Table(title=f"B1 {config['dataset']} ridge M={config['workers']} K={config['k']}: CC-3 units")
         for col in ("method", "to 1e-6", "to 1e-8"):
@@ -323,7 +377,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--b1", action="store_true", help="also part 3, the B1 ridge configurations")
     parser.add_argument(
-        "--parts", nargs="+", default=["shards", "sweep"], choices=["shards", "sweep", "sweep_fixed_mu", "overlap"]
+        "--parts",
+        nargs="+",
+        default=["shards", "sweep"],
+        choices=["shards", "sweep", "sweep_fixed_mu", "overlap", "overlap_noprox"],
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -337,6 +394,8 @@ def main() -> None:
         result["sweep_fixed_mu"] = delta_sweep_fixed_mu()
     if "overlap" in args.parts:
         result["overlap"] = overlap(args.data)
+    if "overlap_noprox" in args.parts:
+        result["overlap_noprox"] = overlap_noprox(args.data)
     if args.b1:
         result["b1"] = b1_configs(args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)

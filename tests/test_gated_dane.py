@@ -779,14 +779,14 @@ def test_overlap_once_start_with_correction_memory_converges_where_the_full_star
     rank's start offset under ``eager="full"`` comes back as its next change's deviation, scaled by the outer
     step's gain g: stuck for g = 1, diverging for DiLoCo's g = 1.33. ``once`` (g taken out of the own change) with
     ``correction_memory`` (the corrections' two-round-old spring damped) reaches 1e-8 in both, in at most 4× the
-    synchronous sync's rounds (2160 and 2170 against 540 and 590)."""
+    synchronous sync's steps (2150 and 2160 against 540 and 590)."""
     common = dict(compressor="identity", sync="fixed", inner_steps=10, correction="averaged", outer="nesterov",
                   outer_lr=lr, outer_momentum=momentum, delta=None, rounds=3000, tol=1e-8)  # fmt: skip
     synchronous = sim.run(hetero, "gated_dane", overlap=False, **common)
     assert synchronous.rows[-1]["rel_subopt"] <= 1e-8
     overlap = {"overlap": True, "message_dtype": "model"}
-    full = sim.run(hetero, "gated_dane", **overlap, **{**common, "rounds": 1000, "tol": None})
-    assert min(r["rel_subopt"] for r in full.rows[-100:]) > 1e-3 or full.meta.get("diverged"), full.rows[-1]
+    full = sim.run(hetero, "gated_dane", **overlap, **{**common, "tol": None})
+    assert full.first_reaching(1e-6) is None, full.first_reaching(1e-6)  # stalled, or diverged (B8 part 2d)
     once = sim.run(hetero, "gated_dane", **overlap, eager="once", correction_memory=0.2, **common)
     assert once.rows[-1]["rel_subopt"] <= 1e-8, once.rows[-1]
     assert once.rows[-1]["round"] <= 4 * synchronous.rows[-1]["round"]

@@ -160,7 +160,7 @@ def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_c
     assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
 
 
-@pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share")])
+@pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])
 def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, wire, eager):
     """``overlap``: the exchange runs in a thread over its own process group; the reply to round r is taken at
     the end of round r + 1, on both ranks alike. The faults ride in the messages: no guard traffic. With bf16
@@ -168,8 +168,10 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, w
     defaults under SGD (``overlap`` and ``message_dtype`` None) are overlap with bf16 messages."""
     h, steps = 3, 24
     options = {"overlap": True, "message_dtype": wire} if wire else {}  # MLP() trains with SGD
-    if eager != "full":  # under plain averaging, where `share` costs no rounds (under momentum it does: B8)
+    if eager == "share":  # under plain averaging, where `share` costs no rounds (under momentum it does: B8)
         options.update(eager=eager, outer_lr=1.0, outer_momentum=0.0)
+    elif eager == "once":  # under DiLoCo's outer step (the defaults), with the corrections averaged over rounds
+        options.update(eager=eager, correction_memory=0.2)
     strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, **options)
     _, ranks = fit(strategy, tmp_path, max_steps=steps)
     d = dense_dim(MLP())
@@ -204,6 +206,7 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, w
         ({"overlap": True, "compressor": "topk"}, "compressor"),
         ({"overlap": False, "message_dtype": "bf16"}, "message_dtype"),
         ({"overlap": False, "eager": "share"}, "eager"),
+        ({"correction_memory": 1.0}, "correction_memory"),
     ],
 )
 def test_options_are_validated_up_front(options, field):
