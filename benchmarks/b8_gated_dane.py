@@ -183,6 +183,8 @@ def overlap(data: Path) -> list[dict]:
         ):
             label = f"outer ({lr}, {momentum}){', overlap' if late else ''}{f', {wire}' if wire == 'bf16' else ''}"
             options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
+            if late:  # session 15's start and no correction memory, as labelled (the defaults since session 19 differ)
+                options.update(eager="full", correction_memory=0.0)
             if eager is not None:  # the rank's own change as its 1/M share (Kale et al.'s eager update)
                 label, options = f"{label}, eager={eager}", {**options, "eager": eager}
             row = run(

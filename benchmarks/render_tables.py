@@ -221,6 +221,10 @@ B3_NAMES = {
     "gated_dane+min25": "Gated DANE, `min_inner_steps=25`",
     "gated_dane+model": "Gated DANE, `message_dtype=model` (overlap at full precision)",
     "gated_dane+overlap+share": "Gated DANE, `overlap=true`, `eager=share`",
+    "gated_dane+full": "Gated DANE, `eager=full`, no correction memory (the defaults of sessions 17–18)",
+    "gated_dane+once2": "Gated DANE, `eager=once`, `correction_memory=0.2` (the defaults from session 19)",
+    "gated_dane+once5": "Gated DANE, `eager=once`, `correction_memory=0.5`",
+    "gated_dane+once": "Gated DANE, `eager=once`, `correction_memory=0`",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -551,6 +555,29 @@ def render_b8_overlap(data: list[Any]) -> list[str]:
                 ]
             )
         )
+    return lines
+
+
+def render_b8_overlap_noprox(data: list[Any]) -> list[str]:
+    """Rounds to 1e-8 without a prox term, one column per overlap variant (B8 part 2d).
+
+    A run that never reached it shows its best and last values (``diverged``: it stopped at a non-finite one).
+    """
+    rows = data[0]["overlap_noprox"]
+    variants = list(dict.fromkeys(r["method"] for r in rows))
+    cases = list(dict.fromkeys((r["problem"], r["step"], r["outer_lr"], r["outer_momentum"]) for r in rows))
+    by = {(r["problem"], r["step"], r["outer_lr"], r["outer_momentum"], r["method"]): r for r in rows}
+    lines = _header(["problem", "local step", "outer step (lr, momentum)", *variants], left=3)
+    for problem, step, lr, momentum in cases:
+        cells = []
+        for variant in variants:
+            r = by[problem, step, lr, momentum, variant]
+            reached = r["to_1e8"]["cc1"]
+            if not (isinstance(reached, float) and math.isinf(reached)):
+                cells.append(_b8_cell(reached))
+            else:
+                cells.append("diverged" if r["diverged"] else f"never (best {r['floor']:.0e}, last {r['last']:.0e})")
+        lines.append(_row([problem, f"{step:g}/L", f"({lr}, {momentum})", *cells]))
     return lines
 
 
@@ -885,6 +912,9 @@ TABLES: dict[str, Spec] = {
             (18, "churn_bygroup_edge", "telecom_churn", "edge lan"),
             (18, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
             (18, "churn_bygroup_edge_corrections", "telecom_churn", "edge lan"),
+            (19, "churn_bygroup_edge", "telecom_churn", "edge lan"),
+            (19, "churn_bygroup_edge_starts", "telecom_churn", "edge lan"),
+            (19, "credit_bygroup_edge", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
@@ -900,6 +930,12 @@ TABLES: dict[str, Spec] = {
         "'anchor + own progress' is the same command run with the package at commit b55bd03 (overlap's first "
         "version), `benchmarks/results/b8_overlap_b55bd03.json`. Bytes: all workers' uplink per round in the "
         "simulator's float64 (bf16 values are a quarter of float64's, half of a float32 model's)",
+    ),
+    "b8-overlap-noprox": Spec(
+        render_b8_overlap_noprox,
+        ("b8_overlap_noprox.json",),
+        "`python benchmarks/b8_gated_dane.py --parts overlap_noprox --out benchmarks/results/b8_overlap_noprox.json`; "
+        "rounds (syncs) to relative suboptimality 1e-8 within 6000 local steps, full-precision messages",
     ),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),
     "b3-credit-bygroup-edge-h": Spec(b3_from_runs(), ("b3/s9_credit_bygroup_edge_h.json",), _B3_BYGROUP),

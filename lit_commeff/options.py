@@ -60,7 +60,8 @@ NONFINITE_POLICIES = ("raise", "skip", "off")
 DOWNLINKS = ("auto", "scatter", "broadcast")
 #: Gated DANE ``overlap``'s wire dtypes for its messages' values (``message_dtype``; ``"model"``: the model's own).
 MESSAGE_DTYPES: dict[str, str | None] = {"bf16": "bfloat16", "model": None}
-#: Gated DANE ``eager``: how much of its own change an overlapped round starts from (all of it, or its 1/M share).
+#: Gated DANE ``eager``: how much of its own change an overlapped round starts from (all of it, its 1/M share, or
+#: all of it without the outer step's gain).
 EAGER_STARTS: tuple[str, ...] = ("full", "share", "once")
 
 CompressorSpec = str | Compressor
@@ -697,7 +698,10 @@ class GatedDANEOptions(HubOptions):
     corrections and extrapolates with β from μ and θ (:attr:`paper_defaults`). Rounds weigh the drift against the
     link's measured cost (``link_aware``, session 12). Around SGD the sync is hidden behind the next round's
     steps, its messages in bfloat16 (``overlap`` and ``message_dtype`` None; sessions 15-16: 1.42-1.55x DiLoCo on
-    credit over ``edge``, where the synchronous sync was 0.88-1.19x).
+    credit over ``edge``, where the synchronous sync was 0.88-1.19x), each rank starting its next round from its own
+    change applied once beside the outer step's look-ahead, with corrections averaged over rounds (``eager`` and
+    ``correction_memory`` None; session 19: the earlier start diverged in the simulator without a prox term, and on
+    churn the new one was 1.53x DiLoCo, 3 of 3 seeds).
     """
 
     method: ClassVar[str] = "Gated DANE"
@@ -759,13 +763,15 @@ class GatedDANEOptions(HubOptions):
             "across ranks under Adam as under SGD"
         ),
     )
-    correction_memory: float = field(
-        default=0.0,
+    correction_memory: float | None = field(
+        default=None,
         metadata=_doc(
             "`lagged`/`averaged`: the weight in [0, 1) of the previous correction in the new one, "
             "c_m ← memory·c_m + (1 − memory)·(ĝ − g_m), an exponential average over rounds. One round's minibatch "
             "noise shrinks to √((1 − memory)/(1 + memory)) of itself, and the correction lags memory/(1 − memory) "
-            "rounds more; the ranks' corrections still sum to zero. 0: the last round's alone"
+            "rounds more; the ranks' corrections still sum to zero. 0: the last round's alone. None: 0.2 under "
+            "`overlap` (its corrections are two rounds old; with `eager: once` the simulator's runs without a prox "
+            "term converge only with it, B8 part 2d, session 19), else 0"
         ),
     )
     preconditioner: str = field(
@@ -816,8 +822,8 @@ class GatedDANEOptions(HubOptions):
             "(as many steps to the target as `model` on credit, session 16, and in the simulator's rounds)"
         ),
     )
-    eager: str = field(
-        default="full",
+    eager: str | None = field(
+        default=None,
         metadata=_doc(
             "`overlap`: where a rank starts its next round while the average is in flight. `full`: where the outer "
             "step would put the anchor if every rank's change were its own, outer(x_r, Δ_m); `share`: its own "
@@ -825,7 +831,8 @@ class GatedDANEOptions(HubOptions):
             "average arrives (Kale et al., 2025's eager update); `once`: its own change applied once beside the "
             "outer step's look-ahead, outer(x_r, Δ_m/g) with g the outer step's gain on Δ (outer_lr·(1 + "
             "outer_momentum), 1 + β), so a rank's deviation from the average is not amplified from round to round "
-            "(`full` amplifies it by g: unstable where g > 1 and the shards differ, docs/gated-dane.md, session 19)"
+            "(`full` amplifies it by g: unstable where g > 1 and the shards differ, docs/gated-dane.md, session 19). "
+            "None: `once` (session 19; `full` until then)"
         ),
     )
     gate: float = field(
@@ -957,14 +964,16 @@ class GatedDANEOptions(HubOptions):
             "use 'fresh' (own anchor round), 'lagged' (anchor gradients with the sync), 'averaged' (round means) or "
             "'update' (round means, the correction in the optimizer's update space)",
         )
-        if not _is_real(self.correction_memory) or not 0 <= self.correction_memory < 1:
+        if self.correction_memory is not None and (
+            not _is_real(self.correction_memory) or not 0 <= self.correction_memory < 1
+        ):
             raise OptionError(
                 "correction_memory",
                 self.correction_memory,
                 "is out of range",
-                "use a number in [0, 1) (0: each round's correction alone)",
+                "use a number in [0, 1) (0: each round's correction alone), or None",
             )
-        if self.correction_memory > 0 and self.correction not in ("lagged", "averaged"):
+        if self.correction_memory and self.correction not in ("lagged", "averaged"):
             raise OptionError(
                 "correction_memory",
                 self.correction_memory,
@@ -1013,11 +1022,11 @@ class GatedDANEOptions(HubOptions):
                     "set overlap=true (or None: on for SGD in Lightning), or drop message_dtype (None); the "
                     "synchronous sync casts the model change with compressor=bf16",
                 )
-        if self.eager not in EAGER_STARTS:
+        if self.eager is not None and self.eager not in EAGER_STARTS:
             raise OptionError(
-                "eager", self.eager, "is not supported", f"use one of {list(EAGER_STARTS)} (`full`: the default)"
+                "eager", self.eager, "is not supported", f"use one of {list(EAGER_STARTS)}, or None (`once`)"
             )
-        if self.eager != "full" and self.overlap is False:
+        if self.eager not in (None, "full") and self.overlap is False:
             raise OptionError(
                 "eager",
                 self.eager,
@@ -1093,6 +1102,18 @@ class GatedDANEOptions(HubOptions):
         dense = self.built_grad_compressor is None and self.built_downlink_compressor is None
         on = linear_steps and backend == "gloo" and dense and not self.overlap_conflicts()
         return replace(self, overlap=on)
+
+    @property
+    def eager_start(self) -> str:
+        """The ``eager`` start in force under ``overlap``: ``once`` by default."""
+        return "once" if self.eager is None else str(self.eager)
+
+    @property
+    def memory(self) -> float:
+        """The ``correction_memory`` in force: 0.2 under ``overlap`` by default, else 0."""
+        if self.correction_memory is not None:
+            return float(self.correction_memory)
+        return 0.2 if self.overlap and self.correction in ("lagged", "averaged") else 0.0
 
     @property
     def wire_dtype_name(self) -> str:

@@ -568,6 +568,19 @@ def test_defaults():
     assert GatedDANEOptions(compressor="topk").uses_error_feedback
 
 
+def test_overlap_defaults_to_the_once_start_with_correction_memory():
+    """``eager`` and ``correction_memory`` None: the ``once`` start and memory 0.2 under overlap (session 19), no
+    memory under the synchronous sync; explicit values win."""
+    assert GatedDANEOptions(overlap=True).eager_start == "once" and GatedDANEOptions(overlap=True).memory == 0.2
+    assert GatedDANEOptions().memory == 0.0 and GatedDANEOptions(overlap=False).memory == 0.0
+    assert GatedDANEOptions().resolve_overlap(linear_steps=True).memory == 0.2
+    assert GatedDANEOptions().resolve_overlap(linear_steps=False).memory == 0.0  # Adam: synchronous
+    assert GatedDANEOptions(overlap=True, correction_memory=0.0).memory == 0.0
+    assert GatedDANEOptions(overlap=True, eager="full").eager_start == "full"
+    assert GatedDANEOptions(overlap=False, eager="full").eager_start == "full"  # allowed: what overlap would do
+    assert GatedDANEOptions(correction="fresh").memory == 0.0
+
+
 @pytest.mark.parametrize(
     ("options", "linear", "expected"),
     [
@@ -785,7 +798,7 @@ def test_overlap_once_start_with_correction_memory_converges_where_the_full_star
     synchronous = sim.run(hetero, "gated_dane", overlap=False, **common)
     assert synchronous.rows[-1]["rel_subopt"] <= 1e-8
     overlap = {"overlap": True, "message_dtype": "model"}
-    full = sim.run(hetero, "gated_dane", **overlap, **{**common, "tol": None})
+    full = sim.run(hetero, "gated_dane", **overlap, eager="full", correction_memory=0.0, **{**common, "tol": None})
     assert full.first_reaching(1e-6) is None, full.first_reaching(1e-6)  # stalled, or diverged (B8 part 2d)
     once = sim.run(hetero, "gated_dane", **overlap, eager="once", correction_memory=0.2, **common)
     assert once.rows[-1]["rel_subopt"] <= 1e-8, once.rows[-1]
