@@ -915,6 +915,7 @@ TABLES: dict[str, Spec] = {
             (19, "churn_bygroup_edge", "telecom_churn", "edge lan"),
             (19, "churn_bygroup_edge_starts", "telecom_churn", "edge lan"),
             (19, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (19, "credit_iid_edge", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
