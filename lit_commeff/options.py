@@ -1104,12 +1104,12 @@ class GatedDANEOptions(HubOptions):
         return replace(self, overlap=on)
 
     @property
-    def eager_start(self) -> str:
+    def resolved_eager(self) -> str:
         """The ``eager`` start in force under ``overlap``: ``once`` by default."""
         return "once" if self.eager is None else str(self.eager)
 
     @property
-    def memory(self) -> float:
+    def resolved_correction_memory(self) -> float:
         """The ``correction_memory`` in force: 0.2 under ``overlap`` by default, else 0."""
         if self.correction_memory is not None:
             return float(self.correction_memory)

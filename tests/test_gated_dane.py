@@ -571,14 +571,20 @@ def test_defaults():
 def test_overlap_defaults_to_the_once_start_with_correction_memory():
     """``eager`` and ``correction_memory`` None: the ``once`` start and memory 0.2 under overlap (session 19), no
     memory under the synchronous sync; explicit values win."""
-    assert GatedDANEOptions(overlap=True).eager_start == "once" and GatedDANEOptions(overlap=True).memory == 0.2
-    assert GatedDANEOptions().memory == 0.0 and GatedDANEOptions(overlap=False).memory == 0.0
-    assert GatedDANEOptions().resolve_overlap(linear_steps=True).memory == 0.2
-    assert GatedDANEOptions().resolve_overlap(linear_steps=False).memory == 0.0  # Adam: synchronous
-    assert GatedDANEOptions(overlap=True, correction_memory=0.0).memory == 0.0
-    assert GatedDANEOptions(overlap=True, eager="full").eager_start == "full"
-    assert GatedDANEOptions(overlap=False, eager="full").eager_start == "full"  # allowed: what overlap would do
-    assert GatedDANEOptions(correction="fresh").memory == 0.0
+    assert (
+        GatedDANEOptions(overlap=True).resolved_eager == "once"
+        and GatedDANEOptions(overlap=True).resolved_correction_memory == 0.2
+    )
+    assert (
+        GatedDANEOptions().resolved_correction_memory == 0.0
+        and GatedDANEOptions(overlap=False).resolved_correction_memory == 0.0
+    )
+    assert GatedDANEOptions().resolve_overlap(linear_steps=True).resolved_correction_memory == 0.2
+    assert GatedDANEOptions().resolve_overlap(linear_steps=False).resolved_correction_memory == 0.0  # Adam: synchronous
+    assert GatedDANEOptions(overlap=True, correction_memory=0.0).resolved_correction_memory == 0.0
+    assert GatedDANEOptions(overlap=True, eager="full").resolved_eager == "full"
+    assert GatedDANEOptions(overlap=False, eager="full").resolved_eager == "full"  # allowed: what overlap would do
+    assert GatedDANEOptions(correction="fresh").resolved_correction_memory == 0.0
 
 
 @pytest.mark.parametrize(

@@ -260,7 +260,7 @@ class GatedDANE(Algorithm):
             "theta": float("inf") if self.theta is None else self.theta,
             "beta": self.beta,
             "overlap": float(self.overlap),  # 1: on (``None`` resolves in Lightning: on for SGD)
-            "correction_memory": self.options.memory,
+            "correction_memory": self.options.resolved_correction_memory,
         }
         if self.options.outer == "nesterov":
             out.update(outer_lr=self.outer_lr, outer_momentum=self.outer_momentum)
@@ -692,7 +692,7 @@ class GatedDANE(Algorithm):
         diverged with stiff local steps (K near 1) on every heterogeneous ridge tried (session 19). ``once`` keeps
         g·K ≤ 1; its start's mean trails the anchor-to-be by (g − 1)·Δ̄ until the average arrives.
         """
-        eager = self.options.eager_start
+        eager = self.options.resolved_eager
         if eager == "full":
             return change
         if eager == "once":
@@ -823,7 +823,7 @@ class GatedDANE(Algorithm):
         too: the averaged model change still sees no net correction.
         """
         fresh = ghat - grads
-        memory = self.options.memory
+        memory = self.options.resolved_correction_memory
         self.ghat = ghat
         self.corr = fresh if memory == 0 or self.corr is None else torch.lerp(fresh, self.corr, memory)
 

@@ -204,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cast(DictConfig, OmegaConf.load(run_dir / CONFIG_FILE))  # main() saved a mapping there
     run_id_path = run_dir / RUN_ID_FILE
     run_id = run_id_path.read_text().strip() if run_id_path.exists() else None
-    train(cfg, run_dir, run_id)
+    try:
+        train(cfg, run_dir, run_id)
+    except SystemExit:
+        close_process_group()  # a SIGTERM stop leaves fit() as SystemExit (the strategy closes the group too)
+        raise
     close_process_group()
     return 0
 

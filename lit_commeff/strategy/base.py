@@ -135,7 +135,28 @@ class CommStrategy(DDPStrategy):
     @override
     def teardown(self) -> None:
         log.debug("%s: teardown on rank %d", type(self).__name__, self.global_rank)
+        stopped_by_sigterm = self._stopped_by_sigterm()
         super().teardown()
+        if stopped_by_sigterm:
+            self._close_process_group_after_sigterm()
+
+    def _stopped_by_sigterm(self) -> bool:
+        """Whether this fit is ending because of a SIGTERM (this rank's own, or rank 0's learnt in a round)."""
+        trainer = getattr(self.lightning_module, "_trainer", None)
+        return self._stop_agreed or (trainer is not None and bool(getattr(trainer, "received_sigterm", False)))
+
+    def _close_process_group_after_sigterm(self) -> None:
+        """Destroy the default process group: the fit ends in ``SystemExit`` and the process is leaving.
+
+        A SIGTERM stop skips whatever the user's script does after ``fit`` (``destroy_process_group`` there
+        included), so gloo's C++ worker threads would otherwise meet interpreter shutdown still joinable and
+        abort the rank ("terminate called without an active exception", exit code -6) after a clean,
+        checkpointed stop. Every rank stops after the same step (the flag rides the step's round), so every
+        rank gets here. Torch asks for an explicit ``destroy_process_group`` once communication is over.
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            log.info("rank %d: SIGTERM stop, destroying the process group before exit", self.global_rank)
+            torch.distributed.destroy_process_group()
 
     # ------------------------------------------------------------------------------- checkpoints
     def _full_rank_state(self) -> dict[str, Any]:

@@ -7,8 +7,10 @@ launcher starts rank 1, and rank 0's SIGTERM handler forwards the signal to it, 
 signal every rank. ``--launch external``: this script starts both ranks with ``RANK``/``WORLD_SIZE`` in
 their environment, as the ``lit-commeff`` launcher does, so the signal reaches rank 0 alone and only the
 strategy's rounds can tell rank 1. Each rank writes ``OUT/rank<r>.json`` with the last step it completed;
-``OUT/ckpt/last.ckpt`` is saved after every step. A SIGTERM stop ends each rank with ``SystemExit``, so
-this runs as its own process: Lightning's fork launcher would wait forever for a rank that left that way.
+``OUT/ckpt/last.ckpt`` is saved after every step; a rank that leaves ``fit`` by a SIGTERM stop writes
+``OUT/exit<r>.json`` with whether its process group was already closed. A SIGTERM stop ends each rank with
+``SystemExit``, so this runs as its own process: Lightning's fork launcher would wait forever for a rank
+that left that way.
 """
 
 import argparse
@@ -22,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
@@ -75,7 +78,14 @@ def main() -> int:
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1)
     callbacks = [Stop(args.out, args.step), checkpoint]
     fit = trainer(strategy, max_steps=20, callbacks=callbacks, enable_checkpointing=True, default_root_dir=args.out)
-    fit.fit(TinyRegressor(), loader)
+    try:
+        fit.fit(TinyRegressor(), loader)
+    except SystemExit:
+        # A SIGTERM stop leaves fit() this way, skipping a script's own cleanup: the strategy must have
+        # closed the process group already, or gloo's threads meet interpreter shutdown (an abort, -6).
+        closed = {"group_closed": not torch.distributed.is_initialized()}
+        (args.out / f"exit{fit.global_rank}.json").write_text(json.dumps(closed))
+        raise
     close_process_group()  # gloo threads must not outlive the interpreter (an abort at exit otherwise)
     return 0
 
