@@ -916,6 +916,10 @@ TABLES: dict[str, Spec] = {
             (19, "churn_bygroup_edge_starts", "telecom_churn", "edge lan"),
             (19, "credit_bygroup_edge", "finance_credit", "edge lan"),
             (19, "credit_iid_edge", "finance_credit", "edge lan"),
+            (20, "churn_iid_edge", "telecom_churn", "edge lan"),
+            (20, "churn_iid_edge_diloco_h", "telecom_churn", "edge lan"),
+            (20, "credit_bygroup_wan", "finance_credit", "wan lan"),
+            (20, "credit_iid_wan", "finance_credit", "wan lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
