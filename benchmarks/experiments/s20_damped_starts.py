@@ -1,0 +1,96 @@
+"""Session 20 experiment: overlap starts that damp a rank's change, and smaller correction memories (simulator).
+
+B8 part 2d's eight cases (label-sorted a9a, M = 10, and the synthetic ridge s = 1, M = 4; local steps of 1/L and
+0.3/L; plain averaging and DiLoCo's outer step (0.7, 0.9); no prox term; overlap with full-precision messages,
+``eager=once``). Rows: correction memory 0.2 (the default), 0.1 and 0.05, and two starts the library does not
+offer, patched in here to test the idea before building it:
+
+- ``dev ρ``: the start outer(x_r, (Δ̄' + ρ(Δ_m − Δ̄'))/g), the rank's deviation from the last known mean change Δ̄'
+  damped by ρ;
+- ``all ρ``: outer(x_r, ρ·Δ_m/g), the whole change damped.
+
+    python benchmarks/experiments/s20_damped_starts.py --out benchmarks/results/s20_damped_starts.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import b8_gated_dane as b8
+
+from lit_commeff import sim
+from lit_commeff.algorithms import gated_dane as gd
+from lit_commeff.problems import synthetic_ridge
+
+#: (label, correction memory, damping kind or None, ρ)
+VARIANTS: tuple[tuple[str, float, str | None, float], ...] = (
+    ("once, memory 0.2", 0.2, None, 1.0),
+    ("once, memory 0.1", 0.1, None, 1.0),
+    ("once, memory 0.05", 0.05, None, 1.0),
+    ("dev 0.5, memory 0.2", 0.2, "dev", 0.5),
+    ("dev 0.5, memory 0.1", 0.1, "dev", 0.5),
+    ("all 0.7, memory 0.2", 0.2, "all", 0.7),
+)
+_MODE: dict[str, Any] = {"kind": None, "rho": 1.0}
+_apply_reply, _eager_change = gd.GatedDANE._apply_reply, gd.GatedDANE._eager_change
+
+
+def _patched_apply_reply(self: gd.GatedDANE, joined: Any) -> None:
+    reply = joined[0]
+    if float(reply[2 * self.dim + 1]) <= 0:  # not a void round: keep its mean change
+        self._s20_mean = reply[: self.dim].clone()
+    _apply_reply(self, joined)
+
+
+def _patched_eager_change(self: gd.GatedDANE, change: torch.Tensor) -> torch.Tensor:
+    kind, rho = _MODE["kind"], _MODE["rho"]
+    if kind is None:
+        return _eager_change(self, change)
+    gain = self._outer_gain()
+    if kind == "all":
+        return rho * change / gain
+    known = getattr(self, "_s20_mean", None)
+    known = torch.zeros_like(change[0]) if known is None else known
+    return (known + rho * (change - known)) / gain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared/datasets")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=6000, help="local steps at most (B8 part 2d's cap)")
+    args = parser.parse_args()
+    gd.GatedDANE._apply_reply = _patched_apply_reply  # type: ignore[method-assign]
+    gd.GatedDANE._eager_change = _patched_eager_change  # type: ignore[method-assign]
+    problems = {"a9a label-sorted, M=10": b8.label_sorted_a9a(args.data), "synthetic ridge s=1, M=4": synthetic_ridge(
+        workers=4, similarity=1.0)}  # fmt: skip
+    rows = []
+    for name, problem in problems.items():
+        for step in (1.0, 0.3):
+            for lr, momentum in ((1.0, 0.0), (0.7, 0.9)):
+                for label, memory, kind, rho in VARIANTS:
+                    _MODE.update(kind=kind, rho=rho)
+                    history = sim.run(
+                        problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                        delta=None, lr=step / problem.L, correction_memory=memory, rounds=args.rounds, tol=1e-8,
+                        sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
+                        message_dtype="model", eager="once",
+                    )  # fmt: skip
+                    row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "variant": label,
+                           "to_1e8": b8.reached(history, 1e-8), "last": history.final["rel_subopt"]}  # fmt: skip
+                    print(f"{name}, {step}/L, ({lr}, {momentum}) {label}: rounds to 1e-8 {row['to_1e8']['cc1']}, "
+                          f"last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
+                    rows.append(row)
+    meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
