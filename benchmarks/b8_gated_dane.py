@@ -41,6 +41,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -210,29 +211,35 @@ NOPROX_VARIANTS: tuple[tuple[str, bool, str, float], ...] = (
 )
 
 
-def overlap_noprox(data: Path, rounds: int = 6000) -> list[dict]:
-    """Part 2d: overlap's eager starts where no prox term holds the local steps near the start (Lightning's case)."""
+def noprox_cases(data: Path) -> Iterator[tuple[str, Ridge, float, float, float]]:
+    """Part 2d's eight cases: (problem name, problem, local step × L, outer lr, outer momentum)."""
     problems = {"a9a label-sorted, M=10": label_sorted_a9a(data), "synthetic ridge s=1, M=4": synthetic_ridge(
         workers=4, similarity=1.0)}  # fmt: skip
-    rows = []
     for name, problem in problems.items():
         for step in (1.0, 0.3):
             for lr, momentum in ((1.0, 0.0), (0.7, 0.9)):
-                for label, late, eager, memory in NOPROX_VARIANTS:
-                    options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
-                    if late:  # full precision: the eager start alone differs between the rows
-                        options.update(overlap=True, message_dtype="model", eager=eager)
-                    history = sim.run(
-                        problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
-                        delta=None, lr=step / problem.L, correction_memory=memory, rounds=rounds, tol=1e-8, **options,
-                    )  # fmt: skip
-                    row = summarize(label, history, 0.0)
-                    row.update(problem=name, step=step, outer_lr=lr, outer_momentum=momentum, overlap=late,
-                               eager=eager, correction_memory=memory, last=history.final["rel_subopt"],
-                               diverged=bool(history.meta.get("diverged")))  # fmt: skip
-                    print(f"  {name}, {step}/L, ({lr}, {momentum}) {label}: to 1e-8 {row['to_1e8']['cc1']}, last "
-                          f"{row['last']:.1e}", file=sys.stderr)  # fmt: skip
-                    rows.append(row)
+                yield name, problem, step, lr, momentum
+
+
+def overlap_noprox(data: Path, rounds: int = 6000) -> list[dict]:
+    """Part 2d: overlap's eager starts where no prox term holds the local steps near the start (Lightning's case)."""
+    rows = []
+    for name, problem, step, lr, momentum in noprox_cases(data):
+        for label, late, eager, memory in NOPROX_VARIANTS:
+            options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
+            if late:  # full precision: the eager start alone differs between the rows
+                options.update(overlap=True, message_dtype="model", eager=eager)
+            history = sim.run(
+                problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                delta=None, lr=step / problem.L, correction_memory=memory, rounds=rounds, tol=1e-8, **options,
+            )  # fmt: skip
+            row = summarize(label, history, 0.0)
+            row.update(problem=name, step=step, outer_lr=lr, outer_momentum=momentum, overlap=late,
+                       eager=eager, correction_memory=memory, last=history.final["rel_subopt"],
+                       diverged=bool(history.meta.get("diverged")))  # fmt: skip
+            print(f"  {name}, {step}/L, ({lr}, {momentum}) {label}: to 1e-8 {row['to_1e8']['cc1']}, last "
+                  f"{row['last']:.1e}", file=sys.stderr)  # fmt: skip
+            rows.append(row)
     return rows
 
 

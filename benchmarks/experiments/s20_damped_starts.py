@@ -7,7 +7,9 @@ offer, patched in here to test the idea before building it:
 
 - ``dev ρ``: the start outer(x_r, (Δ̄' + ρ(Δ_m − Δ̄'))/g), the rank's deviation from the last known mean change Δ̄'
   damped by ρ;
-- ``all ρ``: outer(x_r, ρ·Δ_m/g), the whole change damped.
+- ``all ρ``: outer(x_r, ρ·Δ_m/g), the whole change damped;
+- ``extrapolated ρ``: the start unchanged, the correction in force extrapolated for its age,
+  c + ρ(c − c_prev), c being the (memory-averaged) correction of this sync and c_prev the last one's.
 
     python benchmarks/experiments/s20_damped_starts.py --out benchmarks/results/s20_damped_starts.json
 """
@@ -27,7 +29,6 @@ import b8_gated_dane as b8
 
 from lit_commeff import sim
 from lit_commeff.algorithms import gated_dane as gd
-from lit_commeff.problems import synthetic_ridge
 
 #: (label, correction memory, damping kind or None, ρ)
 VARIANTS: tuple[tuple[str, float, str | None, float], ...] = (
@@ -37,9 +38,14 @@ VARIANTS: tuple[tuple[str, float, str | None, float], ...] = (
     ("dev 0.5, memory 0.2", 0.2, "dev", 0.5),
     ("dev 0.5, memory 0.1", 0.1, "dev", 0.5),
     ("all 0.7, memory 0.2", 0.2, "all", 0.7),
+    ("extrapolated 0.1, memory 0.2", 0.2, "extrapolate", 0.1),
+    ("extrapolated 0.5, memory 0.2", 0.2, "extrapolate", 0.5),
+    ("extrapolated 1, memory 0.2", 0.2, "extrapolate", 1.0),
+    ("extrapolated 1, memory 0", 0.0, "extrapolate", 1.0),
 )
 _MODE: dict[str, Any] = {"kind": None, "rho": 1.0}
 _apply_reply, _eager_change = gd.GatedDANE._apply_reply, gd.GatedDANE._eager_change
+_set_correction = gd.GatedDANE._set_correction
 
 
 def _patched_apply_reply(self: gd.GatedDANE, joined: Any) -> None:
@@ -49,9 +55,21 @@ def _patched_apply_reply(self: gd.GatedDANE, joined: Any) -> None:
     _apply_reply(self, joined)
 
 
+def _patched_set_correction(self: gd.GatedDANE, ghat: torch.Tensor, grads: torch.Tensor) -> None:
+    if _MODE["kind"] != "extrapolate":
+        _set_correction(self, ghat, grads)
+        return
+    previous = getattr(self, "_s20_base", None)
+    self.corr = previous  # the memory averages the un-extrapolated corrections
+    _set_correction(self, ghat, grads)
+    base = self._s20_base = self.corr
+    if previous is not None and base is not None:
+        self.corr = base + _MODE["rho"] * (base - previous)
+
+
 def _patched_eager_change(self: gd.GatedDANE, change: torch.Tensor) -> torch.Tensor:
     kind, rho = _MODE["kind"], _MODE["rho"]
-    if kind is None:
+    if kind not in ("dev", "all"):
         return _eager_change(self, change)
     gain = self._outer_gain()
     if kind == "all":
@@ -69,25 +87,22 @@ def main() -> None:
     args = parser.parse_args()
     gd.GatedDANE._apply_reply = _patched_apply_reply  # type: ignore[method-assign]
     gd.GatedDANE._eager_change = _patched_eager_change  # type: ignore[method-assign]
-    problems = {"a9a label-sorted, M=10": b8.label_sorted_a9a(args.data), "synthetic ridge s=1, M=4": synthetic_ridge(
-        workers=4, similarity=1.0)}  # fmt: skip
+    gd.GatedDANE._set_correction = _patched_set_correction  # type: ignore[method-assign]
     rows = []
-    for name, problem in problems.items():
-        for step in (1.0, 0.3):
-            for lr, momentum in ((1.0, 0.0), (0.7, 0.9)):
-                for label, memory, kind, rho in VARIANTS:
-                    _MODE.update(kind=kind, rho=rho)
-                    history = sim.run(
-                        problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
-                        delta=None, lr=step / problem.L, correction_memory=memory, rounds=args.rounds, tol=1e-8,
-                        sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
-                        message_dtype="model", eager="once",
-                    )  # fmt: skip
-                    row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "variant": label,
-                           "to_1e8": b8.reached(history, 1e-8), "last": history.final["rel_subopt"]}  # fmt: skip
-                    print(f"{name}, {step}/L, ({lr}, {momentum}) {label}: rounds to 1e-8 {row['to_1e8']['cc1']}, "
-                          f"last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
-                    rows.append(row)
+    for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
+        for label, memory, kind, rho in VARIANTS:
+            _MODE.update(kind=kind, rho=rho)
+            history = sim.run(
+                problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                delta=None, lr=step / problem.L, correction_memory=memory, rounds=args.rounds, tol=1e-8,
+                sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
+                message_dtype="model", eager="once",
+            )  # fmt: skip
+            row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "variant": label,
+                   "to_1e8": b8.reached(history, 1e-8), "last": history.final["rel_subopt"]}  # fmt: skip
+            print(f"{name}, {step}/L, ({lr}, {momentum}) {label}: rounds to 1e-8 {row['to_1e8']['cc1']}, "
+                  f"last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
+            rows.append(row)
     meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
