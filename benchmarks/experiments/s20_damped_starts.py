@@ -9,7 +9,10 @@ offer, patched in here to test the idea before building it:
   damped by ρ;
 - ``all ρ``: outer(x_r, ρ·Δ_m/g), the whole change damped;
 - ``extrapolated ρ``: the start unchanged, the correction in force extrapolated for its age,
-  c + ρ(c − c_prev), c being the (memory-averaged) correction of this sync and c_prev the last one's.
+  c + ρ(c − c_prev), c being the (memory-averaged) correction of this sync and c_prev the last one's;
+- ``prox 1/(2·ρδ)``: the start and corrections unchanged, a prox term θ = 1/(2ρδ) from the problem's true δ scaled by
+  ρ (what a prox term from an estimate δ̂ off by ρ would do), the local step still step/L; ``prox_lr``: the same
+  with the local step step/(L + 1/θ), which accounts for the prox term's curvature.
 
     python benchmarks/experiments/s20_damped_starts.py --out benchmarks/results/s20_damped_starts.json
 """
@@ -42,6 +45,12 @@ VARIANTS: tuple[tuple[str, float, str | None, float], ...] = (
     ("extrapolated 0.5, memory 0.2", 0.2, "extrapolate", 0.5),
     ("extrapolated 1, memory 0.2", 0.2, "extrapolate", 1.0),
     ("extrapolated 1, memory 0", 0.0, "extrapolate", 1.0),
+    ("prox 1/(2δ), memory 0.2", 0.2, "prox", 1.0),
+    ("prox 1/(2·0.5δ), memory 0.2", 0.2, "prox", 0.5),
+    ("prox 1/(2·2δ), memory 0.2", 0.2, "prox", 2.0),
+    ("prox 1/(2δ), step/(L + 1/θ), memory 0.2", 0.2, "prox_lr", 1.0),
+    ("prox 1/(2·0.5δ), step/(L + 1/θ), memory 0.2", 0.2, "prox_lr", 0.5),
+    ("prox 1/(2·2δ), step/(L + 1/θ), memory 0.2", 0.2, "prox_lr", 2.0),
 )
 _MODE: dict[str, Any] = {"kind": None, "rho": 1.0}
 _apply_reply, _eager_change = gd.GatedDANE._apply_reply, gd.GatedDANE._eager_change
@@ -92,9 +101,12 @@ def main() -> None:
     for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
         for label, memory, kind, rho in VARIANTS:
             _MODE.update(kind=kind, rho=rho)
+            delta = problem.delta * rho if kind in ("prox", "prox_lr") else None
+            curvature = problem.L + (2 * delta if kind == "prox_lr" and delta is not None else 0.0)
             history = sim.run(
                 problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
-                delta=None, lr=step / problem.L, correction_memory=memory, rounds=args.rounds, tol=1e-8,
+                delta=delta, lr=step / curvature, correction_memory=memory,
+                rounds=args.rounds, tol=1e-8,
                 sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
                 message_dtype="model", eager="once",
             )  # fmt: skip
