@@ -12,7 +12,9 @@ offer, patched in here to test the idea before building it:
   c + ρ(c − c_prev), c being the (memory-averaged) correction of this sync and c_prev the last one's;
 - ``prox 1/(2·ρδ)``: the start and corrections unchanged, a prox term θ = 1/(2ρδ) from the problem's true δ scaled by
   ρ (what a prox term from an estimate δ̂ off by ρ would do), the local step still step/L; ``prox_lr``: the same
-  with the local step step/(L + 1/θ), which accounts for the prox term's curvature.
+  with the local step step/(L + 1/θ), which accounts for the prox term's curvature; ``prox_est``: θ = 1/(2ρδ̂) from
+  the method's own running estimate δ̂ (the largest over the ranks), updated at every sync, with the local step
+  following it; no prox term before the first estimate.
 
     python benchmarks/experiments/s20_damped_starts.py --out benchmarks/results/s20_damped_starts.json
 """
@@ -51,10 +53,14 @@ VARIANTS: tuple[tuple[str, float, str | None, float], ...] = (
     ("prox 1/(2δ), step/(L + 1/θ), memory 0.2", 0.2, "prox_lr", 1.0),
     ("prox 1/(2·0.5δ), step/(L + 1/θ), memory 0.2", 0.2, "prox_lr", 0.5),
     ("prox 1/(2·2δ), step/(L + 1/θ), memory 0.2", 0.2, "prox_lr", 2.0),
+    ("prox 1/(2δ̂), step/(L + 1/θ), memory 0.2", 0.2, "prox_est", 1.0),
+    ("prox 1/(2·0.5δ̂), step/(L + 1/θ), memory 0.2", 0.2, "prox_est", 0.5),
+    ("prox 1/(2·2δ̂), step/(L + 1/θ), memory 0.2", 0.2, "prox_est", 2.0),
 )
-_MODE: dict[str, Any] = {"kind": None, "rho": 1.0}
+_MODE: dict[str, Any] = {"kind": None, "rho": 1.0, "step": 1.0, "L": 1.0}
 _apply_reply, _eager_change = gd.GatedDANE._apply_reply, gd.GatedDANE._eager_change
 _set_correction = gd.GatedDANE._set_correction
+_estimate_delta = gd.GatedDANE._estimate_delta
 
 
 def _patched_apply_reply(self: gd.GatedDANE, joined: Any) -> None:
@@ -74,6 +80,13 @@ def _patched_set_correction(self: gd.GatedDANE, ghat: torch.Tensor, grads: torch
     base = self._s20_base = self.corr
     if previous is not None and base is not None:
         self.corr = base + _MODE["rho"] * (base - previous)
+
+
+def _patched_estimate_delta(self: gd.GatedDANE, *args: Any, **kwargs: Any) -> None:
+    _estimate_delta(self, *args, **kwargs)
+    if _MODE["kind"] == "prox_est" and self.delta_hat is not None:
+        self.theta = 1.0 / (2.0 * _MODE["rho"] * float(self.delta_hat.max()))
+        self.lr = _MODE["step"] / (_MODE["L"] + 1.0 / self.theta)
 
 
 def _patched_eager_change(self: gd.GatedDANE, change: torch.Tensor) -> torch.Tensor:
@@ -97,10 +110,11 @@ def main() -> None:
     gd.GatedDANE._apply_reply = _patched_apply_reply  # type: ignore[method-assign]
     gd.GatedDANE._eager_change = _patched_eager_change  # type: ignore[method-assign]
     gd.GatedDANE._set_correction = _patched_set_correction  # type: ignore[method-assign]
+    gd.GatedDANE._estimate_delta = _patched_estimate_delta  # type: ignore[method-assign]
     rows = []
     for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
         for label, memory, kind, rho in VARIANTS:
-            _MODE.update(kind=kind, rho=rho)
+            _MODE.update(kind=kind, rho=rho, step=step, L=problem.L)
             delta = problem.delta * rho if kind in ("prox", "prox_lr") else None
             curvature = problem.L + (2 * delta if kind == "prox_lr" and delta is not None else 0.0)
             history = sim.run(
