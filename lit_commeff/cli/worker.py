@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(cfg, run_dir, run_id)
     except SystemExit:
-        close_process_group()  # a SIGTERM stop leaves fit() as SystemExit (the strategy closes the group too)
+        # a SIGTERM stop leaves fit() as SystemExit; our strategies close the group then, Lightning's ddp does not
+        close_process_group()
         raise
     close_process_group()
     return 0
