@@ -55,8 +55,8 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     ``gated_dane/anchor_move`` (‖x_{r+1} − x_r‖: several times ‖Δ_m‖ when the outer momentum amplifies what the
     ranks' changes leave after cancelling) and ``gated_dane/correction`` (‖c_0‖/‖ĝ‖), and, with ``link_aware``,
     ``gated_dane/sync_steps`` (rank 0's measured cost of a sync in local steps, which the next round's length
-    weighs against the drift) and ``gated_dane/step_seconds`` (its smoothed local step time: a whole training step
-    without a sync).
+    weighs against the drift), ``gated_dane/step_seconds`` (its smoothed local step time: a whole training step
+    without a sync) and, with ``prox_rho``, ``gated_dane/theta`` (rank 0's θ_m from its estimate).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -121,6 +121,8 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         delta = self.delta_hat()
         if delta is not None:
             module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)
+        if algorithm.row_theta is not None:  # prox_rho: this rank's θ_m from its estimate
+            module.log("gated_dane/theta", float(algorithm.row_theta[0]), rank_zero_only=True, batch_size=1)
 
     @override
     def delta_hat(self) -> float | None:
