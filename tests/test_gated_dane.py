@@ -945,3 +945,56 @@ def test_overlap_under_link_aware_keeps_the_synchronous_round_length(hetero):
         length = algo._length(done, cost=cost, current=5, known=True)
         assert length == synchronous._length(done, cost=cost, current=5, known=True)
     assert algo._length(torch.tensor([0, 3, 0, 9]), cost=17.6, current=5, known=True) == round((3 * 17.6) ** 0.5)
+
+
+# ----------------------------------------------------------------------------------- prox term from the estimate
+def test_prox_rho_sets_each_rows_theta_from_its_own_estimate_and_the_step_follows(hetero):
+    """θ_m = 1/(2ρ·δ̂_m) from row m's own δ̂ once it has one; a silent step is then the gradient step on F_m with
+    the prox term, of length lr·L/(L + 1/θ_m) (the subproblem's smoothness)."""
+    algo = _overlapped(hetero, inner_steps=3, prox_rho=0.5)
+    while algo.row_theta is None:
+        assert algo.delta_hat is None  # no prox term before the first estimate
+        algo.step()
+    assert torch.equal(algo.row_theta, 1.0 / (2.0 * 0.5 * algo.delta_hat))
+    assert len(set(algo.row_theta.tolist())) == hetero.num_workers  # each row its own
+    while algo.phase == "anchor" or algo.communicates():
+        algo.step()
+    y, base, theta = algo.y.clone(), algo.base.clone(), algo.row_theta.unsqueeze(-1)
+    g = algo.oracle.grads(y) + algo.corr + (y - base) / theta
+    expected = y - algo.lr * hetero.L / (hetero.L + 1.0 / theta) * g
+    algo.step()
+    assert torch.allclose(algo.y, expected, rtol=0, atol=1e-14)
+    assert algo.hyperparameters()["prox_rho"] == 0.5
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_prox_rho_cuts_the_rounds_under_diloco_s_outer_step(hetero, overlap):
+    """Label-sorted ridge, 10 local steps of 1/L under DiLoCo's outer step (0.7, 0.9): a prox term from each rank's
+    own estimate (ρ = 0.5) reaches 1e-8 in fewer rounds than none: 520 against 590 synchronous, 850 against 2160
+    overlapped, where it holds back the eager start's offsets (B8 part 2e has the a9a and synthetic cases)."""
+    common = dict(compressor="identity", sync="fixed", inner_steps=10, correction="averaged", outer="nesterov",
+                  outer_lr=0.7, outer_momentum=0.9, delta=None, rounds=6000, tol=1e-8)  # fmt: skip
+    if overlap:
+        common.update(overlap=True, message_dtype="model", eager="once", correction_memory=0.2)
+    rounds = {}
+    for rho in (None, 0.5):
+        run = sim.run(hetero, "gated_dane", prox_rho=rho, **common)
+        assert run.rows[-1]["rel_subopt"] <= 1e-8, (rho, run.rows[-1])
+        rounds[rho] = run.rows[-1]["round"]
+    assert rounds[0.5] < (0.5 if overlap else 0.95) * rounds[None], rounds
+
+
+def test_prox_rho_resume_mid_round_is_bitwise(hetero):
+    """θ_m is state: a run resumed after its estimates takes the same steps as the one that went on."""
+
+    def make():
+        return _overlapped(hetero, sync="gated", inner_steps=6, min_inner_steps=2, outer_momentum=0.5, prox_rho=0.5)
+
+    straight, resumed = _straight_and_resumed(make, stop=23, more=25)
+    first = make()
+    for _ in range(23):
+        first.step()
+    assert first.row_theta is not None  # the checkpoint holds a θ_m
+    assert torch.equal(resumed.output(), straight.output())
+    assert torch.equal(resumed.row_theta, straight.row_theta)
+    assert resumed.history_h == straight.history_h

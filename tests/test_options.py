@@ -33,6 +33,7 @@ from lit_commeff.options import (
     CompressedOptions,
     DiLoCoOptions,
     EFOLGAOptions,
+    GatedDANEOptions,
     OLGAOptions,
     OptionError,
     PowerSGDOptions,
@@ -193,6 +194,8 @@ def test_options_object_and_keywords_do_not_mix():
         (OLGAOptions, {"nonfinite": "ignore"}, "nonfinite", "ignore", "use 'raise'"),
         (CompressedOptions, {"alpha": 0.5}, "alpha", 0.5, "drop alpha or use an unbiased compressor"),
         (DiLoCoOptions, {"outer_momentum": 1.0}, "outer_momentum", 1.0, "use a number in [0, 1)"),
+        (GatedDANEOptions, {"prox_rho": 0.5, "delta": 2.0}, "prox_rho", 0.5, "or drop delta (None)"),
+        (GatedDANEOptions, {"prox_rho": 0.5, "theta": 0.1}, "prox_rho", 0.5, "drop prox_rho (None) to keep"),
         (PowerSGDOptions, {"start_iter": 1}, "start_iter", 1, "use start_iter=2 or more"),
     ],
 )

@@ -192,6 +192,43 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, w
         assert s["control_bytes"] == 0
 
 
+class _Theta(pl.Callback):
+    """Writes each rank's θ_m (``prox_rho``), δ̂ and its optimizer's learning rate at the end."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        a = trainer.strategy.algorithm
+        record = {"theta": a.row_theta, "delta_hat": a.delta_hat, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        torch.save(record, self.out / f"theta{trainer.global_rank}.pt")
+
+
+def test_prox_rho_gives_each_rank_a_prox_term_from_its_own_estimate(tmp_path):
+    """``prox_rho``: after its estimates each rank holds θ_m = 1/(2ρ·δ̂_m) from its own δ̂ (held at least the SGD
+    step), the ranks' θ differ, and they still share the anchor bit for bit. With ρ so large that 1/(2ρ·δ̂) falls
+    under the learning rate, θ_m is the learning rate: the pull never overshoots the round's start."""
+    h, steps = 3, 30
+    for rho, folder in ((0.5, "half"), (1e6, "huge")):
+        out = tmp_path / folder
+        out.mkdir()
+        strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, overlap=True, prox_rho=rho)
+        _, ranks = fit(strategy, out, max_steps=steps, callbacks=[_Theta(out)])
+        for step in range(steps):
+            assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
+        records = [torch.load(out / f"theta{r}.pt", weights_only=False) for r in range(WORLD)]
+        for record, r in zip(records, ranks, strict=True):
+            assert falls(r["losses"]), r["losses"]
+            assert record["theta"] is not None and record["theta"].shape == (1,)
+            expected = (1.0 / (2.0 * rho * record["delta_hat"])).clamp(min=record["lr"])
+            assert torch.equal(record["theta"], expected)
+        if rho == 0.5:
+            assert not torch.equal(records[0]["theta"], records[1]["theta"])  # each rank's own estimate
+            assert all(float(rec["theta"][0]) > rec["lr"] for rec in records)
+        else:
+            assert all(float(rec["theta"][0]) == rec["lr"] for rec in records)
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
@@ -207,6 +244,8 @@ def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, w
         ({"overlap": False, "message_dtype": "bf16"}, "message_dtype"),
         ({"overlap": False, "eager": "share"}, "eager"),
         ({"correction_memory": 1.0}, "correction_memory"),
+        ({"prox_rho": 0.0}, "prox_rho"),
+        ({"prox_rho": 1.0, "delta": 0.5}, "prox_rho"),
     ],
 )
 def test_options_are_validated_up_front(options, field):
