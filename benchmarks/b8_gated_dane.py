@@ -24,6 +24,10 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
    synchronous sync, and overlap with each eager start (``full``, ``share``, ``once``) and ``correction_memory``.
    Rounds to 1e-6 and 1e-8, the best value reached and the last one (a diverged run stops at its first non-finite
    value).
+2e. **A prox term from the estimate** (``--parts overlap_prox``) — part 2d's eight cases with ``prox_rho`` (θ_m =
+   1/(2ρ·δ̂_m) from each rank's own estimate, the local step s/(L + 1/θ_m)), ρ = 0.25, 0.5, 1, synchronous and
+   overlapped (``eager=once``, ``correction_memory=0.2``, full precision), beside no prox term: rounds to 1e-6 and
+   1e-8, best and last value.
 3. **B1 ridge configurations** (``--b1``; a9a M=100, mushrooms M=75, K=1): CC-3 units to 1e-6 and 1e-8 of
    Gated DANE variants, beside every method of ``benchmarks/results/b1_quick.json`` (the committed B1 run).
 
@@ -32,6 +36,7 @@ Three parts, one JSON (``benchmarks/results/b8_gated_dane.json``) and a printed 
     python benchmarks/b8_gated_dane.py --parts sweep_fixed_mu --out benchmarks/results/b8_sweep_fixed_mu.json
     python benchmarks/b8_gated_dane.py --parts overlap --out benchmarks/results/b8_overlap.json
     python benchmarks/b8_gated_dane.py --parts overlap_noprox --out benchmarks/results/b8_overlap_noprox.json
+    python benchmarks/b8_gated_dane.py --parts overlap_prox --out benchmarks/results/b8_overlap_prox.json
 """
 
 from __future__ import annotations
@@ -243,6 +248,30 @@ def overlap_noprox(data: Path, rounds: int = 6000) -> list[dict]:
     return rows
 
 
+def overlap_prox(data: Path, rounds: int = 6000) -> list[dict]:
+    """Part 2e: a prox term from each rank's own estimate (``prox_rho``) on part 2d's cases."""
+    rows = []
+    for name, problem, step, lr, momentum in noprox_cases(data):
+        for late in (False, True):
+            for rho in (None, 0.25, 0.5, 1.0):
+                options = {"sync": "fixed", "inner_steps": 10, "correction": "averaged", "outer": "nesterov"}
+                if late:
+                    options.update(overlap=True, message_dtype="model", eager="once", correction_memory=0.2)
+                history = sim.run(
+                    problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                    delta=None, prox_rho=rho, lr=step / problem.L, rounds=rounds, tol=1e-8, **options,
+                )  # fmt: skip
+                label = ("overlap" if late else "synchronous") + ("" if rho is None else f", prox_rho={rho}")
+                row = summarize(label, history, 0.0)
+                row.update(problem=name, step=step, outer_lr=lr, outer_momentum=momentum, overlap=late,
+                           prox_rho=rho, last=history.final["rel_subopt"],
+                           diverged=bool(history.meta.get("diverged")))  # fmt: skip
+                print(f"  {name}, {step}/L, ({lr}, {momentum}) {label}: to 1e-8 {row['to_1e8']['cc1']}, last "
+                      f"{row['last']:.1e}", file=sys.stderr)  # fmt: skip
+                rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------------- part 2
 def delta_sweep() -> dict:
     sims = [0.3, 0.6, 1.2, 2.4, 4.8]
@@ -370,6 +399,15 @@ def show(result: dict) -> None:
                           f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.0e}",
                           "diverged" if r["diverged"] else f"{r['last']:.0e}")  # fmt: skip
         console.print(table)
+    if "overlap_prox" in result:
+        table = Table(title="A prox term from each rank's estimate (prox_rho): rounds of 10, averaged corrections")
+        for col in ("problem", "local step", "outer", "variant", "to 1e-6", "to 1e-8", "best", "last"):
+            table.add_column(col, justify="right")
+        for r in result["overlap_prox"]:
+            table.add_row(r["problem"], f"{r['step']}/L", f"({r['outer_lr']}, {r['outer_momentum']})", r["method"],
+                          f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.0e}",
+                          "diverged" if r["diverged"] else f"{r['last']:.0e}")  # fmt: skip
+        console.print(table)
     for config in result.get("b1", []):
         table = Table(title=f"B1 {config['dataset']} ridge M={config['workers']} K={config['k']}: CC-3 units")
         for col in ("method", "to 1e-6", "to 1e-8"):
@@ -389,7 +427,7 @@ def main() -> None:
         "--parts",
         nargs="+",
         default=["shards", "sweep"],
-        choices=["shards", "sweep", "sweep_fixed_mu", "overlap", "overlap_noprox"],
+        choices=["shards", "sweep", "sweep_fixed_mu", "overlap", "overlap_noprox", "overlap_prox"],
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -405,6 +443,8 @@ def main() -> None:
         result["overlap"] = overlap(args.data)
     if "overlap_noprox" in args.parts:
         result["overlap_noprox"] = overlap_noprox(args.data)
+    if "overlap_prox" in args.parts:
+        result["overlap_prox"] = overlap_prox(args.data)
     if args.b1:
         result["b1"] = b1_configs(args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
