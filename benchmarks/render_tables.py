@@ -225,6 +225,12 @@ B3_NAMES = {
     "gated_dane+once2": "Gated DANE, `eager=once`, `correction_memory=0.2` (the defaults from session 19)",
     "gated_dane+once5": "Gated DANE, `eager=once`, `correction_memory=0.5`",
     "gated_dane+once": "Gated DANE, `eager=once`, `correction_memory=0`",
+    "gated_dane+prox0.1": "Gated DANE, `prox_rho=0.1`",
+    "gated_dane+prox0.25": "Gated DANE, `prox_rho=0.25`",
+    "gated_dane+prox0.5": "Gated DANE, `prox_rho=0.5`",
+    "gated_dane+prox0.5+solved": "Gated DANE, `prox_rho=0.5`, gate without its drift clause (first build)",
+    "gated_dane+prox1+solved": "Gated DANE, `prox_rho=1`, gate without its drift clause (first build)",
+    "gated_dane+h100": "Gated DANE, fixed H = 100",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -305,9 +311,10 @@ def b3_protocol_table(profile: str) -> Callable[[list[Any]], list[str]]:
         target = rows[0]["target"] if rows else float("nan")
         plateau = rows[0].get("ddp_plateau") if rows else None
         lines.append("")
+        baseline = rows[0].get("best_baseline", "") if rows else ""
         lines.append(
             f"Target {target:.4f} ({rows[0].get('target_how', '') if rows else ''}; DDP plateaued: {plateau}); "
-            f"the tuned baseline is {rows[0].get('best_baseline', '') if rows else ''}."
+            + (f"the tuned baseline is {baseline}." if baseline else "no baseline ran beside these.")
         )
         return lines
 
@@ -558,12 +565,12 @@ def render_b8_overlap(data: list[Any]) -> list[str]:
     return lines
 
 
-def render_b8_overlap_noprox(data: list[Any]) -> list[str]:
-    """Rounds to 1e-8 without a prox term, one column per overlap variant (B8 part 2d).
+def render_b8_overlap_noprox(data: list[Any], key: str = "overlap_noprox") -> list[str]:
+    """Rounds to 1e-8, one column per variant: without a prox term (B8 part 2d) or with ``prox_rho`` (part 2e).
 
     A run that never reached it shows its best and last values (``diverged``: it stopped at a non-finite one).
     """
-    rows = data[0]["overlap_noprox"]
+    rows = data[0][key]
     variants = list(dict.fromkeys(r["method"] for r in rows))
     cases = list(dict.fromkeys((r["problem"], r["step"], r["outer_lr"], r["outer_momentum"]) for r in rows))
     by = {(r["problem"], r["step"], r["outer_lr"], r["outer_momentum"], r["method"]): r for r in rows}
@@ -920,6 +927,9 @@ TABLES: dict[str, Spec] = {
             (20, "churn_iid_edge_diloco_h", "telecom_churn", "edge lan"),
             (20, "credit_bygroup_wan", "finance_credit", "wan lan"),
             (20, "credit_iid_wan", "finance_credit", "wan lan"),
+            (21, "credit_bygroup_edge_prox_first", "finance_credit", "edge lan"),
+            (21, "credit_bygroup_edge_prox", "finance_credit", "edge lan"),
+            (21, "churn_bygroup_edge_prox", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
@@ -940,6 +950,12 @@ TABLES: dict[str, Spec] = {
         render_b8_overlap_noprox,
         ("b8_overlap_noprox.json",),
         "`python benchmarks/b8_gated_dane.py --parts overlap_noprox --out benchmarks/results/b8_overlap_noprox.json`; "
+        "rounds (syncs) to relative suboptimality 1e-8 within 6000 local steps, full-precision messages",
+    ),
+    "b8-overlap-prox": Spec(
+        functools.partial(render_b8_overlap_noprox, key="overlap_prox"),
+        ("b8_overlap_prox.json",),
+        "`python benchmarks/b8_gated_dane.py --parts overlap_prox --out benchmarks/results/b8_overlap_prox.json`; "
         "rounds (syncs) to relative suboptimality 1e-8 within 6000 local steps, full-precision messages",
     ),
     "b3-credit-edge": Spec(b3_from_runs(), ("b3/s6_credit_edge_results.json",), _B3_CREDIT),

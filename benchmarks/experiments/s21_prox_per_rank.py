@@ -1,0 +1,70 @@
+"""Session 21 experiment: a prox term from the estimate, θ per rank (``prox_rho``) or one from the largest δ̂.
+
+In the simulator, B8 part 2d's eight cases under overlap (``eager=once``, ``correction_memory=0.2``, full
+precision), ρ = 0.5 and 1:
+
+- ``own``: the library's ``prox_rho``, θ_m = 1/(2ρ·δ̂_m) from each rank's own estimate;
+- ``max``: one θ = 1/(2ρ·max_m δ̂_m) for every rank (session 20's patched variant; sharing it in Lightning would take
+  one value more in each message), patched in here, with the local step s/(L + 1/θ) as ``prox_rho`` takes it.
+
+    python benchmarks/experiments/s21_prox_per_rank.py --out benchmarks/results/s21_prox_per_rank.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import b8_gated_dane as b8
+
+from lit_commeff import sim
+from lit_commeff.algorithms import gated_dane as gd
+
+_follow_estimate = gd.GatedDANE._follow_estimate
+_MODE: dict[str, Any] = {"shared": False}
+
+
+def _patched_follow_estimate(self: gd.GatedDANE) -> None:
+    _follow_estimate(self)
+    if _MODE["shared"] and self.row_theta is not None:  # every row takes the smallest θ, from the largest δ̂
+        self.row_theta = torch.full_like(self.row_theta, float(self.row_theta.min()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared/datasets")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=6000, help="local steps at most (B8 part 2d's cap)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    gd.GatedDANE._follow_estimate = _patched_follow_estimate  # type: ignore[method-assign]
+    rows = []
+    for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
+        for variant in ("own", "max"):
+            for rho in (0.5, 1.0):
+                _MODE["shared"] = variant == "max"
+                history = sim.run(
+                    problem, "gated_dane", compressor="identity", outer_lr=lr, outer_momentum=momentum,
+                    delta=None, prox_rho=rho, lr=step / problem.L, correction_memory=0.2, rounds=args.rounds,
+                    tol=1e-8, sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
+                    message_dtype="model", eager="once",
+                )  # fmt: skip
+                row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "theta": variant,
+                       "prox_rho": rho, "to_1e8": b8.reached(history, 1e-8),
+                       "last": history.final["rel_subopt"]}  # fmt: skip
+                reached = row["to_1e8"]["cc1"] if row["to_1e8"] else None
+                print(f"{name}, {step}/L, ({lr}, {momentum}) θ {variant}, ρ {rho}: rounds to 1e-8 {reached}",
+                      file=sys.stderr)  # fmt: skip
+                rows.append(row)
+    meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
