@@ -838,15 +838,16 @@ class GatedDANEOptions(HubOptions):
     gate: float = field(
         default=0.5,
         metadata=_doc(
-            "drift threshold, without a prox term: a rank is done when δ̂·‖x_m − x_r‖ ≥ gate·‖ĝ_r‖ (its correction "
-            "is stale); δ̂ is `delta` or each rank's estimate from the change of its correction between anchors"
+            "drift threshold, without a fixed prox term (`theta`, `delta`): a rank is done when δ̂·‖x_m − x_r‖ ≥ "
+            "gate·‖ĝ_r‖ (its correction is stale); δ̂ is each rank's estimate from the change of its correction "
+            "between anchors (with `prox_rho` too)"
         ),
     )
     gate_tol: float = field(
         default=0.1,
         metadata=_doc(
             "local-solve threshold: a rank is done when ‖∇F_m(x_m)‖ ≤ gate_tol·‖x_m − x_r‖/θ (S-DANE's inexactness "
-            "criterion; θ = 1/(2δ̂) without a prox term, ‖ĝ_r‖ on the right before δ̂ exists)"
+            "criterion; θ = 1/(2δ̂) without a prox term, θ_m with `prox_rho`, ‖ĝ_r‖ on the right before δ̂ exists)"
         ),
     )
     theta: float | None = field(
@@ -868,12 +869,13 @@ class GatedDANEOptions(HubOptions):
     prox_rho: float | None = field(
         default=None,
         metadata=_doc(
-            "ρ > 0: a prox term ‖x − b_m‖²/(2θ_m) from each rank's own similarity estimate, θ_m = 1/(2ρ·δ̂_m), set "
-            "at every sync from the rank's δ̂ (none before its first estimate; b_m is the round's start). The local "
-            "step follows it in the simulator, 1/(L + 1/θ_m) of a step 1/L; over the user's SGD θ_m is held at "
-            "least its learning rate, so the pull never overshoots the start. Needs `theta` and `delta` None. In the "
-            "simulator under DiLoCo's outer step it cut the rounds to 1e-8 on label-sorted a9a from 329 to 98 "
-            "(ρ = 0.5–1, session 21, docs/gated-dane.md); `None`: no prox term from the estimate"
+            "ρ > 0: a prox term ‖x − b_m‖²/(2θ_m) from each rank's own similarity estimate, θ_m = 1/(2ρ·δ̂_m), moving "
+            "with the rank's δ̂ at every sync (none before its first estimate; b_m is the round's start). In the "
+            "simulator a local step s/L becomes s/(L + 1/θ_m); over the user's SGD θ_m is held at least its step "
+            "along a steady gradient, lr/(1 − momentum), so the pull cannot diverge. The gate keeps its drift clause. "
+            "Needs `theta` and `delta` None. Under overlap it cut the simulator's rounds to 1e-8 on label-sorted a9a "
+            "with local steps of 1/L from 330 to 96 (ρ = 0.25), and it slowed credit and churn (SGD) at every ρ "
+            "tried (session 21, docs/gated-dane.md); `None`: no prox term from the estimate"
         ),
     )
     outer: str = field(
@@ -1067,7 +1069,9 @@ class GatedDANEOptions(HubOptions):
                 "beta",
                 None,
                 "",
-                "pass beta (e.g. 0.8), or mu > 0 together with theta or delta",
+                "pass beta (e.g. 0.8), or outer='nesterov' (prox_rho's θ exists only after the first estimate)"
+                if self.prox_rho is not None
+                else "pass beta (e.g. 0.8), or mu > 0 together with theta or delta",
                 statement="outer='extrapolate' takes its default β from μ and θ",
             )
         self._cache("_grad_compressor", _optional_compressor(self, "grad_compressor", "EF21 estimates"))

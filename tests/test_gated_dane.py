@@ -952,14 +952,17 @@ def test_prox_rho_sets_each_rows_theta_from_its_own_estimate_and_the_step_follow
     """θ_m = 1/(2ρ·δ̂_m) from row m's own δ̂ once it has one; a silent step is then the gradient step on F_m with
     the prox term, of length lr·L/(L + 1/θ_m) (the subproblem's smoothness)."""
     algo = _overlapped(hetero, inner_steps=3, prox_rho=0.5)
-    while algo.row_theta is None:
+    for _ in range(30):
+        if algo.prox_theta() is not None:
+            break
         assert algo.delta_hat is None  # no prox term before the first estimate
         algo.step()
-    assert torch.equal(algo.row_theta, 1.0 / (2.0 * 0.5 * algo.delta_hat))
-    assert len(set(algo.row_theta.tolist())) == hetero.num_workers  # each row its own
+    theta = algo.prox_theta()
+    assert theta is not None and torch.equal(theta, 1.0 / (2.0 * 0.5 * algo.delta_hat))
+    assert len(set(theta.tolist())) == hetero.num_workers  # each row its own
     while algo.phase == "anchor" or algo.communicates():
         algo.step()
-    y, base, theta = algo.y.clone(), algo.base.clone(), algo.row_theta.unsqueeze(-1)
+    y, base, theta = algo.y.clone(), algo.base.clone(), theta.unsqueeze(-1)
     g = algo.oracle.grads(y) + algo.corr + (y - base) / theta
     expected = y - algo.lr * hetero.L / (hetero.L + 1.0 / theta) * g
     algo.step()
@@ -984,17 +987,43 @@ def test_prox_rho_cuts_the_rounds_under_diloco_s_outer_step(hetero, overlap):
     assert rounds[0.5] < (0.5 if overlap else 0.95) * rounds[None], rounds
 
 
-def test_prox_rho_resume_mid_round_is_bitwise(hetero):
-    """θ_m is state: a run resumed after its estimates takes the same steps as the one that went on."""
+def test_prox_rho_resume_mid_round_is_bitwise_and_follows_the_resumed_runs_options(hetero):
+    """θ_m follows δ̂ (state): a run resumed after its estimates takes the same steps as the one that went on, and
+    the same state resumed without ``prox_rho`` has no prox term."""
 
-    def make():
-        return _overlapped(hetero, sync="gated", inner_steps=6, min_inner_steps=2, outer_momentum=0.5, prox_rho=0.5)
+    def make(**extra):
+        options = {"sync": "gated", "inner_steps": 6, "min_inner_steps": 2, "outer_momentum": 0.5, "prox_rho": 0.5}
+        return _overlapped(hetero, **{**options, **extra})
 
     straight, resumed = _straight_and_resumed(make, stop=23, more=25)
     first = make()
     for _ in range(23):
         first.step()
-    assert first.row_theta is not None  # the checkpoint holds a θ_m
+    assert first.prox_theta() is not None  # stopped with a prox term in force
     assert torch.equal(resumed.output(), straight.output())
-    assert torch.equal(resumed.row_theta, straight.row_theta)
+    assert torch.equal(resumed.prox_theta(), straight.prox_theta())
     assert resumed.history_h == straight.history_h
+    without = make(prox_rho=None)
+    without.load_state_dict(first.state_dict())
+    assert without.delta_hat is not None and without.prox_theta() is None
+
+
+class _SGDOracle(ProblemOracle):
+    """A problem oracle that carries a user's SGD (two parameter groups), as Lightning's oracle does."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        self.optimizer = torch.optim.SGD([{"params": [a], "lr": 0.2, "momentum": 0.5}, {"params": [b], "lr": 0.05}])
+
+
+def test_prox_rho_is_held_at_least_the_users_sgd_step_over_every_parameter_group(hetero):
+    """θ_m ≥ max over groups of lr/(1 − momentum) (0.4 and 0.05 here), read when used: a scheduler's new lr counts."""
+    transport = SimulatorTransport(num_workers=hetero.num_workers, dim=hetero.dim)
+    algo = _sim(hetero, prox_rho=1.0, oracle=_SGDOracle(hetero, transport.workers), outer="nesterov")
+    algo.delta_hat = torch.tensor([10.0, 1.0, 0.1, 0.01], dtype=torch.float64)  # 1/(2δ̂): 0.05, 0.5, 5, 50
+    expected = torch.tensor([0.4, 0.5, 5.0, 50.0], dtype=torch.float64)
+    assert torch.allclose(algo.prox_theta(), expected, rtol=1e-12, atol=0)
+    algo.oracle.optimizer.param_groups[1]["lr"] = 1.0  # a scheduler raised the second group's lr
+    expected = torch.tensor([1.0, 1.0, 5.0, 50.0], dtype=torch.float64)
+    assert torch.allclose(algo.prox_theta(), expected, rtol=1e-12, atol=0)

@@ -200,7 +200,7 @@ class _Theta(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         a = trainer.strategy.algorithm
-        record = {"theta": a.row_theta, "delta_hat": a.delta_hat, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        record = {"theta": a.prox_theta(), "delta_hat": a.delta_hat, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
         torch.save(record, self.out / f"theta{trainer.global_rank}.pt")
 
 

@@ -112,7 +112,7 @@ class GatedDANE(Algorithm):
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
         "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
-        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift", "row_theta",
+        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -153,8 +153,6 @@ class GatedDANE(Algorithm):
         self.lr = float(lr)
         #: Smoothness (simulator): with ``prox_rho`` the local step follows each row's θ_m (:meth:`_row_steps`).
         self.L = None if L is None else float(L)
-        #: ``prox_rho``: per row, θ_m = 1/(2ρ·δ̂_m) from the row's own estimate (``None``: before the first one).
-        self.row_theta: Tensor | None = None
         rows = transport.workers.numel()
         self.phase = "anchor"
         #: Local steps taken in this round, and this round's length.
@@ -425,39 +423,59 @@ class GatedDANE(Algorithm):
             return y - self._row_steps(y) * g
         return torch.stack([descend(self.oracle, y[i], g[i], self.lr) for i in range(y.shape[0])])
 
+    def prox_theta(self) -> Tensor | None:
+        """``prox_rho``: per row, θ_m = 1/(2ρ·δ̂_m) from the row's own estimate, at least the user's SGD step.
+
+        ``None`` without ``prox_rho`` or before the row's first estimate. θ_m follows δ̂ (state), so it moves at every
+        sync with it and a resumed run recomputes it under its own options. Over the user's SGD a pull η/θ_m > 2 per
+        step diverges, and a raw δ̂ holds the minibatch noise and can be large: θ_m is held at least the optimizer's
+        step along a steady gradient, η/(1 − momentum), read when used (a scheduler moves η).
+        """
+        rho = self.options.prox_rho
+        if rho is None or self.delta_hat is None:
+            return None
+        theta = 1.0 / (2.0 * float(rho) * self.delta_hat.clamp(min=torch.finfo(torch.float64).tiny))
+        floor = self._sgd_step()
+        return theta if floor is None else theta.clamp(min=floor)
+
+    def _sgd_step(self) -> float | None:
+        """The user's SGD step along a steady gradient, the largest lr/(1 − momentum) over its parameter groups.
+
+        ``None`` without a user's optimizer, or under Adam-type ones (whose step does not scale the prox pull so).
+        Momentum ≥ 1 (SGD's steps then grow without bound) is infinite: no prox pull at all.
+        """
+        optimizer = getattr(self.oracle, "optimizer", None)
+        if optimizer is None or self.shared_rule is not None or not linear_steps(optimizer):
+            return None
+        steps = []
+        for group in optimizer.param_groups:
+            lr = group["lr"]
+            lr = float(lr.item() if isinstance(lr, Tensor) else lr)
+            momentum = float(group.get("momentum", 0.0) or 0.0)
+            steps.append(lr / (1.0 - momentum) if momentum < 1.0 else math.inf)
+        return max(steps, default=None)
+
     def _theta_rows(self, like: Tensor) -> Tensor | float | None:
-        """θ of the prox term in force: ``theta`` (one for all rows), each row's θ_m (``prox_rho``), or ``None``."""
-        if self.row_theta is not None:
-            return self.row_theta.to(device=like.device, dtype=like.dtype).unsqueeze(-1)
+        """θ of the prox term in force: ``theta`` (one for all rows), each row's θ_m (``prox_rho``, (R, 1)), or None."""
+        theta = self.prox_theta()
+        if theta is not None:
+            return theta.to(device=like.device, dtype=like.dtype).unsqueeze(-1)
         return self.theta
 
     def _row_steps(self, like: Tensor) -> Tensor | float:
         """The local step of plain gradient steps: ``lr``, or under ``prox_rho`` each row's, its θ_m's curvature added.
 
         With L known, a step s/L becomes s/(L + 1/θ_m) (the subproblem's smoothness); without it, 1/(1/lr + 1/θ_m).
+        With ``correction="update"`` the step stays ``lr`` on every row: the update-space corrections e_m stand still
+        at the optimum only if every row takes the same step (they sum to zero).
         """
-        if self.row_theta is None:
+        theta = self.prox_theta()
+        if theta is None or self.in_update_space:
             return self.lr
-        inverse = 1.0 / self.row_theta.to(device=like.device, dtype=like.dtype).unsqueeze(-1)
+        inverse = 1.0 / theta.to(device=like.device, dtype=like.dtype).unsqueeze(-1)
         if self.L is not None:
             return self.lr * self.L / (self.L + inverse)
         return 1.0 / (1.0 / self.lr + inverse)
-
-    def _follow_estimate(self) -> None:
-        """``prox_rho``: θ_m = 1/(2ρ·δ̂_m) from the rows' new estimates, at least the user's SGD step (if any).
-
-        Over the user's SGD at learning rate η a prox pull of η/θ_m > 1 per step would overshoot the round's start
-        (and diverge past 2); a raw δ̂ holds the minibatch noise and can be large, so θ_m is held ≥ η/(1 − momentum).
-        """
-        rho = self.options.prox_rho
-        if rho is None or self.delta_hat is None:
-            return
-        theta = 1.0 / (2.0 * float(rho) * self.delta_hat.clamp(min=torch.finfo(torch.float64).tiny))
-        optimizer = getattr(self.oracle, "optimizer", None)
-        if optimizer is not None and self.shared_rule is None and linear_steps(optimizer):
-            momentum = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
-            theta = theta.clamp(min=optimizer_lr(optimizer) / (1.0 - momentum))  # SGD's step along a steady gradient
-        self.row_theta = theta
 
     def _corrected(self, y_next: Tensor) -> Tensor:
         """``correction="update"``: the optimizer's step, then this rank's update-space correction e_m."""
@@ -479,12 +497,12 @@ class GatedDANE(Algorithm):
         residual = torch.linalg.vector_norm(g, dim=-1)
         dist = torch.linalg.vector_norm(y - self._center(), dim=-1)
         delta = None if self.delta_hat is None else self.delta_hat.to(device=y.device, dtype=y.dtype)
-        theta = self._theta_rows(y)
-        if isinstance(theta, Tensor) and delta is not None:  # prox_rho: solved, or drifted (its correction is stale)
-            solved = residual <= self.options.gate_tol * dist / theta[:, 0]
+        estimated = self.prox_theta()
+        if estimated is not None and delta is not None:  # prox_rho: solved, or drifted (its correction is stale)
+            solved = residual <= self.options.gate_tol * dist / estimated.to(device=y.device, dtype=y.dtype)
             done = solved | (delta * dist >= self.options.gate * gnorm)
-        elif theta is not None:
-            done = residual <= self.options.gate_tol * dist / theta
+        elif self.theta is not None:
+            done = residual <= self.options.gate_tol * dist / self.theta
         elif delta is not None:
             done = (residual <= self.options.gate_tol * 2 * delta * dist) | (delta * dist >= self.options.gate * gnorm)
         else:
@@ -554,7 +572,6 @@ class GatedDANE(Algorithm):
             squared = (squared - share * (noise + before)).clamp(min=0.0)
         estimate = squared.sqrt() / step
         self.delta_hat = estimate if self.delta_hat is None else torch.maximum(0.9 * self.delta_hat, estimate)
-        self._follow_estimate()
 
     def _sync(self) -> None:
         """Compressed model changes → the hub's outer step → the new anchor everywhere; the next H."""
@@ -922,7 +939,7 @@ class GatedDANE(Algorithm):
                 "noise_var", "prev_noise",
             )
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count", "outbox_h", "voided_rounds"), 0)  # fmt: skip
-        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift", "row_theta"))
+        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift"))
         # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
         defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
@@ -1047,7 +1064,7 @@ class GatedDANE(Algorithm):
 
     def _drift_known(self) -> bool:
         """Whether this round's gate could measure drift: a prox term θ or a similarity estimate δ̂ was in force."""
-        return self.theta is not None or self.row_theta is not None or self.delta_hat is not None
+        return self.theta is not None or self.delta_hat is not None
 
 
 __all__ = ["GatedDANE"]

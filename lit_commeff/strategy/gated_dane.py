@@ -121,8 +121,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         delta = self.delta_hat()
         if delta is not None:
             module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)
-        if algorithm.row_theta is not None:  # prox_rho: this rank's θ_m from its estimate
-            module.log("gated_dane/theta", float(algorithm.row_theta[0]), rank_zero_only=True, batch_size=1)
+        theta = algorithm.prox_theta()
+        if theta is not None:  # prox_rho: this rank's θ_m from its estimate
+            module.log("gated_dane/theta", float(theta[0]), rank_zero_only=True, batch_size=1)
 
     @override
     def delta_hat(self) -> float | None:
