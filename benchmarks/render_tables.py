@@ -930,6 +930,8 @@ TABLES: dict[str, Spec] = {
             (21, "credit_bygroup_edge_prox_first", "finance_credit", "edge lan"),
             (21, "credit_bygroup_edge_prox", "finance_credit", "edge lan"),
             (21, "churn_bygroup_edge_prox", "telecom_churn", "edge lan"),
+            (21, "churn_iid_edge_fixed_h", "telecom_churn", "edge lan"),
+            (21, "churn_iid_edge_gated_vs_h10", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
