@@ -390,24 +390,12 @@ def show(result: dict) -> None:
         for r in result["overlap"]:
             table.add_row(r["method"], f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.1e}")
         console.print(table)
-    if "overlap_noprox" in result:
-        table = Table(title="Overlap without a prox term: rounds of 10, averaged corrections")
-        for col in ("problem", "local step", "outer", "variant", "to 1e-6", "to 1e-8", "best", "last"):
-            table.add_column(col, justify="right")
-        for r in result["overlap_noprox"]:
-            table.add_row(r["problem"], f"{r['step']}/L", f"({r['outer_lr']}, {r['outer_momentum']})", r["method"],
-                          f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.0e}",
-                          "diverged" if r["diverged"] else f"{r['last']:.0e}")  # fmt: skip
-        console.print(table)
-    if "overlap_prox" in result:
-        table = Table(title="A prox term from each rank's estimate (prox_rho): rounds of 10, averaged corrections")
-        for col in ("problem", "local step", "outer", "variant", "to 1e-6", "to 1e-8", "best", "last"):
-            table.add_column(col, justify="right")
-        for r in result["overlap_prox"]:
-            table.add_row(r["problem"], f"{r['step']}/L", f"({r['outer_lr']}, {r['outer_momentum']})", r["method"],
-                          f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.0e}",
-                          "diverged" if r["diverged"] else f"{r['last']:.0e}")  # fmt: skip
-        console.print(table)
+    for key, title in (
+        ("overlap_noprox", "Overlap without a prox term: rounds of 10, averaged corrections"),
+        ("overlap_prox", "A prox term from each rank's estimate (prox_rho): rounds of 10, averaged corrections"),
+    ):
+        if key in result:
+            console.print(_cases_table(result[key], title))
     for config in result.get("b1", []):
         table = Table(title=f"B1 {config['dataset']} ridge M={config['workers']} K={config['k']}: CC-3 units")
         for col in ("method", "to 1e-6", "to 1e-8"):
@@ -417,6 +405,27 @@ def show(result: dict) -> None:
         for r in config["b1_committed"]:
             table.add_row(f"(B1) {r['method']}", f"{r['cc3_1e6']:.2f}", f"{r['cc3_1e8']:.2f}")
         console.print(table)
+
+
+def _cases_table(rows: list[dict], title: str) -> Table:
+    """Parts 2d and 2e: one row per case and variant, rounds to 1e-6 and 1e-8, best and last values."""
+    table = Table(title=title)
+    for col in ("problem", "local step", "outer", "variant", "to 1e-6", "to 1e-8", "best", "last"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["problem"], f"{r['step']}/L", f"({r['outer_lr']}, {r['outer_momentum']})", r["method"],
+                      f"{r['to_1e6']['cc1']}", f"{r['to_1e8']['cc1']}", f"{r['floor']:.0e}",
+                      "diverged" if r["diverged"] else f"{r['last']:.0e}")  # fmt: skip
+    return table
+
+
+def experiment_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line of the experiments on part 2d's cases (``benchmarks/experiments/``)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=6000, help="local steps at most (B8 part 2d's cap)")
+    return parser
 
 
 def main() -> None:

@@ -219,6 +219,7 @@ B3_NAMES = {
     "gated_dane+om08": "Gated DANE, `outer_momentum=0.8`",
     "gated_dane+om06": "Gated DANE, `outer_momentum=0.6`",
     "gated_dane+min25": "Gated DANE, `min_inner_steps=25`",
+    "gated_dane+min10": "Gated DANE, `min_inner_steps=10`",
     "gated_dane+model": "Gated DANE, `message_dtype=model` (overlap at full precision)",
     "gated_dane+overlap+share": "Gated DANE, `overlap=true`, `eager=share`",
     "gated_dane+full": "Gated DANE, `eager=full`, no correction memory (the defaults of sessions 17–18)",
@@ -932,6 +933,7 @@ TABLES: dict[str, Spec] = {
             (21, "churn_bygroup_edge_prox", "telecom_churn", "edge lan"),
             (21, "churn_iid_edge_fixed_h", "telecom_churn", "edge lan"),
             (21, "churn_iid_edge_gated_vs_h10", "telecom_churn", "edge lan"),
+            (21, "churn_iid_edge_min10", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

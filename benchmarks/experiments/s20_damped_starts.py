@@ -21,7 +21,6 @@ offer, patched in here to test the idea before building it:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -102,11 +101,7 @@ def _patched_eager_change(self: gd.GatedDANE, change: torch.Tensor) -> torch.Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared/datasets")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=6000, help="local steps at most (B8 part 2d's cap)")
-    args = parser.parse_args()
+    args = b8.experiment_parser(__doc__).parse_args()
     gd.GatedDANE._apply_reply = _patched_apply_reply  # type: ignore[method-assign]
     gd.GatedDANE._eager_change = _patched_eager_change  # type: ignore[method-assign]
     gd.GatedDANE._set_correction = _patched_set_correction  # type: ignore[method-assign]

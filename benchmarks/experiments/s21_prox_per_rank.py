@@ -12,7 +12,6 @@ precision), ρ = 0.5 and 1:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,24 +25,21 @@ import b8_gated_dane as b8
 from lit_commeff import sim
 from lit_commeff.algorithms import gated_dane as gd
 
-_follow_estimate = gd.GatedDANE._follow_estimate
+_prox_theta = gd.GatedDANE.prox_theta
 _MODE: dict[str, Any] = {"shared": False}
 
 
-def _patched_follow_estimate(self: gd.GatedDANE) -> None:
-    _follow_estimate(self)
-    if _MODE["shared"] and self.row_theta is not None:  # every row takes the smallest θ, from the largest δ̂
-        self.row_theta = torch.full_like(self.row_theta, float(self.row_theta.min()))
+def _patched_prox_theta(self: gd.GatedDANE) -> torch.Tensor | None:
+    theta = _prox_theta(self)
+    if _MODE["shared"] and theta is not None:  # every row takes the smallest θ, from the largest δ̂
+        return torch.full_like(theta, float(theta.min()))
+    return theta
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared/datasets")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=6000, help="local steps at most (B8 part 2d's cap)")
-    args = parser.parse_args()
+    args = b8.experiment_parser(__doc__).parse_args()
     torch.set_num_threads(1)
-    gd.GatedDANE._follow_estimate = _patched_follow_estimate  # type: ignore[method-assign]
+    gd.GatedDANE.prox_theta = _patched_prox_theta  # type: ignore[method-assign]
     rows = []
     for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
         for variant in ("own", "max"):
