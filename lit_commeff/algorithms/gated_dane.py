@@ -378,7 +378,7 @@ class GatedDANE(Algorithm):
                 self.transport.begin_round()
                 direction = self._anchor_round().expand_as(rows)  # ∇F_m(x_r) = ĝ_r
                 self._round_sync += self.clock() - started
-            self.y = self._corrected(self._descend(rows, direction))
+            self.y = self._corrected(self._descend(rows, direction, self._theta_rows(rows)))
             self.k, self.phase = 1, "local"
         else:
             y = self._need(self.y, "y")
@@ -390,10 +390,10 @@ class GatedDANE(Algorithm):
             if prox is not None:
                 g = g + prox
             if self.options.sync == "gated" and self.ghat is not None:  # fixed rounds need no counts
-                self._gate(y, g)  # the corrected gradient ∇F_m, also in update space
+                self._gate(y, g, theta)  # the corrected gradient ∇F_m, also in update space
             if self.in_update_space:
                 g = raw if prox is None else raw + prox
-            self.y = self._corrected(self._descend(y, g))
+            self.y = self._corrected(self._descend(y, g, theta))
             self.k += 1
         if self.k >= self.H and self.overlap:
             started = self.clock()
@@ -410,7 +410,8 @@ class GatedDANE(Algorithm):
             self._round_sync += self.clock() - started
             self._time_round()
 
-    def _descend(self, y: Tensor, g: Tensor) -> Tensor:
+    def _descend(self, y: Tensor, g: Tensor, theta: Tensor | float | None) -> Tensor:
+        """One local step from ``y`` along ``g``; ``theta`` is :meth:`_theta_rows`, which sets plain steps' length."""
         rule = self.shared_rule
         if rule is not None:  # Adam with the second moment shared by every rank, frozen within the round
             lr = optimizer_lr(self.oracle.optimizer)  # type: ignore[attr-defined]
@@ -420,7 +421,7 @@ class GatedDANE(Algorithm):
             )
             return y_next
         if getattr(self.oracle, "descend", None) is None:
-            return y - self._row_steps(y) * g
+            return y - self._row_steps(theta) * g
         return torch.stack([descend(self.oracle, y[i], g[i], self.lr) for i in range(y.shape[0])])
 
     def prox_theta(self) -> Tensor | None:
@@ -462,17 +463,16 @@ class GatedDANE(Algorithm):
             return theta.to(device=like.device, dtype=like.dtype).unsqueeze(-1)
         return self.theta
 
-    def _row_steps(self, like: Tensor) -> Tensor | float:
+    def _row_steps(self, theta: Tensor | float | None) -> Tensor | float:
         """The local step of plain gradient steps: ``lr``, or under ``prox_rho`` each row's, its θ_m's curvature added.
 
         With L known, a step s/L becomes s/(L + 1/θ_m) (the subproblem's smoothness); without it, 1/(1/lr + 1/θ_m).
         With ``correction="update"`` the step stays ``lr`` on every row: the update-space corrections e_m stand still
         at the optimum only if every row takes the same step (they sum to zero).
         """
-        theta = self.prox_theta()
-        if theta is None or self.in_update_space:
+        if not isinstance(theta, Tensor) or self.in_update_space:  # a fixed θ is in ``lr`` already
             return self.lr
-        inverse = 1.0 / theta.to(device=like.device, dtype=like.dtype).unsqueeze(-1)
+        inverse = 1.0 / theta
         if self.L is not None:
             return self.lr * self.L / (self.L + inverse)
         return 1.0 / (1.0 / self.lr + inverse)
@@ -483,7 +483,7 @@ class GatedDANE(Algorithm):
             return y_next - self.update_corr
         return y_next
 
-    def _gate(self, y: Tensor, g: Tensor) -> None:
+    def _gate(self, y: Tensor, g: Tensor, theta: Tensor | float | None) -> None:
         """Mark the rows whose round is done at ``y`` (after ``k`` steps): local solve accurate, or drifted.
 
         Solved (inexact DANE / S-DANE's criterion): ‖∇F_m(y)‖ ≤ gate_tol·‖y − x_r‖/θ, so the round's outer
@@ -497,12 +497,11 @@ class GatedDANE(Algorithm):
         residual = torch.linalg.vector_norm(g, dim=-1)
         dist = torch.linalg.vector_norm(y - self._center(), dim=-1)
         delta = None if self.delta_hat is None else self.delta_hat.to(device=y.device, dtype=y.dtype)
-        estimated = self.prox_theta()
-        if estimated is not None and delta is not None:  # prox_rho: solved, or drifted (its correction is stale)
-            solved = residual <= self.options.gate_tol * dist / estimated.to(device=y.device, dtype=y.dtype)
+        if isinstance(theta, Tensor) and delta is not None:  # prox_rho: solved, or drifted (its correction is stale)
+            solved = residual <= self.options.gate_tol * dist / theta[:, 0]
             done = solved | (delta * dist >= self.options.gate * gnorm)
-        elif self.theta is not None:
-            done = residual <= self.options.gate_tol * dist / self.theta
+        elif theta is not None:
+            done = residual <= self.options.gate_tol * dist / theta
         elif delta is not None:
             done = (residual <= self.options.gate_tol * 2 * delta * dist) | (delta * dist >= self.options.gate * gnorm)
         else:
