@@ -802,9 +802,10 @@ class GatedDANEOptions(HubOptions):
             "hide each sync behind the next round's local steps: a rank sends its round's message and goes on from "
             "where it is; the reply (the new anchor) is taken one round later and the rank keeps that round's progress "
             "on top of it (a one-round-delayed anchor, as in streaming DiLoCo). Faults and rank 0's stop travel in the "
-            "messages. With `link_aware` a round lasts a sync's measured cost in steps (what hides it). Needs "
-            "`correction` `lagged` or `averaged`, dense messages (no compressors), `preconditioner: local`, "
-            "`delta_estimate: raw`. `None`: on in Lightning over gloo when the local steps are linear in the gradient "
+            "messages. With `link_aware` a round lasts √(H_drift·a), a being the whole exchange's measured cost in "
+            "steps. Needs `correction` `lagged` or `averaged`, dense messages (no compressors), "
+            "`preconditioner: local`. `None`: on in Lightning over gloo when the local steps are linear in the "
+            "gradient "
             "(SGD, with or without momentum) and those options allow it (B3 sessions 15-16, credit: 1.42-1.55x "
             "DiLoCo on `edge` with bf16 messages; under Adam it lost, the GRU reaching the target on 1 of 3 seeds); "
             "off otherwise: over NCCL (untested on GPUs), and in the simulator, which counts rounds (a one-round-late "
@@ -1094,8 +1095,6 @@ class GatedDANEOptions(HubOptions):
             conflicts.append(("correction", "is not supported with overlap=true", "use 'averaged' or 'lagged'"))
         if self.preconditioner != "local":
             conflicts.append(("preconditioner", "is not supported with overlap=true", "use 'local'"))
-        if self.delta_estimate != "raw":
-            conflicts.append(("delta_estimate", "is not supported with overlap=true", "use 'raw'"))
         if not isinstance(self.built_compressor, Identity) or self.error_feedback:
             conflicts.append(
                 (

@@ -112,7 +112,7 @@ class GatedDANE(Algorithm):
         "prev_anchor", "prev_ghat", "prev_grads", "prev_mean", "momentum", "history_h",
         "anchor_grads", "ghat_held", "pre_m", "pre_u", "pre_v", "pre_t", "pre_seen", "grad_sum", "grad_count",
         "step_seconds", "sync_seconds", "update_corr", "grad_sq", "noise_var", "prev_noise", "timed_rounds",
-        "base", "outbox", "outbox_cost", "outbox_h", "voided_rounds", "wire_shift", "hub_shift",
+        "base", "outbox", "outbox_cost", "outbox_h", "outbox_noise", "voided_rounds", "wire_shift", "hub_shift",
     )  # fmt: skip
     _memory: ClassVar[tuple[str, ...]] = ("error_memory", "grad_estimate")
 
@@ -236,6 +236,9 @@ class GatedDANE(Algorithm):
         self.outbox: Tensor | None = None
         self.outbox_cost: float | None = None
         self.outbox_h = 0
+        #: ``delta_estimate="debiased"``: the noise variance of the gradients in :attr:`outbox`, which the estimate
+        #: taken with their reply subtracts (the round's sums are gone by then).
+        self.outbox_noise: Tensor | None = None
         self.voided_rounds = 0
         #: ``message_dtype``: this process's rows of the gradient shifts s_m, and on the hub every rank's.
         self.wire_shift: Tensor | None = None
@@ -721,6 +724,7 @@ class GatedDANE(Algorithm):
             bad = ~(torch.isfinite(change).all(dim=-1) & torch.isfinite(grads).all(dim=-1))
             change = torch.where(bad.unsqueeze(-1), torch.zeros_like(change), change)
             grads = torch.where(bad.unsqueeze(-1), torch.zeros_like(grads), grads)
+        noise = self._round_noise()  # before the reply: it needs the outbox's noise, this round's goes with the outbox
         fault = (bad | self.outbound_fault).to(change.dtype)
         flags = torch.stack([fault, torch.full_like(fault, float(self.outbound_stop))], dim=-1)
         counts = self.done_at.to(device=change.device, dtype=change.dtype).unsqueeze(-1)
@@ -736,7 +740,7 @@ class GatedDANE(Algorithm):
         # kept as the hub will read it: the next correction ĝ − g_m' uses the gradients the hub averaged
         message = round_values(torch.cat([change, grads, counts, flags], dim=-1), 2 * self.dim, self.wire_dtype)
         self.history_h = [*self.history_h, finished]
-        self.outbox, self.outbox_cost, self.outbox_h = message, self.sync_steps, finished
+        self.outbox, self.outbox_cost, self.outbox_h, self.outbox_noise = message, self.sync_steps, finished, noise
         self._launch()
         self.base = self._outer_target(self._eager_change(change), self.anchor, self.momentum, self.prev_mean)[0]
         self.y, self.k, self.phase, self.anchor_grads = None, 0, "anchor", None
@@ -850,8 +854,9 @@ class GatedDANE(Algorithm):
             grads = self.wire_shift = (self.wire_shift if self.wire_shift is not None else 0.0) + grads
             self.hub_shift = received
         if self.options.delta is None and self.prev_anchor is not None:
-            self._estimate_delta(grads, ghat)
+            self._estimate_delta(grads, ghat, self.outbox_noise)
         self.prev_anchor, self.prev_ghat, self.prev_grads = self.anchor, ghat, grads
+        self.prev_noise = self.outbox_noise
         self._set_correction(ghat, grads)
         previous = self.anchor
         self.anchor, self.momentum, self.prev_mean = self._outer_target(
@@ -938,7 +943,7 @@ class GatedDANE(Algorithm):
                 "noise_var", "prev_noise",
             )
         ) | dict.fromkeys(("pre_t", "pre_seen", "grad_count", "outbox_h", "voided_rounds"), 0)  # fmt: skip
-        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "wire_shift", "hub_shift"))
+        defaults |= dict.fromkeys(("base", "outbox", "outbox_cost", "outbox_noise", "wire_shift", "hub_shift"))
         # before session 14 the first sync was folded in: a checkpoint with a timing already has its warm-up behind it
         defaults["timed_rounds"] = 0 if state.get("sync_seconds") is None else 2
         super().load_state_dict({**defaults, **state})
