@@ -232,6 +232,9 @@ B3_NAMES = {
     "gated_dane+prox0.5+solved": "Gated DANE, `prox_rho=0.5`, gate without its drift clause (first build)",
     "gated_dane+prox1+solved": "Gated DANE, `prox_rho=1`, gate without its drift clause (first build)",
     "gated_dane+h100": "Gated DANE, fixed H = 100",
+    "gated_dane+debiased": "Gated DANE, `delta_estimate=debiased` (under overlap since session 22)",
+    "gated_dane+debiased+prox0.25": "Gated DANE, `delta_estimate=debiased`, `prox_rho=0.25`",
+    "gated_dane+debiased+prox0.5": "Gated DANE, `delta_estimate=debiased`, `prox_rho=0.5`",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -934,6 +937,9 @@ TABLES: dict[str, Spec] = {
             (21, "churn_iid_edge_fixed_h", "telecom_churn", "edge lan"),
             (21, "churn_iid_edge_gated_vs_h10", "telecom_churn", "edge lan"),
             (21, "churn_iid_edge_min10", "telecom_churn", "edge lan"),
+            (22, "churn_iid_edge_debiased", "telecom_churn", "edge lan"),
+            (22, "credit_bygroup_edge_debiased", "finance_credit", "edge lan"),
+            (22, "credit_bygroup_edge_debiased_prox", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

@@ -805,11 +805,10 @@ class GatedDANEOptions(HubOptions):
             "messages. With `link_aware` a round lasts √(H_drift·a), a being the whole exchange's measured cost in "
             "steps. Needs `correction` `lagged` or `averaged`, dense messages (no compressors), "
             "`preconditioner: local`. `None`: on in Lightning over gloo when the local steps are linear in the "
-            "gradient "
-            "(SGD, with or without momentum) and those options allow it (B3 sessions 15-16, credit: 1.42-1.55x "
-            "DiLoCo on `edge` with bf16 messages; under Adam it lost, the GRU reaching the target on 1 of 3 seeds); "
-            "off otherwise: over NCCL (untested on GPUs), and in the simulator, which counts rounds (a one-round-late "
-            "reply only adds rounds)"
+            "gradient (SGD, with or without momentum) and those options allow it (B3 sessions 15-16, credit: "
+            "1.42-1.55x DiLoCo on `edge` with bf16 messages; under Adam it lost, the GRU reaching the target on 1 of "
+            "3 seeds); off otherwise: over NCCL (untested on GPUs), and in the simulator, which counts rounds (a "
+            "one-round-late reply only adds rounds)"
         ),
     )
     message_dtype: str | None = field(

@@ -561,7 +561,9 @@ class GatedDANE(Algorithm):
         and rounds short: the safe side. ``delta_estimate="debiased"`` subtracts the noise's expected share of the
         squared change, (1 − 1/M)·(v_r + v_{r−1}) for M ranks with gradient noise v (``noise``, this rank's, taken
         for every rank's), before the square root. δ̂ is a maximum that forgets, ``max(estimate, 0.9 δ̂)``, so one
-        spike does not pin the rounds short for good.
+        spike does not pin the rounds short for good. Under ``overlap`` each rank's gradients come from its own start
+        and path, not the anchor, so the raw δ̂ also holds the spread of the ranks' paths; the round's spread that
+        ``debiased`` subtracts includes the gradient's change along the path, and takes much of it out too.
         """
         step = float(torch.linalg.vector_norm(self.anchor - self._need(self.prev_anchor, "prev_anchor")))
         if step == 0.0:
