@@ -940,6 +940,8 @@ TABLES: dict[str, Spec] = {
             (22, "churn_iid_edge_debiased", "telecom_churn", "edge lan"),
             (22, "credit_bygroup_edge_debiased", "finance_credit", "edge lan"),
             (22, "credit_bygroup_edge_debiased_prox", "finance_credit", "edge lan"),
+            (22, "churn_bygroup_edge_debiased", "telecom_churn", "edge lan"),
+            (22, "credit_iid_edge_debiased", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
