@@ -942,6 +942,7 @@ TABLES: dict[str, Spec] = {
             (22, "credit_bygroup_edge_debiased_prox", "finance_credit", "edge lan"),
             (22, "churn_bygroup_edge_debiased", "telecom_churn", "edge lan"),
             (22, "credit_iid_edge_debiased", "finance_credit", "edge lan"),
+            (22, "churn_iid_edge_gated_vs_h10", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
