@@ -428,6 +428,12 @@ def experiment_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def write_experiment(args: argparse.Namespace, rows: list[dict]) -> None:
+    """An experiment's rows to ``args.out``, with the command that made them and its cap of local steps."""
+    meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)

@@ -21,7 +21,6 @@ offer, patched in here to test the idea before building it:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,8 +123,7 @@ def main() -> None:
             print(f"{name}, {step}/L, ({lr}, {momentum}) {label}: rounds to 1e-8 {row['to_1e8']['cc1']}, "
                   f"last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
             rows.append(row)
-    meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    b8.write_experiment(args, rows)
 
 
 if __name__ == "__main__":

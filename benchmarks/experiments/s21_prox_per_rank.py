@@ -12,7 +12,6 @@ precision), ρ = 0.5 and 1:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,8 +57,7 @@ def main() -> None:
                 print(f"{name}, {step}/L, ({lr}, {momentum}) θ {variant}, ρ {rho}: rounds to 1e-8 {reached}",
                       file=sys.stderr)  # fmt: skip
                 rows.append(row)
-    meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    b8.write_experiment(args, rows)
 
 
 if __name__ == "__main__":

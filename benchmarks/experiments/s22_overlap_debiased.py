@@ -13,7 +13,6 @@ ratio, the mean round length.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -49,8 +48,7 @@ def main() -> None:
                 print(f"{name}, {step}/L, ({lr}, {momentum}) overlap={late} {estimate}: to 1e-8 {reached['cc1']} "
                       f"rounds, {reached['steps']} steps, last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
                 rows.append(row)
-    meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    b8.write_experiment(args, rows)
 
 
 if __name__ == "__main__":
