@@ -428,6 +428,18 @@ def experiment_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def experiment_row(
+    case: tuple[str, Ridge, float, float, float], history: sim.History, label: str, **fields: object
+) -> dict:
+    """One experiment row on a part 2d ``case``: the case, ``fields``, rounds to 1e-8 and the last value; printed."""
+    name, _, step, lr, momentum = case
+    row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, **fields,
+           "to_1e8": reached(history, 1e-8), "last": history.final["rel_subopt"]}  # fmt: skip
+    print(f"{name}, {step}/L, ({lr}, {momentum}) {label}: to 1e-8 {row['to_1e8']['cc1']} rounds, "
+          f"{row['to_1e8']['steps']} steps, last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
+    return row
+
+
 def write_experiment(args: argparse.Namespace, rows: list[dict]) -> None:
     """An experiment's rows to ``args.out``, with the command that made them and its cap of local steps."""
     meta = {"command": " ".join(["python", *sys.argv]), "rounds_cap_steps": args.rounds}

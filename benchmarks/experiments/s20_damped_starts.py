@@ -106,7 +106,8 @@ def main() -> None:
     gd.GatedDANE._set_correction = _patched_set_correction  # type: ignore[method-assign]
     gd.GatedDANE._estimate_delta = _patched_estimate_delta  # type: ignore[method-assign]
     rows = []
-    for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
+    for case in b8.noprox_cases(args.data):
+        _, problem, step, lr, momentum = case
         for label, memory, kind, rho in VARIANTS:
             _MODE.update(kind=kind, rho=rho, step=step, L=problem.L)
             delta = problem.delta * rho if kind in ("prox", "prox_lr") else None
@@ -118,11 +119,7 @@ def main() -> None:
                 sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
                 message_dtype="model", eager="once",
             )  # fmt: skip
-            row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "variant": label,
-                   "to_1e8": b8.reached(history, 1e-8), "last": history.final["rel_subopt"]}  # fmt: skip
-            print(f"{name}, {step}/L, ({lr}, {momentum}) {label}: rounds to 1e-8 {row['to_1e8']['cc1']}, "
-                  f"last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
-            rows.append(row)
+            rows.append(b8.experiment_row(case, history, label, variant=label))
     b8.write_experiment(args, rows)
 
 

@@ -40,7 +40,8 @@ def main() -> None:
     torch.set_num_threads(1)
     gd.GatedDANE.prox_theta = _patched_prox_theta  # type: ignore[method-assign]
     rows = []
-    for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
+    for case in b8.noprox_cases(args.data):
+        _, problem, step, lr, momentum = case
         for variant in ("own", "max"):
             for rho in (0.5, 1.0):
                 _MODE["shared"] = variant == "max"
@@ -50,13 +51,7 @@ def main() -> None:
                     tol=1e-8, sync="fixed", inner_steps=10, correction="averaged", outer="nesterov", overlap=True,
                     message_dtype="model", eager="once",
                 )  # fmt: skip
-                row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "theta": variant,
-                       "prox_rho": rho, "to_1e8": b8.reached(history, 1e-8),
-                       "last": history.final["rel_subopt"]}  # fmt: skip
-                reached = row["to_1e8"]["cc1"] if row["to_1e8"] else None
-                print(f"{name}, {step}/L, ({lr}, {momentum}) θ {variant}, ρ {rho}: rounds to 1e-8 {reached}",
-                      file=sys.stderr)  # fmt: skip
-                rows.append(row)
+                rows.append(b8.experiment_row(case, history, f"θ {variant}, ρ {rho}", theta=variant, prox_rho=rho))
     b8.write_experiment(args, rows)
 
 

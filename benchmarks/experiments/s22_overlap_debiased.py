@@ -28,7 +28,8 @@ def main() -> None:
     args = b8.experiment_parser(__doc__).parse_args()
     torch.set_num_threads(1)
     rows = []
-    for name, problem, step, lr, momentum in b8.noprox_cases(args.data):
+    for case in b8.noprox_cases(args.data):
+        _, problem, step, lr, momentum = case
         for late in (False, True):
             for estimate in ("raw", "debiased"):
                 options = {"overlap": late}
@@ -39,14 +40,11 @@ def main() -> None:
                     delta=None, lr=step / problem.L, rounds=args.rounds, tol=1e-8, sync="gated",
                     correction="averaged", outer="nesterov", delta_estimate=estimate, **options,
                 )  # fmt: skip
-                reached = b8.reached(history, 1e-8)
+                row = b8.experiment_row(case, history, f"overlap={late} {estimate}", overlap=late,
+                                        delta_estimate=estimate)  # fmt: skip
+                reached = row["to_1e8"]
                 mean_h = reached["steps"] / reached["cc1"] if reached["cc1"] not in (0, float("inf")) else None
-                row = {"problem": name, "step": step, "outer_lr": lr, "outer_momentum": momentum, "overlap": late,
-                       "delta_estimate": estimate, "to_1e8": reached, "mean_h_to_1e8": mean_h,
-                       "last": history.final["rel_subopt"], "final_cc1": history.final["cc1"],
-                       "final_steps": history.final["round"]}  # fmt: skip
-                print(f"{name}, {step}/L, ({lr}, {momentum}) overlap={late} {estimate}: to 1e-8 {reached['cc1']} "
-                      f"rounds, {reached['steps']} steps, last {row['last']:.1e}", file=sys.stderr)  # fmt: skip
+                row.update(mean_h_to_1e8=mean_h, final_cc1=history.final["cc1"], final_steps=history.final["round"])
                 rows.append(row)
     b8.write_experiment(args, rows)
 
