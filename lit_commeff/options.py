@@ -814,12 +814,14 @@ class GatedDANEOptions(HubOptions):
     message_dtype: str | None = field(
         default=None,
         metadata=_doc(
-            "`overlap`: the dtype its messages' values travel in. `bf16`: the model changes and gradients (up) and "
-            "Δ̄, ĝ (down) are rounded to bfloat16 in the one gather and the one broadcast a round has (half a float32 "
-            "model's bytes; round lengths, counts and flags travel bit for bit beside them). Every rank and the hub "
-            "use the rounded values, and a rank's gradients travel as their change from a shift both ends hold "
-            "(DIANA's), so the rounding vanishes as training converges. `model`: the model's dtype. None: `bf16` "
-            "(as many steps to the target as `model` on credit, session 16, and in the simulator's rounds)"
+            "the dtype the values of a round's one dense message travel in. `bf16` under `overlap`: the model "
+            "changes and gradients (up) and Δ̄, ĝ (down) are rounded to bfloat16 in the one gather and the one "
+            "broadcast a round has (half a float32 model's bytes; round lengths, counts and flags travel bit for bit "
+            "beside them); synchronous (`correction` `lagged`, `averaged` or `update`, no compressors): the gather "
+            "alone, the broadcast carrying the new anchor exactly. Every rank and the hub use the rounded values, "
+            "and a rank's gradients travel as their change from a shift both ends hold (DIANA's), so the rounding "
+            "vanishes as training converges. `model`: the model's dtype. None: `bf16` under `overlap` (as many "
+            "steps to the target as `model` on credit, session 16, and in the simulator's rounds), else `model`"
         ),
     )
     eager: str | None = field(
@@ -1027,22 +1029,13 @@ class GatedDANEOptions(HubOptions):
             if conflict:
                 name, reason, fix = conflict[0]
                 raise OptionError(name, getattr(self, name), reason, f"{fix}, or set overlap=false")
-        if self.message_dtype is not None:
-            if self.message_dtype not in MESSAGE_DTYPES:
-                raise OptionError(
-                    "message_dtype",
-                    self.message_dtype,
-                    "is not supported",
-                    f"use one of {sorted(MESSAGE_DTYPES)}, or None (bf16 under overlap)",
-                )
-            if self.overlap is False:
-                raise OptionError(
-                    "message_dtype",
-                    self.message_dtype,
-                    "applies only to overlap's single message",
-                    "set overlap=true (or None: on for SGD in Lightning), or drop message_dtype (None); the "
-                    "synchronous sync casts the model change with compressor=bf16",
-                )
+        if self.message_dtype is not None and self.message_dtype not in MESSAGE_DTYPES:
+            raise OptionError(
+                "message_dtype",
+                self.message_dtype,
+                "is not supported",
+                f"use one of {sorted(MESSAGE_DTYPES)}, or None (bf16 under overlap)",
+            )
         if self.eager is not None and self.eager not in EAGER_STARTS:
             raise OptionError(
                 "eager", self.eager, "is not supported", f"use one of {list(EAGER_STARTS)}, or None (`once`)"
@@ -1083,6 +1076,16 @@ class GatedDANEOptions(HubOptions):
                 if self.__dict__[f"_{name}"] is not None:
                     fix = f"drop {name} (None), or set overlap=false"
                     raise OptionError(name, getattr(self, name), "is set with overlap=true", fix)
+        if self.message_dtype is not None and not self.overlap:  # None resolves to on only where this holds too
+            conflict = self.sync_message_conflicts()
+            if conflict:
+                name, reason, fix = conflict[0]
+                raise OptionError(
+                    name,
+                    getattr(self, name),
+                    f"{reason} in a collective of its own, which message_dtype={self.message_dtype!r} does not round",
+                    f"{fix}, or drop message_dtype (None)",
+                )
 
     def overlap_conflicts(self) -> list[tuple[str, str, str]]:
         """The options that rule ``overlap`` out, as (field, why, fix); empty where it can run.
@@ -1102,6 +1105,24 @@ class GatedDANEOptions(HubOptions):
                     "use the identity compressor (compressor=identity)",
                 )
             )
+        return conflicts
+
+    def sync_message_conflicts(self) -> list[tuple[str, str, str]]:
+        """The options under which the synchronous sync sends no single dense message, as (field, why, fix).
+
+        ``message_dtype`` rounds the values of that message (the ``lagged``, ``averaged`` and ``update`` corrections'
+        one gather of [Δ_m, ∇f_m(x_r), count]); compressed changes or gradients, and ``fresh``'s anchor round, travel
+        in collectives of their own.
+        """
+        conflicts = []
+        if self.correction == "fresh":
+            conflicts.append(
+                ("correction", "sends the anchor gradients apart from the model changes", "use 'lagged' or 'averaged'")
+            )
+        if not isinstance(self.built_compressor, Identity) or self.error_feedback:
+            conflicts.append(("compressor", "compresses the model change", "use the identity compressor"))
+        if self.built_grad_compressor is not None:
+            conflicts.append(("grad_compressor", "compresses the anchor gradients", "drop grad_compressor (None)"))
         return conflicts
 
     def resolve_overlap(self, *, linear_steps: bool, backend: str = "gloo") -> GatedDANEOptions:
@@ -1138,8 +1159,10 @@ class GatedDANEOptions(HubOptions):
 
     @property
     def wire_dtype_name(self) -> str:
-        """The ``message_dtype`` in force under ``overlap``: ``bf16`` by default."""
-        return "bf16" if self.message_dtype is None else str(self.message_dtype)
+        """The ``message_dtype`` in force: ``bf16`` by default under ``overlap``, the model's otherwise."""
+        if self.message_dtype is not None:
+            return str(self.message_dtype)
+        return "bf16" if self.overlap else "model"
 
 
 @dataclass(frozen=True)

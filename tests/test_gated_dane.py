@@ -584,7 +584,17 @@ def test_hyperparameters_resolve_from_the_problem(hetero):
         ({"overlap": True, "grad_compressor": "topk"}, "grad_compressor: .* drop grad_compressor"),
         ({"overlap": True, "downlink_compressor": "topk"}, "downlink_compressor: .* or set overlap=false"),
         ({"overlap": True, "preconditioner": "shared"}, "preconditioner: .* use 'local'"),
-        ({"overlap": False, "message_dtype": "bf16"}, "message_dtype: .* only to overlap's .* set overlap=true"),
+        (
+            {"message_dtype": "bf16", "correction": "fresh"},
+            "correction: .* apart from the model changes in a "
+            "collective of its own, which message_dtype='bf16' does not round; use 'lagged' or 'averaged', or drop "
+            r"message_dtype \(None\)",
+        ),
+        (
+            {"overlap": False, "message_dtype": "bf16", "compressor": "topk"},
+            "compressor: .* use the identity compressor, or drop message_dtype",
+        ),
+        ({"message_dtype": "bf16", "grad_compressor": "topk"}, "grad_compressor: .* drop grad_compressor"),
         ({"overlap": True, "message_dtype": "fp8"}, r"message_dtype: .* use one of \['bf16', 'model'\], or None"),
         ({"overlap": True, "eager": "all"}, r"eager: eager='all' is not supported.* \['full', 'share', 'once'\]"),
         ({"correction_memory": 1.0}, r"correction_memory: .* use a number in \[0, 1\)"),
@@ -648,8 +658,10 @@ def test_overlap_none_is_on_for_linear_local_steps_where_the_options_allow_it(op
     assert resolved.overlap is expected
     over_nccl = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear, backend="nccl").overlap
     assert over_nccl is (options.get("overlap") is True)  # None stays off over NCCL; the user's choice stands
-    assert resolved.wire_dtype_name == "bf16"  # message_dtype None: bf16 whenever overlap is in force
+    assert resolved.wire_dtype_name == ("bf16" if expected else "model")  # message_dtype None: bf16 under overlap
     assert GatedDANEOptions(message_dtype="model").wire_dtype_name == "model"
+    assert GatedDANEOptions(overlap=False).wire_dtype_name == "model"  # synchronous: rounded only when asked
+    assert GatedDANEOptions(overlap=False, message_dtype="bf16").wire_dtype_name == "bf16"
 
 
 def test_the_simulator_takes_overlap_none_as_synchronous(hetero):
@@ -769,6 +781,55 @@ def test_overlap_bf16_messages_converge_as_far_and_as_fast_as_full_precision(het
     assert full["uplink_bytes"] == full["cc1"] * (m - 1) * (2 * d + 3) * 8
     assert bf16["uplink_bytes"] == bf16["cc1"] * (m - 1) * (2 * d * 2 + 3 * 8)
     assert bf16["downlink_bytes"] == bf16["cc1"] * (m - 1) * (2 * d * 2 + 3 * 8)
+
+
+@pytest.mark.parametrize("correction", ["lagged", "averaged", "update"])
+def test_synchronous_bf16_messages_converge_as_far_and_as_fast_as_full_precision(hetero, correction):
+    """``message_dtype="bf16"`` without overlap rounds the sync's one gather, the gradients as changes to the shifts
+    both ends hold: 1e-12 in as many rounds as float64 (2 % slack) with the same broadcast, and the uplink's values at
+    a quarter of float64's bytes."""
+    runs = {}
+    for wire in ("model", "bf16"):
+        runs[wire] = sim.run(
+            hetero, "gated_dane", compressor="identity", sync="fixed", inner_steps=10, correction=correction,
+            outer="nesterov", outer_lr=0.7, outer_momentum=0.9, message_dtype=wire, rounds=4000, tol=1e-12,
+        )  # fmt: skip
+        assert runs[wire].rows[-1]["rel_subopt"] <= 1e-12, (wire, runs[wire].rows[-1])
+    full, bf16 = (runs[w].rows[-1] for w in ("model", "bf16"))
+    assert bf16["round"] <= 1.02 * full["round"], (bf16["round"], full["round"])
+    d, m = hetero.dim, hetero.num_workers  # float64 [Δ, g] → bf16; the count stays 8 bytes
+    per_round = {w: runs[w].rows[-1]["uplink_bytes"] / runs[w].rows[-1]["cc1"] for w in runs}
+    assert per_round["model"] == (m - 1) * (2 * d + 1) * 8
+    assert per_round["bf16"] == (m - 1) * (2 * d * 2 + 8)
+    assert bf16["downlink_bytes"] / bf16["cc1"] == full["downlink_bytes"] / full["cc1"]
+
+
+def test_synchronous_bf16_shifts_track_the_gradients_the_hub_averaged(hetero):
+    """Every rank's shift is the gradient the hub reconstructed for it, bit for bit, and its correction is ĝ minus
+    that gradient, so the corrections sum to zero over the ranks."""
+    algo = _sim(hetero, sync="fixed", inner_steps=4, correction="lagged", message_dtype="bf16")
+    assert algo.wire_dtype == torch.bfloat16
+    for _ in range(4 * 6):
+        algo.step()
+    assert torch.equal(algo.wire_shift, algo.hub_shift)
+    rounded = algo.wire_shift.to(torch.bfloat16).to(torch.float64)
+    assert not torch.equal(algo.wire_shift, rounded)  # the gradients are not rounded outright
+    assert torch.equal(algo.ghat, algo.hub_shift.mean(dim=0))
+    assert algo.corr.sum(dim=0).abs().max() <= 1e-12 * algo.ghat.abs().max()
+
+
+@pytest.mark.parametrize("stop", [3, 9, 14])
+def test_synchronous_bf16_resume_is_bitwise(hetero, stop):
+    """The shifts are state: a run stopped mid-round or at a sync and resumed matches the straight one."""
+
+    def make():
+        return _sim(hetero, sync="gated", inner_steps=6, min_inner_steps=2, correction="averaged", message_dtype="bf16")
+
+    straight, resumed = _straight_and_resumed(make, stop=stop, more=25)
+    assert torch.equal(resumed.output(), straight.output())
+    assert torch.equal(resumed.wire_shift, straight.wire_shift)
+    assert torch.equal(resumed.hub_shift, straight.hub_shift)
+    assert resumed.history_h == straight.history_h
 
 
 def test_overlap_takes_each_reply_one_round_late_and_keeps_the_rounds_progress(hetero):

@@ -112,8 +112,9 @@ _TOPK = {"compressor": "topk", "compressor_options": {"ratio": 0.2}}
         # and the resumed run sends it again where the straight run takes its reply (step 6)
         {"correction": "averaged", "overlap": True},
         {"correction": "averaged", "overlap": True, "message_dtype": "bf16"},  # and the shifts are state
+        {"correction": "averaged", "message_dtype": "bf16"},  # synchronous under Adam: the shifts are state too
     ],
-    ids=["fresh", "lagged", "lagged-shared", "averaged-shared", "update", "overlap", "overlap-bf16"],
+    ids=["fresh", "lagged", "lagged-shared", "averaged-shared", "update", "overlap", "overlap-bf16", "sync-bf16"],
 )
 def test_resume_mid_round_is_bitwise(tmp_path, options):
     """H=3, stop after step 4: ranks hold different local iterates, corrections and Adam states (or the shared one)."""
@@ -158,6 +159,26 @@ def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_c
     s = ranks[1]["summary"]
     assert s["worker_uplink_bytes"] == rounds * (2 * d + 1) * 4
     assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
+
+
+def test_synchronous_bf16_message_halves_the_sync_uplink_under_adam(tmp_path):
+    """Under Adam the sync stays synchronous (``overlap`` None); ``message_dtype="bf16"`` rounds its one gather,
+    [Δ_m, g_m] at 2 bytes a value and the count's 4 float32 bytes beside them, and leaves the broadcast of the new
+    anchor exact. Both ranks hold the same anchor at every step, and the loss falls (no guard: its agreement
+    would add its own bytes)."""
+    h, steps = 3, 24
+    strategy = GatedDANEStrategy(
+        start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", message_dtype="bf16"
+    )
+    _, ranks = fit(strategy, tmp_path, model=lambda: MLP(adam=True, lr=0.01), max_steps=steps)
+    for step in range(steps):  # the model holds the anchor between syncs
+        assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
+    d, rounds = dense_dim(MLP()), steps // h
+    for r in ranks:
+        assert falls(r["losses"]), r["losses"]
+        s = r["summary"]
+        assert s["worker_uplink_bytes"] == rounds * (2 * d * 2 + 4)  # [Δ_m, g_m] in bf16, the count in float32
+        assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (2 * d + 1) * 4  # [x_{r+1}, ĝ_r, next H] exact
 
 
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])
@@ -278,7 +299,7 @@ def test_debiased_estimate_runs_under_the_default_overlap_and_sends_nothing_more
         ({"bucket_cap_mb": 1}, "bucket_cap_mb"),
         ({"overlap": True, "correction": "fresh"}, "correction"),
         ({"overlap": True, "compressor": "topk"}, "compressor"),
-        ({"overlap": False, "message_dtype": "bf16"}, "message_dtype"),
+        ({"message_dtype": "bf16", "correction": "fresh"}, "correction"),
         ({"overlap": False, "eager": "share"}, "eager"),
         ({"correction_memory": 1.0}, "correction_memory"),
         ({"prox_rho": 0.0}, "prox_rho"),

@@ -229,8 +229,9 @@ class GatedDANE(Algorithm):
         #: flight with the hub's cost and the round length it was sent with, and the rounds the hub voided.
         #: ``None`` (Lightning decides it before, :meth:`GatedDANEOptions.resolve_overlap`) is off here.
         self.overlap = bool(options.overlap)
-        #: ``message_dtype``: the dtype the overlapped messages' values travel in (``None``: the model's).
-        wire = MESSAGE_DTYPES[options.wire_dtype_name] if self.overlap else None
+        #: ``message_dtype``: the dtype the values of the one dense message a round travel in (``None``: the model's):
+        #: overlap's both ways, the synchronous sync's gather (its broadcast carries the new anchor exactly).
+        wire = MESSAGE_DTYPES[options.wire_dtype_name]
         self.wire_dtype: torch.dtype | None = None if wire is None else getattr(torch, wire)
         self.base: Tensor | None = None
         self.outbox: Tensor | None = None
@@ -618,16 +619,25 @@ class GatedDANE(Algorithm):
         change = self.anchor - self._need(self.y, "y")
         counts = self.done_at.to(device=grads.device, dtype=grads.dtype).unsqueeze(-1)
         dense = isinstance(self.compressor, Identity) and self.error_memory is None and self.grad_estimate is None
-        if dense:  # one dense message per worker: [Δ_m, ∇f_m(x_r), count]
-            gathered = t.gather(torch.cat([change, grads, counts], dim=-1), tag="sync")
+        if dense:  # one dense message per worker: [Δ_m, ∇f_m(x_r), count], values at ``message_dtype``
+            d, wire = self.dim, self.wire_dtype
+            shift = None
+            if wire is not None:  # the gradients travel as changes to the shift both ends hold (overlap's scheme)
+                shift = self.wire_shift if self.wire_shift is not None else torch.zeros_like(grads)
+            sent = grads if shift is None else grads - shift
+            message = round_values(torch.cat([change, sent, counts], dim=-1), 2 * d, wire)
+            gathered = t.gather(pack(message, 2 * d, wire), tag="sync")
+            if shift is not None:  # from here on the change and gradients are the ones the hub averages
+                change, grads = message[:, :d], shift + message[:, d : 2 * d]
+                self.wire_shift = grads
             received_change = received_grads = received_counts = None
             if gathered is not None:
-                d = self.dim
-                received_change, received_grads, received_counts = (
-                    gathered[:, :d],
-                    gathered[:, d : 2 * d],
-                    gathered[:, -1],
-                )
+                rows = unpack(gathered, 2 * d, grads.dtype)
+                received_change, received_grads, received_counts = rows[:, :d], rows[:, d : 2 * d], rows[:, -1]
+                if shift is not None:
+                    received_grads = self.hub_shift = received_grads + (
+                        self.hub_shift if self.hub_shift is not None else 0.0
+                    )
         else:
             received_change = self._gather_change(change)
             if self.grad_estimate is None:
