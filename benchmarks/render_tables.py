@@ -235,6 +235,8 @@ B3_NAMES = {
     "gated_dane+debiased": "Gated DANE, `delta_estimate=debiased` (under overlap since session 22)",
     "gated_dane+debiased+prox0.25": "Gated DANE, `delta_estimate=debiased`, `prox_rho=0.25`",
     "gated_dane+debiased+prox0.5": "Gated DANE, `delta_estimate=debiased`, `prox_rho=0.5`",
+    "gated_dane+ov19": "Gated DANE, `overlap=true` (session 19's start: `eager=once`, memory 0.2, bf16 messages)",
+    "gated_dane+bf16": "Gated DANE, `message_dtype=bf16` (the synchronous sync's gather in bf16)",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -943,6 +945,9 @@ TABLES: dict[str, Spec] = {
             (22, "churn_bygroup_edge_debiased", "telecom_churn", "edge lan"),
             (22, "credit_iid_edge_debiased", "finance_credit", "edge lan"),
             (22, "churn_iid_edge_gated_vs_h10", "telecom_churn", "edge lan"),
+            (23, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            (23, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (23, "tput_iid_wan", "telecom_throughput", "wan lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
