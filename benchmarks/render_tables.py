@@ -948,6 +948,7 @@ TABLES: dict[str, Spec] = {
             (23, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
             (23, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
             (23, "tput_iid_wan", "telecom_throughput", "wan lan"),
+            (23, "tput_iid_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

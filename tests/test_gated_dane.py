@@ -808,7 +808,8 @@ def test_synchronous_bf16_shifts_track_the_gradients_the_hub_averaged(hetero):
     """Every rank's shift is the gradient the hub reconstructed for it, bit for bit, and its correction is ĝ minus
     that gradient, so the corrections sum to zero over the ranks."""
     algo = _sim(hetero, sync="fixed", inner_steps=4, correction="lagged", message_dtype="bf16")
-    assert algo.wire_dtype == torch.bfloat16
+    assert algo.wire_dtype == torch.bfloat16 and algo.hyperparameters()["message_bits"] == 16.0
+    assert _sim(hetero, sync="fixed", inner_steps=4, correction="lagged").hyperparameters()["message_bits"] == 64.0
     for _ in range(4 * 6):
         algo.step()
     assert torch.equal(algo.wire_shift, algo.hub_shift)

@@ -266,6 +266,8 @@ class GatedDANE(Algorithm):
             "theta": float("inf") if self.theta is None else self.theta,
             "beta": self.beta,
             "overlap": float(self.overlap),  # 1: on (``None`` resolves in Lightning: on for SGD)
+            # the bits of each value of the one dense message (``message_dtype`` as resolved; 32 for float32 models)
+            "message_bits": float(torch.finfo(self.wire_dtype or self.anchor.dtype).bits),
             "correction_memory": self.options.resolved_correction_memory,
         }
         if self.options.prox_rho is not None:
