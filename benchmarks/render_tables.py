@@ -237,6 +237,10 @@ B3_NAMES = {
     "gated_dane+debiased+prox0.5": "Gated DANE, `delta_estimate=debiased`, `prox_rho=0.5`",
     "gated_dane+ov19": "Gated DANE, `overlap=true` (session 19's start: `eager=once`, memory 0.2, bf16 messages)",
     "gated_dane+bf16": "Gated DANE, `message_dtype=bf16` (the synchronous sync's gather in bf16)",
+    "gated_dane+off": "Gated DANE, `nonfinite=off` (no guard, no agreement)",
+    "gated_dane+shared+h10": "Gated DANE, `preconditioner=shared`, fixed H = 10",
+    "gated_dane+shared+h25": "Gated DANE, `preconditioner=shared`, fixed H = 25",
+    "gated_dane+update+h25": "Gated DANE, `correction=update`, fixed H = 25",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -857,6 +861,15 @@ TABLES: dict[str, Spec] = {
         "--methods ddp gated_dane --out "
         "benchmarks/results/b3/s12_tables/tput_bygroup_lan_outer --plot benchmarks/results/b3/s12_tables/"
         "tput_bygroup_lan_outer/b3.png` (the runs' own commands are in the JSON's `meta.runs`)",
+    ),
+    "b3-s24-tput-bygroup-lan-fixed-h": Spec(
+        b3_reach_table("lan"),
+        ("b3/s24_tables/tput_bygroup_lan_fixed_h/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge "
+        "benchmarks/results/b3/s24_tput_bygroup_lan_fixed_h.json --recipes telecom_throughput --profiles lan "
+        "--methods ddp gated_dane --out benchmarks/results/b3/s24_tables/tput_bygroup_lan_fixed_h --plot "
+        "benchmarks/results/b3/s24_tables/tput_bygroup_lan_fixed_h/b3.png` (the runs' own commands are in the JSON's "
+        "`meta.runs`; `meta.note` says which session ran which)",
     ),
     "b3-s12-tput-bygroup-edge": Spec(
         b3_protocol_table("edge"),

@@ -821,7 +821,9 @@ class GatedDANEOptions(HubOptions):
             "alone, the broadcast carrying the new anchor exactly. Every rank and the hub use the rounded values, "
             "and a rank's gradients travel as their change from a shift both ends hold (DIANA's), so the rounding "
             "vanishes as training converges. `model`: the model's dtype. None: `bf16` under `overlap` (as many "
-            "steps to the target as `model` on credit, session 16, and in the simulator's rounds), else `model`"
+            "steps to the target as `model` on credit, session 16, and in the simulator's rounds); in Lightning over "
+            "gloo also for the synchronous sync where it is one message (the throughput GRU under Adam: as many steps, "
+            "a cheaper step on `edge`, sessions 23-24); else `model` (the simulator, NCCL)"
         ),
     )
     eager: str | None = field(
@@ -1145,6 +1147,27 @@ class GatedDANEOptions(HubOptions):
         on = linear_steps and backend == "gloo" and dense and not self.overlap_conflicts()
         return replace(self, overlap=on)
 
+    def resolve_lightning(self, *, linear_steps: bool, backend: str = "gloo", model_bits: int = 32) -> GatedDANEOptions:
+        """These options as Lightning runs them: ``overlap`` (:meth:`resolve_overlap`), then ``message_dtype``.
+
+        ``message_dtype`` None becomes ``bf16`` over gloo wherever the round has its one dense message: under
+        ``overlap`` (as :attr:`wire_dtype_name` already reads it) and, for float32 and float64 models, in the
+        synchronous sync where no option sends its values in other collectives (:meth:`sync_message_conflicts`).
+        The throughput GRU under Adam took as many steps with the synchronous sync's gather in bf16 as in float32
+        (B3 sessions 23-24, ``docs/gated-dane.md``) at a cheaper step on ``edge``. Over other backends it stays the
+        model's dtype (not yet run on GPUs), as for 16-bit models (bf16 would not narrow a bf16 model's values, and
+        would round an fp16 model's mantissa); the simulator keeps ``None`` as the model's dtype.
+
+        Args:
+            linear_steps: whether the local optimizer's step is linear in the gradient (SGD).
+            backend: the ``torch.distributed`` backend.
+            model_bits: the width of the model's floating-point values (32 for float32).
+        """
+        resolved = self.resolve_overlap(linear_steps=linear_steps, backend=backend)
+        if resolved.message_dtype is not None or resolved.overlap or backend != "gloo" or model_bits < 32:
+            return resolved
+        return resolved if resolved.sync_message_conflicts() else replace(resolved, message_dtype="bf16")
+
     @property
     def resolved_eager(self) -> str:
         """The ``eager`` start in force under ``overlap``: ``once`` by default."""
@@ -1159,7 +1182,10 @@ class GatedDANEOptions(HubOptions):
 
     @property
     def wire_dtype_name(self) -> str:
-        """The ``message_dtype`` in force: ``bf16`` by default under ``overlap``, the model's otherwise."""
+        """The ``message_dtype`` in force: ``bf16`` by default under ``overlap``, the model's otherwise.
+
+        Lightning resolves ``None`` before (:meth:`resolve_lightning`): ``bf16`` over gloo for the synchronous sync too.
+        """
         if self.message_dtype is not None:
             return str(self.message_dtype)
         return "bf16" if self.overlap else "model"

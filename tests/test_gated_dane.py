@@ -664,6 +664,36 @@ def test_overlap_none_is_on_for_linear_local_steps_where_the_options_allow_it(op
     assert GatedDANEOptions(overlap=False, message_dtype="bf16").wire_dtype_name == "bf16"
 
 
+@pytest.mark.parametrize(
+    ("options", "linear", "backend", "overlap", "wire"),
+    [
+        ({}, True, "gloo", True, "bf16"),  # SGD: overlap, its messages in bf16
+        ({}, False, "gloo", False, "bf16"),  # Adam: the synchronous sync, its gather in bf16 (session 24)
+        ({"overlap": False}, True, "gloo", False, "bf16"),  # the user's synchronous sync under SGD: one message too
+        ({"preconditioner": "shared"}, False, "gloo", False, "bf16"),  # v rides in the broadcast, exact
+        ({"correction": "update"}, False, "gloo", False, "bf16"),
+        ({"message_dtype": "model"}, False, "gloo", False, "model"),  # the user's choice stands
+        ({"correction": "fresh"}, False, "gloo", False, "model"),  # no single message to round
+        ({"compressor": "topk"}, False, "gloo", False, "model"),
+        ({"grad_compressor": "topk"}, False, "gloo", False, "model"),
+        ({}, False, "nccl", False, "model"),  # not run on GPUs yet
+        ({}, True, "nccl", False, "model"),
+    ],
+)
+def test_lightning_resolves_message_dtype_none_to_bf16_where_the_sync_is_one_message(
+    options, linear, backend, overlap, wire
+):
+    resolved = GatedDANEOptions(**options).resolve_lightning(linear_steps=linear, backend=backend)
+    assert resolved.overlap is overlap
+    assert resolved.wire_dtype_name == wire
+    as_double = GatedDANEOptions(**options).resolve_lightning(linear_steps=linear, backend=backend, model_bits=64)
+    assert as_double.wire_dtype_name == wire  # a float64 model's values narrow as well
+    half = GatedDANEOptions(**options).resolve_lightning(linear_steps=linear, backend=backend, model_bits=16)
+    # a 16-bit model's synchronous sync keeps its dtype unless asked; overlap's messages are bf16 as before
+    assert half.wire_dtype_name == (wire if overlap or "message_dtype" in options else "model")
+    assert GatedDANEOptions(**options).message_dtype == options.get("message_dtype")  # the options are not changed
+
+
 def test_the_simulator_takes_overlap_none_as_synchronous(hetero):
     """The simulator counts rounds, which a one-round-late reply only adds: ``None`` runs the synchronous sync."""
     assert GatedDANEOptions().overlap is None
@@ -831,6 +861,28 @@ def test_synchronous_bf16_resume_is_bitwise(hetero, stop):
     assert torch.equal(resumed.wire_shift, straight.wire_shift)
     assert torch.equal(resumed.hub_shift, straight.hub_shift)
     assert resumed.history_h == straight.history_h
+
+
+def test_a_full_precision_checkpoint_resumes_under_the_bf16_gather(hetero):
+    """Lightning's default gather changed to bf16 (session 24): a checkpoint written with the model's dtype has no
+    shifts, and resumed under ``bf16`` both ends start them from zero alike, so the corrections still sum to zero and
+    the run converges as a bf16 run from the start does."""
+    options = {"sync": "fixed", "inner_steps": 5, "correction": "averaged", "outer_lr": 0.7, "outer_momentum": 0.9}
+    written = _sim(hetero, **options)
+    for _ in range(5 * 3 + 2):  # mid-round
+        written.step()
+    state = written.state_dict()
+    assert state["wire_shift"] is None and state["hub_shift"] is None
+    resumed = _sim(hetero, message_dtype="bf16", **options)
+    resumed.load_state_dict(state)
+    for _ in range(5 * 4):
+        resumed.step()
+    assert torch.equal(resumed.wire_shift, resumed.hub_shift)  # both ends reconstructed the same gradients
+    assert resumed.corr.sum(dim=0).abs().max() <= 1e-12 * resumed.ghat.abs().max()
+    start = hetero.suboptimality(torch.zeros(hetero.dim, dtype=torch.float64))
+    for _ in range(5 * 400):
+        resumed.step()
+    assert hetero.suboptimality(resumed.output()) <= 1e-10 * start
 
 
 def test_overlap_takes_each_reply_one_round_late_and_keeps_the_rounds_progress(hetero):

@@ -42,9 +42,10 @@ def test_every_rank_trains_and_the_model_is_the_shared_anchor(tmp_path, correcti
             assert s["cc1"] == 1 + 2 * rounds
             assert set(s["gamma_by_tag"]) == {"grad", "delta"}
         else:
-            # per round one message each way: [Δ_m, ∇f_m(x_r), count] up, [x_{r+1}, ĝ_r, (Δ̄,) next H] down
+            # per round one message each way: [Δ_m, ∇f_m(x_r), count] up (the values in bf16 by default over gloo,
+            # the count's float32 bits beside them), [x_{r+1}, ĝ_r, (Δ̄,) next H] down, exact
             down = 3 * d + 1 if correction == "update" else 2 * d + 1
-            assert s["worker_uplink_bytes"] == rounds * (2 * d + 1) * 4
+            assert s["worker_uplink_bytes"] == rounds * (2 * d * 2 + 4)
             assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * down * 4
             assert s["cc1"] == 1 + rounds
             assert set(s["gamma_by_tag"]) == {"sync"}
@@ -157,28 +158,46 @@ def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_c
         assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
     d, rounds = dense_dim(MLP()), steps // h
     s = ranks[1]["summary"]
-    assert s["worker_uplink_bytes"] == rounds * (2 * d + 1) * 4
+    assert s["worker_uplink_bytes"] == rounds * (2 * d * 2 + 4)  # the default bf16 gather
     assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
 
 
-def test_synchronous_bf16_message_halves_the_sync_uplink_under_adam(tmp_path):
-    """Under Adam the sync stays synchronous (``overlap`` None); ``message_dtype="bf16"`` rounds its one gather,
-    [Δ_m, g_m] at 2 bytes a value and the count's 4 float32 bytes beside them, and leaves the broadcast of the new
-    anchor exact. Both ranks hold the same anchor at every step, and the loss falls (no guard: its agreement
-    would add its own bytes)."""
+@pytest.mark.parametrize("wire", [None, "bf16", "model"])
+def test_the_synchronous_sync_gathers_in_bf16_by_default_under_adam(tmp_path, wire):
+    """Under Adam the sync stays synchronous (``overlap`` None), and over gloo its one gather is rounded by default
+    (``message_dtype`` None, as ``bf16``): [Δ_m, g_m] at 2 bytes a value and the count's 4 float32 bytes beside
+    them, the broadcast of the new anchor exact. ``model`` keeps float32. Both ranks hold the same anchor at every
+    step, and the loss falls (no guard: its agreement would add its own bytes). MLflow's hyper-parameter says
+    which: ``message_bits``."""
     h, steps = 3, 24
-    strategy = GatedDANEStrategy(
-        start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", message_dtype="bf16"
+    options = {} if wire is None else {"message_dtype": wire}
+    strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", **options)
+    _, ranks = fit(
+        strategy, tmp_path, model=lambda: MLP(adam=True, lr=0.01), max_steps=steps, callbacks=[_Bits(tmp_path)]
     )
-    _, ranks = fit(strategy, tmp_path, model=lambda: MLP(adam=True, lr=0.01), max_steps=steps)
     for step in range(steps):  # the model holds the anchor between syncs
         assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
     d, rounds = dense_dim(MLP()), steps // h
-    for r in ranks:
+    up = (2 * d + 1) * 4 if wire == "model" else 2 * d * 2 + 4  # [Δ_m, g_m] in bf16, the count in float32
+    for rank, r in enumerate(ranks):
         assert falls(r["losses"]), r["losses"]
         s = r["summary"]
-        assert s["worker_uplink_bytes"] == rounds * (2 * d * 2 + 4)  # [Δ_m, g_m] in bf16, the count in float32
+        assert s["worker_uplink_bytes"] == rounds * up
         assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (2 * d + 1) * 4  # [x_{r+1}, ĝ_r, next H] exact
+        bits = json.loads((tmp_path / f"bits{rank}.json").read_text())
+        assert bits == {"message_bits": 32.0 if wire == "model" else 16.0, "overlap": 0.0}
+
+
+class _Bits(pl.Callback):
+    """Writes each rank's resolved ``message_bits`` and ``overlap`` hyper-parameters."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        hp = trainer.strategy.hyperparameters()
+        record = {"message_bits": hp["message_bits"], "overlap": hp["overlap"]}
+        (self.out / f"bits{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 from typing_extensions import override
@@ -39,7 +40,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     process group of its own, its values in bfloat16, and its reply is taken one round later
     (:meth:`~lit_commeff.algorithms.gated_dane.GatedDANE._sync_overlapped`); the non-finite guard's faults and
     rank 0's SIGTERM then travel in the method's messages, with no agreement of their own, and the exchange still
-    in flight when training ends is waited for (and its bytes booked) at teardown.
+    in flight when training ends is waited for (and its bytes booked) at teardown. Without overlap (Adam's default)
+    the sync's one gather still travels in bfloat16 over gloo unless ``message_dtype="model"``
+    (:meth:`~lit_commeff.options.GatedDANEOptions.resolve_lightning`); the new anchor comes back exactly.
 
     Note:
         Under Adam-type optimizers the outer step defaults to plain averaging (``outer_lr=1``,
@@ -75,8 +78,13 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
         # overlap=None: on over gloo where the local steps are linear in the gradient (the outer step's defaults
-        # follow the same rule); MLflow's `strategy.overlap` shows what was decided (the algorithm's hyper-parameters).
-        options = self.options.resolve_overlap(linear_steps=linear_steps(oracle.optimizer), backend=dist.get_backend())
+        # follow the same rule); message_dtype=None: bf16 over gloo wherever the round has one dense message. MLflow's
+        # `strategy.overlap` and `strategy.resolved.message_bits` show what was decided.
+        options = self.options.resolve_lightning(
+            linear_steps=linear_steps(oracle.optimizer),
+            backend=dist.get_backend(),
+            model_bits=torch.finfo(x0.dtype).bits,
+        )
         algorithm = GatedDANE(transport=transport, oracle=oracle, x0=x0, options=options)
         if algorithm.overlap:
             # A process group of its own: the background exchange's collectives never interleave with the
