@@ -962,6 +962,7 @@ TABLES: dict[str, Spec] = {
             (23, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
             (23, "tput_iid_wan", "telecom_throughput", "wan lan"),
             (23, "tput_iid_edge", "telecom_throughput", "edge lan"),
+            (24, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
