@@ -162,6 +162,18 @@ def test_shared_adam_second_moment_is_the_same_on_every_rank_and_its_bytes_are_c
     assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (3 * d + 1) * 4  # [x_{r+1}, ĝ_r, s_r, next H]
 
 
+class _Bits(pl.Callback):
+    """Writes each rank's resolved ``message_bits`` and ``overlap`` hyper-parameters."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        hp = trainer.strategy.hyperparameters()
+        record = {"message_bits": hp["message_bits"], "overlap": hp["overlap"]}
+        (self.out / f"bits{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
 @pytest.mark.parametrize("wire", [None, "bf16", "model"])
 def test_the_synchronous_sync_gathers_in_bf16_by_default_under_adam(tmp_path, wire):
     """Under Adam the sync stays synchronous (``overlap`` None), and over gloo its one gather is rounded by default
@@ -186,18 +198,6 @@ def test_the_synchronous_sync_gathers_in_bf16_by_default_under_adam(tmp_path, wi
         assert s["downlink_bytes_per_worker"][1] == d * 4 + rounds * (2 * d + 1) * 4  # [x_{r+1}, ĝ_r, next H] exact
         bits = json.loads((tmp_path / f"bits{rank}.json").read_text())
         assert bits == {"message_bits": 32.0 if wire == "model" else 16.0, "overlap": 0.0}
-
-
-class _Bits(pl.Callback):
-    """Writes each rank's resolved ``message_bits`` and ``overlap`` hyper-parameters."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        hp = trainer.strategy.hyperparameters()
-        record = {"message_bits": hp["message_bits"], "overlap": hp["overlap"]}
-        (self.out / f"bits{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def late_means(results: list[dict], method: str, partition: str | None, from_step: int) -> dict[int, dict]:
-    """``{seed: {"late", "best", "reached_at"...}}`` of one method's runs (the first run of a seed if repeated)."""
+    """``{seed: {"late", "history"}}`` of one method's runs (the first run of a seed if repeated)."""
     out: dict[int, dict] = {}
     for run in results:
         if run["method"] != method or (partition is not None and run.get("partition") != partition):
@@ -31,7 +31,6 @@ def late_means(results: list[dict], method: str, partition: str | None, from_ste
             continue
         out[run["seed"]] = {
             "late": statistics.fmean(late),
-            "best": min(r["value"] for r in history),
             "history": history,
         }
     return out
