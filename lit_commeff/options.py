@@ -738,7 +738,10 @@ class GatedDANEOptions(HubOptions):
     min_inner_steps: int | None = field(
         default=None,
         metadata=_doc(
-            "`sync: gated`: the first round's H and the smallest H, in [1, inner_steps]; `None`: min(5, inner_steps)"
+            "`sync: gated`: the first round's H and the smallest H, in [1, inner_steps]; `None`: min(5, inner_steps), "
+            "and min(2, inner_steps) under `overlap` with an adaptive optimizer (Adam), where a rank carries its own "
+            "change a round longer than the synchronous sync lets it (session 25: rounds of 2 under overlap took the "
+            "throughput GRU's steps of the synchronous rounds of 5, rounds of 3 and 5 missed a seed)"
         ),
     )
     sync: str = field(
@@ -784,8 +787,8 @@ class GatedDANEOptions(HubOptions):
             "in the gradient. SGD steps as the user's optimizer either way"
         ),
     )
-    link_aware: bool = field(
-        default=True,
+    link_aware: bool | None = field(
+        default=None,
         metadata=_doc(
             "`sync: gated`: weigh the drift against the link. The hub measures a = t_sync/t_step (its sync's "
             "wall-clock over the median interval between its local steps; the first sync, a warm-up, left out) "
@@ -793,7 +796,10 @@ class GatedDANEOptions(HubOptions):
             "steps, H_drift being the drift gate's choice within [`min_inner_steps`, `inner_steps`] (the "
             "error-runtime optimum when per-step progress falls as 1/(1 + H/H_drift)), within the same bounds; before "
             "the gate can measure drift (no δ̂ or θ) a round with no rank done keeps its length. H then "
-            "depends on the machine's timing; `false`: H_drift (reproducible rounds; the simulator's default)"
+            "depends on the machine's timing; `false`: H_drift (reproducible rounds; the simulator's default). "
+            "`None`: on, except under `overlap` with an adaptive optimizer (Adam): its rounds stay at the drift "
+            "gate's choice, which sits at `min_inner_steps` there, as a longer round costs it steps that a hidden "
+            "sync does not pay back (session 25)"
         ),
     )
     overlap: bool | None = field(
@@ -1023,7 +1029,8 @@ class GatedDANEOptions(HubOptions):
                 f"is set together with {fixed}={getattr(self, fixed)}, which fixes the prox term",
                 f"drop prox_rho (None) to keep the fixed θ, or drop {fixed} (None) to take θ from the estimate δ̂",
             )
-        _check_bool("link_aware", self.link_aware)
+        if self.link_aware is not None:
+            _check_bool("link_aware", self.link_aware)
         if self.overlap is not None:
             _check_bool("overlap", self.overlap)
         if self.overlap:
@@ -1139,13 +1146,30 @@ class GatedDANEOptions(HubOptions):
         Returns:
             ``self`` where ``overlap`` is set; else a copy with ``overlap`` on when the local steps are linear, the
             backend is gloo and no other option rules it out (:meth:`overlap_conflicts`, the compressors of the
-            gradients and downlink).
+            gradients and downlink). Under ``overlap=true`` with an adaptive optimizer (``linear_steps`` false), a
+            copy whose rounds are set for it (:meth:`_adaptive_overlap_rounds`).
         """
-        if self.overlap is not None:
-            return self
-        dense = self.built_grad_compressor is None and self.built_downlink_compressor is None
-        on = linear_steps and backend == "gloo" and dense and not self.overlap_conflicts()
-        return replace(self, overlap=on)
+        resolved = self
+        if self.overlap is None:
+            dense = self.built_grad_compressor is None and self.built_downlink_compressor is None
+            on = linear_steps and backend == "gloo" and dense and not self.overlap_conflicts()
+            resolved = replace(self, overlap=on)
+        if resolved.overlap and not linear_steps:
+            return resolved._adaptive_overlap_rounds()
+        return resolved
+
+    def _adaptive_overlap_rounds(self) -> GatedDANEOptions:
+        """Under ``overlap`` with an adaptive optimizer: ``min_inner_steps`` None → 2, ``link_aware`` None → off.
+
+        A rank's own change of a round counts alone until the reply comes, a round later, so its iterate strays from
+        the others' for two rounds where the synchronous sync lets it stray for one. Under Adam the drift gate holds
+        the rounds at their floor, and on the throughput GRU (B3 session 25, ``docs/gated-dane.md``) overlapped rounds
+        of 2 took the synchronous rounds of 5's steps on every seed, where rounds of 3 and 5 missed a seed; weighing
+        the link lengthened them to 3 on ``edge``.
+        """
+        floor = min(2, self.inner_steps) if self.min_inner_steps is None else self.min_inner_steps
+        link_aware = False if self.link_aware is None else self.link_aware
+        return replace(self, min_inner_steps=floor, link_aware=link_aware)
 
     def resolve_lightning(self, *, linear_steps: bool, backend: str = "gloo", model_bits: int = 32) -> GatedDANEOptions:
         """These options as Lightning runs them: ``overlap`` (:meth:`resolve_overlap`), then ``message_dtype``.
@@ -1167,6 +1191,14 @@ class GatedDANEOptions(HubOptions):
         if resolved.message_dtype is not None or resolved.overlap or backend != "gloo" or model_bits < 32:
             return resolved
         return resolved if resolved.sync_message_conflicts() else replace(resolved, message_dtype="bf16")
+
+    @property
+    def resolved_link_aware(self) -> bool:
+        """Whether rounds weigh the drift against the link: ``link_aware``, on by default.
+
+        Lightning resolves ``None`` first (:meth:`resolve_overlap`): off under ``overlap`` with an adaptive optimizer.
+        """
+        return True if self.link_aware is None else bool(self.link_aware)
 
     @property
     def resolved_eager(self) -> str:

@@ -263,7 +263,8 @@ def test_rounds_lengthen_without_a_done_rank_only_once_drift_is_measured(hetero,
 
 def test_link_aware_is_checked_and_off_in_the_simulator_defaults():
     assert GatedDANEOptions.paper_defaults["link_aware"] is False  # simulated time is not the link's
-    assert GatedDANEOptions().link_aware is True
+    assert GatedDANEOptions().link_aware is None and GatedDANEOptions().resolved_link_aware is True
+    assert GatedDANEOptions(link_aware=False).resolved_link_aware is False
     with pytest.raises(OptionError, match="link_aware"):
         GatedDANEOptions(link_aware="yes")
 
@@ -642,7 +643,7 @@ def test_overlap_defaults_to_the_once_start_with_correction_memory():
     ("options", "linear", "expected"),
     [
         ({}, True, True),  # SGD, the defaults allow it: on
-        ({}, False, False),  # Adam-type: off (it lost on the GRU)
+        ({}, False, False),  # Adam-type: off (it lost on the GRU; with rounds of 2 it was even in time, session 25)
         ({"correction": "fresh"}, True, False),  # an option that rules it out: off, not an error
         ({"compressor": "topk"}, True, False),
         ({"grad_compressor": "topk"}, True, False),
@@ -1103,6 +1104,42 @@ def test_overlap_under_link_aware_keeps_the_synchronous_round_length(hetero):
         length = algo._length(done, cost=cost, current=5, known=True)
         assert length == synchronous._length(done, cost=cost, current=5, known=True)
     assert algo._length(torch.tensor([0, 3, 0, 9]), cost=17.6, current=5, known=True) == round((3 * 17.6) ** 0.5)
+
+
+@pytest.mark.parametrize("inner_steps", [50, 1])
+def test_overlap_under_an_adaptive_optimizer_starts_its_rounds_at_2_and_does_not_weigh_the_link(hetero, inner_steps):
+    """``overlap=true`` under Adam (session 25): ``min_inner_steps`` None → 2 and ``link_aware`` None → off, so a slow
+    link does not lengthen the rounds (the throughput GRU's overlapped rounds of 3 and 5 missed a seed that rounds of 2
+    reach). The user's values stand; under SGD, without overlap (Adam's ``None``) and for the synchronous sync the
+    rounds keep their rule."""
+    adam = GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(linear_steps=False)
+    assert adam.overlap is True and adam.min_inner_steps == min(2, inner_steps) == adam.min_steps
+    assert adam.link_aware is False and adam.resolved_link_aware is False
+    over_nccl = GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(
+        linear_steps=False, backend="nccl"
+    )
+    assert over_nccl == adam  # asked for, overlap takes its rounds on every backend
+    for kept in (
+        GatedDANEOptions(inner_steps=inner_steps).resolve_overlap(linear_steps=True),  # SGD: overlap, its own rule
+        GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(linear_steps=True),
+        GatedDANEOptions(inner_steps=inner_steps).resolve_overlap(linear_steps=False),  # Adam's None: synchronous
+        GatedDANEOptions(inner_steps=inner_steps, overlap=False).resolve_overlap(linear_steps=False),
+    ):
+        assert kept.min_inner_steps is None and kept.min_steps == min(5, inner_steps) and kept.resolved_link_aware
+    user = GatedDANEOptions(inner_steps=inner_steps, overlap=True, min_inner_steps=1, link_aware=True)
+    assert user.resolve_overlap(linear_steps=False) == user  # the user's values stand
+    if inner_steps == 1:
+        return
+    # a sync measured at 50 local steps: weighed, the round after a rank done at step 2 would last √(2·50) = 10 steps
+    algo = _overlapped(hetero, sync="gated", inner_steps=40, min_inner_steps=adam.min_inner_steps, link_aware=False)
+    weighed = _overlapped(hetero, sync="gated", inner_steps=40, min_inner_steps=2, link_aware=True)
+    for a in (algo, weighed):
+        a.sync_seconds, a.step_seconds = 0.5, 0.01
+    assert algo.sync_steps is None and weighed.sync_steps == pytest.approx(50.0)
+    done = torch.tensor([0, 2, 0, 3])
+    assert algo._next_length(done, cost=algo.sync_steps) == 2
+    assert weighed._next_length(done, cost=weighed.sync_steps) == 10
+    assert (algo.hyperparameters()["min_inner_steps"], algo.hyperparameters()["link_aware"]) == (2.0, 0.0)
 
 
 # ----------------------------------------------------------------------------------- prox term from the estimate

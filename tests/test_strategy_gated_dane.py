@@ -200,6 +200,44 @@ def test_the_synchronous_sync_gathers_in_bf16_by_default_under_adam(tmp_path, wi
         assert bits == {"message_bits": 32.0 if wire == "model" else 16.0, "overlap": 0.0}
 
 
+class _Resolved(pl.Callback):
+    """Writes each rank's resolved hyper-parameters and finished round lengths."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        record = {"hp": trainer.strategy.hyperparameters(), "history_h": trainer.strategy.algorithm.history_h}
+        (self.out / f"resolved{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path):
+    """``overlap=true`` under Adam over gloo (session 25): bf16 messages, gated rounds from a floor of 2 steps that do
+    not weigh the link. Both ranks hold the same anchor at every step, a reply moves it, the loss falls, and each
+    joined exchange sent one message each way (the last is in flight at ``on_train_end``)."""
+    steps = 24
+    _, ranks = fit(
+        GatedDANEStrategy(start_method="fork", overlap=True),
+        tmp_path,
+        model=lambda: MLP(adam=True, lr=0.01),
+        max_steps=steps,
+        callbacks=[_Resolved(tmp_path)],
+    )
+    for step in range(steps):
+        assert torch.equal(ranks[0]["step_params"][step], ranks[1]["step_params"][step]), step
+    assert not torch.equal(ranks[0]["step_params"][0], ranks[0]["step_params"][-1])
+    d = dense_dim(MLP())
+    message = 2 * d * 2 + 3 * 4  # [Δ_m, g_m] in bf16, [count, fault, stop] in float32
+    for rank, r in enumerate(ranks):
+        assert falls(r["losses"]), r["losses"]
+        record = json.loads((tmp_path / f"resolved{rank}.json").read_text())
+        hp, rounds = record["hp"], record["history_h"]
+        assert (hp["overlap"], hp["message_bits"], hp["min_inner_steps"], hp["link_aware"]) == (1.0, 16.0, 2.0, 0.0)
+        assert rounds[0] == 2 and min(rounds) >= 2 and sum(rounds) <= steps and len(rounds) >= 3, rounds
+        assert r["summary"]["worker_uplink_bytes"] == (len(rounds) - 1) * message
+        assert r["summary"]["downlink_bytes_per_worker"][1] == 4 * d + (len(rounds) - 1) * message
+
+
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])
 def test_overlap_hides_the_sync_and_every_rank_holds_the_same_anchor(tmp_path, wire, eager):
     """``overlap``: the exchange runs in a thread over its own process group; the reply to round r is taken at

@@ -265,7 +265,10 @@ class GatedDANE(Algorithm):
             "H": float(self.H),
             "theta": float("inf") if self.theta is None else self.theta,
             "beta": self.beta,
-            "overlap": float(self.overlap),  # 1: on (``None`` resolves in Lightning: on for SGD)
+            "overlap": float(self.overlap),  # 1: on (``None`` resolves in Lightning: on over gloo where allowed)
+            # the rounds' floor and whether they weigh the link (Lightning resolves both under overlap with Adam)
+            "min_inner_steps": float(self.options.min_steps),
+            "link_aware": float(self.options.resolved_link_aware),
             # the bits of each value of the one dense message (``message_dtype`` as resolved; 32 for float32 models)
             "message_bits": float(torch.finfo(self.wire_dtype or self.anchor.dtype).bits),
             "correction_memory": self.options.resolved_correction_memory,
@@ -335,13 +338,13 @@ class GatedDANE(Algorithm):
     @property
     def sync_steps(self) -> float | None:
         """A sync's measured cost in local steps, t_sync/t_step (``link_aware``; ``None`` before the first sync)."""
-        if not self.options.link_aware or self.sync_seconds is None or not self.step_seconds:
+        if not self.options.resolved_link_aware or self.sync_seconds is None or not self.step_seconds:
             return None
         return self.sync_seconds / self.step_seconds
 
     def _time_step(self) -> None:
         """Record the interval since the last step when that step was silent (its cost without a sync)."""
-        if not self.options.link_aware:
+        if not self.options.resolved_link_aware:
             return
         now = self.clock()
         if self._entered is not None and self._entered_silent:
@@ -356,7 +359,7 @@ class GatedDANE(Algorithm):
         in the first round: a = 40 against a typical 20; session 14); folded in at half weight it held the
         measured cost high for several rounds, each of them longer for it.
         """
-        if not self.options.link_aware:
+        if not self.options.resolved_link_aware:
             return
         if self.timed_rounds < (2 if self.overlap else 1):  # overlap: the first joined exchange is the warm-up
             self.timed_rounds, self._intervals, self._round_sync = self.timed_rounds + 1, [], 0.0
@@ -404,7 +407,7 @@ class GatedDANE(Algorithm):
         if self.k >= self.H and self.overlap:
             started = self.clock()
             self._sync_overlapped()
-            self._round_sync += self.exchange.seconds if self.options.link_aware else self.clock() - started
+            self._round_sync += self.exchange.seconds if self.options.resolved_link_aware else self.clock() - started
             self._time_round()
         elif self.k >= self.H:
             started = self.clock()
@@ -603,7 +606,7 @@ class GatedDANE(Algorithm):
 
     def _hub_cost(self) -> float | None:
         """``correction="fresh"``: the hub's :attr:`sync_steps` on every process (one broadcast, tag ``"gate"``)."""
-        if not self.options.link_aware:
+        if not self.options.resolved_link_aware:
             return None
         cost = self.sync_steps
         (sent,) = self.transport.broadcast(self.anchor.new_full((1,), -1.0 if cost is None else cost), tag="gate")
@@ -1070,7 +1073,7 @@ class GatedDANE(Algorithm):
         done = done_at[done_at > 0]
         if done.numel():
             drift = int(done.min())
-        elif self.options.link_aware and not known:
+        elif self.options.resolved_link_aware and not known:
             # No rank could be gated on drift yet (no δ̂ or θ): "not done" says nothing about the shards, and
             # doubling, then multiplying by the link's cost, made credit's third round 29 steps (session 14).
             drift = current

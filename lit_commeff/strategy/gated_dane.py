@@ -40,8 +40,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     process group of its own, its values in bfloat16, and its reply is taken one round later
     (:meth:`~lit_commeff.algorithms.gated_dane.GatedDANE._sync_overlapped`); the non-finite guard's faults and
     rank 0's SIGTERM then travel in the method's messages, with no agreement of their own, and the exchange still
-    in flight when training ends is waited for (and its bytes booked) at teardown. Without overlap (Adam's default)
-    the sync's one gather still travels in bfloat16 over gloo unless ``message_dtype="model"``
+    in flight when training ends is waited for (and its bytes booked) at teardown. Under Adam (``overlap=true``) the
+    rounds start from a floor of 2 steps and do not weigh the link. Without overlap (Adam's default) the sync's one
+    gather still travels in bfloat16 over gloo unless ``message_dtype="model"``
     (:meth:`~lit_commeff.options.GatedDANEOptions.resolve_lightning`); the new anchor comes back exactly.
 
     Note:
@@ -77,9 +78,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
-        # overlap=None: on over gloo where the local steps are linear in the gradient (the outer step's defaults
-        # follow the same rule); message_dtype=None: bf16 over gloo wherever the round has one dense message. MLflow's
-        # `strategy.overlap` and `strategy.resolved.message_bits` show what was decided.
+        # overlap=None: on over gloo where the local steps are linear in the gradient (overlap=true under Adam: rounds
+        # from a floor of 2 that do not weigh the link); message_dtype=None: bf16 over gloo wherever the round has one
+        # dense message. MLflow's `strategy.overlap`, `strategy.min_inner_steps`, `strategy.link_aware` and
+        # `strategy.resolved.message_bits` show what was decided.
         options = self.options.resolve_lightning(
             linear_steps=linear_steps(oracle.optimizer),
             backend=dist.get_backend(),
