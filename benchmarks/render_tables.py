@@ -241,6 +241,10 @@ B3_NAMES = {
     "gated_dane+shared+h10": "Gated DANE, `preconditioner=shared`, fixed H = 10",
     "gated_dane+shared+h25": "Gated DANE, `preconditioner=shared`, fixed H = 25",
     "gated_dane+update+h25": "Gated DANE, `correction=update`, fixed H = 25",
+    "gated_dane+ov5": "Gated DANE, `overlap=true`, fixed rounds of 5",
+    "gated_dane+ov3": "Gated DANE, `overlap=true`, fixed rounds of 3",
+    "gated_dane+ov2": "Gated DANE, `overlap=true`, fixed rounds of 2",
+    "gated_dane+ov25": "Gated DANE, `overlap=true` (session 25 under Adam: rounds from a floor of 2, the link not weighed)",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -871,6 +875,15 @@ TABLES: dict[str, Spec] = {
         "benchmarks/results/b3/s24_tables/tput_bygroup_lan_fixed_h/b3.png` (the runs' own commands are in the JSON's "
         "`meta.runs`; `meta.note` says which session ran which)",
     ),
+    "b3-s25-tput-bygroup-lan-overlap-rounds": Spec(
+        b3_reach_table("lan"),
+        ("b3/s25_tables/tput_bygroup_lan_overlap_rounds/b3_table.json",),
+        "`python benchmarks/b3_time_to_accuracy.py --reuse --merge "
+        "benchmarks/results/b3/s25_tput_bygroup_lan_overlap_rounds.json --recipes telecom_throughput --profiles lan "
+        "--methods ddp gated_dane --out benchmarks/results/b3/s25_tables/tput_bygroup_lan_overlap_rounds --plot "
+        "benchmarks/results/b3/s25_tables/tput_bygroup_lan_overlap_rounds/b3.png` (the runs' own commands are in the "
+        "JSON's `meta.runs`; `meta.note` says which session ran which)",
+    ),
     "b3-s12-tput-bygroup-edge": Spec(
         b3_protocol_table("edge"),
         ("b3/s12_tables/tput_bygroup_edge/b3_table.json",),
@@ -963,6 +976,8 @@ TABLES: dict[str, Spec] = {
             (23, "tput_iid_wan", "telecom_throughput", "wan lan"),
             (23, "tput_iid_edge", "telecom_throughput", "edge lan"),
             (24, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            (25, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
+            (25, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
