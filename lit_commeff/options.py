@@ -701,7 +701,9 @@ class GatedDANEOptions(HubOptions):
     credit over ``edge``, where the synchronous sync was 0.88-1.19x), each rank starting its next round from its own
     change applied once beside the outer step's look-ahead, with corrections averaged over rounds (``eager`` and
     ``correction_memory`` None; session 19: the earlier start diverged in the simulator without a prox term, and on
-    churn the new one was 1.53x DiLoCo, 3 of 3 seeds).
+    churn the new one was 1.53x DiLoCo, 3 of 3 seeds). Around Adam too since session 25, with rounds from a floor of
+    2 steps that do not weigh the link (a rank keeps its own change a round longer under overlap; on the throughput
+    GRU 1.14x the synchronous sync on ``wan``, 3 of 3 seeds each).
     """
 
     method: ClassVar[str] = "Gated DANE"
@@ -810,13 +812,12 @@ class GatedDANEOptions(HubOptions):
             "on top of it (a one-round-delayed anchor, as in streaming DiLoCo). Faults and rank 0's stop travel in the "
             "messages. With `link_aware` a round lasts √(H_drift·a), a being the whole exchange's measured cost in "
             "steps. Needs `correction` `lagged` or `averaged`, dense messages (no compressors), "
-            "`preconditioner: local`. `None`: on in Lightning over gloo when the local steps are linear in the "
-            "gradient (SGD, with or without momentum) and those options allow it (B3 sessions 15-16, credit: "
-            "1.42-1.55x DiLoCo on `edge` with bf16 messages; under Adam, with rounds of 5-7, the GRU reached the "
-            "target on 1 of 3 seeds); off otherwise: over NCCL (untested on GPUs), and in the simulator, which counts "
-            "rounds (a one-round-late reply only adds rounds). `true` under an adaptive optimizer (Adam): rounds "
-            "from a floor of 2 that do not weigh the link (`min_inner_steps`, `link_aware`; session 25: the GRU on 3 "
-            "of 3 seeds, 1.14x the synchronous sync's time on `wan`)"
+            "`preconditioner: local`. Under an adaptive optimizer (Adam) its rounds start from a floor of 2 steps "
+            "and do not weigh the link (`min_inner_steps`, `link_aware`: with rounds of 5-7 the GRU reached the "
+            "target on 1 of 3 seeds; with rounds of 2 on 3 of 3, 1.14x the synchronous sync's time on `wan`, session "
+            "25). `None`: on in Lightning over gloo where those options allow it (B3 sessions 15-16, credit under "
+            "SGD: 1.42-1.55x DiLoCo on `edge` with bf16 messages; under Adam since session 25); off over NCCL "
+            "(untested on GPUs), and in the simulator, which counts rounds (a one-round-late reply only adds rounds)"
         ),
     )
     message_dtype: str | None = field(
@@ -1146,16 +1147,15 @@ class GatedDANEOptions(HubOptions):
                 and the background exchange has not been run on GPUs (``overlap=true`` still takes it there).
 
         Returns:
-            ``self`` where ``overlap`` is set; else a copy with ``overlap`` on when the local steps are linear, the
-            backend is gloo and no other option rules it out (:meth:`overlap_conflicts`, the compressors of the
-            gradients and downlink). Under ``overlap=true`` with an adaptive optimizer (``linear_steps`` false), a
-            copy whose rounds are set for it (:meth:`_adaptive_overlap_rounds`).
+            ``self`` where ``overlap`` is set; else a copy with ``overlap`` on when the backend is gloo and no other
+            option rules it out (:meth:`overlap_conflicts`, the compressors of the gradients and downlink). Under
+            ``overlap`` with an adaptive optimizer (``linear_steps`` false), a copy whose rounds are set for it
+            (:meth:`_adaptive_overlap_rounds`).
         """
         resolved = self
         if self.overlap is None:
             dense = self.built_grad_compressor is None and self.built_downlink_compressor is None
-            on = linear_steps and backend == "gloo" and dense and not self.overlap_conflicts()
-            resolved = replace(self, overlap=on)
+            resolved = replace(self, overlap=backend == "gloo" and dense and not self.overlap_conflicts())
         if resolved.overlap and not linear_steps:
             return resolved._adaptive_overlap_rounds()
         return resolved

@@ -632,7 +632,8 @@ def test_overlap_defaults_to_the_once_start_with_correction_memory():
         and GatedDANEOptions(overlap=False).resolved_correction_memory == 0.0
     )
     assert GatedDANEOptions().resolve_overlap(linear_steps=True).resolved_correction_memory == 0.2
-    assert GatedDANEOptions().resolve_overlap(linear_steps=False).resolved_correction_memory == 0.0  # Adam: synchronous
+    assert GatedDANEOptions().resolve_overlap(linear_steps=False).resolved_correction_memory == 0.2  # Adam too (s25)
+    assert GatedDANEOptions(overlap=False).resolve_overlap(linear_steps=False).resolved_correction_memory == 0.0
     assert GatedDANEOptions(overlap=True, correction_memory=0.0).resolved_correction_memory == 0.0
     assert GatedDANEOptions(overlap=True, eager="full").resolved_eager == "full"
     assert GatedDANEOptions(overlap=False, eager="full").resolved_eager == "full"  # allowed: what overlap would do
@@ -643,7 +644,9 @@ def test_overlap_defaults_to_the_once_start_with_correction_memory():
     ("options", "linear", "expected"),
     [
         ({}, True, True),  # SGD, the defaults allow it: on
-        ({}, False, False),  # Adam-type: off (it lost on the GRU; with rounds of 2 it was even in time, session 25)
+        ({}, False, True),  # Adam-type: on too, with rounds from a floor of 2 (session 25)
+        ({"preconditioner": "shared"}, False, False),
+        ({"correction": "update"}, False, False),
         ({"correction": "fresh"}, True, False),  # an option that rules it out: off, not an error
         ({"compressor": "topk"}, True, False),
         ({"grad_compressor": "topk"}, True, False),
@@ -654,7 +657,7 @@ def test_overlap_defaults_to_the_once_start_with_correction_memory():
         ({"overlap": True}, False, True),
     ],
 )
-def test_overlap_none_is_on_for_linear_local_steps_where_the_options_allow_it(options, linear, expected):
+def test_overlap_none_is_on_over_gloo_where_the_options_allow_it(options, linear, expected):
     resolved = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear, backend="gloo")
     assert resolved.overlap is expected
     over_nccl = GatedDANEOptions(**options).resolve_overlap(linear_steps=linear, backend="nccl").overlap
@@ -669,11 +672,13 @@ def test_overlap_none_is_on_for_linear_local_steps_where_the_options_allow_it(op
     ("options", "linear", "backend", "overlap", "wire"),
     [
         ({}, True, "gloo", True, "bf16"),  # SGD: overlap, its messages in bf16
-        ({}, False, "gloo", False, "bf16"),  # Adam: the synchronous sync, its gather in bf16 (session 24)
+        ({}, False, "gloo", True, "bf16"),  # Adam: overlap too since session 25
+        ({"overlap": False}, False, "gloo", False, "bf16"),  # Adam's synchronous sync: its gather in bf16 (session 24)
         ({"overlap": False}, True, "gloo", False, "bf16"),  # the user's synchronous sync under SGD: one message too
         ({"preconditioner": "shared"}, False, "gloo", False, "bf16"),  # v rides in the broadcast, exact
         ({"correction": "update"}, False, "gloo", False, "bf16"),
-        ({"message_dtype": "model"}, False, "gloo", False, "model"),  # the user's choice stands
+        ({"message_dtype": "model"}, False, "gloo", True, "model"),  # the user's choice stands
+        ({"message_dtype": "model", "overlap": False}, False, "gloo", False, "model"),
         ({"correction": "fresh"}, False, "gloo", False, "model"),  # no single message to round
         ({"compressor": "topk"}, False, "gloo", False, "model"),
         ({"grad_compressor": "topk"}, False, "gloo", False, "model"),
@@ -1108,11 +1113,11 @@ def test_overlap_under_link_aware_keeps_the_synchronous_round_length(hetero):
 
 @pytest.mark.parametrize("inner_steps", [50, 1])
 def test_overlap_under_an_adaptive_optimizer_starts_its_rounds_at_2_and_does_not_weigh_the_link(hetero, inner_steps):
-    """``overlap=true`` under Adam (session 25): ``min_inner_steps`` None → 2 and ``link_aware`` None → off, so a slow
-    link does not lengthen the rounds (the throughput GRU's overlapped rounds of 3 and 5 missed a seed that rounds of 2
-    reach). The user's values stand; under SGD, without overlap (Adam's ``None``) and for the synchronous sync the
-    rounds keep their rule."""
-    adam = GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(linear_steps=False)
+    """Overlap under Adam (session 25): ``min_inner_steps`` None → 2 and ``link_aware`` None → off, so a slow link
+    does not lengthen the rounds (the throughput GRU's overlapped rounds of 3 and 5 missed a seed that rounds of 2
+    reach). The user's values stand; under SGD and for the synchronous sync the rounds keep their rule."""
+    adam = GatedDANEOptions(inner_steps=inner_steps).resolve_overlap(linear_steps=False)
+    assert adam == GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(linear_steps=False)
     assert adam.overlap is True and adam.min_inner_steps == min(2, inner_steps) == adam.min_steps
     assert adam.link_aware is False and adam.resolved_link_aware is False
     over_nccl = GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(
@@ -1122,7 +1127,7 @@ def test_overlap_under_an_adaptive_optimizer_starts_its_rounds_at_2_and_does_not
     for kept in (
         GatedDANEOptions(inner_steps=inner_steps).resolve_overlap(linear_steps=True),  # SGD: overlap, its own rule
         GatedDANEOptions(inner_steps=inner_steps, overlap=True).resolve_overlap(linear_steps=True),
-        GatedDANEOptions(inner_steps=inner_steps).resolve_overlap(linear_steps=False),  # Adam's None: synchronous
+        GatedDANEOptions(inner_steps=inner_steps).resolve_overlap(linear_steps=False, backend="nccl"),  # None: off
         GatedDANEOptions(inner_steps=inner_steps, overlap=False).resolve_overlap(linear_steps=False),
     ):
         assert kept.min_inner_steps is None and kept.min_steps == min(5, inner_steps) and kept.resolved_link_aware

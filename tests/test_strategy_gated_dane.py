@@ -113,7 +113,7 @@ _TOPK = {"compressor": "topk", "compressor_options": {"ratio": 0.2}}
         # and the resumed run sends it again where the straight run takes its reply (step 6)
         {"correction": "averaged", "overlap": True},
         {"correction": "averaged", "overlap": True, "message_dtype": "bf16"},  # and the shifts are state
-        {"correction": "averaged", "message_dtype": "bf16"},  # synchronous under Adam: the shifts are state too
+        {"correction": "averaged", "message_dtype": "bf16", "overlap": False},  # synchronous: the shifts are state too
     ],
     ids=["fresh", "lagged", "lagged-shared", "averaged-shared", "update", "overlap", "overlap-bf16", "sync-bf16"],
 )
@@ -176,13 +176,12 @@ class _Bits(pl.Callback):
 
 @pytest.mark.parametrize("wire", [None, "bf16", "model"])
 def test_the_synchronous_sync_gathers_in_bf16_by_default_under_adam(tmp_path, wire):
-    """Under Adam the sync stays synchronous (``overlap`` None), and over gloo its one gather is rounded by default
-    (``message_dtype`` None, as ``bf16``): [Δ_m, g_m] at 2 bytes a value and the count's 4 float32 bytes beside
-    them, the broadcast of the new anchor exact. ``model`` keeps float32. Both ranks hold the same anchor at every
-    step, and the loss falls (no guard: its agreement would add its own bytes). MLflow's hyper-parameter says
-    which: ``message_bits``."""
+    """Under Adam with ``overlap=false`` the sync's one gather over gloo is rounded by default (``message_dtype``
+    None, as ``bf16``): [Δ_m, g_m] at 2 bytes a value and the count's 4 float32 bytes beside them, the broadcast of
+    the new anchor exact. ``model`` keeps float32. Both ranks hold the same anchor at every step, and the loss falls
+    (no guard: its agreement would add its own bytes). MLflow's hyper-parameter says which: ``message_bits``."""
     h, steps = 3, 24
-    options = {} if wire is None else {"message_dtype": wire}
+    options = {"overlap": False} | ({} if wire is None else {"message_dtype": wire})
     strategy = GatedDANEStrategy(start_method="fork", sync="fixed", inner_steps=h, nonfinite="off", **options)
     _, ranks = fit(
         strategy, tmp_path, model=lambda: MLP(adam=True, lr=0.01), max_steps=steps, callbacks=[_Bits(tmp_path)]
@@ -211,13 +210,14 @@ class _Resolved(pl.Callback):
         (self.out / f"resolved{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path):
-    """``overlap=true`` under Adam over gloo (session 25): bf16 messages, gated rounds from a floor of 2 steps that do
-    not weigh the link. Both ranks hold the same anchor at every step, a reply moves it, the loss falls, and each
+@pytest.mark.parametrize("options", [{}, {"overlap": True}], ids=["default", "overlap"])
+def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
+    """Under Adam over gloo the defaults overlap (session 25): bf16 messages, gated rounds from a floor of 2 steps that
+    do not weigh the link. Both ranks hold the same anchor at every step, a reply moves it, the loss falls, and each
     joined exchange sent one message each way (the last is in flight at ``on_train_end``)."""
     steps = 24
     _, ranks = fit(
-        GatedDANEStrategy(start_method="fork", overlap=True),
+        GatedDANEStrategy(start_method="fork", **options),
         tmp_path,
         model=lambda: MLP(adam=True, lr=0.01),
         max_steps=steps,

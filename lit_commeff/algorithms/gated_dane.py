@@ -949,7 +949,8 @@ class GatedDANE(Algorithm):
             flag = str(bool(saved)).lower()
             raise ValueError(
                 f"overlap: the checkpoint was written with overlap={flag} but this run has "
-                f"overlap={str(self.overlap).lower()} (`None` turns it on for SGD over gloo since session 17); resume "
+                f"overlap={str(self.overlap).lower()} (`None` turns it on over gloo: for SGD since session 17, for "
+                f"Adam since session 25); resume "
                 f"with strategy.overlap={flag}."
             )
         # checkpoints written before an option existed hold none of its state (shared preconditioner, averaged

@@ -35,14 +35,14 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     iterate, correction, error-feedback residuals, round position) and the optimizer's state, so a run
     stopped mid-round resumes exactly on CPU.
 
-    With ``overlap`` (by default on over gloo when ``configure_optimizers`` gives SGD; see
+    With ``overlap`` (by default on over gloo where the options allow it; see
     :meth:`~lit_commeff.options.GatedDANEOptions.resolve_overlap`) the sync runs in a background thread over a
     process group of its own, its values in bfloat16, and its reply is taken one round later
     (:meth:`~lit_commeff.algorithms.gated_dane.GatedDANE._sync_overlapped`); the non-finite guard's faults and
     rank 0's SIGTERM then travel in the method's messages, with no agreement of their own, and the exchange still
-    in flight when training ends is waited for (and its bytes booked) at teardown. Under Adam (``overlap=true``) the
-    rounds start from a floor of 2 steps and do not weigh the link. Without overlap (Adam's default) the sync's one
-    gather still travels in bfloat16 over gloo unless ``message_dtype="model"``
+    in flight when training ends is waited for (and its bytes booked) at teardown. Under Adam its rounds start from a
+    floor of 2 steps and do not weigh the link. Without overlap (``overlap=false``) the sync's one gather still
+    travels in bfloat16 over gloo unless ``message_dtype="model"``
     (:meth:`~lit_commeff.options.GatedDANEOptions.resolve_lightning`); the new anchor comes back exactly.
 
     Note:
@@ -78,10 +78,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
 
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
-        # overlap=None: on over gloo where the local steps are linear in the gradient (overlap=true under Adam: rounds
-        # from a floor of 2 that do not weigh the link); message_dtype=None: bf16 over gloo wherever the round has one
-        # dense message. MLflow's `strategy.overlap`, `strategy.min_inner_steps`, `strategy.link_aware` and
-        # `strategy.resolved.message_bits` show what was decided.
+        # overlap=None: on over gloo where the options allow it (under Adam: rounds from a floor of 2 that do not
+        # weigh the link); message_dtype=None: bf16 over gloo wherever the round has one dense message. MLflow's
+        # `strategy.overlap`, `strategy.min_inner_steps`, `strategy.link_aware` and `strategy.resolved.message_bits`
+        # show what was decided.
         options = self.options.resolve_lightning(
             linear_steps=linear_steps(oracle.optimizer),
             backend=dist.get_backend(),
