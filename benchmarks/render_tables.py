@@ -244,7 +244,7 @@ B3_NAMES = {
     "gated_dane+ov5": "Gated DANE, `overlap=true`, fixed rounds of 5",
     "gated_dane+ov3": "Gated DANE, `overlap=true`, fixed rounds of 3",
     "gated_dane+ov2": "Gated DANE, `overlap=true`, fixed rounds of 2",
-    "gated_dane+ov25": "Gated DANE, `overlap=true` (session 25 under Adam: rounds from a floor of 2, the link not weighed)",
+    "gated_dane+ov25": "Gated DANE, overlap under Adam (session 25: rounds from a floor of 2, the link not weighed)",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
