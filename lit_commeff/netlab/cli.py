@@ -167,10 +167,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         print("run: give the command after --, e.g. run --world-size 2 -- python train.py", file=sys.stderr)
         return 2
-    with NetLab(args.world_size, args.profile, hub_profile=args.hub_profile, backend=args.backend) as lab:
+    congestion = None if args.congestion_control == "host" else args.congestion_control
+    lab_options = {"hub_profile": args.hub_profile, "backend": args.backend, "congestion_control": congestion}
+    with NetLab(args.world_size, args.profile, **lab_options) as lab:
         hub = f"; hub {lab.hub_profile.describe()}" if args.hub_profile else ""
         print(
-            f"netlab: {lab.profile.describe()}{hub} [backend {lab.backend}]; "
+            f"netlab: {lab.profile.describe()}{hub} [backend {lab.backend}, TCP {lab.congestion_control_in_use}]; "
             f"MASTER_ADDR={lab.address(0)} MASTER_PORT={args.master_port}",
             file=sys.stderr,
         )
@@ -232,6 +234,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--world-size", type=int, required=True)
     run.add_argument("--backend", choices=BACKENDS, default="auto")
+    run.add_argument(
+        "--congestion-control",
+        default="host",
+        help="TCP congestion control in the ranks' namespaces, e.g. cubic or bbr (default 'host': the host's)",
+    )
     run.add_argument("--master-port", type=int, default=29500)
     run.add_argument("--grace", type=float, default=10.0, help="seconds the other ranks get after one fails")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
