@@ -14,7 +14,7 @@ at the credit MLP's size (d = 5,857 fp32) by default:
   the receiver has posted, so this tests whether posting first saves a half round trip).
 
 ``--congestion-control`` sets the ranks' TCP algorithm (default ``host``: inherit the host's). Session 26
-found it decides what the exchange costs on ``wan``: 56 KB each way took 80 ms under ``bbr`` and 51 ms under
+found it decides what the exchange costs on ``wan``: 56 KB each way took 72 ms under ``bbr`` and 51 ms under
 ``cubic``.
 
     sudo python benchmarks/b3_collectives.py --profiles edge lan

@@ -35,7 +35,7 @@ same analysis (run them, or ``--merge`` their JSON).
 
 Every rank's namespace runs TCP with ``--congestion-control`` (default ``cubic``, Linux's default; ``host``
 inherits the host's). It matters for messages of tens of KB after an idle gap: on ``wan`` a 56 KB exchange
-took 80 ms under ``bbr`` and 51 ms under ``cubic`` (session 26). Runs before session 26 inherited this
+took 72 ms under ``bbr`` and 51 ms under ``cubic`` (session 26). Runs before session 26 inherited this
 machine's ``bbr``; each row records the algorithm its lab ran (``congestion_control``).
 
 The time to target is training time: wall-clock since training started minus the validation passes

@@ -368,6 +368,17 @@ def render_collectives(data: list[Any]) -> list[str]:
     return lines
 
 
+def render_exchange_by_congestion(data: list[Any]) -> list[str]:
+    """The overlapped exchange and a small gather per profile × TCP congestion control (session 26's two runs)."""
+    columns = [(p, run["congestion_control"][p], run["ms"][p]) for run in data for p in run["ms"]]
+    columns.sort(key=lambda c: (c[0] != "wan", c[1]))
+    lines = _header(["collective (ms, median)", *(f"`{p}`, {cc}" for p, cc, _ in columns)])
+    for name in columns[0][2]:
+        if name.startswith("exchange") or name.startswith("gather 600"):
+            lines.append(_row([name, *(f"{ms[name]:.1f}" for _, _, ms in columns)]))
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------ B4-B7
 
 
@@ -978,6 +989,9 @@ TABLES: dict[str, Spec] = {
             (24, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
             (25, "tput_bygroup_wan", "telecom_throughput", "wan lan"),
             (25, "tput_bygroup_edge", "telecom_throughput", "edge lan"),
+            (26, "tput_bygroup_wan_cubic", "telecom_throughput", "wan lan"),
+            (26, "tput_bygroup_wan_cubic_grid", "telecom_throughput", "wan lan"),
+            (26, "tput_bygroup_wan_bbr_seed0", "telecom_throughput", "wan lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
@@ -1022,6 +1036,14 @@ TABLES: dict[str, Spec] = {
         b3_from_runs(),
         ("b3/s6_credit_sym10_results.json",),
         'the `sudo python benchmarks/b3_time_to_accuracy.py --profiles "edge,down=10,name=sym10" ...` command above',
+    ),
+    "b3-s26-exchange": Spec(
+        render_exchange_by_congestion,
+        ("b3/s26_collectives_bbr.json", "b3/s26_collectives_cubic.json"),
+        "`sudo python benchmarks/b3_collectives.py --profiles wan edge --dim 14000 --reps 20 --congestion-control bbr "
+        "--out benchmarks/results/b3/s26_collectives_bbr.json`, and the same with `cubic` "
+        "(`s26_collectives_cubic.json`); the exchanges on rank 1's clock after 60 ms of idle compute, the gather on "
+        "rank 0's, back to back",
     ),
     "b3-collectives": Spec(
         render_collectives,

@@ -760,6 +760,15 @@ def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
             assert module.logged["gated_dane/step_seconds"] == pytest.approx(0.01)
             assert module.logged["gated_dane/sync_steps"] == pytest.approx(20.0)
         assert set(module.logged) == expected, set(module.logged)
+    # under overlap: the last joined exchange's time and the part of it that blocked the training thread
+    strategy.algorithm = alg = _overlapped(hetero, sync="gated", min_inner_steps=2)
+    for _ in range(12):
+        alg.step()
+    assert len(alg.history_h) >= 2  # an exchange was joined
+    module = _Module()
+    strategy.log_diagnostics(module)
+    assert module.logged["gated_dane/exchange_seconds"] == alg.exchange.seconds > 0
+    assert module.logged["gated_dane/exchange_wait_seconds"] == alg.exchange.waited >= 0
 
 
 # ----------------------------------------------------------------------------------- overlap

@@ -206,7 +206,14 @@ class _Resolved(pl.Callback):
         self.out = out
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        record = {"hp": trainer.strategy.hyperparameters(), "history_h": trainer.strategy.algorithm.history_h}
+        exchange = trainer.strategy.algorithm.exchange
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("gated_dane/exchange")}
+        record = {
+            "hp": trainer.strategy.hyperparameters(),
+            "history_h": trainer.strategy.algorithm.history_h,
+            "exchange": {"type": type(exchange).__name__, "seconds": exchange.seconds, "waited": exchange.waited},
+            "logged": logged,
+        }
         (self.out / f"resolved{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
@@ -214,7 +221,8 @@ class _Resolved(pl.Callback):
 def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
     """Under Adam over gloo the defaults overlap (session 25): bf16 messages, gated rounds from a floor of 2 steps that
     do not weigh the link. Both ranks hold the same anchor at every step, a reply moves it, the loss falls, and each
-    joined exchange sent one message each way (the last is in flight at ``on_train_end``)."""
+    joined exchange sent one message each way (the last is in flight at ``on_train_end``). Rank 0 logs its last
+    joined exchange's time in the background thread and how long joining it blocked."""
     steps = 24
     _, ranks = fit(
         GatedDANEStrategy(start_method="fork", **options),
@@ -236,6 +244,12 @@ def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
         assert rounds[0] == 2 and min(rounds) >= 2 and sum(rounds) <= steps and len(rounds) >= 3, rounds
         assert r["summary"]["worker_uplink_bytes"] == (len(rounds) - 1) * message
         assert r["summary"]["downlink_bytes_per_worker"][1] == 4 * d + (len(rounds) - 1) * message
+        exchange = record["exchange"]
+        assert exchange["type"] == "ThreadedExchange" and exchange["seconds"] > 0 and exchange["waited"] >= 0
+        if rank == 0:  # logged at the last step, before that step's join: the exchange joined a round earlier
+            logged = record["logged"]
+            assert set(logged) == {"gated_dane/exchange_seconds", "gated_dane/exchange_wait_seconds"}, logged
+            assert logged["gated_dane/exchange_seconds"] > 0 and logged["gated_dane/exchange_wait_seconds"] >= 0
 
 
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])

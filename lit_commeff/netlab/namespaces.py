@@ -97,9 +97,9 @@ class NetLab:
         seed: Seed for the router's loss and jitter draws (``None``: random).
         congestion_control: The TCP congestion control every rank's namespace uses (e.g. ``"cubic"``, Linux's
             default, or ``"bbr"``); ``None`` keeps what a new namespace inherits from the host. It decides what a
-            message of tens of KB costs after an idle gap: on ``wan`` a 56 KB exchange took 80 ms under ``bbr``
-            (paced at its estimate of an app-limited flow's rate) and 51 ms under ``cubic`` (session 26). A name the
-            kernel has but namespaces may not pick is added to the host's
+            message of tens of KB costs after an idle gap: on ``wan`` a 56 KB exchange each way took 72 ms under
+            ``bbr`` and 51 ms under ``cubic`` (session 26, ``benchmarks/b3_collectives.py``). A name the kernel has
+            but namespaces may not pick is added to the host's
             ``net.ipv4.tcp_allowed_congestion_control`` (the host's own default is left alone).
             :attr:`congestion_control_in_use` reports what the ranks run once the lab is up.
 

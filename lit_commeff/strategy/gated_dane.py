@@ -60,7 +60,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     ranks' changes leave after cancelling) and ``gated_dane/correction`` (‖c_0‖/‖ĝ‖), and, with ``link_aware``,
     ``gated_dane/sync_steps`` (rank 0's measured cost of a sync in local steps, which the next round's length
     weighs against the drift), ``gated_dane/step_seconds`` (its smoothed local step time: a whole training step
-    without a sync) and, with ``prox_rho``, ``gated_dane/theta`` (rank 0's θ_m from its estimate).
+    without a sync), under ``overlap`` ``gated_dane/exchange_seconds`` (rank 0's last joined exchange, from its
+    launch to its end in the background) and ``gated_dane/exchange_wait_seconds`` (how long joining it blocked the
+    training thread: the part the round's local steps did not hide), and, with ``prox_rho``, ``gated_dane/theta``
+    (rank 0's θ_m from its estimate).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -128,6 +131,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
             module.log("gated_dane/sync_steps", cost, rank_zero_only=True, batch_size=1)
         if algorithm.step_seconds is not None:
             module.log("gated_dane/step_seconds", algorithm.step_seconds, rank_zero_only=True, batch_size=1)
+        if algorithm.overlap:  # the last joined exchange: its time in the background, and what it blocked of it
+            exchange = algorithm.exchange
+            module.log("gated_dane/exchange_seconds", exchange.seconds, rank_zero_only=True, batch_size=1)
+            module.log("gated_dane/exchange_wait_seconds", exchange.waited, rank_zero_only=True, batch_size=1)
         delta = self.delta_hat()
         if delta is not None:
             module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)
