@@ -437,7 +437,7 @@ class NetLab:
 
     def _set_congestion_control(self) -> None:
         """Give every rank's namespace :attr:`congestion_control` (or read back the inherited one)."""
-        key = "net.ipv4.tcp_congestion_control"
+        path = _CONGESTION_SYSCTL / "tcp_congestion_control"
         wanted = self.congestion_control
         if wanted is not None:
             available = (_CONGESTION_SYSCTL / "tcp_available_congestion_control").read_text().split()
@@ -450,10 +450,16 @@ class NetLab:
             allowed = allowed_file.read_text().split()
             if wanted not in allowed:  # a namespace may only pick an allowed algorithm
                 allowed_file.write_text(" ".join([*allowed, wanted]))
-            for rank in range(self.world_size):
-                run_cmd(["ip", "netns", "exec", self.namespace(rank), "sysctl", "-q", "-w", f"{key}={wanted}"])
-        read = run_cmd(["ip", "netns", "exec", self.namespace(0), "sysctl", "-n", key])
-        self.congestion_control_in_use = read.stdout.strip()
+            for rank in range(self.world_size):  # /proc/sys/net is per namespace: write it from inside
+                run_cmd(["ip", "netns", "exec", self.namespace(rank), "sh", "-c", f'echo {wanted} > "{path}"'])
+        # What the ranks run (read from inside too); only a requested algorithm must read back.
+        read = run_cmd(["ip", "netns", "exec", self.namespace(0), "cat", str(path)], check=wanted is not None)
+        self.congestion_control_in_use = read.stdout.strip() or None
+        if wanted is not None and self.congestion_control_in_use != wanted:
+            raise NetLabError(
+                f"congestion_control={wanted!r} did not take: rank 0's namespace runs "
+                f"{self.congestion_control_in_use!r}; check net.ipv4.tcp_allowed_congestion_control"
+            )
 
     def _add_namespace(self, name: str) -> None:
         self._namespaces.append(name)  # recorded first so an interrupt mid-command still cleans it up
