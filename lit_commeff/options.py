@@ -816,7 +816,9 @@ class GatedDANEOptions(HubOptions):
             "and do not weigh the link (`min_inner_steps`, `link_aware`: with rounds of 5-7 the GRU reached the "
             "target on 1 of 3 seeds; with rounds of 2 on 3 of 3, 1.14x the synchronous sync's time on `wan`, session "
             "25). `None`: on in Lightning over gloo where those options allow it (B3 sessions 15-16, credit under "
-            "SGD: 1.42-1.55x DiLoCo on `edge` with bf16 messages; under Adam since session 25); off over NCCL "
+            "SGD: 1.42-1.55x DiLoCo on `edge` with bf16 messages; under Adam since session 25, except where "
+            "`sync: fixed` with `inner_steps` > 2, `min_inner_steps` > 2 or `link_aware: true` asks for longer rounds, "
+            "which overlap lost quality with on IID shards too, session 27; `true` there warns); off over NCCL "
             "(untested on GPUs), and in the simulator, which counts rounds (a one-round-late reply only adds rounds)"
         ),
     )
@@ -1148,17 +1150,58 @@ class GatedDANEOptions(HubOptions):
 
         Returns:
             ``self`` where ``overlap`` is set; else a copy with ``overlap`` on when the backend is gloo and no other
-            option rules it out (:meth:`overlap_conflicts`, the compressors of the gradients and downlink). Under
-            ``overlap`` with an adaptive optimizer (``linear_steps`` false), a copy whose rounds are set for it
-            (:meth:`_adaptive_overlap_rounds`).
+            option rules it out (:meth:`overlap_conflicts`, the compressors of the gradients and downlink) and, under
+            an adaptive optimizer (``linear_steps`` false), no option asks for rounds longer than 2 steps
+            (:meth:`long_rounds_under_adaptive_overlap`). Under ``overlap`` with an adaptive optimizer, a copy whose
+            rounds are set for it (:meth:`_adaptive_overlap_rounds`).
         """
         resolved = self
         if self.overlap is None:
             dense = self.built_grad_compressor is None and self.built_downlink_compressor is None
-            resolved = replace(self, overlap=backend == "gloo" and dense and not self.overlap_conflicts())
+            allowed = backend == "gloo" and dense and not self.overlap_conflicts()
+            if not linear_steps and self.long_rounds_under_adaptive_overlap():
+                allowed = False  # the user asked for rounds that overlap cannot keep under Adam (session 27)
+            resolved = replace(self, overlap=allowed)
         if resolved.overlap and not linear_steps:
             return resolved._adaptive_overlap_rounds()
         return resolved
+
+    def long_rounds_under_adaptive_overlap(self) -> str | None:
+        """Which option asks for rounds longer than 2 steps, which ``overlap`` cannot keep under an adaptive optimizer.
+
+        Under Adam a rank carries its own change a round longer with ``overlap``, and overlapped rounds longer than 2
+        steps lost the throughput GRU its quality on shards that differ and on IID ones alike (B3 sessions 25 and 27,
+        ``docs/gated-dane.md``), where the synchronous sync's rounds of the same length did not. So ``overlap=None``
+        keeps the synchronous sync when the user's options ask for such rounds. Returns the option and its value
+        (``"sync=fixed, inner_steps=10"``), or ``None``.
+        """
+        if self.sync == "fixed" and self.inner_steps > 2:
+            return f"sync=fixed, inner_steps={self.inner_steps}"
+        if self.sync == "gated" and self.min_inner_steps is not None and self.min_inner_steps > 2:
+            return f"min_inner_steps={self.min_inner_steps}"
+        if self.sync == "gated" and self.link_aware:
+            return "link_aware=true"
+        return None
+
+    def adaptive_overlap_warning(self, optimizer: str) -> str | None:
+        """What to tell a user who set ``overlap=true`` with rounds longer than 2 under an adaptive optimizer.
+
+        ``None`` unless ``overlap`` is on and :meth:`long_rounds_under_adaptive_overlap` names an option: only an
+        explicit ``overlap=true`` gets there, as ``None`` resolves to the synchronous sync for such rounds.
+
+        Args:
+            optimizer: the local optimizer's class name, for the message.
+        """
+        long_rounds = self.long_rounds_under_adaptive_overlap() if self.overlap else None
+        if long_rounds is None:
+            return None
+        return (
+            f"gated_dane: overlap=true with {long_rounds} under an adaptive optimizer ({optimizer}): overlapped "
+            "rounds longer than 2 steps lost the throughput GRU its quality on IID and non-IID shards alike, where "
+            "synchronous rounds of the same length did not (docs/gated-dane.md, sessions 25 and 27). Leave overlap "
+            "None (or set it false) to keep these rounds synchronous, or keep overlap with rounds of 2 (sync=gated, "
+            "min_inner_steps and link_aware None)."
+        )
 
     def _adaptive_overlap_rounds(self) -> GatedDANEOptions:
         """Under ``overlap`` with an adaptive optimizer: ``min_inner_steps`` None → 2, ``link_aware`` None → off.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -1154,6 +1155,37 @@ def test_overlap_under_an_adaptive_optimizer_starts_its_rounds_at_2_and_does_not
     assert algo._next_length(done, cost=algo.sync_steps) == 2
     assert weighed._next_length(done, cost=weighed.sync_steps) == 10
     assert (algo.hyperparameters()["min_inner_steps"], algo.hyperparameters()["link_aware"]) == (2.0, 0.0)
+
+
+def test_overlap_none_stays_synchronous_under_adam_where_the_options_ask_for_rounds_longer_than_2():
+    """Overlapped rounds longer than 2 steps lost the throughput GRU its quality under Adam, on IID shards too (session
+    27: fixed rounds of 10, late MAE 5.11 overlapped against 4.64 synchronous), so ``overlap=None`` resolves to the
+    synchronous sync there; ``overlap=true`` stands and gets a warning that names the option and the fix. SGD and rounds
+    of at most 2 are unaffected."""
+    long_rounds = {
+        "sync=fixed, inner_steps=10": {"sync": "fixed", "inner_steps": 10},
+        "sync=fixed, inner_steps=3": {"sync": "fixed", "inner_steps": 3},
+        "min_inner_steps=5": {"min_inner_steps": 5},
+        "link_aware=true": {"link_aware": True},
+    }
+    for named, fields in long_rounds.items():
+        options = GatedDANEOptions(**fields)
+        assert options.long_rounds_under_adaptive_overlap() == named
+        adam = options.resolve_overlap(linear_steps=False)
+        assert adam.overlap is False and adam == replace(options, overlap=False), named  # rounds as the user set them
+        assert adam.adaptive_overlap_warning("Adam") is None
+        assert options.resolve_overlap(linear_steps=True).overlap is True, named  # SGD: overlap, the user's rounds
+        forced = replace(options, overlap=True).resolve_overlap(linear_steps=False)
+        assert forced.overlap is True and forced.long_rounds_under_adaptive_overlap() == named
+        warning = forced.adaptive_overlap_warning("Adam")
+        assert warning is not None and named in warning and "(Adam)" in warning and "overlap None" in warning
+    for short in ({}, {"sync": "fixed", "inner_steps": 2}, {"min_inner_steps": 2}, {"link_aware": False}):
+        options = GatedDANEOptions(**short)
+        assert options.long_rounds_under_adaptive_overlap() is None, short
+        adam = options.resolve_overlap(linear_steps=False)
+        assert adam.overlap is True and adam.min_steps <= 2 and adam.adaptive_overlap_warning("Adam") is None, short
+    # a gated cap of 50 is not a long round: the drift gate decides within it, from the floor of 2
+    assert GatedDANEOptions(inner_steps=50).long_rounds_under_adaptive_overlap() is None
 
 
 # ----------------------------------------------------------------------------------- prox term from the estimate

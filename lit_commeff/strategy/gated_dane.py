@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -82,14 +83,16 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     @override
     def make_algorithm(self, *, transport: DistributedTransport, oracle: LightningOracle, x0: Tensor) -> GatedDANE:
         # overlap=None: on over gloo where the options allow it (under Adam: rounds from a floor of 2 that do not
-        # weigh the link); message_dtype=None: bf16 over gloo wherever the round has one dense message. MLflow's
-        # `strategy.overlap`, `strategy.min_inner_steps`, `strategy.link_aware` and `strategy.resolved.message_bits`
-        # show what was decided.
+        # weigh the link, and off where the options ask for longer rounds); message_dtype=None: bf16 over gloo
+        # wherever the round has one dense message. MLflow's `strategy.overlap`, `strategy.min_inner_steps`,
+        # `strategy.link_aware` and `strategy.resolved.message_bits` show what was decided.
+        linear = linear_steps(oracle.optimizer)
         options = self.options.resolve_lightning(
-            linear_steps=linear_steps(oracle.optimizer),
-            backend=dist.get_backend(),
-            model_bits=torch.finfo(x0.dtype).bits,
+            linear_steps=linear, backend=dist.get_backend(), model_bits=torch.finfo(x0.dtype).bits
         )
+        warning = None if linear else options.adaptive_overlap_warning(type(oracle.optimizer).__name__)
+        if warning is not None:
+            rank_zero_warn(f"lit_commeff: {warning}")
         algorithm = GatedDANE(transport=transport, oracle=oracle, x0=x0, options=options)
         if algorithm.overlap:
             # A process group of its own: the background exchange's collectives never interleave with the
