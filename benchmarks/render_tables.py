@@ -994,6 +994,7 @@ TABLES: dict[str, Spec] = {
             (26, "tput_bygroup_wan_bbr_seed0", "telecom_throughput", "wan lan"),
             (26, "tput_iid_wan_cubic", "telecom_throughput", "wan lan"),
             (27, "credit_iid_edge_fixed_h", "finance_credit", "edge lan"),
+            (27, "churn_bygroup_edge_fixed_h", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
