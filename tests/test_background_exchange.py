@@ -91,3 +91,77 @@ def test_close_waits_for_the_work_and_says_whether_it_completed():
     assert not exchange.close(timeout=0.01)  # left to finish on its own; a late record lands elsewhere
     stuck.set()
     assert len(exchange.records) == 0
+
+
+class _Clock:
+    """A clock the test moves by hand: every time the exchange reads is a known value."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_blocking_exchange_has_nothing_for_a_pause_to_hide():
+    clock = _Clock()
+    exchange = InlineExchange(_transport())
+    exchange.clock = clock
+
+    def work(t: SimulatorTransport) -> torch.Tensor:
+        clock.now += 2.0  # the exchange blocks training for 2 s
+        return _exchange(t)
+
+    exchange.launch(work)
+    clock.now += 1.0
+    exchange.pause()
+    clock.now += 3.0  # a validation pass
+    exchange.resume()
+    ledger = CommLedger(dim=4, num_workers=3)
+    ledger.begin_round()
+    exchange.join(ledger)
+    assert (exchange.seconds, exchange.waited, exchange.hidden) == (2.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("finish", ["in the pause", "after the pause"])
+def test_join_counts_what_of_a_background_exchange_a_pause_hid(finish):
+    """Launch at 0, 1 s of training, a 1 s pause, 1 s of training, join at 3.
+
+    In the pause: the exchange ends at 3 having run 3 s against 2 s of training, so the join would have waited 1 s
+    had training not paused; it waited 0. After the pause: it ends at 4 and the join waits 1 s of its 2 s.
+    Either way the pause hid 1 s. A pause with nothing in flight changes nothing.
+    """
+    clock, started, release = _Clock(), threading.Event(), threading.Event()
+    exchange = ThreadedExchange(_transport())
+    exchange.clock = clock
+
+    def work(_: SimulatorTransport) -> str:
+        started.set()
+        assert release.wait(10)
+        return "done"
+
+    exchange.pause()  # nothing in flight: not counted
+    clock.now += 5.0
+    exchange.resume()
+    clock.now = 0.0
+    exchange.launch(work)
+    assert started.wait(10)  # the work has read its start time: 0
+    clock.now = 1.0
+    exchange.pause()
+    clock.now = 2.0
+    exchange.resume()
+    clock.now = 3.0
+    if finish == "in the pause":
+        release.set()  # the work reads its end time (3) whether or not the join has started
+    else:
+
+        def later() -> None:
+            clock.now = 4.0  # the join reads its start (3 or 4) before or after this; the wait makes up the rest
+            release.set()
+
+        threading.Timer(0.05, later).start()
+    ledger = CommLedger(dim=4, num_workers=3)
+    ledger.begin_round()
+    assert exchange.join(ledger) == "done"
+    assert exchange.hidden == pytest.approx(1.0) and exchange.hidden_total == pytest.approx(1.0)
+    assert exchange.seconds == pytest.approx(3.0 if finish == "in the pause" else 4.0)

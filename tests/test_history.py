@@ -87,3 +87,39 @@ def test_train_seconds_exclude_the_checkpoint_after_validation(tmp_path):
         low = n * VALIDATION_SLEEP + (n - 1) * CHECKPOINT_SLEEP
         assert paused >= low, record
         assert record["train_seconds"] >= record["step"] * TRAIN_SLEEP, record
+
+
+class HidesBackgroundWork(pl.strategies.SingleDeviceStrategy):
+    """A strategy whose background communication validation passes hid: 100 s per pass so far."""
+
+    passes = 0
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        if not self.lightning_module.trainer.sanity_checking:
+            self.passes += 1
+
+    def pause_hidden_seconds(self) -> float:
+        return 100.0 * self.passes
+
+
+def test_train_seconds_add_back_the_background_work_that_validation_hid(tmp_path):
+    data = TensorDataset(torch.randn(16, 3), torch.randn(16, 1))
+    trainer = pl.Trainer(
+        strategy=HidesBackgroundWork(device=torch.device("cpu")),
+        max_steps=4,
+        val_check_interval=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[CommHistory(tmp_path, monitor="val/loss")],
+    )
+    trainer.fit(SlowValidation(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=16))
+    records = read_history(tmp_path / HISTORY_FILE)
+    assert [r["pause_hidden_seconds"] for r in records] == [100.0, 200.0]
+    for record in records:
+        # what the validation passes hid of the background work is put back into the training time
+        assert record["train_seconds"] >= record["step"] * TRAIN_SLEEP + record["pause_hidden_seconds"], record

@@ -62,9 +62,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     ``gated_dane/sync_steps`` (rank 0's measured cost of a sync in local steps, which the next round's length
     weighs against the drift), ``gated_dane/step_seconds`` (its smoothed local step time: a whole training step
     without a sync), under ``overlap`` ``gated_dane/exchange_seconds`` (rank 0's last joined exchange, from its
-    launch to its end in the background) and ``gated_dane/exchange_wait_seconds`` (how long joining it blocked the
-    training thread: the part the round's local steps did not hide), and, with ``prox_rho``, ``gated_dane/theta``
-    (rank 0's θ_m from its estimate).
+    launch to its end in the background), ``gated_dane/exchange_wait_seconds`` (how long joining it blocked the
+    training thread: the part the round's local steps did not hide) and ``gated_dane/exchange_hidden_seconds``
+    (how much longer it would have blocked had no validation pass run while the exchange was in flight), and, with
+    ``prox_rho``, ``gated_dane/theta`` (rank 0's θ_m from its estimate).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -119,6 +120,31 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         super().teardown()
 
     @override
+    def on_validation_start(self) -> None:
+        # The exchange in flight runs on through validation, which B3's training time leaves out: count what of it
+        # the pause hides (see `pause_hidden_seconds`).
+        super().on_validation_start()
+        if isinstance(self.algorithm, GatedDANE):
+            self.algorithm.exchange.pause()
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        if isinstance(self.algorithm, GatedDANE):
+            self.algorithm.exchange.resume()
+
+    def pause_hidden_seconds(self) -> float:
+        """Seconds of background exchanges that validation passes hid from this rank's training time.
+
+        Training time (``train_seconds`` of :class:`~lit_commeff.tracking.history.CommHistory`, B3's time to
+        target) leaves validation out, but an overlapped exchange in flight runs on through it: had training gone
+        on instead, the next join would have waited for that part. :class:`CommHistory` adds this total back, so
+        an overlapped run is not timed faster for validating while its exchange is in flight.
+        """
+        algorithm = self.algorithm
+        return algorithm.exchange.hidden_total if isinstance(algorithm, GatedDANE) else 0.0
+
+    @override
     def log_diagnostics(self, module: Any) -> None:
         # Rank 0's own values: a sync_dist reduction here would add two collectives (a round trip each on a slow
         # link) to every logged step, which cost more than the method's own syncs on `edge` (B3, credit).
@@ -138,6 +164,7 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
             exchange = algorithm.exchange
             module.log("gated_dane/exchange_seconds", exchange.seconds, rank_zero_only=True, batch_size=1)
             module.log("gated_dane/exchange_wait_seconds", exchange.waited, rank_zero_only=True, batch_size=1)
+            module.log("gated_dane/exchange_hidden_seconds", exchange.hidden, rank_zero_only=True, batch_size=1)
         delta = self.delta_hat()
         if delta is not None:
             module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)

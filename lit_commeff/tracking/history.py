@@ -33,6 +33,9 @@ class CommHistory(pl.Callback):
     to the next training batch, so it also holds what Lightning does after validating: the checkpoint
     (a collective gather of every rank's algorithm state, see :mod:`lit_commeff.strategy.state`) and
     the logging. How often a run validates and checkpoints is the caller's choice, not the method's.
+    Communication that a strategy runs in the background goes on through a pause; ``train_seconds`` adds back
+    what of it the pauses hid (the strategy's ``pause_hidden_seconds()``, recorded as ``pause_hidden_seconds``):
+    had training gone on instead, it would have waited for that part.
 
     Bytes are the strategy's exact per-worker totals (``trainer.strategy.comm_summary()``) at that
     moment: ``uplink_bytes`` and ``downlink_bytes`` handed to collectives, and ``wire_up_bytes``,
@@ -100,6 +103,7 @@ class CommHistory(pl.Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         summary = _summary(trainer)
+        hidden = _pause_hidden(trainer)
         record = {
             "step": int(trainer.global_step),
             "epoch": int(trainer.current_epoch),
@@ -110,11 +114,18 @@ class CommHistory(pl.Callback):
             "wire_down_bytes": summary.get("worker_wire_down_bytes"),
             "wire_total_bytes": summary.get("worker_wire_total_bytes"),
             "seconds": now - self._start,
-            "train_seconds": self._pause_start - self._start - self._paused,
+            "train_seconds": self._pause_start - self._start - self._paused + hidden,
+            "pause_hidden_seconds": hidden,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / HISTORY_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _pause_hidden(trainer: pl.Trainer) -> float:
+    """Background communication that validation pauses hid from training time (overlapped strategies; else 0)."""
+    fn = getattr(trainer.strategy, "pause_hidden_seconds", None)
+    return float(fn()) if fn is not None else 0.0
 
 
 def _summary(trainer: pl.Trainer) -> dict[str, Any]:

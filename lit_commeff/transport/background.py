@@ -32,23 +32,54 @@ class Exchange(ABC):
         seconds: Wall-clock of the last joined exchange's work, from its start to its end (its collectives'
             waits included): what the link and the other ranks cost, hidden or not.
         waited: Seconds the last :meth:`join` blocked the training thread: the part that was not hidden.
+        hidden: Seconds the last :meth:`join` would have blocked had training not paused (:meth:`pause`) while
+            the exchange ran: the part of it that a pause hid, not the training steps.
+        hidden_total: :attr:`hidden` summed over every join.
     """
 
     seconds: float = 0.0
     waited: float = 0.0
+    hidden: float = 0.0
+    hidden_total: float = 0.0
+    #: The clock of every time above (a test may set a fake one on an instance).
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.records = DeferredLedger()
+        self._launched_at: float | None = None
+        self._paused_at: float | None = None
+        self._paused = 0.0
 
     @property
     @abstractmethod
     def in_flight(self) -> bool:
         """Whether an exchange was launched and not joined yet."""
 
-    @abstractmethod
     def launch(self, work: Work) -> None:
         """Start ``work(transport)``; every rank launches the same exchanges in the same order."""
+        if self.in_flight:
+            raise RuntimeError("exchange: launch() while one is in flight; join() it first.")
+        self._launched_at, self._paused_at, self._paused = self.clock(), None, 0.0
+        self._start(work)
+
+    @abstractmethod
+    def _start(self, work: Work) -> None:
+        """Run ``work(transport)`` now or in the background."""
+
+    def pause(self) -> None:
+        """Training pauses (a validation pass): until :meth:`resume` its time is not training time.
+
+        The exchange in flight runs on meanwhile; :meth:`join` counts what of it the pause hid (:attr:`hidden`).
+        """
+        if self.in_flight and self._paused_at is None:
+            self._paused_at = self.clock()
+
+    def resume(self) -> None:
+        """Training goes on after :meth:`pause`."""
+        if self._paused_at is not None:
+            self._paused += self.clock() - self._paused_at
+            self._paused_at = None
 
     @abstractmethod
     def _wait(self) -> Any:
@@ -58,9 +89,16 @@ class Exchange(ABC):
         """Wait for the launched exchange, book its records into ``ledger``'s open round, return its result."""
         if not self.in_flight:
             raise RuntimeError("exchange: join() without a launched exchange; launch() first.")
-        started = time.perf_counter()
+        self.resume()
+        started = self.clock()
         result = self._wait()
-        self.waited = time.perf_counter() - started
+        self.waited = self.clock() - started
+        # Had training not paused, its clock would have reached this join `trained` s after the launch, and the join
+        # would have waited for the rest of the exchange's `seconds`: what exceeds the real wait is what a pause hid.
+        trained = started - (self._launched_at if self._launched_at is not None else started) - self._paused
+        self.hidden = max(0.0, max(0.0, self.seconds - trained) - self.waited)
+        self.hidden_total += self.hidden
+        self._launched_at = None
         self.records.replay(ledger)
         return result
 
@@ -88,16 +126,14 @@ class InlineExchange(Exchange):
     def in_flight(self) -> bool:
         return self._pending
 
-    def launch(self, work: Work) -> None:
-        if self._pending:
-            raise RuntimeError("exchange: launch() while one is in flight; join() it first.")
+    def _start(self, work: Work) -> None:
         ledger, self.transport.ledger = self.transport.ledger, self.records  # type: ignore[assignment]
-        started = time.perf_counter()
+        started = self.clock()
         try:
             self._result = work(self.transport)
         finally:
             self.transport.ledger = ledger
-        self.seconds = time.perf_counter() - started
+        self.seconds = self.clock() - started
         self._pending = True
 
     def _wait(self) -> Any:
@@ -131,18 +167,16 @@ class ThreadedExchange(Exchange):
     def in_flight(self) -> bool:
         return self._thread is not None
 
-    def launch(self, work: Work) -> None:
-        if self._thread is not None:
-            raise RuntimeError("exchange: launch() while one is in flight; join() it first.")
+    def _start(self, work: Work) -> None:
         self._outcome = None
 
         def run() -> None:
-            started = time.perf_counter()
+            started = self.clock()
             try:
                 self._outcome = (True, work(self.transport))
             except BaseException as error:  # re-raised on the training thread at join()
                 self._outcome = (False, error)
-            self.seconds = time.perf_counter() - started
+            self.seconds = self.clock() - started
 
         self._thread = threading.Thread(target=run, name="lit-commeff-exchange", daemon=True)
         self._thread.start()
