@@ -1110,15 +1110,38 @@ def test_a_checkpoint_resumed_in_the_other_sync_mode_is_refused(hetero, written_
             target.load_state_dict(state)
 
 
-def test_overlap_under_link_aware_keeps_the_synchronous_round_length(hetero):
-    """Rounds of a (the sync fully hidden) lost on credit (session 15): the rule stays √(H_drift·a), in bounds."""
+def test_overlap_under_link_aware_rounds_last_the_exchange(hetero):
+    """A round of H takes max(H, a) steps' time under overlap, so its rounds last a, in bounds (session 28); the
+    synchronous sync keeps √(H_drift·a); before a is measured the drift gate alone decides either."""
     algo = _overlapped(hetero, sync="gated", inner_steps=30, min_inner_steps=2, link_aware=True)
     synchronous = _sim(hetero, sync="gated", inner_steps=30, min_inner_steps=2, link_aware=True)
-    for counts, cost in [([0, 3, 0, 9], 17.6), ([0, 0, 0, 0], 17.6), ([0, 0, 0, 0], 500.0), ([1, 1, 1, 1], 0.5)]:
+    for counts, cost, rounds in [([0, 3, 0, 9], 17.6, 18), ([0, 0, 0, 0], 7.4, 7), ([0, 0, 0, 0], 500.0, 30),
+                                 ([1, 1, 1, 1], 0.5, 2)]:  # fmt: skip
         done = torch.tensor(counts)
-        length = algo._length(done, cost=cost, current=5, known=True)
-        assert length == synchronous._length(done, cost=cost, current=5, known=True)
-    assert algo._length(torch.tensor([0, 3, 0, 9]), cost=17.6, current=5, known=True) == round((3 * 17.6) ** 0.5)
+        assert algo._length(done, cost=cost, current=5, known=True) == rounds
+        assert algo._length(done, cost=None, current=5, known=True) == synchronous._length(
+            done, cost=None, current=5, known=True
+        )
+    assert synchronous._length(torch.tensor([0, 3, 0, 9]), cost=17.6, current=5, known=True) == round((3 * 17.6) ** 0.5)
+
+
+def test_overlap_times_a_step_as_the_round_s_training_time_per_step(hetero):
+    """Under overlap the step that a is counted in is the round's training time from a launch to the next join over
+    its steps: the median silent step left slower steps out (churn over ``edge``: a of 10-30 steps for an exchange that
+    took 5-10, session 28). A validation pass while the exchange is in flight is not training time."""
+    clock = _Clock(step=0.01, sync=0.0)
+    alg = _overlapped(hetero, sync="fixed", inner_steps=4, link_aware=True)
+    alg.clock = alg.exchange.clock = clock
+    steps = 0
+    while len(alg.history_h) < 8:
+        clock.now += 0.05 if steps % 4 == 1 else 0.01  # one slow step a round: 0.08 s over 4 steps
+        if steps % 4 == 2:  # a validation pass mid-round, the exchange in flight
+            alg.exchange.pause()
+            clock.now += 1.0
+            alg.exchange.resume()
+        alg.step()
+        steps += 1
+    assert alg.step_seconds == pytest.approx(0.02)  # not the 0.01 of the median step, nor 1 s of validation
 
 
 @pytest.mark.parametrize("inner_steps", [50, 1])
@@ -1145,7 +1168,7 @@ def test_overlap_under_an_adaptive_optimizer_starts_its_rounds_at_2_and_does_not
     assert user.resolve_overlap(linear_steps=False) == user  # the user's values stand
     if inner_steps == 1:
         return
-    # a sync measured at 50 local steps: weighed, the round after a rank done at step 2 would last √(2·50) = 10 steps
+    # a sync measured at 50 local steps: weighed, the overlapped round after a rank done at step 2 would last 50 steps
     algo = _overlapped(hetero, sync="gated", inner_steps=40, min_inner_steps=adam.min_inner_steps, link_aware=False)
     weighed = _overlapped(hetero, sync="gated", inner_steps=40, min_inner_steps=2, link_aware=True)
     for a in (algo, weighed):
@@ -1153,7 +1176,7 @@ def test_overlap_under_an_adaptive_optimizer_starts_its_rounds_at_2_and_does_not
     assert algo.sync_steps is None and weighed.sync_steps == pytest.approx(50.0)
     done = torch.tensor([0, 2, 0, 3])
     assert algo._next_length(done, cost=algo.sync_steps) == 2
-    assert weighed._next_length(done, cost=weighed.sync_steps) == 10
+    assert weighed._next_length(done, cost=weighed.sync_steps) == 40  # rounds of a = 50, within [2, 40]
     assert (algo.hyperparameters()["min_inner_steps"], algo.hyperparameters()["link_aware"]) == (2.0, 0.0)
 
 

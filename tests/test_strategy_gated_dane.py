@@ -224,7 +224,8 @@ def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
     """Under Adam over gloo the defaults overlap (session 25): bf16 messages, gated rounds from a floor of 2 steps that
     do not weigh the link. Both ranks hold the same anchor at every step, a reply moves it, the loss falls, and each
     joined exchange sent one message each way (the last is in flight at ``on_train_end``). Rank 0 logs its last
-    joined exchange's time in the background thread and how long joining it blocked."""
+    joined exchange's time in the background thread, how long joining it blocked and what a validation pass hid of it.
+    """
     steps = 24
     _, ranks = fit(
         GatedDANEStrategy(start_method="fork", **options),
@@ -250,8 +251,11 @@ def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
         assert exchange["type"] == "ThreadedExchange" and exchange["seconds"] > 0 and exchange["waited"] >= 0
         if rank == 0:  # logged at the last step, before that step's join: the exchange joined a round earlier
             logged = record["logged"]
-            assert set(logged) == {"gated_dane/exchange_seconds", "gated_dane/exchange_wait_seconds"}, logged
+            names = {"gated_dane/exchange_seconds", "gated_dane/exchange_wait_seconds"}
+            names |= {"gated_dane/exchange_hidden_seconds"}
+            assert set(logged) == names, logged
             assert logged["gated_dane/exchange_seconds"] > 0 and logged["gated_dane/exchange_wait_seconds"] >= 0
+            assert logged["gated_dane/exchange_hidden_seconds"] == 0.0  # no validation pass: nothing hidden
 
 
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])

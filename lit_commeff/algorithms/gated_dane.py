@@ -51,7 +51,10 @@ One round, in :meth:`~lit_commeff.algorithms.base.Algorithm.step` s (``H`` of th
    (d/dH of H/((1 + H/H_drift)(H + a)) vanishes at H² = H_drift·a): the error-runtime trade-off of adaptive
    local-update SGD (Wang & Joshi, "Adaptive Communication Strategies to Achieve the Best Error-Runtime
    Trade-off in Local-Update SGD", SysML 2019), with the ranks' similarity in place of a loss schedule. A
-   cheap link shortens rounds, a slow one lengthens them, and the shards' similarity scales both.
+   cheap link shortens rounds, a slow one lengthens them, and the shards' similarity scales both. Under
+   ``overlap`` a round of H steps takes max(H, a) steps' time instead of H + a, which is largest per second at
+   H = a whatever H_drift is: the round lasts a, with t_step the round's own training time per step (from the
+   exchange's launch to its join, validation left out).
 
 References: DANE (Shamir, Srebro & Zhang, ICML 2014, "Communication-Efficient Distributed Optimization using
 an Approximate Newton-type Method") for the corrected subproblem; SCAFFOLD (Karimireddy et al., ICML 2020)
@@ -225,6 +228,10 @@ class GatedDANE(Algorithm):
         self._entered_silent = False
         self._intervals: list[float] = []
         self._round_sync = 0.0
+        #: ``overlap``: when this process launched the exchange in flight, and the training time of the last round
+        #: between a launch and the next join (validation passes left out).
+        self._launched_clock: float | None = None
+        self._round_seconds: float | None = None
         #: ``overlap``: where this rank's current round started (its merged iterate), the message of the exchange in
         #: flight with the hub's cost and the round length it was sent with, and the rounds the hub voided.
         #: ``None`` (Lightning decides it before, :meth:`GatedDANEOptions.resolve_overlap`) is off here.
@@ -368,10 +375,15 @@ class GatedDANE(Algorithm):
         ema = 0.5  # a round's times are noisy (stragglers, validation between steps); half-weight smoothing
         sync = self._round_sync
         self.sync_seconds = sync if self.sync_seconds is None else (1 - ema) * self.sync_seconds + ema * sync
-        if self._intervals:
-            local = statistics.median(self._intervals)
+        local = statistics.median(self._intervals) if self._intervals else None
+        if self.overlap and self._round_seconds is not None and self.history_h:
+            # Under overlap the exchange is hidden where the round's steps take as long, all of them (slow ones and
+            # the sync step's work before the join included, validation left out): its step is the round's training
+            # time from the launch to the join per step, not the median silent step.
+            local = self._round_seconds / self.history_h[-1]
+        if local is not None:
             self.step_seconds = local if self.step_seconds is None else (1 - ema) * self.step_seconds + ema * local
-        self._intervals, self._round_sync = [], 0.0
+        self._intervals, self._round_sync, self._round_seconds = [], 0.0, None
 
     # ------------------------------------------------------------------------------- one step
     def _step(self) -> None:
@@ -406,7 +418,10 @@ class GatedDANE(Algorithm):
             self.k += 1
         if self.k >= self.H and self.overlap:
             started = self.clock()
+            if self._launched_clock is not None:  # the round since the last launch, validation left out
+                self._round_seconds = started - self._launched_clock - self.exchange.paused
             self._sync_overlapped()
+            self._launched_clock = self.clock()
             self._round_sync += self.exchange.seconds if self.options.resolved_link_aware else self.clock() - started
             self._time_round()
         elif self.k >= self.H:
@@ -1057,18 +1072,22 @@ class GatedDANE(Algorithm):
         worker done: twice this round, except under ``link_aware`` before the gate can measure drift (no δ̂ or θ
         yet), where the round keeps its length. H_drift is held within [``min_inner_steps``, ``inner_steps``], the
         rounds the drift gate alone would choose; with ``cost`` (``link_aware``) the round lasts √(H_drift·cost)
-        instead, within the same bounds. (Unbounded, a rank done after one step gave √cost, under
-        ``min_inner_steps`` on every B3 workload: session 13.)
+        instead (under ``overlap``: ``cost``, see :meth:`_length`), within the same bounds. (Unbounded, a rank done
+        after one step gave √cost, under ``min_inner_steps`` on every B3 workload: session 13.)
         """
         return self._length(done_at, cost=cost, current=self.H, known=self._drift_known())
 
     def _length(self, done_at: Tensor, *, cost: float | None, current: int, known: bool) -> int:
         """:meth:`_next_length` as a function of the round's length ``current`` and whether drift was ``known``.
 
-        Under ``overlap`` the same rule holds, with ``cost`` the whole exchange's time in steps: a round of H steps
-        then takes max(H, a) steps' time instead of H + a. Rounds of a (the sync fully hidden) were measured and
-        lost: on credit ``by_group`` over ``edge`` they lasted 15–50 steps, each one round stale on top, and seed 0
-        missed the target that √(H_drift·a) rounds reach (session 15, ``docs/gated-dane.md``).
+        Under ``overlap`` with ``cost`` (the whole exchange's time in steps of the round's own training time) a
+        round lasts a, within the bounds: a round of H steps takes max(H, a) steps' time instead of H + a, so a
+        round shorter than a waits for the exchange and one longer only drifts more; a round's progress
+        H/(1 + H/H_drift) grows with H, so rounds of a make the most of the time whatever H_drift is. √(H_drift·a)
+        kept them shorter than the exchange: credit and churn ``by_group`` over ``edge`` waited at the join (B3
+        session 28: rounds of a reached the target 1.11× and 1.38× faster by the medians, ``docs/gated-dane.md``).
+        Session 15's rounds of a (15–50 steps, full-precision messages and the ``full`` start then) missed credit's
+        seed 0; with bf16 messages and the ``once`` start they lasted 9–12 steps by the medians there and reached it.
         """
         lo, hi = self.options.min_steps, self.options.inner_steps
         done = done_at[done_at > 0]
@@ -1081,7 +1100,12 @@ class GatedDANE(Algorithm):
         else:
             drift = 2 * current
         drift = min(hi, max(lo, drift))
-        length = drift if cost is None else round(math.sqrt(drift * cost))
+        if cost is None:
+            length = drift
+        elif self.overlap:  # a round of H takes max(H, a) steps' time, so rounds shorter than a wait for nothing
+            length = round(cost)
+        else:
+            length = round(math.sqrt(drift * cost))
         return min(hi, max(lo, length))
 
     def _drift_known(self) -> bool:

@@ -75,6 +75,11 @@ class Exchange(ABC):
         if self.in_flight and self._paused_at is None:
             self._paused_at = self.clock()
 
+    @property
+    def paused(self) -> float:
+        """Seconds training paused while the exchange in flight (or the last joined one) ran."""
+        return self._paused
+
     def resume(self) -> None:
         """Training goes on after :meth:`pause`."""
         if self._paused_at is not None:
