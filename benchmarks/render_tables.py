@@ -245,6 +245,8 @@ B3_NAMES = {
     "gated_dane+ov3": "Gated DANE, `overlap=true`, fixed rounds of 3",
     "gated_dane+ov2": "Gated DANE, `overlap=true`, fixed rounds of 2",
     "gated_dane+ov25": "Gated DANE, overlap under Adam (session 25: rounds from a floor of 2, the link not weighed)",
+    "gated_dane+v2": "Gated DANE, overlapped rounds as long as the exchange (the defaults from session 28)",
+    "gated_dane+s27": "Gated DANE, session 27's defaults (overlapped rounds of √(H_drift·a))",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -995,6 +997,8 @@ TABLES: dict[str, Spec] = {
             (26, "tput_iid_wan_cubic", "telecom_throughput", "wan lan"),
             (27, "credit_iid_edge_fixed_h", "finance_credit", "edge lan"),
             (27, "churn_bygroup_edge_fixed_h", "telecom_churn", "edge lan"),
+            (28, "churn_bygroup_edge", "telecom_churn", "edge lan"),
+            (28, "credit_bygroup_edge", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

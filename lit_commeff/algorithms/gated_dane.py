@@ -1085,7 +1085,7 @@ class GatedDANE(Algorithm):
         round shorter than a waits for the exchange and one longer only drifts more; a round's progress
         H/(1 + H/H_drift) grows with H, so rounds of a make the most of the time whatever H_drift is. √(H_drift·a)
         kept them shorter than the exchange: credit and churn ``by_group`` over ``edge`` waited at the join (B3
-        session 28: rounds of a reached the target 1.11× and 1.38× faster by the medians, ``docs/gated-dane.md``).
+        session 28: rounds of a reached the target 1.11× and 1.21× faster by the medians, ``docs/gated-dane.md``).
         Session 15's rounds of a (15–50 steps, full-precision messages and the ``full`` start then) missed credit's
         seed 0; with bf16 messages and the ``once`` start they lasted 9–12 steps by the medians there and reached it.
         """
