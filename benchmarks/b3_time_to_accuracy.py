@@ -41,7 +41,8 @@ machine's ``bbr``; each row records the algorithm its lab ran (``congestion_cont
 The time to target is training time: wall-clock since training started minus the validation passes
 (``train_seconds`` in ``history.jsonl``), because how often a run validates is the benchmark's choice,
 not the method's; the wall time with validation is reported beside it. An overlapped exchange runs on through a
-validation pass: since session 28 ``train_seconds`` adds back what a pass hid of it (``pause_hidden_seconds``). Both include the hub's compute.
+validation pass: since session 28 ``train_seconds`` adds back what a pass hid of it (``pause_hidden_seconds``).
+Both include the hub's compute.
 On a 2-core machine 4 ranks share the cores, so the ``lan`` column is compute-bound.
 """
 
