@@ -999,6 +999,7 @@ TABLES: dict[str, Spec] = {
             (27, "churn_bygroup_edge_fixed_h", "telecom_churn", "edge lan"),
             (28, "churn_bygroup_edge", "telecom_churn", "edge lan"),
             (28, "credit_bygroup_edge", "finance_credit", "edge lan"),
+            (28, "credit_iid_edge", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
