@@ -37,21 +37,27 @@ class SlowValidation(pl.LightningModule):
         time.sleep(CHECKPOINT_SLEEP)  # a slow checkpoint (e.g. a gather over a slow link) after validating
 
 
-def test_train_seconds_exclude_validation(tmp_path):
+def _four_steps_validated_every_2(out, **trainer_kw) -> list[dict]:
+    """Fit :class:`SlowValidation` for 4 steps with a validation pass every 2 and return the history's records."""
     data = TensorDataset(torch.randn(16, 3), torch.randn(16, 1))
     trainer = pl.Trainer(
         max_steps=4,
         val_check_interval=2,
         limit_val_batches=1,
-        num_sanity_val_steps=1,  # the sanity pass is neither training nor a record
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[CommHistory(tmp_path, monitor="val/loss")],
+        callbacks=[CommHistory(out, monitor="val/loss")],
+        **trainer_kw,
     )
     trainer.fit(SlowValidation(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=16))
-    records = read_history(tmp_path / HISTORY_FILE)
+    return read_history(out / HISTORY_FILE)
+
+
+def test_train_seconds_exclude_validation(tmp_path):
+    # the sanity pass is neither training nor a record
+    records = _four_steps_validated_every_2(tmp_path, num_sanity_val_steps=1)
     assert [r["step"] for r in records] == [2, 4]
     for n, record in enumerate(records, start=1):
         validation = record["seconds"] - record["train_seconds"]
@@ -104,21 +110,8 @@ class HidesBackgroundWork(pl.strategies.SingleDeviceStrategy):
 
 
 def test_train_seconds_add_back_the_background_work_that_validation_hid(tmp_path):
-    data = TensorDataset(torch.randn(16, 3), torch.randn(16, 1))
-    trainer = pl.Trainer(
-        strategy=HidesBackgroundWork(device=torch.device("cpu")),
-        max_steps=4,
-        val_check_interval=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[CommHistory(tmp_path, monitor="val/loss")],
-    )
-    trainer.fit(SlowValidation(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=16))
-    records = read_history(tmp_path / HISTORY_FILE)
+    strategy = HidesBackgroundWork(device=torch.device("cpu"))
+    records = _four_steps_validated_every_2(tmp_path, strategy=strategy, num_sanity_val_steps=0)
     assert [r["pause_hidden_seconds"] for r in records] == [100.0, 200.0]
     for record in records:
         # what the validation passes hid of the background work is put back into the training time
