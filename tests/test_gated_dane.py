@@ -1127,8 +1127,8 @@ def test_overlap_under_link_aware_rounds_last_the_exchange(hetero):
 
 def test_overlap_times_a_step_as_the_round_s_training_time_per_step(hetero):
     """Under overlap the step that a is counted in is the round's training time from a launch to the next join over
-    its steps: the median silent step left slower steps out (churn over ``edge``: a of 10-30 steps for an exchange that
-    took 5-10, session 28). A validation pass while the exchange is in flight is not training time."""
+    its steps (session 28), slower steps included, where the median silent step leaves them out. A validation pass
+    while the exchange is in flight is not training time."""
     clock = _Clock(step=0.01, sync=0.0)
     alg = _overlapped(hetero, sync="fixed", inner_steps=4, link_aware=True)
     alg.clock = alg.exchange.clock = clock
