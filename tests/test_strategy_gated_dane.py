@@ -256,6 +256,8 @@ def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
             assert set(logged) == names, logged
             assert logged["gated_dane/exchange_seconds"] > 0 and logged["gated_dane/exchange_wait_seconds"] >= 0
             assert logged["gated_dane/exchange_hidden_seconds"] == 0.0  # no validation pass: nothing hidden
+        else:  # rank-0-only metrics: the other ranks do not pay for self.log calls whose values are dropped
+            assert record["logged"] == {}, record["logged"]
 
 
 @pytest.mark.parametrize(("wire", "eager"), [("model", "full"), (None, "full"), (None, "share"), (None, "once")])

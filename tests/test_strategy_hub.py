@@ -34,6 +34,8 @@ def test_registered_name_trains_and_loss_falls(name, tmp_path):
     assert ranks[0]["params"] == ranks[1]["params"]
     for metric in COMM_METRICS:
         assert metric in t.callback_metrics, metric
+    # rank-0-only metrics: rank 1 does not pay for self.log calls whose values are dropped
+    assert not [k for k in ranks[1]["metrics"] if k.startswith("comm/")], ranks[1]["metrics"]
 
 
 @pytest.mark.parametrize("name", ["olga", "ef_olga"])

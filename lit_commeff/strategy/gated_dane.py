@@ -149,7 +149,7 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         # Rank 0's own values: a sync_dist reduction here would add two collectives (a round trip each on a slow
         # link) to every logged step, which cost more than the method's own syncs on `edge` (B3, credit).
         algorithm = self.algorithm
-        if not isinstance(algorithm, GatedDANE):
+        if not isinstance(algorithm, GatedDANE) or self.global_rank != 0:  # rank 0's alone: the others' are dropped
             return
         module.log("gated_dane/H", float(algorithm.H), rank_zero_only=True, batch_size=1)
         module.log("gated_dane/drift", algorithm.drift, rank_zero_only=True, batch_size=1)

@@ -268,7 +268,7 @@ class HubAlgorithmStrategy(CommStrategy):
         lightning_api.mark_optimizer_stepped(optimizer)  # workers take no optimizer step of their own
         if self._built(self.metering, "metering").log_comm_metrics(module, delta_hat=self.delta_hat()):
             self.log_diagnostics(module)
-            if guard is not None:
+            if guard is not None and self.global_rank == 0:
                 module.log("comm/skipped_rounds", float(self.skipped_rounds), rank_zero_only=True)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(

@@ -75,7 +75,7 @@ class OLGAStrategy(HubAlgorithmStrategy):
         for name, value in stats.items():
             if name in _WORKER_SIDE:  # every rank has them: the largest over ranks
                 module.log(f"olga/{name}", value, sync_dist=True, reduce_fx="max", batch_size=1)
-            else:  # the hub's own
+            elif self.global_rank == 0:  # the hub's own, logged by rank 0 alone (the others' are dropped)
                 module.log(f"olga/{name}", value, rank_zero_only=True, batch_size=1)
 
     @override
