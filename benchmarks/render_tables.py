@@ -247,6 +247,12 @@ B3_NAMES = {
     "gated_dane+ov25": "Gated DANE, overlap under Adam (session 25: rounds from a floor of 2, the link not weighed)",
     "gated_dane+v2": "Gated DANE, overlapped rounds as long as the exchange (the defaults from session 28)",
     "gated_dane+s27": "Gated DANE, session 27's defaults (overlapped rounds of √(H_drift·a))",
+    "gated_dane+v4": "Gated DANE, rounds of the smoothed a plus its mean deviation (patch, not kept)",
+    "gated_dane+v5": "Gated DANE, a round held while a stays within a third of it (patch, not kept)",
+    "gated_dane+log_all": "Gated DANE (defaults), rank-0-only metrics logged on every rank (before session 29)",
+    "gated_dane+log0": "Gated DANE (defaults), rank-0-only metrics logged by rank 0 alone (from session 29)",
+    "diloco+h100+log_all": "DiLoCo (H = 100), rank-0-only metrics logged on every rank (before session 29)",
+    "diloco+h100+log0": "DiLoCo (H = 100), rank-0-only metrics logged by rank 0 alone (from session 29)",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -1000,6 +1006,9 @@ TABLES: dict[str, Spec] = {
             (28, "churn_bygroup_edge", "telecom_churn", "edge lan"),
             (28, "credit_bygroup_edge", "finance_credit", "edge lan"),
             (28, "credit_iid_edge", "finance_credit", "edge lan"),
+            (29, "churn_bygroup_edge_rounds", "telecom_churn", "edge lan"),
+            (29, "churn_bygroup_edge_seeds345", "telecom_churn", "edge lan"),
+            (29, "churn_bygroup_edge_logging", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

@@ -150,8 +150,9 @@ class CommMetering:
         to its loggers (``log_every_n_steps``), at the last batch of an epoch and at ``max_steps``;
         the byte counters are cumulative, so nothing is lost between logged steps. Only rank 0 calls
         ``self.log`` (``rank_zero_only``, as Lightning documents it): the other ranks' calls were dropped
-        anyway and cost each of them about 20 ms per logged step with Gated DANE's diagnostics (churn,
-        4 ranks on 2 cores, session 29), CPU time that the ranks sharing a machine take from each other.
+        anyway, and each of those ranks spent 8–10 ms per logged step on them and 3–7 ms more on Gated
+        DANE's diagnostics (medians; churn, 4 ranks on 2 cores, session 29), CPU time that ranks sharing a
+        machine take from each other.
 
         Returns:
             Whether this is a logged step, on every rank (a method's diagnostics may reduce over the ranks).
