@@ -180,6 +180,57 @@ def test_silenced_logging_restores_an_instance_override() -> None:
     assert model.log is mine and "log_dict" not in vars(model)
 
 
+class _Recorder(pl.loggers.Logger):
+    """A logger that keeps every ``log_metrics`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int | None, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append((step, dict(metrics)))
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_log_step_metrics_logs_at_lightnings_steps_in_one_call(every: int) -> None:
+    recorder = _Recorder()
+
+    def scenario(strategy: Any, optimizer: Any, closure: Any, model: _Model) -> Any:
+        loss = closure()
+        trainer = strategy.lightning_module.trainer
+        api.log_step_metrics(trainer, {"probe/a": 10.0 + trainer.global_step, "probe/b": 1.5}, prog_bar={"bar": 2.0})
+        optimizer.step()
+        return loss
+
+    model = _Model()
+    trainer = pl.Trainer(
+        strategy=_Probe(scenario), accelerator="cpu", max_steps=3, logger=recorder, log_every_n_steps=every,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model)
+    probe = [(step, m) for step, m in recorder.calls if "probe/a" in m]
+    lightning = [step for step, m in recorder.calls if "train_loss" in m]
+    # written on the steps Lightning writes its own, at the step numbers it gives them
+    assert [step for step, _ in probe] == lightning == ([0, 1, 2] if every == 1 else [1])
+    assert [m["probe/a"] for _, m in probe] == ([10.0, 11.0, 12.0] if every == 1 else [11.0])
+    assert all(len(m) == 2 for _, m in probe)
+    assert float(trainer.logged_metrics["probe/a"]) == (12.0 if every == 1 else 11.0)
+    assert isinstance(trainer.callback_metrics["probe/a"], torch.Tensor)
+    assert float(trainer.callback_metrics["probe/a"]) == 12.0  # every step's value, as self.log leaves it
+    assert trainer.progress_bar_metrics["bar"] == 2.0 and "bar" not in trainer.logged_metrics
+
+
 def test_attached_trainer_is_none_until_fit() -> None:
     assert api.attached_trainer(_Model()) is None
     during: list[Any] = []

@@ -15,6 +15,7 @@ from lit_commeff.algorithms.gated_dane import GatedDANE
 from lit_commeff.algorithms.preconditioner import linear_steps
 from lit_commeff.options import GatedDANEOptions
 from lit_commeff.strategy.hub import HubAlgorithmStrategy
+from lit_commeff.strategy.metering import log_rank_zero
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
 from lit_commeff.transport.background import ThreadedExchange
@@ -151,26 +152,25 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
         algorithm = self.algorithm
         if not isinstance(algorithm, GatedDANE) or self.global_rank != 0:  # rank 0's alone: the others' are dropped
             return
-        module.log("gated_dane/H", float(algorithm.H), rank_zero_only=True, batch_size=1)
-        module.log("gated_dane/drift", algorithm.drift, rank_zero_only=True, batch_size=1)
-        for name, value in algorithm.last_round.items():
-            module.log(f"gated_dane/{name}", value, rank_zero_only=True, batch_size=1)
+        values = {"gated_dane/H": float(algorithm.H), "gated_dane/drift": algorithm.drift}
+        values.update({f"gated_dane/{name}": value for name, value in algorithm.last_round.items()})
         cost = algorithm.sync_steps
         if cost is not None:
-            module.log("gated_dane/sync_steps", cost, rank_zero_only=True, batch_size=1)
+            values["gated_dane/sync_steps"] = cost
         if algorithm.step_seconds is not None:
-            module.log("gated_dane/step_seconds", algorithm.step_seconds, rank_zero_only=True, batch_size=1)
+            values["gated_dane/step_seconds"] = algorithm.step_seconds
         if algorithm.overlap:  # the last joined exchange: its time in the background, and what it blocked of it
             exchange = algorithm.exchange
-            module.log("gated_dane/exchange_seconds", exchange.seconds, rank_zero_only=True, batch_size=1)
-            module.log("gated_dane/exchange_wait_seconds", exchange.waited, rank_zero_only=True, batch_size=1)
-            module.log("gated_dane/exchange_hidden_seconds", exchange.hidden, rank_zero_only=True, batch_size=1)
+            values["gated_dane/exchange_seconds"] = exchange.seconds
+            values["gated_dane/exchange_wait_seconds"] = exchange.waited
+            values["gated_dane/exchange_hidden_seconds"] = exchange.hidden
         delta = self.delta_hat()
         if delta is not None:
-            module.log("gated_dane/delta_hat", delta, rank_zero_only=True, batch_size=1)
+            values["gated_dane/delta_hat"] = delta
         theta = algorithm.prox_theta()
         if theta is not None:  # prox_rho: this rank's θ_m from its estimate
-            module.log("gated_dane/theta", float(theta[0]), rank_zero_only=True, batch_size=1)
+            values["gated_dane/theta"] = float(theta[0])
+        log_rank_zero(module, values)
 
     @override
     def delta_hat(self) -> float | None:

@@ -20,7 +20,7 @@ from lit_commeff.options import HubOptions
 from lit_commeff.strategy import lightning_api
 from lit_commeff.strategy.base import CommStrategy, reject_ddp_kwargs, trainable_parameters
 from lit_commeff.strategy.flat import FlatParams
-from lit_commeff.strategy.metering import CommMetering, dense_dtype_of
+from lit_commeff.strategy.metering import CommMetering, dense_dtype_of, log_rank_zero
 from lit_commeff.strategy.numeric import (
     Fault,
     GuardedTransport,
@@ -268,8 +268,8 @@ class HubAlgorithmStrategy(CommStrategy):
         lightning_api.mark_optimizer_stepped(optimizer)  # workers take no optimizer step of their own
         if self._built(self.metering, "metering").log_comm_metrics(module, delta_hat=self.delta_hat()):
             self.log_diagnostics(module)
-            if guard is not None and self.global_rank == 0:
-                module.log("comm/skipped_rounds", float(self.skipped_rounds), rank_zero_only=True)
+            if guard is not None:
+                log_rank_zero(module, {"comm/skipped_rounds": float(self.skipped_rounds)})
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s: step %d done on rank %d (%s, %d gradient evaluations)",

@@ -10,6 +10,7 @@ from typing_extensions import override
 from lit_commeff.algorithms.olga import EFOLGA, OLGA
 from lit_commeff.options import EFOLGAOptions, OLGAOptions
 from lit_commeff.strategy.hub import HubAlgorithmStrategy
+from lit_commeff.strategy.metering import log_rank_zero
 from lit_commeff.strategy.oracle import LightningOracle
 from lit_commeff.transport import DistributedTransport
 
@@ -75,8 +76,8 @@ class OLGAStrategy(HubAlgorithmStrategy):
         for name, value in stats.items():
             if name in _WORKER_SIDE:  # every rank has them: the largest over ranks
                 module.log(f"olga/{name}", value, sync_dist=True, reduce_fx="max", batch_size=1)
-            elif self.global_rank == 0:  # the hub's own, logged by rank 0 alone (the others' are dropped)
-                module.log(f"olga/{name}", value, rank_zero_only=True, batch_size=1)
+        # the hub's own, logged by rank 0 alone (the others' were dropped)
+        log_rank_zero(module, {f"olga/{name}": value for name, value in stats.items() if name not in _WORKER_SIDE})
 
     @override
     def delta_hat(self) -> float | None:
