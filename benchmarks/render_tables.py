@@ -253,6 +253,8 @@ B3_NAMES = {
     "gated_dane+log0": "Gated DANE (defaults), rank-0-only metrics logged by rank 0 alone (from session 29)",
     "diloco+h100+log_all": "DiLoCo (H = 100), rank-0-only metrics logged on every rank (before session 29)",
     "diloco+h100+log0": "DiLoCo (H = 100), rank-0-only metrics logged by rank 0 alone (from session 29)",
+    "gated_dane+v7": "Gated DANE, first rounds of 2 × the floor until the exchange is timed (patch)",
+    "gated_dane+f10": "Gated DANE, `min_inner_steps=10` (overlapped rounds of a, at least 10)",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -1009,6 +1011,10 @@ TABLES: dict[str, Spec] = {
             (29, "churn_bygroup_edge_rounds", "telecom_churn", "edge lan"),
             (29, "churn_bygroup_edge_seeds345", "telecom_churn", "edge lan"),
             (29, "churn_bygroup_edge_logging", "telecom_churn", "edge lan"),
+            (30, "churn_bygroup_edge_first_rounds", "telecom_churn", "edge lan"),
+            (30, "churn_bygroup_edge_floor10", "telecom_churn", "edge lan"),
+            (30, "churn_bygroup_edge_seeds345", "telecom_churn", "edge lan"),
+            (30, "credit_bygroup_edge_first_rounds", "finance_credit", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(

@@ -743,7 +743,9 @@ class GatedDANEOptions(HubOptions):
             "`sync: gated`: the first round's H and the smallest H, in [1, inner_steps]; `None`: min(5, inner_steps), "
             "and min(2, inner_steps) under `overlap` with an adaptive optimizer (Adam), where a rank carries its own "
             "change a round longer than the synchronous sync lets it (session 25: rounds of 2 under overlap took the "
-            "throughput GRU's steps of the synchronous rounds of 5, rounds of 3 and 5 missed a seed)"
+            "throughput GRU's steps of the synchronous rounds of 5, rounds of 3 and 5 missed a seed). With `None` "
+            "under `overlap` with `link_aware` the rounds start at twice it (within inner_steps) until the hub has "
+            "timed the exchange: first rounds of 5 ended before their exchange (session 30)"
         ),
     )
     sync: str = field(
@@ -939,8 +941,21 @@ class GatedDANEOptions(HubOptions):
 
     @property
     def min_steps(self) -> int:
-        """The smallest (and first) H of a gated round."""
+        """The smallest H of a gated round."""
         return min(5, self.inner_steps) if self.min_inner_steps is None else int(self.min_inner_steps)
+
+    @property
+    def first_steps(self) -> int:
+        """The first gated rounds' H: :attr:`min_steps`, or twice it under ``overlap`` with ``link_aware``.
+
+        Twice the floor (within ``inner_steps``) where ``min_inner_steps`` is None; the rounds keep it until the hub
+        has timed the exchange, when they start to last the exchange's a. Rounds of the floor of 5 ended before their
+        exchange: on churn ``by_group`` over ``edge`` the first joins waited 0.05-0.10 s where fixed rounds of 10
+        waited none (B3 session 29, ``docs/gated-dane.md``).
+        """
+        if self.overlap and self.resolved_link_aware and self.min_inner_steps is None:
+            return min(self.inner_steps, 2 * self.min_steps)
+        return self.min_steps
 
     @property
     def resolved_theta(self) -> float | None:

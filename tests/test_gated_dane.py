@@ -1125,6 +1125,30 @@ def test_overlap_under_link_aware_rounds_last_the_exchange(hetero):
     assert synchronous._length(torch.tensor([0, 3, 0, 9]), cost=17.6, current=5, known=True) == round((3 * 17.6) ** 0.5)
 
 
+def test_overlap_under_link_aware_starts_at_twice_the_floor_until_the_exchange_is_timed(hetero):
+    """Under overlap with link_aware and the default floor, the first rounds last 2 × 5 = 10 steps (within the cap)
+    until the hub has timed the exchange, then its a (session 30: rounds of the floor ended before their exchange).
+    The user's floor, the synchronous sync and rounds that do not weigh the link keep the floor from the start."""
+    assert GatedDANEOptions(overlap=True).first_steps == 10
+    assert GatedDANEOptions(overlap=True, inner_steps=7).first_steps == 7
+    assert GatedDANEOptions(overlap=True, inner_steps=3).first_steps == 3
+    for floor in (GatedDANEOptions(overlap=True, min_inner_steps=5), GatedDANEOptions(overlap=True, link_aware=False),
+                  GatedDANEOptions(overlap=False), GatedDANEOptions()):  # fmt: skip
+        assert floor.first_steps == floor.min_steps == 5
+    adam = GatedDANEOptions().resolve_overlap(linear_steps=False)
+    assert adam.overlap and adam.first_steps == adam.min_steps == 2  # under Adam: rounds of 2, the link not weighed
+    clock = _Clock(step=0.01, sync=0.0)
+    alg = _overlapped(hetero, sync="gated", inner_steps=40, link_aware=True)
+    assert alg.H == 10 and alg.options.min_steps == 5
+    alg.clock = alg.exchange.clock = clock
+    while alg.sync_steps is None:
+        clock.now += clock.step
+        alg.step()
+    assert alg.history_h and set(alg.history_h) <= {10, 20}  # the start's length, doubled where drift is measured
+    assert _overlapped(hetero, sync="gated", inner_steps=40, link_aware=False).H == 5
+    assert _sim(hetero, sync="gated", inner_steps=40, link_aware=True).H == 5
+
+
 def test_overlap_times_a_step_as_the_round_s_training_time_per_step(hetero):
     """Under overlap the step that a is counted in is the round's training time from a launch to the next join over
     its steps (session 28), slower steps included, where the median silent step leaves them out. A validation pass

@@ -160,7 +160,7 @@ class GatedDANE(Algorithm):
         self.phase = "anchor"
         #: Local steps taken in this round, and this round's length.
         self.k = 0
-        self.H = options.min_steps if options.sync == "gated" else options.inner_steps
+        self.H = options.first_steps if options.sync == "gated" else options.inner_steps
         self.anchor = x0.detach().clone()
         self.ghat: Tensor | None = None
         self.corr: Tensor | None = None
