@@ -151,7 +151,7 @@ def attached_trainer(module: Any) -> Any | None:
 def log_step_metrics(trainer: Any, metrics: dict[str, float], *, prog_bar: dict[str, float] | None = None) -> None:
     """This step's ``metrics`` handed to the Trainer's loggers in one call, without ``LightningModule.log``.
 
-    ``self.log`` costs about 0.5 ms per value on CPU, and the strategies log some 30 values a logged step. The
+    ``self.log`` costs about 0.6 ms per value on CPU, and the strategies log some 30 values a logged step. The
     values go where Lightning's own step logging takes them: ``trainer.callback_metrics`` (as tensors, the form
     ``self.log`` leaves there) and, on the steps Lightning writes logs (``_LoggerConnector.should_update_logs``),
     every logger's ``log_metrics`` (then ``save``) at the step Lightning logs this step at

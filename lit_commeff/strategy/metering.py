@@ -145,9 +145,10 @@ class CommMetering:
     def log_comm_metrics(self, module: Any, *, delta_hat: float | None = None) -> bool:
         """Count the step and log ``comm/*`` when Lightning writes logs.
 
-        Call it once per training step on every rank (the values agree; rank 0 logs them). The metrics are
-        logged on the steps Lightning hands to its loggers (``log_every_n_steps``), at the last batch of an
-        epoch and at ``max_steps``; the byte counters are cumulative, so nothing is lost between logged steps.
+        Call it once per training step on every rank (the values agree; rank 0 logs them). The metrics reach
+        the loggers on the steps Lightning hands to them (``log_every_n_steps``), and ``callback_metrics`` at
+        those, the last batch of an epoch and ``max_steps``; the byte counters are cumulative, so nothing is lost
+        between logged steps.
         Only rank 0 logs, in one call to the Trainer's loggers (:func:`log_rank_zero`): through ``self.log``
         (``rank_zero_only``) every rank spent 8–10 ms per logged step on them and 3–7 ms more on Gated
         DANE's diagnostics (medians; churn, 4 ranks on 2 cores, session 29), CPU time that ranks sharing a
@@ -305,8 +306,9 @@ def log_rank_zero(module: Any, values: dict[str, float], *, prog_bar: dict[str, 
     """Log rank 0's step ``values`` (and ``prog_bar`` values, progress bar only); other ranks log nothing.
 
     In a Trainer they reach its loggers, ``logged_metrics`` and ``callback_metrics`` in one call
-    (:func:`~lit_commeff.strategy.lightning_api.log_step_metrics`): ``self.log`` costs about 0.4 ms per metric
-    on CPU, 8-10 ms per logged step for ``comm/*`` alone on rank 0 (churn, 4 ranks on 2 cores, session 29).
+    (:func:`~lit_commeff.strategy.lightning_api.log_step_metrics`): ``self.log`` costs about 0.6 ms per value
+    on CPU (``benchmarks/log_step_cost.py``), 8-10 ms per logged step for ``comm/*`` alone on rank 0 (churn,
+    4 ranks on 2 cores, session 29).
     Outside a Trainer, ``module.log`` as usual.
     """
     trainer = lightning_api.attached_trainer(module)
