@@ -741,6 +741,8 @@ def test_strategy_logs_the_gate_and_the_measured_times_from_rank_zero(hetero):
     """``log_diagnostics``: H, drift, the last sync's norms, δ̂ and, with ``link_aware``, a and the local step time."""
 
     class _Module:
+        _trainer = None  # not in a Trainer: the values go through `log` (in one, one call to the loggers)
+
         def __init__(self) -> None:
             self.logged: dict[str, float] = {}
 
