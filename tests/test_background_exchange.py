@@ -123,6 +123,48 @@ def test_a_blocking_exchange_has_nothing_for_a_pause_to_hide():
     assert (exchange.seconds, exchange.waited, exchange.hidden) == (2.0, 0.0, 0.0)
 
 
+def test_the_waits_of_every_join_add_up():
+    main = threading.current_thread()
+
+    class JoinClock(_Clock):
+        """Tells the work when the training thread reads the time after launching: the join has started."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.joining = threading.Event()
+            self.armed = False
+
+        def __call__(self) -> float:
+            now = self.now  # read before the work may move it
+            if self.armed and threading.current_thread() is main:
+                self.joining.set()
+            return now
+
+    clock = JoinClock()
+    exchange = ThreadedExchange(_transport())
+    exchange.clock = clock
+    ledger = CommLedger(dim=4, num_workers=3)
+    for wait in (1.5, 0.0, 2.5):
+        done = threading.Event()
+        clock.joining.clear()
+
+        def work(_: SimulatorTransport, wait: float = wait, done: threading.Event = done) -> None:
+            if wait:  # ends `wait` s (fake) after the join started waiting for it
+                assert clock.joining.wait(10)
+                clock.now += wait
+            done.set()
+
+        clock.armed = False
+        exchange.launch(work)
+        if not wait:
+            assert done.wait(10)  # ended before the join: nothing to wait for
+        clock.armed = True
+        ledger.begin_round()
+        exchange.join(ledger)
+        assert exchange.waited == pytest.approx(wait)
+    assert exchange.waited_total == pytest.approx(4.0)
+
+
 @pytest.mark.parametrize("finish", ["in the pause", "after the pause"])
 def test_join_counts_what_of_a_background_exchange_a_pause_hid(finish):
     """Launch at 0, 1 s of training, a 1 s pause, 1 s of training, join at 3.
@@ -164,4 +206,5 @@ def test_join_counts_what_of_a_background_exchange_a_pause_hid(finish):
     ledger.begin_round()
     assert exchange.join(ledger) == "done"
     assert exchange.hidden == pytest.approx(1.0) and exchange.hidden_total == pytest.approx(1.0)
+    assert exchange.waited_total == exchange.waited  # one join: the total is its wait
     assert exchange.seconds == pytest.approx(3.0 if finish == "in the pause" else 4.0)

@@ -246,12 +246,16 @@ def test_shaped_rates_follow_the_profile_under_load(backend: str, profile: str) 
     with NetLab(2, backend=backend) as lab:  # no shaping: what this host moves right now
         free = measure_throughput(lab, 1, 0, seconds=1.0)
     with NetLab(2, profile, backend=backend) as lab:
-        up = measure_throughput(lab, 1, 0, seconds=1.5)
-        down = measure_throughput(lab, 0, 1, seconds=1.5)
-    print(f"{backend}: uplink {up.mbit:.2f}/10, downlink {down.mbit:.2f}/40, unshaped {free.mbit:.1f} Mbit/s")
-    for measured, rate in ((up.mbit, 10), (down.mbit, 40)):
-        assert measured <= 1.2 * rate  # the shaper caps the rate whatever the load
-        assert measured >= 0.8 * min(rate, free.mbit)  # ... and delivers it when the host can
+        for (src, dst), rate in (((1, 0), 10), ((0, 1), 40)):
+            tries = []
+            for _ in range(3):  # a burst of load on a busy host can starve one window: the best of 3 must deliver
+                measured = measure_throughput(lab, src, dst, seconds=1.5).mbit
+                assert measured <= 1.2 * rate  # the shaper caps the rate whatever the load
+                tries.append(measured)
+                if measured >= 0.8 * min(rate, free.mbit):
+                    break
+            print(f"{backend}: {src}->{dst} {tries} Mbit/s of {rate}, unshaped {free.mbit:.1f} Mbit/s")
+            assert max(tries) >= 0.8 * min(rate, free.mbit)  # ... and delivers it when the host can
 
 
 # The hub's own link (an aggregator's 1 Gbit/s port in the benchmarks): with unshaped workers, the hub's

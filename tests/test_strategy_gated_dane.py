@@ -252,10 +252,13 @@ def test_overlap_under_adam_gates_rounds_from_a_floor_of_2(tmp_path, options):
         if rank == 0:  # logged at the last step, before that step's join: the exchange joined a round earlier
             logged = record["logged"]
             names = {"gated_dane/exchange_seconds", "gated_dane/exchange_wait_seconds"}
-            names |= {"gated_dane/exchange_hidden_seconds"}
+            names |= {"gated_dane/exchange_hidden_seconds", "gated_dane/exchange_wait_total_seconds"}
+            names |= {"gated_dane/exchange_hidden_total_seconds"}
             assert set(logged) == names, logged
             assert logged["gated_dane/exchange_seconds"] > 0 and logged["gated_dane/exchange_wait_seconds"] >= 0
             assert logged["gated_dane/exchange_hidden_seconds"] == 0.0  # no validation pass: nothing hidden
+            assert logged["gated_dane/exchange_hidden_total_seconds"] == 0.0
+            assert logged["gated_dane/exchange_wait_total_seconds"] >= logged["gated_dane/exchange_wait_seconds"]
         else:  # rank-0-only metrics: the other ranks do not pay for self.log calls whose values are dropped
             assert record["logged"] == {}, record["logged"]
 

@@ -65,8 +65,10 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
     without a sync), under ``overlap`` ``gated_dane/exchange_seconds`` (rank 0's last joined exchange, from its
     launch to its end in the background), ``gated_dane/exchange_wait_seconds`` (how long joining it blocked the
     training thread: the part the round's local steps did not hide) and ``gated_dane/exchange_hidden_seconds``
-    (how much longer it would have blocked had no validation pass run while the exchange was in flight), and, with
-    ``prox_rho``, ``gated_dane/theta`` (rank 0's θ_m from its estimate).
+    (how much longer it would have blocked had no validation pass run while the exchange was in flight), with their
+    running totals over every join ``gated_dane/exchange_wait_total_seconds`` and
+    ``gated_dane/exchange_hidden_total_seconds``, and, with ``prox_rho``, ``gated_dane/theta`` (rank 0's θ_m from
+    its estimate).
 
     Args:
         options: :class:`~lit_commeff.options.GatedDANEOptions`; by default built from the keyword options.
@@ -164,6 +166,9 @@ class GatedDANEStrategy(HubAlgorithmStrategy):
             values["gated_dane/exchange_seconds"] = exchange.seconds
             values["gated_dane/exchange_wait_seconds"] = exchange.waited
             values["gated_dane/exchange_hidden_seconds"] = exchange.hidden
+            # running totals: every join counts, not only the logged steps' (rounds vary in length)
+            values["gated_dane/exchange_wait_total_seconds"] = exchange.waited_total
+            values["gated_dane/exchange_hidden_total_seconds"] = exchange.hidden_total
         delta = self.delta_hat()
         if delta is not None:
             values["gated_dane/delta_hat"] = delta

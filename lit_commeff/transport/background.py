@@ -35,12 +35,14 @@ class Exchange(ABC):
         hidden: Seconds the last :meth:`join` would have blocked had training not paused (:meth:`pause`) while
             the exchange ran: the part of it that a pause hid, not the training steps.
         hidden_total: :attr:`hidden` summed over every join.
+        waited_total: :attr:`waited` summed over every join: what the exchanges cost the training thread in all.
     """
 
     seconds: float = 0.0
     waited: float = 0.0
     hidden: float = 0.0
     hidden_total: float = 0.0
+    waited_total: float = 0.0
     #: The clock of every time above (a test may set a fake one on an instance).
     clock: Callable[[], float] = staticmethod(time.perf_counter)
 
@@ -98,6 +100,7 @@ class Exchange(ABC):
         started = self.clock()
         result = self._wait()
         self.waited = self.clock() - started
+        self.waited_total += self.waited
         # Had training not paused, its clock would have reached this join `trained` s after the launch, and the join
         # would have waited for the rest of the exchange's `seconds`: what exceeds the real wait is what a pause hid.
         trained = started - (self._launched_at if self._launched_at is not None else started) - self._paused

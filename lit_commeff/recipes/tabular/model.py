@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import AttributeDict
 from torch import Tensor, nn
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
 from typing_extensions import override
 
+from lit_commeff.recipes.scores import Score
+from lit_commeff.recipes.tabular.metrics import SCORES, BinaryScores
 from lit_commeff.strategy import lightning_api
 
 
@@ -37,9 +38,9 @@ class TabularClassifier(pl.LightningModule):
     ``init_seed`` alone, so every rank builds the same model. The resolved sizes are stored in
     ``hparams``, so a checkpoint rebuilds the same model.
 
-    Logged: ``train/loss`` (every step), ``val/loss`` (epoch mean, synchronised), ``val/auroc``,
-    ``val/ap`` (average precision) and ``val/f1`` (at probability 0.5), torchmetrics objects that
-    synchronise their state across ranks.
+    Logged: ``train/loss`` (every step), and over every rank's validation samples ``val/loss`` (the mean per
+    sample), ``val/auroc``, ``val/ap`` (average precision) and ``val/f1`` (at probability 0.5), all from one
+    :class:`~lit_commeff.recipes.tabular.metrics.BinaryScores` state gathered once a validation pass.
 
     Args:
         num_numeric: Number of numeric features (``None``: from the data module).
@@ -93,9 +94,8 @@ class TabularClassifier(pl.LightningModule):
         self.hparams["categorical_cardinalities"] = cards
         self.embeddings: nn.ModuleList | None = None
         self.mlp: nn.Sequential | None = None
-        self.val_auroc = BinaryAUROC()
-        self.val_ap = BinaryAveragePrecision()
-        self.val_f1 = BinaryF1Score()
+        self.val_scores = BinaryScores()
+        self.val_score = nn.ModuleDict({name: Score(self.val_scores, name) for name in SCORES})
         if num_numeric is not None and cards is not None:
             self._build(int(num_numeric), cards)
 
@@ -190,11 +190,15 @@ class TabularClassifier(pl.LightningModule):
         parts = [x_num, *(emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings))]
         return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
 
-    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        """Binary cross-entropy on logits, the positive class weighted by ``pos_weight`` when ``balance``."""
+    def loss(self, logits: Tensor, y: Tensor, *, reduction: str = "mean") -> Tensor:
+        """Binary cross-entropy on logits, the positive class weighted by ``pos_weight`` when ``balance``.
+
+        ``reduction``: ``"mean"`` over the batch, or ``"none"`` for one loss per sample.
+        """
         weight = self.hparams.pos_weight if self.hparams.balance else None
         pos_weight = None if weight is None else torch.tensor(weight, dtype=logits.dtype, device=logits.device)
-        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=pos_weight)
+        target = y.to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction=reduction)
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -207,11 +211,16 @@ class TabularClassifier(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x_num, x_cat, y = batch
         logits = self(x_num, x_cat)
-        self.log("val/loss", self.loss(logits, y), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
-        probs, target = torch.sigmoid(logits.float()), y.long()
-        for name, metric in (("auroc", self.val_auroc), ("ap", self.val_ap), ("f1", self.val_f1)):
-            metric.update(probs, target)
-            self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "auroc")
+        self.val_scores.update(torch.sigmoid(logits.float()), y.long(), self.loss(logits.float(), y, reduction="none"))
+        for name, module in self.val_score.items():
+            score = cast(Score, module)  # a ModuleDict registers them, as Lightning's logged metrics must be
+            score.update()
+            self.log(f"val/{name}", score, on_step=False, on_epoch=True, prog_bar=name == "auroc")
+
+    @override
+    def on_validation_epoch_start(self) -> None:
+        # Lightning resets the logged Scores after each pass; their source is reset here, before the pass's updates
+        self.val_scores.reset()
 
     @override
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -9,10 +9,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import AttributeDict
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, SymmetricMeanAbsolutePercentageError
 from typing_extensions import override
 
 from lit_commeff._state import need
+from lit_commeff.recipes.scores import Score
+from lit_commeff.recipes.throughput.metrics import SCORES, ForecastScores
 from lit_commeff.recipes.throughput.reading import positive_int
 from lit_commeff.strategy import lightning_api
 
@@ -73,9 +74,10 @@ class ThroughputForecaster(pl.LightningModule):
     the same parameters regardless of what else drew random numbers before.
 
     Loss: SmoothL1 (Huber, ``beta=huber_beta``) on the datamodule's model-space target (standardised
-    ``log1p`` Mbit/s). Logged: ``train/loss`` (per step), ``val/loss`` (``sync_dist``), and torchmetrics
-    ``val/mae``, ``val/smape`` and ``val/mae_persistence`` (the last observed value as the forecast, a
-    naive baseline independent of the model: the same every epoch) in original units.
+    ``log1p`` Mbit/s). Logged: ``train/loss`` (per step), and over every rank's validation samples ``val/loss``
+    (the mean per value), ``val/mae``, ``val/smape`` and ``val/mae_persistence`` (the last observed value as the
+    forecast, a naive baseline independent of the model: the same every epoch) in original units, all from one
+    :class:`~lit_commeff.recipes.throughput.metrics.ForecastScores` state gathered once a validation pass.
 
     Args:
         arch: ``"gru"`` or ``"transformer"``.
@@ -136,9 +138,8 @@ class ThroughputForecaster(pl.LightningModule):
         self.net: nn.Module | None = None
         self.target_transform: dict[str, Any] | None = None
         self.loss_fn = nn.SmoothL1Loss(beta=float(huber_beta))
-        self.val_mae = MeanAbsoluteError()
-        self.val_smape = SymmetricMeanAbsolutePercentageError()
-        self.val_mae_persistence = MeanAbsoluteError()
+        self.val_scores = ForecastScores()
+        self.val_score = nn.ModuleDict({name: Score(self.val_scores, name) for name in SCORES})
         if num_features is not None and (arch == "gru" or window is not None):
             self._build(num_features, window)
 
@@ -238,13 +239,17 @@ class ThroughputForecaster(pl.LightningModule):
         x, y, y_true, last = batch
         z = self(x)
         pred = self.to_units(z)
-        self.log("val/loss", self.loss_fn(z, y), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.val_mae.update(pred, y_true)
-        self.val_smape.update(pred, y_true)
-        self.val_mae_persistence.update(last, y_true)
-        self.log("val/mae", self.val_mae, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/smape", self.val_smape, on_step=False, on_epoch=True)
-        self.log("val/mae_persistence", self.val_mae_persistence, on_step=False, on_epoch=True)
+        losses = nn.functional.smooth_l1_loss(z, y, reduction="none", beta=self.loss_fn.beta)
+        self.val_scores.update(pred, y_true, last, losses)
+        for name, module in self.val_score.items():
+            score = cast(Score, module)  # a ModuleDict registers them, as Lightning's logged metrics must be
+            score.update()
+            self.log(f"val/{name}", score, on_step=False, on_epoch=True, prog_bar=name == "mae")
+
+    @override
+    def on_validation_epoch_start(self) -> None:
+        # Lightning resets the logged Scores after each pass; their source is reset here, before the pass's updates
+        self.val_scores.reset()
 
     @override
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
