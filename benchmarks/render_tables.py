@@ -255,6 +255,8 @@ B3_NAMES = {
     "diloco+h100+log0": "DiLoCo (H = 100), rank-0-only metrics logged by rank 0 alone (from session 29)",
     "gated_dane+v7": "Gated DANE, first rounds of 2 × the floor until the exchange is timed (patch)",
     "gated_dane+f10": "Gated DANE, `min_inner_steps=10` (overlapped rounds of a, at least 10)",
+    "gated_dane+h9": "Gated DANE, fixed H = 9",
+    "gated_dane+h11": "Gated DANE, fixed H = 11",
 }
 B3_COLUMNS = [
     "method", "train s to target", "× vs DDP", "× vs best baseline", "wall s to target", "× vs DDP (wall)",
@@ -1015,6 +1017,8 @@ TABLES: dict[str, Spec] = {
             (30, "churn_bygroup_edge_floor10", "telecom_churn", "edge lan"),
             (30, "churn_bygroup_edge_seeds345", "telecom_churn", "edge lan"),
             (30, "credit_bygroup_edge_first_rounds", "finance_credit", "edge lan"),
+            (31, "churn_bygroup_edge_fixed_9_10_11", "telecom_churn", "edge lan"),
+            (31, "churn_bygroup_edge_ten_seeds", "telecom_churn", "edge lan"),
         )
     },
     "b8-sweep-fixed-mu": Spec(
