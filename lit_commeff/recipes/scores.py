@@ -8,9 +8,10 @@ validation pass (see :mod:`lit_commeff.recipes.tabular.metrics`). A recipe keeps
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from torch import Tensor
+import lightning.pytorch as pl
+from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import override
 
@@ -51,4 +52,22 @@ class Score(Metric):
         return value
 
 
-__all__ = ["Score"]
+def score_views(source: Metric) -> nn.ModuleDict:
+    """A :class:`Score` per value of ``source`` (its ``names``), registered, as Lightning's logged metrics must be."""
+    names: tuple[str, ...] = tuple(getattr(source, "names", ()))
+    return nn.ModuleDict({name: Score(source, name) for name in names})
+
+
+def log_scores(module: pl.LightningModule, views: nn.ModuleDict, *, prog_bar: str) -> None:
+    """After the source's update in a validation step: count it on each view and log it as ``val/<name>``.
+
+    Lightning computes each logged :class:`Score` at the end of the epoch (the first one gathers the source's state
+    once) and resets it; ``prog_bar`` names the value shown on the progress bar.
+    """
+    for name, view in views.items():
+        score = cast(Score, view)
+        score.update()
+        module.log(f"val/{name}", score, on_step=False, on_epoch=True, prog_bar=name == prog_bar)
+
+
+__all__ = ["Score", "log_scores", "score_views"]

@@ -12,8 +12,8 @@ from lightning.pytorch.utilities import AttributeDict
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lit_commeff.recipes.scores import Score
-from lit_commeff.recipes.tabular.metrics import SCORES, BinaryScores
+from lit_commeff.recipes.scores import log_scores, score_views
+from lit_commeff.recipes.tabular.metrics import BinaryScores
 from lit_commeff.strategy import lightning_api
 
 
@@ -95,7 +95,7 @@ class TabularClassifier(pl.LightningModule):
         self.embeddings: nn.ModuleList | None = None
         self.mlp: nn.Sequential | None = None
         self.val_scores = BinaryScores()
-        self.val_score = nn.ModuleDict({name: Score(self.val_scores, name) for name in SCORES})
+        self.val_score = score_views(self.val_scores)
         if num_numeric is not None and cards is not None:
             self._build(int(num_numeric), cards)
 
@@ -212,10 +212,7 @@ class TabularClassifier(pl.LightningModule):
         x_num, x_cat, y = batch
         logits = self(x_num, x_cat)
         self.val_scores.update(torch.sigmoid(logits.float()), y.long(), self.loss(logits.float(), y, reduction="none"))
-        for name, module in self.val_score.items():
-            score = cast(Score, module)  # a ModuleDict registers them, as Lightning's logged metrics must be
-            score.update()
-            self.log(f"val/{name}", score, on_step=False, on_epoch=True, prog_bar=name == "auroc")
+        log_scores(self, self.val_score, prog_bar="auroc")
 
     @override
     def on_validation_epoch_start(self) -> None:

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lit_commeff._state import need
-from lit_commeff.recipes.scores import Score
-from lit_commeff.recipes.throughput.metrics import SCORES, ForecastScores
+from lit_commeff.recipes.scores import log_scores, score_views
+from lit_commeff.recipes.throughput.metrics import ForecastScores
 from lit_commeff.recipes.throughput.reading import positive_int
 from lit_commeff.strategy import lightning_api
 
@@ -139,7 +139,7 @@ class ThroughputForecaster(pl.LightningModule):
         self.target_transform: dict[str, Any] | None = None
         self.loss_fn = nn.SmoothL1Loss(beta=float(huber_beta))
         self.val_scores = ForecastScores()
-        self.val_score = nn.ModuleDict({name: Score(self.val_scores, name) for name in SCORES})
+        self.val_score = score_views(self.val_scores)
         if num_features is not None and (arch == "gru" or window is not None):
             self._build(num_features, window)
 
@@ -241,10 +241,7 @@ class ThroughputForecaster(pl.LightningModule):
         pred = self.to_units(z)
         losses = nn.functional.smooth_l1_loss(z, y, reduction="none", beta=self.loss_fn.beta)
         self.val_scores.update(pred, y_true, last, losses)
-        for name, module in self.val_score.items():
-            score = cast(Score, module)  # a ModuleDict registers them, as Lightning's logged metrics must be
-            score.update()
-            self.log(f"val/{name}", score, on_step=False, on_epoch=True, prog_bar=name == "mae")
+        log_scores(self, self.val_score, prog_bar="mae")
 
     @override
     def on_validation_epoch_start(self) -> None:
