@@ -26,8 +26,8 @@ class ForecastScores(Metric):
 
     The same sums as torchmetrics' ``MeanAbsoluteError`` and ``SymmetricMeanAbsolutePercentageError`` (SMAPE:
     2·|p − y| / max(|p| + |y|, 1.17e-6), averaged), kept in one state ``[Σ|p − y|, ΣSMAPE terms,
-    Σ|last − y|, values, Σloss, loss values]``. The loss is the mean over every element of every rank (not the
-    mean of the ranks' means).
+    Σ|last − y|, values, Σloss, loss values]`` in float32, as torchmetrics keeps its sums (counts exact up to 2²⁴
+    values a pass). The loss is the mean over every element of every rank (not the mean of the ranks' means).
     """
 
     full_state_update = False
@@ -39,7 +39,7 @@ class ForecastScores(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.add_state("sums", default=torch.zeros(6, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("sums", default=torch.zeros(6), dist_reduce_fx="sum")  # float32: every device has it
 
     @override
     def update(self, preds: Tensor, target: Tensor, last: Tensor, loss: Tensor) -> None:
@@ -49,20 +49,19 @@ class ForecastScores(Metric):
                 f"ForecastScores.update: preds {tuple(preds.shape)}, target {tuple(target.shape)} and last "
                 f"{tuple(last.shape)} differ in shape; pass one forecast, true and last value per element."
             )
-        p, y, x = (t.detach().to(torch.float64) for t in (preds, target, last))
+        p, y, x = (t.detach().to(self.sums.dtype) for t in (preds, target, last))
         error = (p - y).abs()
         smape = 2 * error / (y.abs() + p.abs()).clamp_min(EPSILON)
-        losses = loss.detach().to(torch.float64)
+        losses = loss.detach().to(self.sums.dtype)
         batch = [error.sum(), smape.sum(), (x - y).abs().sum(), float(y.numel()), losses.sum(), float(losses.numel())]
-        self.sums += torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.sums.device) for v in batch])
+        self.sums += torch.stack([torch.as_tensor(v, dtype=self.sums.dtype, device=self.sums.device) for v in batch])
 
     @override
     def compute(self) -> dict[str, Tensor]:
-        """``{"mae", "smape", "mae_persistence", "loss"}`` over the gathered sums (float32, as the metrics')."""
+        """``{"mae", "smape", "mae_persistence", "loss"}`` over the gathered sums."""
         s = self.sums
         n, m = s[3], s[5]
-        values = {"mae": s[0] / n, "smape": s[1] / n, "mae_persistence": s[2] / n, "loss": s[4] / m}
-        return {name: value.to(torch.float32) for name, value in values.items()}
+        return {"mae": s[0] / n, "smape": s[1] / n, "mae_persistence": s[2] / n, "loss": s[4] / m}
 
 
 __all__ = ["EPSILON", "SCORES", "ForecastScores"]
